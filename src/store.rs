@@ -1,0 +1,126 @@
+//! Where a file's bytes come from: a memory map, `pread` on an open file,
+//! or a buffer in memory. Every read is bounds-checked here.
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Map the file; raw parts are borrowed zero-copy from the map.
+    #[default]
+    Mmap,
+    /// Read with `pread`: for files that may change or shrink under us,
+    /// where a map would fault (SIGBUS) instead of returning an error.
+    Pread,
+}
+
+pub(crate) enum Store {
+    Mapped(Mmap),
+    Memory(Arc<[u8]>),
+    Pread { file: File, len: u64 },
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path, backend: Backend) -> Result<Store> {
+        let file = File::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        match backend {
+            Backend::Pread => Ok(Store::Pread { file, len }),
+            Backend::Mmap if len == 0 => Ok(Store::Memory(Arc::from(Vec::new()))),
+            Backend::Mmap => {
+                // SAFETY: the map is read-only and never handed out as
+                // mutable. Another process truncating the file while it is
+                // mapped would fault on access; that hazard is documented
+                // and `Backend::Pread` exists for such files.
+                let map = unsafe { Mmap::map(&file) }
+                    .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+                Ok(Store::Mapped(map))
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Store::Mapped(m) => m.len() as u64,
+            Store::Memory(b) => b.len() as u64,
+            Store::Pread { len, .. } => *len,
+        }
+    }
+
+    /// The whole file as a slice, when it is in memory or mapped.
+    pub(crate) fn as_slice(&self) -> Option<&[u8]> {
+        match self {
+            Store::Mapped(m) => Some(m),
+            Store::Memory(b) => Some(b),
+            Store::Pread { .. } => None,
+        }
+    }
+
+    /// Bytes `[offset, offset + len)`: borrowed when mapped or in memory.
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Result<Cow<'_, [u8]>> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.len())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "read of [{offset}, +{len}) outside a {}-byte file",
+                    self.len()
+                ))
+            })?;
+        if let Some(all) = self.as_slice() {
+            // In range: checked against the length above.
+            return Ok(Cow::Borrowed(&all[offset as usize..end as usize]));
+        }
+        let Store::Pread { file, .. } = self else {
+            return Err(Error::usage("unreachable store kind"));
+        };
+        let n = usize::try_from(len).map_err(|_| Error::usage("read too large"))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(n).map_err(|_| Error::Limit {
+            what: "read buffer".into(),
+            value: len,
+            limit: isize::MAX as u64,
+        })?;
+        buf.resize(n, 0);
+        read_exact_at(file, &mut buf, offset)?;
+        Ok(Cow::Owned(buf))
+    }
+
+    /// Asks the kernel to read a range ahead (mapped files only).
+    pub(crate) fn prefetch(&self, offset: u64, len: u64) {
+        #[cfg(unix)]
+        if let Store::Mapped(m) = self {
+            if let (Ok(o), Ok(l)) = (usize::try_from(offset), usize::try_from(len)) {
+                if o.checked_add(l).is_some_and(|e| e <= m.len()) && l > 0 {
+                    let _ = m.advise_range(memmap2::Advice::WillNeed, o, l);
+                }
+            }
+        }
+        let _ = (offset, len);
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+        .map_err(|e| Error::io(format!("reading {} bytes at offset {offset}", buf.len()), e))
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(buf))
+        .map_err(|e| Error::io(format!("reading {} bytes at offset {offset}", buf.len()), e))
+}
