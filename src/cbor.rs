@@ -636,3 +636,51 @@ mod tests {
         assert_eq!(encode(&decode(&enc).unwrap()).unwrap(), enc);
     }
 }
+
+/// JSON-like rendering (CBOR diagnostic notation for byte strings).
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Uint(n) => write!(f, "{n}"),
+            Value::Nint(n) => write!(f, "{}", -1 - *n as i128),
+            Value::Bytes(b) => {
+                f.write_str("h'")?;
+                for x in b.iter().take(64) {
+                    write!(f, "{x:02x}")?;
+                }
+                if b.len() > 64 {
+                    write!(f, "…({} bytes)", b.len())?;
+                }
+                f.write_str("'")
+            }
+            Value::Text(s) => write!(f, "{s:?}"),
+            Value::Array(items) => {
+                f.write_str("[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(entries) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}: {v}")?;
+                }
+                f.write_str("}")
+            }
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Null => f.write_str("null"),
+            Value::Float(x) if x.is_nan() => f.write_str("NaN"),
+            Value::Float(x) if x.is_infinite() => {
+                f.write_str(if *x > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Value::Float(x) => write!(f, "{x:?}"),
+        }
+    }
+}

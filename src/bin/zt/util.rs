@@ -1,0 +1,59 @@
+//! Small helpers shared by the subcommands.
+
+use ztensor::Error;
+
+/// `<rule-id>: <what>` for format errors, a kind prefix for the rest.
+pub fn describe(e: &Error) -> String {
+    match e {
+        Error::Corrupt { .. } | Error::Checksum { .. } => e.to_string(),
+        Error::Io { .. } => format!("io: {e}"),
+        Error::Limit { .. } => e.to_string(),
+        Error::NotFound { .. } => format!("not-found: {e}"),
+        Error::Unsupported(_) => e.to_string(),
+        Error::Usage(_) => format!("usage: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut x = n as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u < UNITS.len() - 1 {
+        x /= 1024.0;
+        u += 1;
+    }
+    format!("{x:.1} {}", UNITS[u])
+}
+
+/// A plain-text table with left-aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|s| s.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
