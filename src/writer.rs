@@ -167,6 +167,7 @@ impl Writer {
         let path = path.as_ref().to_path_buf();
         let tmp = temp_path(&path)?;
         let file = fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)
@@ -196,7 +197,7 @@ impl Writer {
             }
         };
         let file = fs::OpenOptions::new()
-            .write(true)
+            .read(true)
             .append(true)
             .open(&tmp)
             .map_err(io("opening", &tmp))?;
@@ -213,7 +214,7 @@ impl Writer {
         let path = path.as_ref().to_path_buf();
         let manifest = Writer::appendable(&path, &options)?;
         let file = fs::OpenOptions::new()
-            .write(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(io("opening", &path))?;

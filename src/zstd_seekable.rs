@@ -318,13 +318,16 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
     let span_start = first.decoded_start;
     let span_len = usize::try_from(last.decoded_start + last.decoded_len as u64 - span_start)
         .map_err(|_| Error::usage("range too large for this platform"))?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(span_len).map_err(|_| Error::Limit {
-        what: "decoded allocation".into(),
-        value: span_len as u64,
-        limit: isize::MAX as u64,
-    })?;
-    out.resize(span_len, 0);
+    if span_len as u64 > isize::MAX as u64 {
+        return Err(Error::Limit {
+            what: "decoded allocation".into(),
+            value: span_len as u64,
+            limit: isize::MAX as u64,
+        });
+    }
+    // A zeroed allocation comes from calloc/mmap: its pages are faulted in
+    // by the decoding threads in parallel rather than zeroed serially here.
+    let mut out = vec![0u8; span_len];
     let mut slots: Vec<(&Frame, &mut [u8])> = Vec::with_capacity(frames.len());
     let mut rest: &mut [u8] = &mut out;
     for f in frames {
