@@ -257,13 +257,130 @@ pub fn decode_at(bytes: &[u8], base: u64) -> Result<Value> {
     Ok(v)
 }
 
-struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
     base: u64,
 }
 
+/// A map key: text keys are borrowed, others decoded.
+pub(crate) enum Key<'a> {
+    Text(&'a str),
+    Other(Value),
+}
+
 impl<'a> Decoder<'a> {
+    pub(crate) fn new(buf: &'a [u8], base: u64) -> Decoder<'a> {
+        Decoder { buf, pos: 0, base }
+    }
+
+    /// Fails unless every byte was consumed.
+    pub(crate) fn finish(&self) -> Result<()> {
+        if self.pos != self.buf.len() {
+            return Err(self.err(
+                Rule::CborTrailingBytes,
+                format!("{} bytes after the manifest's CBOR item", self.buf.len() - self.pos),
+            ));
+        }
+        Ok(())
+    }
+
+    fn kind_at(&self) -> &'static str {
+        match self.buf.get(self.pos).map(|b| b >> 5) {
+            Some(0 | 1) => "integer",
+            Some(2) => "byte string",
+            Some(3) => "text",
+            Some(4) => "array",
+            Some(5) => "map",
+            Some(6) => "tag",
+            Some(_) => "simple value or float",
+            None => "nothing",
+        }
+    }
+
+    fn expect(&mut self, major: u8, what: &str, ctx: &dyn std::fmt::Display) -> Result<u8> {
+        match self.buf.get(self.pos) {
+            Some(b) if b >> 5 == major => {
+                self.pos += 1;
+                Ok(b & 0x1f)
+            }
+            Some(_) => Err(Error::corrupt(
+                Rule::SchemaType,
+                format!("{ctx} must be {what}, found {}", self.kind_at()),
+            )),
+            None => Err(self.err(Rule::CborSyntax, "unexpected end of the manifest")),
+        }
+    }
+
+    /// Reads a map head (entry count), or a schema error naming `ctx`.
+    pub(crate) fn map_head(&mut self, depth: u32, ctx: &dyn std::fmt::Display) -> Result<usize> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(Rule::CborDepth, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let info = self.expect(5, "a map", ctx)?;
+        self.length(info, 2)
+    }
+
+    pub(crate) fn array_head(&mut self, depth: u32, ctx: &dyn std::fmt::Display) -> Result<usize> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(Rule::CborDepth, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let info = self.expect(4, "an array", ctx)?;
+        self.length(info, 1)
+    }
+
+    pub(crate) fn text_item(&mut self, ctx: &dyn std::fmt::Display) -> Result<&'a str> {
+        let info = self.expect(3, "text", ctx)?;
+        let n = self.length(info, 1)?;
+        let at = self.pos;
+        let raw = self.take(n)?;
+        std::str::from_utf8(raw).map_err(|_| {
+            Error::corrupt_at(
+                Rule::CborSyntax,
+                self.base.saturating_add(at as u64),
+                "text string is not valid UTF-8",
+            )
+        })
+    }
+
+    pub(crate) fn uint_item(&mut self, ctx: &dyn std::fmt::Display) -> Result<u64> {
+        let info = self.expect(0, "an unsigned integer", ctx)?;
+        self.argument(info)
+    }
+
+    /// Reads a map key at `depth`, checking it sorts after `prev`.
+    pub(crate) fn map_key(&mut self, prev: &mut Option<&'a [u8]>, depth: u32) -> Result<Key<'a>> {
+        let start = self.pos;
+        let is_text = self.buf.get(start).is_some_and(|b| b >> 5 == 3);
+        let key = if is_text {
+            Key::Text(self.text_item(&"a map key")?)
+        } else {
+            Key::Other(self.value(depth)?)
+        };
+        let bytes = &self.buf[start..self.pos];
+        if let Some(p) = *prev {
+            match p.cmp(bytes) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    return Err(Error::corrupt_at(
+                        Rule::CborDuplicateKey,
+                        self.base.saturating_add(start as u64),
+                        format!("duplicate map key {}", key_name(&key)),
+                    ))
+                }
+                Ordering::Greater => {
+                    return Err(Error::corrupt_at(
+                        Rule::CborUnsortedKeys,
+                        self.base.saturating_add(start as u64),
+                        format!("map key {} is out of deterministic order", key_name(&key)),
+                    ))
+                }
+            }
+        }
+        *prev = Some(bytes);
+        Ok(key)
+    }
+
     fn err(&self, rule: Rule, detail: impl Into<String>) -> Error {
         Error::corrupt_at(
             rule,
@@ -344,7 +461,7 @@ impl<'a> Decoder<'a> {
         Ok(n as usize)
     }
 
-    fn value(&mut self, depth: u32) -> Result<Value> {
+    pub(crate) fn value(&mut self, depth: u32) -> Result<Value> {
         if depth > MAX_DEPTH {
             return Err(self.err(
                 Rule::CborDepth,
@@ -481,6 +598,13 @@ impl<'a> Decoder<'a> {
                 format!("simple value {info} is not allowed"),
             )),
         }
+    }
+}
+
+fn key_name(key: &Key<'_>) -> String {
+    match key {
+        Key::Text(s) => format!("{s:?}"),
+        Key::Other(v) => describe_key(v),
     }
 }
 

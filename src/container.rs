@@ -147,17 +147,17 @@ pub fn check_header(first: &[u8], file_len: u64) -> Result<()> {
 }
 
 /// Checks alignment and bounds of one blob in a file of `file_len` bytes.
-pub fn check_blob(what: &str, blob: Blob, file_len: u64) -> Result<()> {
+pub fn check_blob(blob: Blob, file_len: u64) -> Result<()> {
     if blob.offset < ALIGN_FLOOR {
         return Err(Error::corrupt(
             Rule::BlobBelowFloor,
-            format!("{what}: blob offset {} is below 4096", blob.offset),
+            format!("blob offset {} is below 4096", blob.offset),
         ));
     }
     if blob.offset % ALIGN_FLOOR != 0 {
         return Err(Error::corrupt(
             Rule::BlobMisaligned,
-            format!("{what}: blob offset {} is not a multiple of 4096", blob.offset),
+            format!("blob offset {} is not a multiple of 4096", blob.offset),
         ));
     }
     let limit = file_len.saturating_sub(FOOTER_LEN);
@@ -166,7 +166,7 @@ pub fn check_blob(what: &str, blob: Blob, file_len: u64) -> Result<()> {
         _ => Err(Error::corrupt(
             Rule::BlobOutOfBounds,
             format!(
-                "{what}: blob [{}, +{}) runs past the data region ending at {limit}",
+                "blob [{}, +{}) runs past the data region ending at {limit}",
                 blob.offset, blob.length
             ),
         )),
@@ -174,21 +174,27 @@ pub fn check_blob(what: &str, blob: Blob, file_len: u64) -> Result<()> {
 }
 
 /// Requires a set of references into one file to be pairwise identical
-/// or disjoint (zero-length blobs are exempt).
-pub fn check_overlap(file: &str, refs: &mut Vec<(Blob, String)>) -> Result<()> {
+/// or disjoint (zero-length blobs are exempt). `label` names a reference
+/// for the error message.
+pub fn check_overlap<L: Fn(usize) -> String>(file: &str, refs: &mut Vec<(Blob, usize)>, label: L) -> Result<()> {
     refs.retain(|(b, _)| b.length > 0);
-    refs.sort_by(|a, b| a.0.cmp(&b.0));
+    refs.sort_unstable();
     refs.dedup_by(|a, b| a.0 == b.0);
     for w in refs.windows(2) {
-        let (a, an) = &w[0];
-        let (b, bn) = &w[1];
+        let (a, ai) = w[0];
+        let (b, bi) = w[1];
         // Ends were bounds-checked before this runs.
         if a.end().unwrap_or(u64::MAX) > b.offset {
             return Err(Error::corrupt(
                 Rule::BlobPartialOverlap,
                 format!(
-                    "in {file}: {an} [{}, +{}) partly overlaps {bn} [{}, +{})",
-                    a.offset, a.length, b.offset, b.length
+                    "in {file}: {} [{}, +{}) partly overlaps {} [{}, +{})",
+                    label(ai),
+                    a.offset,
+                    a.length,
+                    label(bi),
+                    b.offset,
+                    b.length
                 ),
             ));
         }
@@ -200,31 +206,41 @@ pub fn check_overlap(file: &str, refs: &mut Vec<(Blob, String)>) -> Result<()> {
 /// bounds and alignment (against this file, or a shard's declared size)
 /// and the identical-or-disjoint rule per file.
 pub fn check_manifest_blobs(manifest: &Manifest, manifest_blob: Blob, file_len: u64) -> Result<()> {
-    let mut groups: BTreeMap<Option<&str>, Vec<(Blob, String)>> = BTreeMap::new();
-    groups
-        .entry(None)
-        .or_default()
-        .push((manifest_blob, "the manifest".to_string()));
+    // Reference labels: index 0 is the manifest, then (object, part) pairs.
+    let mut labels: Vec<(&str, &str)> = vec![("", "")];
+    let mut groups: BTreeMap<Option<&str>, Vec<(Blob, usize)>> = BTreeMap::new();
+    groups.entry(None).or_default().push((manifest_blob, 0));
     for (name, object) in &manifest.objects {
         for (role, part) in &object.parts {
-            let what = format!("object {name:?} part {role:?}");
             let len = match &part.shard {
                 None => file_len,
                 Some(s) => manifest.shards.get(s).map_or(0, |e| e.size),
             };
-            check_blob(&what, part.blob, len)?;
+            check_blob(part.blob, len).map_err(|e| match e {
+                Error::Corrupt { rule, offset, detail } => Error::Corrupt {
+                    rule,
+                    offset,
+                    detail: format!("object {name:?} part {role:?}: {detail}"),
+                },
+                other => other,
+            })?;
+            labels.push((name, role));
             groups
                 .entry(part.shard.as_deref())
                 .or_default()
-                .push((part.blob, what));
+                .push((part.blob, labels.len() - 1));
         }
     }
+    let label = |i: usize| match labels[i] {
+        ("", "") => "the manifest".to_string(),
+        (o, p) => format!("object {o:?} part {p:?}"),
+    };
     for (shard, refs) in groups.iter_mut() {
         let file = match shard {
             None => "this file".to_string(),
             Some(s) => format!("shard {s:?}"),
         };
-        check_overlap(&file, refs)?;
+        check_overlap(&file, refs, label)?;
     }
     Ok(())
 }
@@ -238,8 +254,12 @@ pub fn align_up(x: u64, align: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn b(offset: u64, length: u64) -> (Blob, String) {
-        (Blob { offset, length }, format!("{offset}+{length}"))
+    fn b(offset: u64, length: u64) -> (Blob, usize) {
+        (Blob { offset, length }, 0)
+    }
+
+    fn check_overlap(file: &str, refs: &mut Vec<(Blob, usize)>) -> Result<()> {
+        super::check_overlap(file, refs, |i| i.to_string())
     }
 
     #[test]
@@ -253,21 +273,21 @@ mod tests {
     #[test]
     fn blob_bounds() {
         assert_eq!(
-            check_blob("x", Blob { offset: 0, length: 0 }, 10_000).unwrap_err().rule(),
+            check_blob(Blob { offset: 0, length: 0 }, 10_000).unwrap_err().rule(),
             Some(Rule::BlobBelowFloor)
         );
         assert_eq!(
-            check_blob("x", Blob { offset: 4097, length: 0 }, 10_000).unwrap_err().rule(),
+            check_blob(Blob { offset: 4097, length: 0 }, 10_000).unwrap_err().rule(),
             Some(Rule::BlobMisaligned)
         );
         assert_eq!(
-            check_blob("x", Blob { offset: u64::MAX - 4095, length: 8192 }, 10_000)
+            check_blob(Blob { offset: u64::MAX - 4095, length: 8192 }, 10_000)
                 .unwrap_err()
                 .rule(),
             Some(Rule::BlobOutOfBounds)
         );
-        assert!(check_blob("x", Blob { offset: 4096, length: 100 }, 4096 + 100 + 40).is_ok());
-        assert!(check_blob("x", Blob { offset: 4096, length: 101 }, 4096 + 100 + 40).is_err());
+        assert!(check_blob(Blob { offset: 4096, length: 100 }, 4096 + 100 + 40).is_ok());
+        assert!(check_blob(Blob { offset: 4096, length: 101 }, 4096 + 100 + 40).is_err());
     }
 
     #[test]

@@ -37,10 +37,11 @@ impl LayoutKind {
 }
 
 fn exact_parts(name: &str, object: &Object, want: &[&str], rule: Rule) -> Result<()> {
-    let have: Vec<&str> = object.parts.keys().map(String::as_str).collect();
-    let mut want_sorted = want.to_vec();
-    want_sorted.sort_unstable();
-    if have != want_sorted {
+    // `want` is given sorted, like the BTreeMap's keys.
+    let same = object.parts.len() == want.len()
+        && object.parts.keys().zip(want).all(|(a, b)| a == b);
+    if !same {
+        let have: Vec<&str> = object.parts.keys().map(String::as_str).collect();
         return Err(Error::corrupt(
             rule,
             format!(
@@ -128,7 +129,7 @@ fn validate_csr(name: &str, object: &Object) -> Result<()> {
             format!("object {name:?}: CSR needs rank 2, shape is {:?}", object.shape),
         ));
     }
-    exact_parts(name, object, &["values", "indices", "indptr"], rule)?;
+    exact_parts(name, object, &["indices", "indptr", "values"], rule)?;
     let indices = part(name, object, "indices")?;
     let indptr = part(name, object, "indptr")?;
     let Some(idx) = index_dtype(indices) else {
@@ -170,7 +171,7 @@ fn validate_coo(name: &str, object: &Object) -> Result<()> {
     if object.shape.is_empty() {
         return Err(Error::corrupt(rule, format!("object {name:?}: COO needs rank ≥ 1")));
     }
-    exact_parts(name, object, &["values", "coords"], rule)?;
+    exact_parts(name, object, &["coords", "values"], rule)?;
     let coords = part(name, object, "coords")?;
     let Some(idx) = index_dtype(coords) else {
         return Err(Error::corrupt(

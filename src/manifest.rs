@@ -1,7 +1,7 @@
 //! The manifest schema (L1): typed view of the CBOR map, parsing with
 //! schema validation, and encoding back to deterministic CBOR.
 
-use crate::cbor::{self, Value};
+use crate::cbor::{self, Decoder, Key, Value};
 use crate::digest::DigestString;
 use crate::dtype::{DType, ElementType, Logical};
 use crate::error::{Error, Result, Rule};
@@ -161,12 +161,47 @@ pub fn check_attributes(what: &str, value: &Value) -> Result<()> {
 // Parsing
 // ----------------------------------------------------------------------------
 
-fn entries<'a>(v: &'a Value, what: &str) -> Result<&'a [(Value, Value)]> {
+/// Where in the manifest a field sits; formatted only when an error needs it.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    object: Option<&'a str>,
+    part: Option<&'a str>,
+    field: &'a str,
+}
+
+impl<'a> Ctx<'a> {
+    fn root(field: &'a str) -> Ctx<'a> {
+        Ctx {
+            object: None,
+            part: None,
+            field,
+        }
+    }
+    fn at(self, field: &'a str) -> Ctx<'a> {
+        Ctx { field, ..self }
+    }
+}
+
+impl std::fmt::Display for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.object, self.part) {
+            (Some(o), Some(p)) => write!(f, "object {o:?} part {p:?}")?,
+            (Some(o), None) => write!(f, "object {o:?}")?,
+            _ => f.write_str("the manifest")?,
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        Ok(())
+    }
+}
+
+fn entries<'a>(v: &'a Value, ctx: Ctx<'_>) -> Result<&'a [(Value, Value)]> {
     match v {
         Value::Map(e) => Ok(e),
         other => Err(Error::corrupt(
             Rule::SchemaType,
-            format!("{what} must be a map, found {}", other.kind()),
+            format!("{ctx} must be a map, found {}", other.kind()),
         )),
     }
 }
@@ -177,95 +212,21 @@ fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-fn required<'a>(map: &'a [(Value, Value)], key: &str, what: &str) -> Result<&'a Value> {
-    field(map, key).ok_or_else(|| {
-        Error::corrupt(
-            Rule::SchemaMissingField,
-            format!("{what} has no {key:?} field"),
-        )
-    })
-}
-
-fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
-    v.as_str().ok_or_else(|| {
-        Error::corrupt(
-            Rule::SchemaType,
-            format!("{what} must be text, found {}", v.kind()),
-        )
-    })
-}
-
-fn uint(v: &Value, what: &str) -> Result<u64> {
-    v.as_u64().ok_or_else(|| {
-        Error::corrupt(
-            Rule::SchemaType,
-            format!("{what} must be an unsigned integer, found {}", v.kind()),
-        )
-    })
-}
-
-fn key_text<'a>(k: &'a Value, what: &str) -> Result<&'a str> {
-    k.as_str().ok_or_else(|| {
-        Error::corrupt(
-            Rule::SchemaType,
-            format!("{what} key must be text, found {}", k.kind()),
-        )
-    })
-}
-
 impl Manifest {
-    /// Decodes and schema-checks manifest bytes. `base` is the manifest's
-    /// offset in its file (for error offsets).
+    /// Decodes and schema-checks manifest bytes in one pass (no value
+    /// tree for the objects). `base` is the manifest's offset in its file,
+    /// for error offsets.
     pub fn decode(bytes: &[u8], base: u64) -> Result<Manifest> {
-        let value = cbor::decode_at(bytes, base)?;
-        Manifest::from_value(&value)
+        let mut d = Decoder::new(bytes, base);
+        let manifest = parse_root(&mut d)?;
+        d.finish()?;
+        Ok(manifest)
     }
 
     /// Schema-checks a decoded manifest value.
     pub fn from_value(root: &Value) -> Result<Manifest> {
-        let root = entries(root, "the manifest root")?;
-        let mut manifest = Manifest::default();
-
-        if let Some(attrs) = field(root, "attributes") {
-            check_attributes("file", attrs)?;
-            manifest.attributes = Some(attrs.clone());
-        }
-
-        if let Some(shards) = field(root, "shards") {
-            for (k, v) in entries(shards, "the shard table")? {
-                let name = k.as_str().ok_or_else(|| {
-                    Error::corrupt(
-                        Rule::ShardName,
-                        format!("shard table key is a {}, not text", k.kind()),
-                    )
-                })?;
-                check_shard_name(name)?;
-                let what = format!("shard {name:?}");
-                let e = entries(v, &what)?;
-                let size = field(e, "size").and_then(Value::as_u64).ok_or_else(|| {
-                    Error::corrupt(Rule::ShardEntry, format!("{what} needs an unsigned \"size\""))
-                })?;
-                let digest = field(e, "digest").and_then(Value::as_str).ok_or_else(|| {
-                    Error::corrupt(Rule::ShardEntry, format!("{what} needs a \"digest\" string"))
-                })?;
-                let digest = DigestString::parse(digest)
-                    .map_err(|m| Error::corrupt(Rule::SchemaDigestFormat, format!("{what}: {m}")))?;
-                manifest
-                    .shards
-                    .insert(name.to_string(), ShardEntry { size, digest });
-            }
-        }
-
-        let objects = field(root, "objects").ok_or_else(|| {
-            Error::corrupt(Rule::SchemaMissingField, "the manifest has no \"objects\" map")
-        })?;
-        for (k, v) in entries(objects, "\"objects\"")? {
-            let name = key_text(k, "object")?;
-            check_name("object", name)?;
-            let object = parse_object(name, v, &manifest.shards)?;
-            manifest.objects.insert(name.to_string(), object);
-        }
-        Ok(manifest)
+        let bytes = cbor::encode(root)?;
+        Manifest::decode(&bytes, 0)
     }
 
     /// Encodes to the manifest's CBOR value.
@@ -350,55 +311,166 @@ impl Part {
     }
 }
 
-fn parse_object(name: &str, v: &Value, shards: &BTreeMap<String, ShardEntry>) -> Result<Object> {
-    let what = format!("object {name:?}");
-    let e = entries(v, &what)?;
-
-    let shape_v = required(e, "shape", &what)?;
-    let Value::Array(dims) = shape_v else {
+fn parse_root(d: &mut Decoder<'_>) -> Result<Manifest> {
+    let n = d.map_head(0, &"the manifest root")?;
+    let mut prev = None;
+    let mut manifest = Manifest::default();
+    let mut saw_objects = false;
+    for _ in 0..n {
+        match d.map_key(&mut prev, 1)? {
+            Key::Text("objects") => {
+                parse_objects(d, &mut manifest)?;
+                saw_objects = true;
+            }
+            Key::Text("shards") => {
+                // Sorts before "objects", so parts can check their shard.
+                manifest.shards = parse_shards(&d.value(1)?)?;
+            }
+            Key::Text("attributes") => {
+                let v = d.value(1)?;
+                check_attributes("file", &v)?;
+                manifest.attributes = Some(v);
+            }
+            _ => {
+                d.value(1)?;
+            }
+        }
+    }
+    if !saw_objects {
         return Err(Error::corrupt(
-            Rule::SchemaType,
-            format!("{what}: \"shape\" must be an array, found {}", shape_v.kind()),
-        ));
-    };
-    if dims.len() > MAX_RANK {
-        return Err(Error::corrupt(
-            Rule::ShapeRank,
-            format!("{what} has rank {}, the limit is {MAX_RANK}", dims.len()),
+            Rule::SchemaMissingField,
+            "the manifest has no \"objects\" map",
         ));
     }
-    let shape = dims
-        .iter()
-        .map(|d| uint(d, &format!("{what}: a shape dimension")))
-        .collect::<Result<Vec<u64>>>()?;
+    Ok(manifest)
+}
+
+fn parse_shards(v: &Value) -> Result<BTreeMap<String, ShardEntry>> {
+    let mut shards = BTreeMap::new();
+    for (k, v) in entries(v, Ctx::root("\"shards\""))? {
+        let name = k.as_str().ok_or_else(|| {
+            Error::corrupt(
+                Rule::ShardName,
+                format!("shard table key is a {}, not text", k.kind()),
+            )
+        })?;
+        check_shard_name(name)?;
+        let bad = |m: &str| Error::corrupt(Rule::ShardEntry, format!("shard {name:?} {m}"));
+        let Value::Map(e) = v else {
+            return Err(bad("must be a map"));
+        };
+        let size = field(e, "size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("needs an unsigned \"size\""))?;
+        let digest = field(e, "digest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("needs a \"digest\" string"))?;
+        let digest = DigestString::parse(digest).map_err(|m| {
+            Error::corrupt(Rule::SchemaDigestFormat, format!("shard {name:?}: {m}"))
+        })?;
+        shards.insert(name.to_string(), ShardEntry { size, digest });
+    }
+    Ok(shards)
+}
+
+fn parse_objects(d: &mut Decoder<'_>, manifest: &mut Manifest) -> Result<()> {
+    let n = d.map_head(1, &"\"objects\"")?;
+    let mut prev = None;
+    for _ in 0..n {
+        let name = match d.map_key(&mut prev, 2)? {
+            Key::Text(s) => s,
+            Key::Other(v) => {
+                return Err(Error::corrupt(
+                    Rule::SchemaType,
+                    format!("object key is a {}, not text", v.kind()),
+                ))
+            }
+        };
+        check_name("object", name)?;
+        let object = parse_object(d, name, &manifest.shards)?;
+        manifest.objects.insert(name.to_string(), object);
+    }
+    Ok(())
+}
+
+fn parse_object(d: &mut Decoder<'_>, name: &str, shards: &BTreeMap<String, ShardEntry>) -> Result<Object> {
+    let ctx = Ctx {
+        object: Some(name),
+        part: None,
+        field: "",
+    };
+    let n = d.map_head(2, &ctx)?;
+    let mut prev = None;
+    let (mut shape, mut layout, mut parts, mut attributes) = (None, None, None, None);
+    for _ in 0..n {
+        match d.map_key(&mut prev, 3)? {
+            Key::Text("shape") => {
+                let rank = d.array_head(3, &ctx.at("\"shape\""))?;
+                if rank > MAX_RANK {
+                    return Err(Error::corrupt(
+                        Rule::ShapeRank,
+                        format!("{ctx} has rank {rank}, the limit is {MAX_RANK}"),
+                    ));
+                }
+                let mut dims = Vec::with_capacity(rank);
+                for _ in 0..rank {
+                    dims.push(d.uint_item(&ctx.at("a shape dimension"))?);
+                }
+                shape = Some(dims);
+            }
+            Key::Text("layout") => layout = Some(d.text_item(&ctx.at("\"layout\""))?.to_string()),
+            Key::Text("parts") => {
+                let count = d.map_head(3, &ctx.at("\"parts\""))?;
+                let mut map = BTreeMap::new();
+                let mut prev_role = None;
+                for _ in 0..count {
+                    let role = match d.map_key(&mut prev_role, 4)? {
+                        Key::Text(s) => s,
+                        Key::Other(v) => {
+                            return Err(Error::corrupt(
+                                Rule::SchemaType,
+                                format!("{ctx}: part key is a {}, not text", v.kind()),
+                            ))
+                        }
+                    };
+                    check_name("part", role)?;
+                    let pctx = Ctx {
+                        part: Some(role),
+                        ..ctx
+                    };
+                    map.insert(role.to_string(), parse_part(d, pctx, shards)?);
+                }
+                parts = Some(map);
+            }
+            Key::Text("attributes") => {
+                let v = d.value(3)?;
+                check_attributes(&ctx.to_string(), &v)?;
+                attributes = Some(v);
+            }
+            _ => {
+                d.value(3)?;
+            }
+        }
+    }
+    let missing = |key: &str| {
+        Error::corrupt(
+            Rule::SchemaMissingField,
+            format!("{ctx} has no {key:?} field"),
+        )
+    };
+    let shape = shape.ok_or_else(|| missing("shape"))?;
+    let layout = layout.ok_or_else(|| missing("layout"))?;
+    let parts = parts.ok_or_else(|| missing("parts"))?;
     if num_elements(&shape).is_none() {
         return Err(Error::corrupt(
             Rule::ShapeOverflow,
-            format!("{what}: the element count of shape {shape:?} overflows u64"),
+            format!("{ctx}: the element count of shape {shape:?} overflows u64"),
         ));
-    }
-
-    let layout = text(required(e, "layout", &what)?, &format!("{what}: \"layout\""))?.to_string();
-
-    let attributes = match field(e, "attributes") {
-        Some(a) => {
-            check_attributes(&what, a)?;
-            Some(a.clone())
-        }
-        None => None,
-    };
-
-    let parts_v = required(e, "parts", &what)?;
-    let mut parts = BTreeMap::new();
-    for (k, pv) in entries(parts_v, &format!("{what}: \"parts\""))? {
-        let role = key_text(k, &format!("{what}: part"))?;
-        check_name("part", role)?;
-        parts.insert(role.to_string(), parse_part(&format!("{what} part {role:?}"), pv, shards)?);
     }
     if parts.is_empty() {
         return Err(Error::corrupt(
             Rule::SchemaEmptyParts,
-            format!("{what} has no parts"),
+            format!("{ctx} has no parts"),
         ));
     }
     Ok(Object {
@@ -409,24 +481,61 @@ fn parse_object(name: &str, v: &Value, shards: &BTreeMap<String, ShardEntry>) ->
     })
 }
 
-fn parse_part(what: &str, v: &Value, shards: &BTreeMap<String, ShardEntry>) -> Result<Part> {
-    let e = entries(v, what)?;
-    let dtype_s = text(required(e, "dtype", what)?, &format!("{what}: \"dtype\""))?;
+fn parse_part(d: &mut Decoder<'_>, ctx: Ctx<'_>, shards: &BTreeMap<String, ShardEntry>) -> Result<Part> {
+    let n = d.map_head(4, &ctx)?;
+    let mut prev = None;
+    let (mut dtype_s, mut type_s, mut blob, mut shard, mut encoding, mut decoded_length, mut digest_s) =
+        (None, None, None, None, None, None, None);
+    for _ in 0..n {
+        match d.map_key(&mut prev, 5)? {
+            Key::Text("blob") => {
+                let arity = d.array_head(5, &ctx.at("\"blob\""))?;
+                if arity != 2 {
+                    return Err(Error::corrupt(
+                        Rule::SchemaBlobArity,
+                        format!("{ctx}: \"blob\" has {arity} elements, it must have 2"),
+                    ));
+                }
+                let offset = d.uint_item(&ctx.at("blob offset"))?;
+                let length = d.uint_item(&ctx.at("blob length"))?;
+                blob = Some(Blob { offset, length });
+            }
+            Key::Text("dtype") => dtype_s = Some(d.text_item(&ctx.at("\"dtype\""))?),
+            Key::Text("type") => type_s = Some(d.text_item(&ctx.at("\"type\""))?),
+            Key::Text("shard") => shard = Some(d.text_item(&ctx.at("\"shard\""))?),
+            Key::Text("digest") => digest_s = Some(d.text_item(&ctx.at("\"digest\""))?),
+            Key::Text("encoding") => encoding = Some(d.text_item(&ctx.at("\"encoding\""))?),
+            Key::Text("decoded_length") => {
+                decoded_length = Some(d.uint_item(&ctx.at("\"decoded_length\""))?)
+            }
+            _ => {
+                d.value(5)?;
+            }
+        }
+    }
+    let missing = |key: &str| {
+        Error::corrupt(
+            Rule::SchemaMissingField,
+            format!("{ctx} has no {key:?} field"),
+        )
+    };
+    let dtype_s = dtype_s.ok_or_else(|| missing("dtype"))?;
+    let blob = blob.ok_or_else(|| missing("blob"))?;
     let dtype: DType = dtype_s.parse().map_err(|()| {
         Error::corrupt(
             Rule::SchemaUnknownDtype,
-            format!("{what}: unknown storage dtype {dtype_s:?}"),
+            format!("{ctx}: unknown storage dtype {dtype_s:?}"),
         )
     })?;
-    let logical = match field(e, "type") {
+    let logical = match type_s {
         Some(t) => {
-            let l = Logical::parse(text(t, &format!("{what}: \"type\""))?);
+            let l = Logical::parse(t);
             if let Logical::Known(k) = &l {
                 if k.storage() != dtype {
                     return Err(Error::corrupt(
                         Rule::SchemaLtypeDtypeMismatch,
                         format!(
-                            "{what}: logical type {k} needs dtype {}, found {dtype}",
+                            "{ctx}: logical type {k} needs dtype {}, found {dtype}",
                             k.storage()
                         ),
                     ));
@@ -436,63 +545,32 @@ fn parse_part(what: &str, v: &Value, shards: &BTreeMap<String, ShardEntry>) -> R
         }
         None => None,
     };
-
-    let blob_v = required(e, "blob", what)?;
-    let Value::Array(items) = blob_v else {
-        return Err(Error::corrupt(
-            Rule::SchemaType,
-            format!("{what}: \"blob\" must be an array, found {}", blob_v.kind()),
-        ));
-    };
-    if items.len() != 2 {
-        return Err(Error::corrupt(
-            Rule::SchemaBlobArity,
-            format!("{what}: \"blob\" has {} elements, it must have 2", items.len()),
-        ));
-    }
-    let blob = Blob {
-        offset: uint(&items[0], &format!("{what}: blob offset"))?,
-        length: uint(&items[1], &format!("{what}: blob length"))?,
-    };
-
-    let shard = match field(e, "shard") {
-        Some(s) => {
-            let s = text(s, &format!("{what}: \"shard\""))?;
-            if !shards.contains_key(s) {
-                return Err(Error::corrupt(
-                    Rule::ShardUnknown,
-                    format!("{what} names shard {s:?}, which the shard table does not declare"),
-                ));
-            }
-            Some(s.to_string())
+    if let Some(s) = shard {
+        if !shards.contains_key(s) {
+            return Err(Error::corrupt(
+                Rule::ShardUnknown,
+                format!("{ctx} names shard {s:?}, which the shard table does not declare"),
+            ));
         }
-        None => None,
-    };
-
-    let encoding = field(e, "encoding")
-        .map(|x| text(x, &format!("{what}: \"encoding\"")).map(str::to_string))
-        .transpose()?;
-    let decoded_length = field(e, "decoded_length")
-        .map(|x| uint(x, &format!("{what}: \"decoded_length\"")))
-        .transpose()?;
+    }
     if encoding.is_some() != decoded_length.is_some() {
         return Err(Error::corrupt(
             Rule::SchemaEncodingLength,
-            format!("{what}: \"decoded_length\" must be present exactly when \"encoding\" is"),
+            format!("{ctx}: \"decoded_length\" must be present exactly when \"encoding\" is"),
         ));
     }
-    let digest = match field(e, "digest") {
-        Some(d) => Some(
-            DigestString::parse(text(d, &format!("{what}: \"digest\""))?)
-                .map_err(|m| Error::corrupt(Rule::SchemaDigestFormat, format!("{what}: {m}")))?,
+    let digest = match digest_s {
+        Some(t) => Some(
+            DigestString::parse(t)
+                .map_err(|m| Error::corrupt(Rule::SchemaDigestFormat, format!("{ctx}: {m}")))?,
         ),
         None => None,
     };
     Ok(Part {
         etype: ElementType { dtype, logical },
         blob,
-        shard,
-        encoding,
+        shard: shard.map(str::to_string),
+        encoding: encoding.map(str::to_string),
         decoded_length,
         digest,
     })
