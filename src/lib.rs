@@ -31,6 +31,8 @@ pub mod cbor;
 pub mod container;
 pub mod digest;
 pub mod dtype;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod element;
 mod error;
 pub mod layout;
