@@ -304,10 +304,16 @@ impl<'a> Decoder<'a> {
                 self.pos += 1;
                 Ok(b & 0x1f)
             }
-            Some(_) => Err(Error::corrupt(
-                Rule::SchemaType,
-                format!("{ctx} must be {what}, found {}", self.kind_at()),
-            )),
+            Some(_) => {
+                // Report malformed CBOR (a tag, an indefinite length, ...)
+                // as such before calling it the wrong type.
+                let kind = self.kind_at();
+                self.value(0)?;
+                Err(Error::corrupt(
+                    Rule::SchemaType,
+                    format!("{ctx} must be {what}, found {kind}"),
+                ))
+            }
             None => Err(self.err(Rule::CborSyntax, "unexpected end of the manifest")),
         }
     }
