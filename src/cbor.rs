@@ -40,10 +40,7 @@ impl Value {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         for w in keyed.windows(2) {
             if w[0].0 == w[1].0 {
-                return Err(Error::usage(format!(
-                    "duplicate map key {:?}",
-                    w[0].1 .0
-                )));
+                return Err(Error::usage(format!("duplicate map key {:?}", w[0].1 .0)));
             }
         }
         Ok(Value::Map(keyed.into_iter().map(|(_, e)| e).collect()))
@@ -251,7 +248,10 @@ pub fn decode_at(bytes: &[u8], base: u64) -> Result<Value> {
     if d.pos != bytes.len() {
         return Err(d.err(
             Rule::CborTrailingBytes,
-            format!("{} bytes after the manifest's CBOR item", bytes.len() - d.pos),
+            format!(
+                "{} bytes after the manifest's CBOR item",
+                bytes.len() - d.pos
+            ),
         ));
     }
     Ok(v)
@@ -279,7 +279,10 @@ impl<'a> Decoder<'a> {
         if self.pos != self.buf.len() {
             return Err(self.err(
                 Rule::CborTrailingBytes,
-                format!("{} bytes after the manifest's CBOR item", self.buf.len() - self.pos),
+                format!(
+                    "{} bytes after the manifest's CBOR item",
+                    self.buf.len() - self.pos
+                ),
             ));
         }
         Ok(())
@@ -321,7 +324,10 @@ impl<'a> Decoder<'a> {
     /// Reads a map head (entry count), or a schema error naming `ctx`.
     pub(crate) fn map_head(&mut self, depth: u32, ctx: &dyn std::fmt::Display) -> Result<usize> {
         if depth > MAX_DEPTH {
-            return Err(self.err(Rule::CborDepth, format!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(self.err(
+                Rule::CborDepth,
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let info = self.expect(5, "a map", ctx)?;
         self.length(info, 2)
@@ -329,7 +335,10 @@ impl<'a> Decoder<'a> {
 
     pub(crate) fn array_head(&mut self, depth: u32, ctx: &dyn std::fmt::Display) -> Result<usize> {
         if depth > MAX_DEPTH {
-            return Err(self.err(Rule::CborDepth, format!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(self.err(
+                Rule::CborDepth,
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let info = self.expect(4, "an array", ctx)?;
         self.length(info, 1)
@@ -427,7 +436,10 @@ impl<'a> Decoder<'a> {
             }
             26 => {
                 let b = self.take(4)?;
-                (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64, 0x1_0000)
+                (
+                    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64,
+                    0x1_0000,
+                )
             }
             27 => {
                 let b = self.take(8)?;
@@ -461,7 +473,10 @@ impl<'a> Decoder<'a> {
         if n > bound {
             return Err(self.err(
                 Rule::CborSyntax,
-                format!("declared length {n} exceeds the {} bytes left", self.remaining()),
+                format!(
+                    "declared length {n} exceeds the {} bytes left",
+                    self.remaining()
+                ),
             ));
         }
         Ok(n as usize)
@@ -593,10 +608,7 @@ impl<'a> Decoder<'a> {
             }
             24 => {
                 let v = self.byte()?;
-                Err(self.err(
-                    Rule::CborSyntax,
-                    format!("simple value {v} is not allowed"),
-                ))
+                Err(self.err(Rule::CborSyntax, format!("simple value {v} is not allowed")))
             }
             31 => Err(self.err(Rule::CborIndefinite, "break outside an indefinite item")),
             _ => Err(self.err(
@@ -621,6 +633,54 @@ fn describe_key(key: &Value) -> String {
     }
 }
 
+/// JSON-like rendering (CBOR diagnostic notation for byte strings).
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Uint(n) => write!(f, "{n}"),
+            Value::Nint(n) => write!(f, "{}", -1 - *n as i128),
+            Value::Bytes(b) => {
+                f.write_str("h'")?;
+                for x in b.iter().take(64) {
+                    write!(f, "{x:02x}")?;
+                }
+                if b.len() > 64 {
+                    write!(f, "…({} bytes)", b.len())?;
+                }
+                f.write_str("'")
+            }
+            Value::Text(s) => write!(f, "{s:?}"),
+            Value::Array(items) => {
+                f.write_str("[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(entries) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}: {v}")?;
+                }
+                f.write_str("}")
+            }
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Null => f.write_str("null"),
+            Value::Float(x) if x.is_nan() => f.write_str("NaN"),
+            Value::Float(x) if x.is_infinite() => {
+                f.write_str(if *x > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Value::Float(x) => write!(f, "{x:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,7 +691,17 @@ mod tests {
 
     #[test]
     fn integers_round_trip_in_shortest_form() {
-        for n in [0u64, 23, 24, 255, 256, 65535, 65536, u32::MAX as u64, u64::MAX] {
+        for n in [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let enc = encode(&Value::Uint(n)).unwrap();
             assert_eq!(decode(&enc).unwrap(), Value::Uint(n));
             let enc = encode(&Value::Nint(n)).unwrap();
@@ -646,7 +716,10 @@ mod tests {
         assert_eq!(rule_of(&[0x18, 5]), Rule::CborNonShortest);
         assert_eq!(rule_of(&[0x19, 0, 200]), Rule::CborNonShortest);
         assert_eq!(rule_of(&[0x1a, 0, 0, 255, 255]), Rule::CborNonShortest);
-        assert_eq!(rule_of(&[0x1b, 0, 0, 0, 0, 255, 255, 255, 255]), Rule::CborNonShortest);
+        assert_eq!(
+            rule_of(&[0x1b, 0, 0, 0, 0, 255, 255, 255, 255]),
+            Rule::CborNonShortest
+        );
         assert_eq!(rule_of(&[0x78, 1, b'a']), Rule::CborNonShortest);
     }
 
@@ -698,7 +771,11 @@ mod tests {
         };
         assert_eq!(
             keys,
-            vec![Value::text("parts"), Value::text("shape"), Value::text("layout")]
+            vec![
+                Value::text("parts"),
+                Value::text("shape"),
+                Value::text("layout")
+            ]
         );
         let dup = Value::Map(vec![
             (Value::text("a"), Value::Null),
@@ -710,11 +787,26 @@ mod tests {
     #[test]
     fn floats_use_the_shortest_exact_form() {
         assert_eq!(encode(&Value::Float(1.5)).unwrap(), vec![0xf9, 0x3e, 0x00]);
-        assert_eq!(encode(&Value::Float(f64::NAN)).unwrap(), vec![0xf9, 0x7e, 0x00]);
-        assert_eq!(encode(&Value::Float(f64::INFINITY)).unwrap(), vec![0xf9, 0x7c, 0x00]);
+        assert_eq!(
+            encode(&Value::Float(f64::NAN)).unwrap(),
+            vec![0xf9, 0x7e, 0x00]
+        );
+        assert_eq!(
+            encode(&Value::Float(f64::INFINITY)).unwrap(),
+            vec![0xf9, 0x7c, 0x00]
+        );
         assert_eq!(encode(&Value::Float(0.1f32 as f64)).unwrap()[0], 0xfa);
         assert_eq!(encode(&Value::Float(0.1)).unwrap()[0], 0xfb);
-        for x in [0.0, -0.0, 1.5, 0.1, 1e300, -2.5e-8, f64::NEG_INFINITY, 65504.0] {
+        for x in [
+            0.0,
+            -0.0,
+            1.5,
+            0.1,
+            1e300,
+            -2.5e-8,
+            f64::NEG_INFINITY,
+            65504.0,
+        ] {
             let back = decode(&encode(&Value::Float(x)).unwrap()).unwrap();
             assert_eq!(back, Value::Float(x));
         }
@@ -757,60 +849,15 @@ mod tests {
             ("i", Value::Nint(41)),
             ("b", Value::Bytes(vec![1, 2, 3])),
             ("t", Value::text("héllo")),
-            ("a", Value::Array(vec![Value::Bool(true), Value::Null, Value::Float(2.25)])),
+            (
+                "a",
+                Value::Array(vec![Value::Bool(true), Value::Null, Value::Float(2.25)]),
+            ),
             ("m", Value::text_map([("x", Value::Uint(1))]).unwrap()),
         ])
         .unwrap();
         let enc = encode(&v).unwrap();
         assert_eq!(decode(&enc).unwrap(), v);
         assert_eq!(encode(&decode(&enc).unwrap()).unwrap(), enc);
-    }
-}
-
-/// JSON-like rendering (CBOR diagnostic notation for byte strings).
-impl std::fmt::Display for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Uint(n) => write!(f, "{n}"),
-            Value::Nint(n) => write!(f, "{}", -1 - *n as i128),
-            Value::Bytes(b) => {
-                f.write_str("h'")?;
-                for x in b.iter().take(64) {
-                    write!(f, "{x:02x}")?;
-                }
-                if b.len() > 64 {
-                    write!(f, "…({} bytes)", b.len())?;
-                }
-                f.write_str("'")
-            }
-            Value::Text(s) => write!(f, "{s:?}"),
-            Value::Array(items) => {
-                f.write_str("[")?;
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                f.write_str("]")
-            }
-            Value::Map(entries) => {
-                f.write_str("{")?;
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{k}: {v}")?;
-                }
-                f.write_str("}")
-            }
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Null => f.write_str("null"),
-            Value::Float(x) if x.is_nan() => f.write_str("NaN"),
-            Value::Float(x) if x.is_infinite() => {
-                f.write_str(if *x > 0.0 { "Infinity" } else { "-Infinity" })
-            }
-            Value::Float(x) => write!(f, "{x:?}"),
-        }
     }
 }

@@ -99,7 +99,10 @@ impl Footer {
             return Err(Error::corrupt_at(
                 Rule::ManifestTooLarge,
                 at + 8,
-                format!("manifest is {} bytes, the cap is {cap}", self.manifest_length),
+                format!(
+                    "manifest is {} bytes, the cap is {cap}",
+                    self.manifest_length
+                ),
             ));
         }
         let blob = Blob {
@@ -110,7 +113,10 @@ impl Footer {
             return Err(Error::corrupt_at(
                 Rule::ManifestMisaligned,
                 at,
-                format!("manifest offset {} is not a multiple of 4096 ≥ 4096", blob.offset),
+                format!(
+                    "manifest offset {} is not a multiple of 4096 ≥ 4096",
+                    blob.offset
+                ),
             ));
         }
         match blob.end() {
@@ -176,7 +182,11 @@ pub fn check_blob(blob: Blob, file_len: u64) -> Result<()> {
 /// Requires a set of references into one file to be pairwise identical
 /// or disjoint (zero-length blobs are exempt). `label` names a reference
 /// for the error message.
-pub fn check_overlap<L: Fn(usize) -> String>(file: &str, refs: &mut Vec<(Blob, usize)>, label: L) -> Result<()> {
+pub fn check_overlap<L: Fn(usize) -> String>(
+    file: &str,
+    refs: &mut Vec<(Blob, usize)>,
+    label: L,
+) -> Result<()> {
     refs.retain(|(b, _)| b.length > 0);
     refs.sort_unstable();
     refs.dedup_by(|a, b| a.0 == b.0);
@@ -217,7 +227,11 @@ pub fn check_manifest_blobs(manifest: &Manifest, manifest_blob: Blob, file_len: 
                 Some(s) => manifest.shards.get(s).map_or(0, |e| e.size),
             };
             check_blob(part.blob, len).map_err(|e| match e {
-                Error::Corrupt { rule, offset, detail } => Error::Corrupt {
+                Error::Corrupt {
+                    rule,
+                    offset,
+                    detail,
+                } => Error::Corrupt {
                     rule,
                     offset,
                     detail: format!("object {name:?} part {role:?}: {detail}"),
@@ -273,21 +287,57 @@ mod tests {
     #[test]
     fn blob_bounds() {
         assert_eq!(
-            check_blob(Blob { offset: 0, length: 0 }, 10_000).unwrap_err().rule(),
+            check_blob(
+                Blob {
+                    offset: 0,
+                    length: 0
+                },
+                10_000
+            )
+            .unwrap_err()
+            .rule(),
             Some(Rule::BlobBelowFloor)
         );
         assert_eq!(
-            check_blob(Blob { offset: 4097, length: 0 }, 10_000).unwrap_err().rule(),
+            check_blob(
+                Blob {
+                    offset: 4097,
+                    length: 0
+                },
+                10_000
+            )
+            .unwrap_err()
+            .rule(),
             Some(Rule::BlobMisaligned)
         );
         assert_eq!(
-            check_blob(Blob { offset: u64::MAX - 4095, length: 8192 }, 10_000)
-                .unwrap_err()
-                .rule(),
+            check_blob(
+                Blob {
+                    offset: u64::MAX - 4095,
+                    length: 8192
+                },
+                10_000
+            )
+            .unwrap_err()
+            .rule(),
             Some(Rule::BlobOutOfBounds)
         );
-        assert!(check_blob(Blob { offset: 4096, length: 100 }, 4096 + 100 + 40).is_ok());
-        assert!(check_blob(Blob { offset: 4096, length: 101 }, 4096 + 100 + 40).is_err());
+        assert!(check_blob(
+            Blob {
+                offset: 4096,
+                length: 100
+            },
+            4096 + 100 + 40
+        )
+        .is_ok());
+        assert!(check_blob(
+            Blob {
+                offset: 4096,
+                length: 101
+            },
+            4096 + 100 + 40
+        )
+        .is_err());
     }
 
     #[test]
@@ -302,6 +352,9 @@ mod tests {
         assert_eq!(Footer::parse(&f.encode(), 10_000).unwrap(), f);
         let mut bad = f.encode();
         bad[24] = 3;
-        assert_eq!(Footer::parse(&bad, 10_000).unwrap_err().rule(), Some(Rule::VersionUnsupported));
+        assert_eq!(
+            Footer::parse(&bad, 10_000).unwrap_err().rule(),
+            Some(Rule::VersionUnsupported)
+        );
     }
 }

@@ -145,7 +145,11 @@ impl DigestString {
         if !alg_ok {
             return Err(format!("digest {s:?} has a malformed algorithm name"));
         }
-        if hexpart.is_empty() || !hexpart.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hexpart.is_empty()
+            || !hexpart
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(format!("digest {s:?} is not lowercase hex"));
         }
         let known = alg.parse::<DigestAlg>().ok();
@@ -173,7 +177,10 @@ mod tests {
     fn known_vectors() {
         // xxh3-64 of "" and of 1,2,3,4 as f32 (the upstream hex-dump example).
         assert_eq!(DigestAlg::Xxh3.digest(b""), "xxh3:2d06800538d394c2");
-        let data: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data: Vec<u8> = [1f32, 2., 3., 4.]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         assert_eq!(DigestAlg::Xxh3.digest(&data), "xxh3:a82f522ec4510db4");
         // CRC-32C check value.
         assert_eq!(DigestAlg::Crc32c.digest(b"123456789"), "crc32c:e3069283");

@@ -268,7 +268,10 @@ mod tests {
         }
         for t in LogicalType::ALL {
             assert_eq!(t.as_str().parse::<LogicalType>(), Ok(t));
-            assert_eq!(ElementType::from_name(t.as_str()).unwrap().dtype, t.storage());
+            assert_eq!(
+                ElementType::from_name(t.as_str()).unwrap().dtype,
+                t.storage()
+            );
         }
         assert!("bool".parse::<DType>().is_err());
     }

@@ -30,9 +30,12 @@ pub fn as_bytes<T: Element>(data: &[T]) -> &[u8] {
 pub fn to_vec<T: Element>(bytes: &[u8]) -> Vec<T> {
     let n = bytes.len() / std::mem::size_of::<T>();
     let mut out = vec![T::zeroed(); n];
-    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&bytes[..n * std::mem::size_of::<T>()]);
+    bytemuck::cast_slice_mut::<T, u8>(&mut out)
+        .copy_from_slice(&bytes[..n * std::mem::size_of::<T>()]);
     out
 }
 
 #[cfg(target_endian = "big")]
-compile_error!("ztensor reads and writes little-endian data in place; big-endian targets are not supported");
+compile_error!(
+    "ztensor reads and writes little-endian data in place; big-endian targets are not supported"
+);

@@ -187,7 +187,10 @@ impl Rule {
 
     /// The rule's number in the spec's reject list (R1, R2, ...).
     pub fn number(self) -> usize {
-        Rule::ALL.iter().position(|r| *r == self).map_or(0, |i| i + 1)
+        Rule::ALL
+            .iter()
+            .position(|r| *r == self)
+            .map_or(0, |i| i + 1)
     }
 
     /// Looks a rule up by its id.
@@ -222,7 +225,10 @@ pub enum Error {
         detail: String,
     },
     /// Stored bytes do not match their digest.
-    #[error("{}: {object}/{part}: {algorithm} digest mismatch (manifest {expected}, computed {actual})", Rule::DigestMismatch)]
+    #[error(
+        "{}: {object}/{part}: {algorithm} digest mismatch (manifest {expected}, computed {actual})",
+        Rule::DigestMismatch
+    )]
     Checksum {
         object: String,
         part: String,

@@ -48,7 +48,8 @@ pub fn zstd_decode(data: &[u8]) {
     if let Ok(out) = zstd_seekable::decode(body, len) {
         assert_eq!(out.len() as u64, len);
         if len > 2 {
-            let part = zstd_seekable::decode_range(body, len, 1, len - 1).expect("range of a decodable part");
+            let part = zstd_seekable::decode_range(body, len, 1, len - 1)
+                .expect("range of a decodable part");
             assert_eq!(part, out[1..len as usize - 1]);
         }
     }
@@ -83,7 +84,8 @@ pub fn write_read_round_trip(data: &[u8]) {
         }),
         digest: Some(digest),
     };
-    w.add_bytes_with("t", &[n as u64], bytes, &part, None).expect("add");
+    w.add_bytes_with("t", &[n as u64], bytes, &part, None)
+        .expect("add");
     w.finish().expect("finish");
     let r = Reader::open(&path).expect("open what we wrote");
     assert_eq!(r.read_dense("t").expect("read").bytes.as_ref(), bytes);

@@ -38,8 +38,8 @@ impl LayoutKind {
 
 fn exact_parts(name: &str, object: &Object, want: &[&str], rule: Rule) -> Result<()> {
     // `want` is given sorted, like the BTreeMap's keys.
-    let same = object.parts.len() == want.len()
-        && object.parts.keys().zip(want).all(|(a, b)| a == b);
+    let same =
+        object.parts.len() == want.len() && object.parts.keys().zip(want).all(|(a, b)| a == b);
     if !same {
         let have: Vec<&str> = object.parts.keys().map(String::as_str).collect();
         return Err(Error::corrupt(
@@ -126,7 +126,10 @@ fn validate_csr(name: &str, object: &Object) -> Result<()> {
     if object.shape.len() != 2 {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: CSR needs rank 2, shape is {:?}", object.shape),
+            format!(
+                "object {name:?}: CSR needs rank 2, shape is {:?}",
+                object.shape
+            ),
         ));
     }
     exact_parts(name, object, &["indices", "indptr", "values"], rule)?;
@@ -135,24 +138,35 @@ fn validate_csr(name: &str, object: &Object) -> Result<()> {
     let Some(idx) = index_dtype(indices) else {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: CSR indices must be plain u32 or u64, found {}", indices.etype),
+            format!(
+                "object {name:?}: CSR indices must be plain u32 or u64, found {}",
+                indices.etype
+            ),
         ));
     };
     if index_dtype(indptr) != Some(idx) {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: CSR indptr must have the indices dtype {idx}, found {}", indptr.etype),
+            format!(
+                "object {name:?}: CSR indptr must have the indices dtype {idx}, found {}",
+                indptr.etype
+            ),
         ));
     }
     let w = idx.width() as u64;
     if indices.decoded_size() % w != 0 {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: indices size {} is not a multiple of {w}", indices.decoded_size()),
+            format!(
+                "object {name:?}: indices size {} is not a multiple of {w}",
+                indices.decoded_size()
+            ),
         ));
     }
     let nnz = indices.decoded_size() / w;
-    let want_ptr = object.shape[0].checked_add(1).and_then(|r| r.checked_mul(w));
+    let want_ptr = object.shape[0]
+        .checked_add(1)
+        .and_then(|r| r.checked_mul(w));
     if want_ptr != Some(indptr.decoded_size()) {
         return Err(Error::corrupt(
             rule,
@@ -169,14 +183,20 @@ fn validate_csr(name: &str, object: &Object) -> Result<()> {
 fn validate_coo(name: &str, object: &Object) -> Result<()> {
     let rule = Rule::CooMetadata;
     if object.shape.is_empty() {
-        return Err(Error::corrupt(rule, format!("object {name:?}: COO needs rank ≥ 1")));
+        return Err(Error::corrupt(
+            rule,
+            format!("object {name:?}: COO needs rank ≥ 1"),
+        ));
     }
     exact_parts(name, object, &["coords", "values"], rule)?;
     let coords = part(name, object, "coords")?;
     let Some(idx) = index_dtype(coords) else {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: COO coords must be plain u32 or u64, found {}", coords.etype),
+            format!(
+                "object {name:?}: COO coords must be plain u32 or u64, found {}",
+                coords.etype
+            ),
         ));
     };
     let per = (idx.width() as u64).saturating_mul(object.shape.len() as u64);
@@ -200,7 +220,10 @@ pub fn gguf_geometry(name: &str, object: &Object) -> Result<(u64, u64)> {
             Some(v) if v >= 1 => Ok(v),
             _ => Err(Error::corrupt(
                 Rule::GgufMetadata,
-                format!("object {name:?}: {} needs attribute {key:?} ≥ 1", object.layout),
+                format!(
+                    "object {name:?}: {} needs attribute {key:?} ≥ 1",
+                    object.layout
+                ),
             )),
         }
     };
@@ -214,7 +237,10 @@ fn validate_gguf(name: &str, object: &Object) -> Result<()> {
     if data.etype != ElementType::plain(DType::U8) {
         return Err(Error::corrupt(
             rule,
-            format!("object {name:?}: gguf data must be plain u8, found {}", data.etype),
+            format!(
+                "object {name:?}: gguf data must be plain u8, found {}",
+                data.etype
+            ),
         ));
     }
     let (epb, bb) = gguf_geometry(name, object)?;
@@ -256,7 +282,10 @@ pub fn check_values(what: &str, etype: &ElementType, n: u64, bytes: &[u8]) -> Re
                 if last & 0xf0 != 0 {
                     return Err(Error::corrupt(
                         Rule::F4Nibble,
-                        format!("{what}: the padding nibble of the last f4 byte is {:#x}", last >> 4),
+                        format!(
+                            "{what}: the padding nibble of the last f4 byte is {:#x}",
+                            last >> 4
+                        ),
                     ));
                 }
             }
@@ -284,7 +313,9 @@ pub fn read_indices(dtype: DType, bytes: &[u8]) -> Result<Vec<u64>> {
             u64::from_le_bytes(a)
         })),
         other => {
-            return Err(Error::usage(format!("indices must be u32 or u64, not {other}")));
+            return Err(Error::usage(format!(
+                "indices must be u32 or u64, not {other}"
+            )));
         }
     }
     Ok(out)
@@ -298,7 +329,10 @@ pub fn check_csr(name: &str, shape: [u64; 2], indptr: &[u64], indices: &[u64]) -
         return Err(err("indptr[0] is not 0".into()));
     }
     if indptr.last() != Some(&nnz) {
-        return Err(err(format!("indptr[last] is {:?}, nnz is {nnz}", indptr.last())));
+        return Err(err(format!(
+            "indptr[last] is {:?}, nnz is {nnz}",
+            indptr.last()
+        )));
     }
     for (row, w) in indptr.windows(2).enumerate() {
         if w[1] < w[0] {
@@ -309,10 +343,15 @@ pub fn check_csr(name: &str, shape: [u64; 2], indptr: &[u64], indices: &[u64]) -
         let cols = &indices[a.min(b)..b];
         for (i, &c) in cols.iter().enumerate() {
             if c >= shape[1] {
-                return Err(err(format!("row {row}: column {c} is ≥ {} columns", shape[1])));
+                return Err(err(format!(
+                    "row {row}: column {c} is ≥ {} columns",
+                    shape[1]
+                )));
             }
             if i > 0 && cols[i - 1] >= c {
-                return Err(err(format!("row {row}: column indices are not strictly increasing")));
+                return Err(err(format!(
+                    "row {row}: column indices are not strictly increasing"
+                )));
             }
         }
     }
@@ -337,7 +376,9 @@ pub fn check_coo(name: &str, shape: &[u64], coords: &[u64]) -> Result<()> {
         for (d, &extent) in shape.iter().enumerate() {
             let c = coords[d * nnz + i];
             if c >= extent {
-                return Err(err(format!("element {i}: coordinate {c} in dimension {d} is ≥ {extent}")));
+                return Err(err(format!(
+                    "element {i}: coordinate {c} in dimension {d} is ≥ {extent}"
+                )));
             }
             // Fits: the shape's product was checked not to overflow.
             lin = lin * extent + c;
@@ -358,20 +399,44 @@ mod tests {
     #[test]
     fn layout_ids() {
         assert_eq!(LayoutKind::of("dense"), LayoutKind::Dense);
-        assert_eq!(LayoutKind::of("gguf.q4_k/1"), LayoutKind::Gguf("q4_k".into()));
-        assert_eq!(LayoutKind::of("gguf./1"), LayoutKind::Other("gguf./1".into()));
-        assert_eq!(LayoutKind::of("pie.paged_kv/1"), LayoutKind::Other("pie.paged_kv/1".into()));
+        assert_eq!(
+            LayoutKind::of("gguf.q4_k/1"),
+            LayoutKind::Gguf("q4_k".into())
+        );
+        assert_eq!(
+            LayoutKind::of("gguf./1"),
+            LayoutKind::Other("gguf./1".into())
+        );
+        assert_eq!(
+            LayoutKind::of("pie.paged_kv/1"),
+            LayoutKind::Other("pie.paged_kv/1".into())
+        );
     }
 
     #[test]
     fn csr_data_rules() {
         assert!(check_csr("m", [2, 3], &[0, 1, 3], &[2, 0, 1]).is_ok());
         let rule = |r: Result<()>| r.unwrap_err().rule();
-        assert_eq!(rule(check_csr("m", [2, 3], &[1, 1, 3], &[2, 0, 1])), Some(Rule::CsrData));
-        assert_eq!(rule(check_csr("m", [2, 3], &[0, 2, 1], &[2, 0, 1])), Some(Rule::CsrData));
-        assert_eq!(rule(check_csr("m", [2, 3], &[0, 1, 3], &[2, 1, 0])), Some(Rule::CsrData));
-        assert_eq!(rule(check_csr("m", [2, 3], &[0, 1, 3], &[2, 0, 3])), Some(Rule::CsrData));
-        assert_eq!(rule(check_csr("m", [2, 3], &[0, 1, 2], &[2, 0, 1])), Some(Rule::CsrData));
+        assert_eq!(
+            rule(check_csr("m", [2, 3], &[1, 1, 3], &[2, 0, 1])),
+            Some(Rule::CsrData)
+        );
+        assert_eq!(
+            rule(check_csr("m", [2, 3], &[0, 2, 1], &[2, 0, 1])),
+            Some(Rule::CsrData)
+        );
+        assert_eq!(
+            rule(check_csr("m", [2, 3], &[0, 1, 3], &[2, 1, 0])),
+            Some(Rule::CsrData)
+        );
+        assert_eq!(
+            rule(check_csr("m", [2, 3], &[0, 1, 3], &[2, 0, 3])),
+            Some(Rule::CsrData)
+        );
+        assert_eq!(
+            rule(check_csr("m", [2, 3], &[0, 1, 2], &[2, 0, 1])),
+            Some(Rule::CsrData)
+        );
         // A huge indptr entry cannot index out of bounds.
         assert!(check_csr("m", [2, 3], &[0, u64::MAX, 3], &[0, 1, 2]).is_err());
     }
@@ -379,18 +444,30 @@ mod tests {
     #[test]
     fn coo_data_rules() {
         assert!(check_coo("t", &[2, 3], &[0, 1, 2, 0]).is_ok());
-        assert_eq!(check_coo("t", &[2, 3], &[0, 0, 2, 2]).unwrap_err().rule(), Some(Rule::CooData));
-        assert_eq!(check_coo("t", &[2, 3], &[0, 2, 2, 0]).unwrap_err().rule(), Some(Rule::CooData));
+        assert_eq!(
+            check_coo("t", &[2, 3], &[0, 0, 2, 2]).unwrap_err().rule(),
+            Some(Rule::CooData)
+        );
+        assert_eq!(
+            check_coo("t", &[2, 3], &[0, 2, 2, 0]).unwrap_err().rule(),
+            Some(Rule::CooData)
+        );
     }
 
     #[test]
     fn value_rules() {
         let b = ElementType::logical(LogicalType::Bool);
         assert!(check_values("x", &b, 3, &[0, 1, 0]).is_ok());
-        assert_eq!(check_values("x", &b, 3, &[0, 2, 0]).unwrap_err().rule(), Some(Rule::BoolByte));
+        assert_eq!(
+            check_values("x", &b, 3, &[0, 2, 0]).unwrap_err().rule(),
+            Some(Rule::BoolByte)
+        );
         let f4 = ElementType::logical(LogicalType::F4E2M1);
         assert!(check_values("x", &f4, 3, &[0xff, 0x0f]).is_ok());
-        assert_eq!(check_values("x", &f4, 3, &[0xff, 0x1f]).unwrap_err().rule(), Some(Rule::F4Nibble));
+        assert_eq!(
+            check_values("x", &f4, 3, &[0xff, 0x1f]).unwrap_err().rule(),
+            Some(Rule::F4Nibble)
+        );
         assert!(check_values("x", &f4, 4, &[0xff, 0xff]).is_ok());
     }
 }

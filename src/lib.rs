@@ -31,10 +31,10 @@ pub mod cbor;
 pub mod container;
 pub mod digest;
 pub mod dtype;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod element;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod manifest;
 pub mod npy;

@@ -97,7 +97,10 @@ pub fn num_elements(shape: &[u64]) -> Option<u64> {
 /// Checks the name rules: non-empty, at most 1024 bytes, no NUL.
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::corrupt(Rule::NameEmpty, format!("{what} name is empty")));
+        return Err(Error::corrupt(
+            Rule::NameEmpty,
+            format!("{what} name is empty"),
+        ));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(Error::corrupt(
@@ -130,7 +133,9 @@ pub fn check_shard_name(name: &str) -> Result<()> {
     } else {
         Err(Error::corrupt(
             Rule::ShardName,
-            format!("shard name {name:?} must be 1-64 bytes of [A-Za-z0-9._-] not starting with '.'"),
+            format!(
+                "shard name {name:?} must be 1-64 bytes of [A-Za-z0-9._-] not starting with '.'"
+            ),
         ))
     }
 }
@@ -289,7 +294,10 @@ impl Part {
             (Value::text("dtype"), Value::text(self.etype.dtype.as_str())),
             (
                 Value::text("blob"),
-                Value::Array(vec![Value::Uint(self.blob.offset), Value::Uint(self.blob.length)]),
+                Value::Array(vec![
+                    Value::Uint(self.blob.offset),
+                    Value::Uint(self.blob.length),
+                ]),
             ),
         ];
         if let Some(l) = &self.etype.logical {
@@ -393,7 +401,11 @@ fn parse_objects(d: &mut Decoder<'_>, manifest: &mut Manifest) -> Result<()> {
     Ok(())
 }
 
-fn parse_object(d: &mut Decoder<'_>, name: &str, shards: &BTreeMap<String, ShardEntry>) -> Result<Object> {
+fn parse_object(
+    d: &mut Decoder<'_>,
+    name: &str,
+    shards: &BTreeMap<String, ShardEntry>,
+) -> Result<Object> {
     let ctx = Ctx {
         object: Some(name),
         part: None,
@@ -481,11 +493,22 @@ fn parse_object(d: &mut Decoder<'_>, name: &str, shards: &BTreeMap<String, Shard
     })
 }
 
-fn parse_part(d: &mut Decoder<'_>, ctx: Ctx<'_>, shards: &BTreeMap<String, ShardEntry>) -> Result<Part> {
+fn parse_part(
+    d: &mut Decoder<'_>,
+    ctx: Ctx<'_>,
+    shards: &BTreeMap<String, ShardEntry>,
+) -> Result<Part> {
     let n = d.map_head(4, &ctx)?;
     let mut prev = None;
-    let (mut dtype_s, mut type_s, mut blob, mut shard, mut encoding, mut decoded_length, mut digest_s) =
-        (None, None, None, None, None, None, None);
+    let (
+        mut dtype_s,
+        mut type_s,
+        mut blob,
+        mut shard,
+        mut encoding,
+        mut decoded_length,
+        mut digest_s,
+    ) = (None, None, None, None, None, None, None);
     for _ in 0..n {
         match d.map_key(&mut prev, 5)? {
             Key::Text("blob") => {

@@ -73,7 +73,10 @@ pub fn decode(bytes: &[u8]) -> Result<NpyArray<'_>> {
         ),
         _ => return Err(bad("unknown version")),
     };
-    let end = start.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header runs past the end"))?;
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad("header runs past the end"))?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text"))?;
     let descr_s = field(header, "descr")?;
     let descr: String = descr_s

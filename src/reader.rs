@@ -2,6 +2,7 @@
 //! front), zero-copy part access, decoding, slicing, sparse assembly and
 //! digest verification.
 
+use crate::cbor::Value;
 use crate::container::{self, Footer, FOOTER_LEN};
 use crate::digest::DigestAlg;
 use crate::dtype::{ElementType, Logical};
@@ -10,7 +11,6 @@ use crate::error::{Error, Result, Rule};
 use crate::layout::{self, LayoutKind};
 use crate::manifest::{self, Manifest, Object, Part, ZSTD_SEEKABLE};
 use crate::store::{Backend, Store};
-use crate::cbor::Value;
 use crate::zstd_seekable;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -317,10 +317,13 @@ impl Reader {
     }
 
     pub fn object(&self, name: &str) -> Result<&Object> {
-        self.manifest.objects.get(name).ok_or_else(|| Error::NotFound {
-            kind: "object",
-            name: name.to_string(),
-        })
+        self.manifest
+            .objects
+            .get(name)
+            .ok_or_else(|| Error::NotFound {
+                kind: "object",
+                name: name.to_string(),
+            })
     }
 
     fn part(&self, name: &str, role: &str) -> Result<(&Object, &Part)> {
@@ -334,7 +337,10 @@ impl Reader {
 
     fn shard_store(&self, shard: &str) -> Result<&Store> {
         let cell = self.shards.get(shard).ok_or_else(|| {
-            Error::corrupt(Rule::ShardUnknown, format!("shard {shard:?} is not declared"))
+            Error::corrupt(
+                Rule::ShardUnknown,
+                format!("shard {shard:?} is not declared"),
+            )
         })?;
         if let Some(s) = cell.get() {
             return Ok(s);
@@ -356,7 +362,10 @@ impl Reader {
         read_footer(&store).map_err(|e| {
             Error::corrupt(
                 Rule::ShardFile,
-                format!("shard {shard:?} ({}) is not a valid container: {e}", path.display()),
+                format!(
+                    "shard {shard:?} ({}) is not a valid container: {e}",
+                    path.display()
+                ),
             )
         })?;
         let _ = cell.set(Arc::new(store));
@@ -389,7 +398,8 @@ impl Reader {
     /// The stored (possibly encoded) bytes of a part. Borrowed when mapped.
     pub fn stored_bytes(&self, name: &str, role: &str) -> Result<Cow<'_, [u8]>> {
         let (_, part) = self.part(name, role)?;
-        self.store_of(part)?.read(part.blob.offset, part.blob.length)
+        self.store_of(part)?
+            .read(part.blob.offset, part.blob.length)
     }
 
     fn check_decodable(&self, name: &str, role: &str, part: &Part) -> Result<()> {
@@ -416,7 +426,9 @@ impl Reader {
     pub fn part_bytes(&self, name: &str, role: &str) -> Result<Cow<'_, [u8]>> {
         let (_, part) = self.part(name, role)?;
         self.check_decodable(name, role, part)?;
-        let stored = self.store_of(part)?.read(part.blob.offset, part.blob.length)?;
+        let stored = self
+            .store_of(part)?
+            .read(part.blob.offset, part.blob.length)?;
         match part.decoded_length {
             None => Ok(stored),
             Some(n) => Ok(Cow::Owned(zstd_seekable::decode(&stored, n)?)),
@@ -439,7 +451,12 @@ impl Reader {
             None => store.read(part.blob.offset + range.start, range.end - range.start),
             Some(n) => {
                 let stored = store.read(part.blob.offset, part.blob.length)?;
-                Ok(Cow::Owned(zstd_seekable::decode_range(&stored, n, range.start, range.end)?))
+                Ok(Cow::Owned(zstd_seekable::decode_range(
+                    &stored,
+                    n,
+                    range.start,
+                    range.end,
+                )?))
             }
         }
     }
@@ -506,7 +523,11 @@ impl Reader {
         shape[0] = rows.end - rows.start;
         let n = manifest::num_elements(&shape).unwrap_or(0);
         layout::check_values(name, &etype, n, &bytes)?;
-        Ok(TensorData { shape, etype, bytes })
+        Ok(TensorData {
+            shape,
+            etype,
+            bytes,
+        })
     }
 
     fn sparse_values(&self, name: &str, nnz: u64) -> Result<TensorData<'_>> {
@@ -525,7 +546,10 @@ impl Reader {
     pub fn read_csr(&self, name: &str) -> Result<CsrTensor<'_>> {
         let object = self.object(name)?;
         if LayoutKind::of(&object.layout) != LayoutKind::SparseCsr {
-            return Err(Error::usage(format!("{name:?} has layout {}, not CSR", object.layout)));
+            return Err(Error::usage(format!(
+                "{name:?} has layout {}, not CSR",
+                object.layout
+            )));
         }
         let idx = object.parts["indices"].etype.dtype;
         let indices = layout::read_indices(idx, &self.part_bytes(name, "indices")?)?;
@@ -545,7 +569,10 @@ impl Reader {
     pub fn read_coo(&self, name: &str) -> Result<CooTensor<'_>> {
         let object = self.object(name)?;
         if LayoutKind::of(&object.layout) != LayoutKind::SparseCoo {
-            return Err(Error::usage(format!("{name:?} has layout {}, not COO", object.layout)));
+            return Err(Error::usage(format!(
+                "{name:?} has layout {}, not COO",
+                object.layout
+            )));
         }
         let idx = object.parts["coords"].etype.dtype;
         let coords = layout::read_indices(idx, &self.part_bytes(name, "coords")?)?;
@@ -570,7 +597,13 @@ impl Reader {
         Ok(())
     }
 
-    fn verify_part(&self, name: &str, object: &Object, role: &str, part: &Part) -> Result<(bool, bool, u64)> {
+    fn verify_part(
+        &self,
+        name: &str,
+        object: &Object,
+        role: &str,
+        part: &Part,
+    ) -> Result<(bool, bool, u64)> {
         let bytes = self.part_bytes(name, role)?;
         if part.etype.logical.is_some() {
             let n = match (role, LayoutKind::of(&object.layout)) {

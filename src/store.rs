@@ -27,8 +27,8 @@ pub(crate) enum Store {
 
 impl Store {
     pub(crate) fn open(path: &Path, backend: Backend) -> Result<Store> {
-        let file = File::open(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?

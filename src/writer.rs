@@ -16,7 +16,9 @@ use crate::dtype::{DType, ElementType};
 use crate::element::{self, Element};
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::manifest::{self, Blob, Manifest, Object, Part, ShardEntry, DENSE, SPARSE_COO, SPARSE_CSR, ZSTD_SEEKABLE};
+use crate::manifest::{
+    self, Blob, Manifest, Object, Part, ShardEntry, DENSE, SPARSE_COO, SPARSE_CSR, ZSTD_SEEKABLE,
+};
 use crate::reader::Reader;
 use crate::zstd_seekable::{self, ZstdOptions};
 use std::collections::HashMap;
@@ -73,7 +75,10 @@ impl WriteOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.align < ALIGN_FLOOR || self.align % ALIGN_FLOOR != 0 || !self.align.is_power_of_two() {
+        if self.align < ALIGN_FLOOR
+            || self.align % ALIGN_FLOOR != 0
+            || !self.align.is_power_of_two()
+        {
             return Err(Error::usage(format!(
                 "alignment must be a power of two ≥ 4096, got {}",
                 self.align
@@ -87,7 +92,9 @@ impl WriteOptions {
                 return Err(Error::usage("canonical form forbids compressed parts"));
             }
             if self.digest != Some(DigestAlg::Xxh3) {
-                return Err(Error::usage("canonical form needs an xxh3 digest on every part"));
+                return Err(Error::usage(
+                    "canonical form needs an xxh3 digest on every part",
+                ));
             }
         }
         if let Some(z) = &self.compression {
@@ -218,7 +225,10 @@ impl Writer {
             .append(true)
             .open(&path)
             .map_err(io("opening", &path))?;
-        let len = file.metadata().map_err(io("reading metadata of", &path))?.len();
+        let len = file
+            .metadata()
+            .map_err(io("reading metadata of", &path))?
+            .len();
         let mut w = Writer::new(
             file,
             Target::InPlace {
@@ -235,7 +245,9 @@ impl Writer {
     fn appendable(path: &Path, options: &WriteOptions) -> Result<Manifest> {
         options.validate()?;
         if options.canonical {
-            return Err(Error::usage("appending makes a file non-canonical; use canonical = false"));
+            return Err(Error::usage(
+                "appending makes a file non-canonical; use canonical = false",
+            ));
         }
         let reader = Reader::open(path)?;
         if reader.is_data_shard() {
@@ -307,7 +319,9 @@ impl Writer {
                 return Err(Error::usage("canonical form forbids compressed parts"));
             }
             if opts.digest != Some(DigestAlg::Xxh3) {
-                return Err(Error::usage("canonical form needs an xxh3 digest on every part"));
+                return Err(Error::usage(
+                    "canonical form needs an xxh3 digest on every part",
+                ));
             }
         }
         if let Some(z) = &opts.compression {
@@ -325,7 +339,8 @@ impl Writer {
         self.out.flush().map_err(io("flushing", &path))?;
         for blob in candidates {
             let mut existing = vec![0u8; blob.length as usize];
-            read_at(self.out.get_ref(), &mut existing, blob.offset).map_err(io("reading back", &path))?;
+            read_at(self.out.get_ref(), &mut existing, blob.offset)
+                .map_err(io("reading back", &path))?;
             if existing == bytes {
                 return Ok(Some(blob));
             }
@@ -342,7 +357,10 @@ impl Writer {
                 .transpose()
         };
         if let Some(z) = opts.compression {
-            let (encoded, digest) = rayon::join(|| zstd_seekable::encode(bytes, z), || digest_of(opts.digest));
+            let (encoded, digest) = rayon::join(
+                || zstd_seekable::encode(bytes, z),
+                || digest_of(opts.digest),
+            );
             let encoded = encoded?;
             let offset = self.pad_to(self.options.align)?;
             self.put(&encoded)?;
@@ -412,7 +430,9 @@ impl Writer {
     pub fn stream_part(&mut self, opts: PartOptions) -> Result<PartSink<'_>> {
         self.check_part_options(&opts)?;
         if self.options.dedup && opts.compression.is_none() && self.options.canonical {
-            return Err(Error::usage("canonical form cannot stream parts (dedup needs the whole part)"));
+            return Err(Error::usage(
+                "canonical form cannot stream parts (dedup needs the whole part)",
+            ));
         }
         let offset = self.pad_to(self.options.align)?;
         Ok(PartSink {
@@ -432,11 +452,15 @@ impl Writer {
     fn check_new_name(&mut self, name: &str) -> Result<()> {
         manifest::check_name("object", name).map_err(|e| Error::usage(e.to_string()))?;
         if self.manifest.objects.contains_key(name) {
-            return Err(Error::usage(format!("an object named {name:?} already exists")));
+            return Err(Error::usage(format!(
+                "an object named {name:?} already exists"
+            )));
         }
         if self.options.canonical {
             if !is_nfc(name) {
-                return Err(Error::usage(format!("canonical form needs NFC names; {name:?} is not")));
+                return Err(Error::usage(format!(
+                    "canonical form needs NFC names; {name:?} is not"
+                )));
             }
             if let Some(last) = &self.last_name {
                 if last.as_str() >= name {
@@ -451,7 +475,13 @@ impl Writer {
 
     /// Validates an object against the layout rules before its parts are
     /// written, using the parts' decoded sizes.
-    fn precheck(name: &str, shape: &[u64], layout_id: &str, parts: &[(&str, &ElementType, u64)], attributes: Option<&Value>) -> Result<()> {
+    fn precheck(
+        name: &str,
+        shape: &[u64],
+        layout_id: &str,
+        parts: &[(&str, &ElementType, u64)],
+        attributes: Option<&Value>,
+    ) -> Result<()> {
         let object = Object {
             shape: shape.to_vec(),
             layout: layout_id.to_string(),
@@ -462,7 +492,10 @@ impl Writer {
                         role.to_string(),
                         Part {
                             etype: (*etype).clone(),
-                            blob: Blob { offset: ALIGN_FLOOR, length: *len },
+                            blob: Blob {
+                                offset: ALIGN_FLOOR,
+                                length: *len,
+                            },
                             shard: None,
                             encoding: None,
                             decoded_length: None,
@@ -479,10 +512,17 @@ impl Writer {
     fn check_object(name: &str, object: &Object) -> Result<()> {
         let usage = |e: Error| Error::usage(e.to_string());
         if object.shape.len() > manifest::MAX_RANK {
-            return Err(Error::usage(format!("rank {} exceeds {}", object.shape.len(), manifest::MAX_RANK)));
+            return Err(Error::usage(format!(
+                "rank {} exceeds {}",
+                object.shape.len(),
+                manifest::MAX_RANK
+            )));
         }
         if manifest::num_elements(&object.shape).is_none() {
-            return Err(Error::usage(format!("shape {:?} overflows u64", object.shape)));
+            return Err(Error::usage(format!(
+                "shape {:?} overflows u64",
+                object.shape
+            )));
         }
         if object.parts.is_empty() {
             return Err(Error::usage("an object needs at least one part"));
@@ -507,10 +547,14 @@ impl Writer {
         for (role, part) in &object.parts {
             if let Some(s) = &part.shard {
                 if !self.manifest.shards.contains_key(s) {
-                    return Err(Error::usage(format!("{name}/{role}: shard {s:?} is not declared")));
+                    return Err(Error::usage(format!(
+                        "{name}/{role}: shard {s:?} is not declared"
+                    )));
                 }
             } else if part.blob.end().is_none_or(|e| e > self.pos) {
-                return Err(Error::usage(format!("{name}/{role}: blob is not in this file")));
+                return Err(Error::usage(format!(
+                    "{name}/{role}: blob is not in this file"
+                )));
             }
         }
         self.last_name = Some(name.to_string());
@@ -519,28 +563,61 @@ impl Writer {
     }
 
     /// Adds a dense tensor from raw little-endian bytes.
-    pub fn add_bytes(&mut self, name: &str, shape: &[u64], etype: ElementType, bytes: &[u8]) -> Result<()> {
+    pub fn add_bytes(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        etype: ElementType,
+        bytes: &[u8],
+    ) -> Result<()> {
         let opts = self.part_options(etype);
         self.add_bytes_with(name, shape, bytes, &opts, None)
     }
 
     /// Adds a dense tensor with explicit part options and attributes.
-    pub fn add_bytes_with(&mut self, name: &str, shape: &[u64], bytes: &[u8], opts: &PartOptions, attributes: Option<Value>) -> Result<()> {
+    pub fn add_bytes_with(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        bytes: &[u8],
+        opts: &PartOptions,
+        attributes: Option<Value>,
+    ) -> Result<()> {
         self.check_new_name(name)?;
-        Writer::precheck(name, shape, DENSE, &[("data", &opts.etype, bytes.len() as u64)], attributes.as_ref())?;
+        Writer::precheck(
+            name,
+            shape,
+            DENSE,
+            &[("data", &opts.etype, bytes.len() as u64)],
+            attributes.as_ref(),
+        )?;
         let n = manifest::num_elements(shape).unwrap_or(0);
-        layout::check_values(name, &opts.etype, n, bytes).map_err(|e| Error::usage(e.to_string()))?;
+        layout::check_values(name, &opts.etype, n, bytes)
+            .map_err(|e| Error::usage(e.to_string()))?;
         let part = self.write_part(bytes, opts)?;
         self.add_object(name, dense_object(shape, part, attributes))
     }
 
     /// Adds a dense tensor of a plain element type.
     pub fn add<T: Element>(&mut self, name: &str, shape: &[u64], data: &[T]) -> Result<()> {
-        self.add_bytes(name, shape, ElementType::plain(T::DTYPE), element::as_bytes(data))
+        self.add_bytes(
+            name,
+            shape,
+            ElementType::plain(T::DTYPE),
+            element::as_bytes(data),
+        )
     }
 
     /// Adds a CSR matrix. Indices are stored as u32 when they fit, else u64.
-    pub fn add_csr(&mut self, name: &str, shape: [u64; 2], values_type: ElementType, values: &[u8], indices: &[u64], indptr: &[u64]) -> Result<()> {
+    pub fn add_csr(
+        &mut self,
+        name: &str,
+        shape: [u64; 2],
+        values_type: ElementType,
+        values: &[u8],
+        indices: &[u64],
+        indptr: &[u64],
+    ) -> Result<()> {
         self.check_new_name(name)?;
         layout::check_csr(name, shape, indptr, indices).map_err(|e| Error::usage(e.to_string()))?;
         let idx = index_dtype(indices.iter().chain(indptr));
@@ -550,18 +627,37 @@ impl Writer {
             name,
             &shape,
             SPARSE_CSR,
-            &[("indices", &it, ib.len() as u64), ("indptr", &it, pb.len() as u64), ("values", &values_type, values.len() as u64)],
+            &[
+                ("indices", &it, ib.len() as u64),
+                ("indptr", &it, pb.len() as u64),
+                ("values", &values_type, values.len() as u64),
+            ],
             None,
         )?;
-        layout::check_values(name, &values_type, indices.len() as u64, values).map_err(|e| Error::usage(e.to_string()))?;
+        layout::check_values(name, &values_type, indices.len() as u64, values)
+            .map_err(|e| Error::usage(e.to_string()))?;
         let pi = self.write_part(&ib, &self.part_options(it.clone()))?;
         let pp = self.write_part(&pb, &self.part_options(it))?;
         let pv = self.write_part(values, &self.part_options(values_type))?;
-        self.add_object(name, sparse_object(&shape, SPARSE_CSR, vec![("indices", pi), ("indptr", pp), ("values", pv)]))
+        self.add_object(
+            name,
+            sparse_object(
+                &shape,
+                SPARSE_CSR,
+                vec![("indices", pi), ("indptr", pp), ("values", pv)],
+            ),
+        )
     }
 
     /// Adds a COO tensor; `coords` is structure-of-arrays (`ndim × nnz`).
-    pub fn add_coo(&mut self, name: &str, shape: &[u64], values_type: ElementType, values: &[u8], coords: &[u64]) -> Result<()> {
+    pub fn add_coo(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        values_type: ElementType,
+        values: &[u8],
+        coords: &[u64],
+    ) -> Result<()> {
         self.check_new_name(name)?;
         if shape.is_empty() || coords.len() % shape.len() != 0 {
             return Err(Error::usage("coords must hold ndim × nnz indices"));
@@ -571,15 +667,36 @@ impl Writer {
         let idx = index_dtype(coords.iter());
         let cb = index_bytes(coords, idx);
         let it = ElementType::plain(idx);
-        Writer::precheck(name, shape, SPARSE_COO, &[("coords", &it, cb.len() as u64), ("values", &values_type, values.len() as u64)], None)?;
-        layout::check_values(name, &values_type, nnz, values).map_err(|e| Error::usage(e.to_string()))?;
+        Writer::precheck(
+            name,
+            shape,
+            SPARSE_COO,
+            &[
+                ("coords", &it, cb.len() as u64),
+                ("values", &values_type, values.len() as u64),
+            ],
+            None,
+        )?;
+        layout::check_values(name, &values_type, nnz, values)
+            .map_err(|e| Error::usage(e.to_string()))?;
         let pc = self.write_part(&cb, &self.part_options(it))?;
         let pv = self.write_part(values, &self.part_options(values_type))?;
-        self.add_object(name, sparse_object(shape, SPARSE_COO, vec![("coords", pc), ("values", pv)]))
+        self.add_object(
+            name,
+            sparse_object(shape, SPARSE_COO, vec![("coords", pc), ("values", pv)]),
+        )
     }
 
     /// Adds opaque ggml blocks as `gguf.<ggml_type>/1`.
-    pub fn add_gguf(&mut self, name: &str, shape: &[u64], ggml_type: &str, elems_per_block: u64, block_bytes: u64, data: &[u8]) -> Result<()> {
+    pub fn add_gguf(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        ggml_type: &str,
+        elems_per_block: u64,
+        block_bytes: u64,
+        data: &[u8],
+    ) -> Result<()> {
         self.check_new_name(name)?;
         let layout_id = format!("gguf.{ggml_type}/1");
         let attrs = Value::text_map([
@@ -587,7 +704,13 @@ impl Writer {
             ("elems_per_block", Value::Uint(elems_per_block)),
         ])?;
         let u8t = ElementType::plain(DType::U8);
-        Writer::precheck(name, shape, &layout_id, &[("data", &u8t, data.len() as u64)], Some(&attrs))?;
+        Writer::precheck(
+            name,
+            shape,
+            &layout_id,
+            &[("data", &u8t, data.len() as u64)],
+            Some(&attrs),
+        )?;
         let part = self.write_part(data, &self.part_options(u8t))?;
         let mut object = dense_object(shape, part, Some(attrs));
         object.layout = layout_id;
@@ -601,16 +724,26 @@ impl Writer {
             .objects
             .get(target)
             .cloned()
-            .ok_or_else(|| Error::NotFound { kind: "object", name: target.to_string() })?;
+            .ok_or_else(|| Error::NotFound {
+                kind: "object",
+                name: target.to_string(),
+            })?;
         self.add_object(name, object)
     }
 
     /// Starts a streamed dense tensor of `shape`; the byte count fed must
     /// match the shape exactly.
-    pub fn stream_dense(&mut self, name: &str, shape: &[u64], etype: ElementType) -> Result<DenseSink<'_>> {
+    pub fn stream_dense(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        etype: ElementType,
+    ) -> Result<DenseSink<'_>> {
         self.check_new_name(name)?;
         let n = manifest::num_elements(shape).ok_or_else(|| Error::usage("shape overflows u64"))?;
-        let expected = etype.size_of(n).ok_or_else(|| Error::usage("size overflows u64"))?;
+        let expected = etype
+            .size_of(n)
+            .ok_or_else(|| Error::usage("size overflows u64"))?;
         Writer::precheck(name, shape, DENSE, &[("data", &etype, expected)], None)?;
         let opts = self.part_options(etype);
         Ok(DenseSink {
@@ -639,7 +772,9 @@ impl Writer {
         manifest::check_shard_name(name).map_err(|e| Error::usage(e.to_string()))?;
         let (size, digest) = crate::reader::file_digest(path, alg)?;
         let digest = DigestString::parse(&digest).map_err(Error::usage)?;
-        self.manifest.shards.insert(name.to_string(), ShardEntry { size, digest });
+        self.manifest
+            .shards
+            .insert(name.to_string(), ShardEntry { size, digest });
         Ok(())
     }
 
@@ -666,7 +801,9 @@ impl Writer {
     /// Finishes as a manifest-less data shard (footer fields all zero).
     pub fn finish_data_shard(mut self) -> Result<u64> {
         if !self.manifest.objects.is_empty() {
-            return Err(Error::usage("a data shard carries no objects; reference its parts from a root file"));
+            return Err(Error::usage(
+                "a data shard carries no objects; reference its parts from a root file",
+            ));
         }
         if self.pos < ALIGN_FLOOR {
             self.pad_to(ALIGN_FLOOR)?;
@@ -684,7 +821,10 @@ impl Writer {
         let path = self.target_path().to_path_buf();
         self.out.flush().map_err(io("flushing", &path))?;
         if self.options.durable {
-            self.out.get_ref().sync_all().map_err(io("syncing", &path))?;
+            self.out
+                .get_ref()
+                .sync_all()
+                .map_err(io("syncing", &path))?;
         }
         if let Target::Atomic { path, tmp } = &self.target {
             fs::rename(tmp, path).map_err(io("renaming into", path))?;
@@ -732,7 +872,10 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "dedup read-back needs unix"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "dedup read-back needs unix",
+    ))
 }
 
 fn dense_object(shape: &[u64], part: Part, attributes: Option<Value>) -> Object {
@@ -763,7 +906,10 @@ fn index_dtype<'a>(mut values: impl Iterator<Item = &'a u64>) -> DType {
 
 fn index_bytes(values: &[u64], dtype: DType) -> Vec<u8> {
     match dtype {
-        DType::U32 => values.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
+        DType::U32 => values
+            .iter()
+            .flat_map(|&v| (v as u32).to_le_bytes())
+            .collect(),
         _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
     }
 }
@@ -815,7 +961,11 @@ impl<'w> PartSink<'w> {
             return Ok(());
         };
         let fs = z.opts.frame_size;
-        let take = if last { z.pending.len() } else { z.pending.len() / fs * fs };
+        let take = if last {
+            z.pending.len()
+        } else {
+            z.pending.len() / fs * fs
+        };
         if take == 0 {
             return Ok(());
         }

@@ -155,7 +155,9 @@ impl SeekTable {
         }
         let descriptor = stored[foot + 4];
         if descriptor & 0x7c != 0 {
-            return Err(table_err(format!("reserved descriptor bits set: {descriptor:#04x}")));
+            return Err(table_err(format!(
+                "reserved descriptor bits set: {descriptor:#04x}"
+            )));
         }
         let entry = if descriptor & 0x80 != 0 { 12u64 } else { 8 };
         let n = le_u32(stored, foot) as u64;
@@ -169,10 +171,14 @@ impl SeekTable {
         }
         let table_start = stored.len() - table_len as usize;
         if le_u32(stored, table_start) != SKIPPABLE_MAGIC {
-            return Err(table_err("skippable frame magic missing before the seek table"));
+            return Err(table_err(
+                "skippable frame magic missing before the seek table",
+            ));
         }
         if le_u32(stored, table_start + 4) as u64 != body {
-            return Err(table_err("skippable frame size does not match the seek table"));
+            return Err(table_err(
+                "skippable frame size does not match the seek table",
+            ));
         }
         let mut frames = Vec::new();
         frames
@@ -185,7 +191,9 @@ impl SeekTable {
             let d_len = le_u32(stored, at + 4) as usize;
             at += entry as usize;
             if d_len > MAX_FRAME_SIZE {
-                return Err(table_err(format!("frame content of {d_len} bytes exceeds 16 MiB")));
+                return Err(table_err(format!(
+                    "frame content of {d_len} bytes exceeds 16 MiB"
+                )));
             }
             frames.push(Frame {
                 stored_start: s,
@@ -217,7 +225,9 @@ impl SeekTable {
                 return Err(table_err("frames other than the last differ in size"));
             }
         }
-        if frames.len() > 1 && (frame_size == 0 || frames[frames.len() - 1].decoded_len as u64 > frame_size) {
+        if frames.len() > 1
+            && (frame_size == 0 || frames[frames.len() - 1].decoded_len as u64 > frame_size)
+        {
             return Err(table_err("the last frame is larger than the others"));
         }
         Ok(SeekTable {
@@ -251,7 +261,11 @@ impl SeekTable {
     }
 }
 
-fn decode_frame(dctx: &mut Option<zstd::bulk::Decompressor<'static>>, src: &[u8], dst: &mut [u8]) -> Result<()> {
+fn decode_frame(
+    dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<()> {
     let frame_err = |d: String| Error::corrupt(Rule::ZstdFrame, d);
     if src.len() < 5 || le_u32(src, 0) != ZSTD_MAGIC {
         return Err(frame_err("frame does not start with the zstd magic".into()));
@@ -275,7 +289,8 @@ fn decode_frame(dctx: &mut Option<zstd::bulk::Decompressor<'static>>, src: &[u8]
         }
     }
     if dctx.is_none() {
-        let mut d = zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
+        let mut d =
+            zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
         d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(WINDOW_LOG_MAX))
             .map_err(|e| Error::io("configuring zstd", e))?;
         *dctx = Some(d);
@@ -284,9 +299,11 @@ fn decode_frame(dctx: &mut Option<zstd::bulk::Decompressor<'static>>, src: &[u8]
         return Err(frame_err("no decoder".into()));
     };
     let want = dst.len();
-    let got = d
-        .decompress_to_buffer(src, dst)
-        .map_err(|e| frame_err(format!("frame does not decode into its {want}-byte slot: {e}")))?;
+    let got = d.decompress_to_buffer(src, dst).map_err(|e| {
+        frame_err(format!(
+            "frame does not decode into its {want}-byte slot: {e}"
+        ))
+    })?;
     if got != want {
         return Err(Error::corrupt(
             Rule::ZstdLength,
@@ -335,12 +352,13 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
         slots.push((f, head));
         rest = tail;
     }
-    slots
-        .into_par_iter()
-        .try_for_each_init(|| None, |dctx, (f, dst)| {
+    slots.into_par_iter().try_for_each_init(
+        || None,
+        |dctx, (f, dst)| {
             let src = &stored[f.stored_start..f.stored_start + f.stored_len];
             decode_frame(dctx, src, dst)
-        })?;
+        },
+    )?;
     let cut_start = (start - span_start) as usize;
     let cut_end = (end - span_start) as usize;
     if cut_start == 0 && cut_end == out.len() {
@@ -359,14 +377,19 @@ mod tests {
     use super::*;
 
     fn sample(n: usize) -> Vec<u8> {
-        (0..n).map(|i| ((i * 31) % 251) as u8 ^ (i >> 10) as u8).collect()
+        (0..n)
+            .map(|i| ((i * 31) % 251) as u8 ^ (i >> 10) as u8)
+            .collect()
     }
 
     #[test]
     fn round_trip_various_sizes() {
         for n in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 5] {
             let data = sample(n);
-            let opts = ZstdOptions { level: 3, frame_size: 4096 };
+            let opts = ZstdOptions {
+                level: 3,
+                frame_size: 4096,
+            };
             let enc = encode(&data, opts).unwrap();
             assert_eq!(decode(&enc, n as u64).unwrap(), data, "n={n}");
         }
@@ -375,8 +398,22 @@ mod tests {
     #[test]
     fn ranged_decode_equals_slicing() {
         let data = sample(10 * 1000 + 7);
-        let enc = encode(&data, ZstdOptions { level: 1, frame_size: 1000 }).unwrap();
-        for (a, b) in [(0, 1), (999, 1001), (5000, 5000), (0, data.len()), (9999, 10007), (3, 2999)] {
+        let enc = encode(
+            &data,
+            ZstdOptions {
+                level: 1,
+                frame_size: 1000,
+            },
+        )
+        .unwrap();
+        for (a, b) in [
+            (0, 1),
+            (999, 1001),
+            (5000, 5000),
+            (0, data.len()),
+            (9999, 10007),
+            (3, 2999),
+        ] {
             let got = decode_range(&enc, data.len() as u64, a as u64, b as u64).unwrap();
             assert_eq!(got, &data[a..b], "{a}..{b}");
         }
@@ -386,15 +423,35 @@ mod tests {
     #[test]
     fn wrong_decoded_length_is_rejected() {
         let data = sample(5000);
-        let enc = encode(&data, ZstdOptions { level: 3, frame_size: 1024 }).unwrap();
-        assert_eq!(decode(&enc, 4999).unwrap_err().rule(), Some(Rule::ZstdLength));
-        assert_eq!(decode(&enc, 5001).unwrap_err().rule(), Some(Rule::ZstdLength));
+        let enc = encode(
+            &data,
+            ZstdOptions {
+                level: 3,
+                frame_size: 1024,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&enc, 4999).unwrap_err().rule(),
+            Some(Rule::ZstdLength)
+        );
+        assert_eq!(
+            decode(&enc, 5001).unwrap_err().rule(),
+            Some(Rule::ZstdLength)
+        );
     }
 
     #[test]
     fn every_flipped_byte_is_an_error_or_exact() {
         let data = sample(3000);
-        let enc = encode(&data, ZstdOptions { level: 3, frame_size: 1024 }).unwrap();
+        let enc = encode(
+            &data,
+            ZstdOptions {
+                level: 3,
+                frame_size: 1024,
+            },
+        )
+        .unwrap();
         for i in 0..enc.len() {
             let mut bad = enc.clone();
             bad[i] ^= 0x5a;
@@ -427,9 +484,37 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused() {
-        assert!(encode(b"x", ZstdOptions { level: 0, frame_size: 10 }).is_err());
-        assert!(encode(b"x", ZstdOptions { level: 23, frame_size: 10 }).is_err());
-        assert!(encode(b"x", ZstdOptions { level: 3, frame_size: 0 }).is_err());
-        assert!(encode(b"x", ZstdOptions { level: 3, frame_size: MAX_FRAME_SIZE + 1 }).is_err());
+        assert!(encode(
+            b"x",
+            ZstdOptions {
+                level: 0,
+                frame_size: 10
+            }
+        )
+        .is_err());
+        assert!(encode(
+            b"x",
+            ZstdOptions {
+                level: 23,
+                frame_size: 10
+            }
+        )
+        .is_err());
+        assert!(encode(
+            b"x",
+            ZstdOptions {
+                level: 3,
+                frame_size: 0
+            }
+        )
+        .is_err());
+        assert!(encode(
+            b"x",
+            ZstdOptions {
+                level: 3,
+                frame_size: MAX_FRAME_SIZE + 1
+            }
+        )
+        .is_err());
     }
 }

@@ -18,7 +18,9 @@ fn child_work(mode: &str, target: &Path) {
         "append" => Writer::append(target).unwrap(),
         _ => Writer::create(target).unwrap(),
     };
-    let mut s = w.stream_dense("big", &[TENSOR_BYTES as u64], ElementType::plain(DType::U8)).unwrap();
+    let mut s = w
+        .stream_dense("big", &[TENSOR_BYTES as u64], ElementType::plain(DType::U8))
+        .unwrap();
     for _ in 0..TENSOR_BYTES / data.len() {
         s.write(&data).unwrap();
     }
@@ -30,14 +32,23 @@ fn child_work(mode: &str, target: &Path) {
 #[test]
 #[ignore = "child process of the crash tests"]
 fn crash_child() {
-    if let (Ok(mode), Ok(target)) = (std::env::var("ZT_CRASH_MODE"), std::env::var("ZT_CRASH_TARGET")) {
+    if let (Ok(mode), Ok(target)) = (
+        std::env::var("ZT_CRASH_MODE"),
+        std::env::var("ZT_CRASH_TARGET"),
+    ) {
         child_work(&mode, Path::new(&target));
     }
 }
 
 fn spawn(mode: &str, target: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--quiet", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--quiet",
+            "--test-threads=1",
+        ])
         .env("ZT_CRASH_MODE", mode)
         .env("ZT_CRASH_TARGET", target)
         .stdout(std::process::Stdio::null())
@@ -70,13 +81,21 @@ fn remove_temps(d: &Path) {
 
 fn run_kills(mode: &str, d: &Path, expected_new: &[u8], rounds: u64) {
     let target = d.join("model.zt");
-    let old = if mode == "none" { Vec::new() } else { old_file(&target) };
+    let old = if mode == "none" {
+        Vec::new()
+    } else {
+        old_file(&target)
+    };
     let child_mode = if mode == "append" { "append" } else { "save" };
     // One full run, to know how long a save takes.
     let t = Instant::now();
     assert!(spawn(child_mode, &target).wait().unwrap().success());
     let full = t.elapsed();
-    assert_eq!(std::fs::read(&target).unwrap(), expected_new, "a full run writes the expected bytes");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        expected_new,
+        "a full run writes the expected bytes"
+    );
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let (mut saw_old, mut saw_new) = (0, 0);
     for round in 0..rounds {
@@ -103,12 +122,18 @@ fn run_kills(mode: &str, d: &Path, expected_new: &[u8], rounds: u64) {
                 Reader::open(&target).unwrap().verify().unwrap();
                 saw_new += 1;
             }
-            Ok(now) => panic!("round {round} (kill after {delay:?}): target is {} bytes, neither old nor new", now.len()),
+            Ok(now) => panic!(
+                "round {round} (kill after {delay:?}): target is {} bytes, neither old nor new",
+                now.len()
+            ),
         }
         remove_temps(d);
     }
     eprintln!("{mode}: {rounds} kills, old intact {saw_old}, complete new {saw_new}");
-    assert!(saw_old > 0, "no kill landed before the rename; the test proves nothing");
+    assert!(
+        saw_old > 0,
+        "no kill landed before the rename; the test proves nothing"
+    );
 }
 
 fn expected(mode: &str) -> Vec<u8> {

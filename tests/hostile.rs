@@ -17,14 +17,46 @@ fn sample_file() -> Vec<u8> {
     let dir = std::env::temp_dir().join(format!("zt-hostile-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sample.zt");
-    let mut w = Writer::create_with(&path, WriteOptions { durable: false, ..WriteOptions::default() }).unwrap();
-    w.add("w", &[4, 8], &(0..32).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
-    w.add_bytes("mask", &[5], ElementType::logical(LogicalType::Bool), &[1, 0, 1, 1, 0]).unwrap();
-    w.add_csr("csr", [2, 3], ElementType::plain(DType::F32), &f32s(&[1., 2.]), &[0, 2], &[0, 1, 2]).unwrap();
-    w.add_coo("coo", &[3, 3], ElementType::plain(DType::F32), &f32s(&[5., 6.]), &[0, 2, 1, 0]).unwrap();
+    let mut w = Writer::create_with(
+        &path,
+        WriteOptions {
+            durable: false,
+            ..WriteOptions::default()
+        },
+    )
+    .unwrap();
+    w.add("w", &[4, 8], &(0..32).map(|i| i as f32).collect::<Vec<_>>())
+        .unwrap();
+    w.add_bytes(
+        "mask",
+        &[5],
+        ElementType::logical(LogicalType::Bool),
+        &[1, 0, 1, 1, 0],
+    )
+    .unwrap();
+    w.add_csr(
+        "csr",
+        [2, 3],
+        ElementType::plain(DType::F32),
+        &f32s(&[1., 2.]),
+        &[0, 2],
+        &[0, 1, 2],
+    )
+    .unwrap();
+    w.add_coo(
+        "coo",
+        &[3, 3],
+        ElementType::plain(DType::F32),
+        &f32s(&[5., 6.]),
+        &[0, 2, 1, 0],
+    )
+    .unwrap();
     let z = PartOptions {
         etype: ElementType::plain(DType::F32),
-        compression: Some(ZstdOptions { level: 3, frame_size: 256 }),
+        compression: Some(ZstdOptions {
+            level: 3,
+            frame_size: 256,
+        }),
         digest: Some(DigestAlg::Crc32c),
     };
     let data = f32s(&(0..1000).map(|i| (i % 10) as f32).collect::<Vec<_>>());
@@ -107,16 +139,30 @@ fn any_flipped_byte_never_panics() {
 fn trailing_bytes_and_polyglots_are_rejected() {
     let mut file = sample_file();
     file.push(0);
-    assert_eq!(Reader::from_bytes(file.clone()).unwrap_err().rule(), Some(Rule::FooterMagic));
+    assert_eq!(
+        Reader::from_bytes(file.clone()).unwrap_err().rule(),
+        Some(Rule::FooterMagic)
+    );
     let mut zip = sample_file();
     zip.extend_from_slice(b"PK\x03\x04 appended archive");
-    assert_eq!(Reader::from_bytes(zip).unwrap_err().rule(), Some(Rule::FooterMagic));
+    assert_eq!(
+        Reader::from_bytes(zip).unwrap_err().rule(),
+        Some(Rule::FooterMagic)
+    );
 }
 
 #[test]
 fn lying_sizes_never_allocate() {
     // Blob past the end with an offset that would wrap.
-    let m = manifest(vec![("t", object(&[1], "dense", vec![("data", part("u8", u64::MAX - 4095, 8192, vec![]))], vec![]))]);
+    let m = manifest(vec![(
+        "t",
+        object(
+            &[1],
+            "dense",
+            vec![("data", part("u8", u64::MAX - 4095, 8192, vec![]))],
+            vec![],
+        ),
+    )]);
     let e = Reader::from_bytes(assemble(&[], &m)).unwrap_err();
     assert_eq!(e.rule(), Some(Rule::BlobOutOfBounds));
 
@@ -127,7 +173,18 @@ fn lying_sizes_never_allocate() {
         object(
             &[huge],
             "dense",
-            vec![("data", part("u8", 4096, 30, vec![("encoding", t("zt.zstd-seekable/1")), ("decoded_length", u(huge))]))],
+            vec![(
+                "data",
+                part(
+                    "u8",
+                    4096,
+                    30,
+                    vec![
+                        ("encoding", t("zt.zstd-seekable/1")),
+                        ("decoded_length", u(huge)),
+                    ],
+                ),
+            )],
             vec![],
         ),
     )]);
@@ -138,7 +195,23 @@ fn lying_sizes_never_allocate() {
     let small = OpenOptions::default().max_decoded_bytes(1024);
     let m = manifest(vec![(
         "t",
-        object(&[4096], "dense", vec![("data", part("u8", 4096, 30, vec![("encoding", t("zt.zstd-seekable/1")), ("decoded_length", u(4096))]))], vec![]),
+        object(
+            &[4096],
+            "dense",
+            vec![(
+                "data",
+                part(
+                    "u8",
+                    4096,
+                    30,
+                    vec![
+                        ("encoding", t("zt.zstd-seekable/1")),
+                        ("decoded_length", u(4096)),
+                    ],
+                ),
+            )],
+            vec![],
+        ),
     )]);
     let r = Reader::from_bytes_with(assemble(&[(4096, &[0u8; 30])], &m), small).unwrap();
     assert!(matches!(r.read_dense("t"), Err(Error::Limit { .. })));
@@ -147,14 +220,20 @@ fn lying_sizes_never_allocate() {
     let mut img = assemble(&[], &manifest(vec![]));
     let n = img.len();
     img[n - 32..n - 24].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert_eq!(Reader::from_bytes(img).unwrap_err().rule(), Some(Rule::ManifestTooLarge));
+    assert_eq!(
+        Reader::from_bytes(img).unwrap_err().rule(),
+        Some(Rule::ManifestTooLarge)
+    );
     let mut img = assemble(&[], &manifest(vec![]));
     img[n - 32..n - 24].copy_from_slice(&100u64.to_le_bytes());
-    let e = Reader::from_bytes_with(img, OpenOptions::default().max_manifest_bytes(50)).unwrap_err();
+    let e =
+        Reader::from_bytes_with(img, OpenOptions::default().max_manifest_bytes(50)).unwrap_err();
     assert_eq!(e.rule(), Some(Rule::ManifestTooLarge));
 
     // CBOR that declares 2^32 objects in a few bytes.
-    let bytes = vec![0xa1, 0x67, b'o', b'b', b'j', b'e', b'c', b't', b's', 0xba, 0xff, 0xff, 0xff, 0xff];
+    let bytes = vec![
+        0xa1, 0x67, b'o', b'b', b'j', b'e', b'c', b't', b's', 0xba, 0xff, 0xff, 0xff, 0xff,
+    ];
     let e = Reader::from_bytes(assemble_raw(&[], &bytes, None)).unwrap_err();
     assert_eq!(e.rule(), Some(Rule::CborSyntax));
 }
@@ -162,7 +241,10 @@ fn lying_sizes_never_allocate() {
 #[test]
 fn sparse_data_rules_hold_on_hostile_indices() {
     // indptr with a huge entry must not index out of bounds.
-    let ptr: Vec<u8> = [0u64, u64::MAX, 1].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ptr: Vec<u8> = [0u64, u64::MAX, 1]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let idx: Vec<u8> = 0u64.to_le_bytes().to_vec();
     let vals = f32s(&[1.0]);
     let m = manifest(vec![(
@@ -178,14 +260,26 @@ fn sparse_data_rules_hold_on_hostile_indices() {
             vec![],
         ),
     )]);
-    let r = Reader::from_bytes(assemble(&[(4096, &vals), (8192, &idx), (12288, &ptr)], &m)).unwrap();
+    let r =
+        Reader::from_bytes(assemble(&[(4096, &vals), (8192, &idx), (12288, &ptr)], &m)).unwrap();
     assert_eq!(r.read_csr("m").unwrap_err().rule(), Some(Rule::CsrData));
 
     // COO with duplicate coordinates.
-    let coords: Vec<u8> = [1u32, 1, 2, 2].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let coords: Vec<u8> = [1u32, 1, 2, 2]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let m = manifest(vec![(
         "c",
-        object(&[3, 3], "zt.sparse_coo/1", vec![("values", part("f32", 4096, 8, vec![])), ("coords", part("u32", 8192, 16, vec![]))], vec![]),
+        object(
+            &[3, 3],
+            "zt.sparse_coo/1",
+            vec![
+                ("values", part("f32", 4096, 8, vec![])),
+                ("coords", part("u32", 8192, 16, vec![])),
+            ],
+            vec![],
+        ),
     )]);
     let r = Reader::from_bytes(assemble(&[(4096, &f32s(&[1., 2.])), (8192, &coords)], &m)).unwrap();
     assert_eq!(r.read_coo("c").unwrap_err().rule(), Some(Rule::CooData));
@@ -194,12 +288,48 @@ fn sparse_data_rules_hold_on_hostile_indices() {
 #[test]
 fn unknown_layouts_types_and_encodings_stay_structural() {
     let m = manifest(vec![
-        ("a", object(&[4], "pie.paged_kv/1", vec![("kv", part("u8", 4096, 4, vec![]))], vec![])),
-        ("b", object(&[4], "dense", vec![("data", part("u8", 8192, 4, vec![("type", t("f6_e3m2"))]))], vec![])),
-        ("c", object(&[4], "dense", vec![("data", part("u8", 12288, 4, vec![("encoding", t("lz4/1")), ("decoded_length", u(4))]))], vec![])),
+        (
+            "a",
+            object(
+                &[4],
+                "pie.paged_kv/1",
+                vec![("kv", part("u8", 4096, 4, vec![]))],
+                vec![],
+            ),
+        ),
+        (
+            "b",
+            object(
+                &[4],
+                "dense",
+                vec![("data", part("u8", 8192, 4, vec![("type", t("f6_e3m2"))]))],
+                vec![],
+            ),
+        ),
+        (
+            "c",
+            object(
+                &[4],
+                "dense",
+                vec![(
+                    "data",
+                    part(
+                        "u8",
+                        12288,
+                        4,
+                        vec![("encoding", t("lz4/1")), ("decoded_length", u(4))],
+                    ),
+                )],
+                vec![],
+            ),
+        ),
     ]);
     let blob = [1u8, 2, 3, 4];
-    let r = Reader::from_bytes(assemble(&[(4096, &blob), (8192, &blob), (12288, &blob)], &m)).unwrap();
+    let r = Reader::from_bytes(assemble(
+        &[(4096, &blob), (8192, &blob), (12288, &blob)],
+        &m,
+    ))
+    .unwrap();
     assert_eq!(r.stored_bytes("a", "kv").unwrap().as_ref(), &blob);
     assert!(matches!(r.read_dense("a"), Err(Error::Usage(_))));
     assert!(matches!(r.read_dense("b"), Err(Error::Unsupported(_))));
@@ -215,7 +345,11 @@ fn deep_attributes_are_bounded() {
         v = Value::Array(vec![v]);
     }
     // The encoder refuses to produce it...
-    assert!(ztensor::cbor::encode(&map(vec![("objects", map(vec![])), ("attributes", map(vec![("x", v)]))])).is_err());
+    assert!(ztensor::cbor::encode(&map(vec![
+        ("objects", map(vec![])),
+        ("attributes", map(vec![("x", v)]))
+    ]))
+    .is_err());
     // ...and the decoder refuses it from a file.
     let mut raw = vec![0xa2, 0x67];
     raw.extend_from_slice(b"objects");
@@ -238,10 +372,16 @@ fn pread_backend_reads_the_same() {
     let path = dir.join("s.zt");
     std::fs::write(&path, &file).unwrap();
     let a = Reader::open(&path).unwrap();
-    let b = OpenOptions::default().backend(ztensor::Backend::Pread).open(&path).unwrap();
+    let b = OpenOptions::default()
+        .backend(ztensor::Backend::Pread)
+        .open(&path)
+        .unwrap();
     for n in a.names() {
         for role in a.object(n).unwrap().parts.keys() {
-            assert_eq!(a.part_bytes(n, role).unwrap(), b.part_bytes(n, role).unwrap());
+            assert_eq!(
+                a.part_bytes(n, role).unwrap(),
+                b.part_bytes(n, role).unwrap()
+            );
         }
     }
     assert!(a.read_dense("w").unwrap().is_zero_copy());

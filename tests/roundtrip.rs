@@ -26,12 +26,16 @@ fn etype_strategy() -> impl Strategy<Value = ElementType> {
 fn compression_strategy() -> impl Strategy<Value = Option<ZstdOptions>> {
     prop_oneof![
         Just(None),
-        (1i32..6, 1usize..600).prop_map(|(level, frame_size)| Some(ZstdOptions { level, frame_size })),
+        (1i32..6, 1usize..600)
+            .prop_map(|(level, frame_size)| Some(ZstdOptions { level, frame_size })),
     ]
 }
 
 fn digest_strategy() -> impl Strategy<Value = Option<DigestAlg>> {
-    prop_oneof![Just(None), (0..4usize).prop_map(|i| Some(DigestAlg::ALL[i]))]
+    prop_oneof![
+        Just(None),
+        (0..4usize).prop_map(|i| Some(DigestAlg::ALL[i]))
+    ]
 }
 
 /// Valid bytes for `n` elements of `etype` (bool 0/1, f4 padding zero).
@@ -185,13 +189,23 @@ fn append_keeps_old_objects_and_file_stays_valid() {
     let before = std::fs::read(&path).unwrap();
     let mut w = Writer::append(&path).unwrap();
     w.add("b", &[1], &[3i64]).unwrap();
-    assert!(w.add("a", &[1], &[0f32]).is_err(), "duplicate names are refused");
+    assert!(
+        w.add("a", &[1], &[0f32]).is_err(),
+        "duplicate names are refused"
+    );
     w.finish().unwrap();
     let after = std::fs::read(&path).unwrap();
-    assert_eq!(&after[..before.len()], &before[..], "append never rewrites old bytes");
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "append never rewrites old bytes"
+    );
     let r = Reader::open(&path).unwrap();
     assert_eq!(r.names().collect::<Vec<_>>(), vec!["a", "b"]);
-    assert_eq!(r.read_dense("a").unwrap().to_vec::<f32>().unwrap(), vec![1., 2.]);
+    assert_eq!(
+        r.read_dense("a").unwrap().to_vec::<f32>().unwrap(),
+        vec![1., 2.]
+    );
     r.verify().unwrap();
 
     // An abandoned in-place append leaves the file as it was.
@@ -224,7 +238,10 @@ fn abandoned_writer_leaves_target_untouched() {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -234,7 +251,10 @@ fn canonical_output_is_reproducible_and_deduplicated() {
         w.add("a", &[3], &[1f32, 2., 3.]).unwrap();
         w.add("b", &[3], &[1f32, 2., 3.]).unwrap();
         w.add("c", &[1], &[9u8]).unwrap();
-        assert!(w.add("ab", &[1], &[9u8]).is_err(), "canonical names must be added in order");
+        assert!(
+            w.add("ab", &[1], &[9u8]).is_err(),
+            "canonical names must be added in order"
+        );
         w.finish().unwrap();
     };
     let (p1, p2) = (temp_path(), temp_path());
@@ -246,7 +266,14 @@ fn canonical_output_is_reproducible_and_deduplicated() {
     assert_eq!(blob("a"), blob("b"));
     assert_eq!(blob("a").offset % 65536, 0);
     assert_eq!(blob("c").offset % 65536, 0);
-    assert!(Writer::create_with(temp_path(), WriteOptions { compression: Some(ZstdOptions::default()), ..WriteOptions::canonical() }).is_err());
+    assert!(Writer::create_with(
+        temp_path(),
+        WriteOptions {
+            compression: Some(ZstdOptions::default()),
+            ..WriteOptions::canonical()
+        }
+    )
+    .is_err());
 }
 
 #[test]
@@ -254,15 +281,28 @@ fn sharded_model_reads_through_its_shards() {
     let root = temp_path();
     let stem = root.file_stem().unwrap().to_string_lossy().into_owned();
     let shard_path = root.with_file_name(format!("{stem}-00001.zt"));
-    let opts = WriteOptions { durable: false, ..WriteOptions::default() };
+    let opts = WriteOptions {
+        durable: false,
+        ..WriteOptions::default()
+    };
     let mut s = Writer::create_with(&shard_path, opts.clone()).unwrap();
     let data: Vec<u8> = (0..64u8).collect();
-    let part = s.write_part(&data, &PartOptions { etype: ElementType::plain(DType::U8), compression: None, digest: Some(DigestAlg::Xxh3) }).unwrap();
+    let part = s
+        .write_part(
+            &data,
+            &PartOptions {
+                etype: ElementType::plain(DType::U8),
+                compression: None,
+                digest: Some(DigestAlg::Xxh3),
+            },
+        )
+        .unwrap();
     s.finish_data_shard().unwrap();
     assert!(Reader::open(&shard_path).unwrap().is_data_shard());
 
     let mut w = Writer::create_with(&root, opts).unwrap();
-    w.add_shard("00001", &shard_path, DigestAlg::Sha256).unwrap();
+    w.add_shard("00001", &shard_path, DigestAlg::Sha256)
+        .unwrap();
     let mut p = part.clone();
     p.shard = Some("00001".into());
     let object = ztensor::Object {
@@ -276,7 +316,10 @@ fn sharded_model_reads_through_its_shards() {
     w.finish().unwrap();
 
     let r = Reader::open(&root).unwrap();
-    assert_eq!(r.read_dense("sharded").unwrap().bytes.as_ref(), data.as_slice());
+    assert_eq!(
+        r.read_dense("sharded").unwrap().bytes.as_ref(),
+        data.as_slice()
+    );
     let rep = r.verify().unwrap();
     assert_eq!(rep.shards_checked, 1);
 
@@ -289,5 +332,8 @@ fn sharded_model_reads_through_its_shards() {
     bytes.push(0);
     std::fs::write(&shard_path, &bytes).unwrap();
     let r = Reader::open(&root).unwrap();
-    assert_eq!(r.read_dense("sharded").unwrap_err().rule(), Some(ztensor::Rule::ShardFile));
+    assert_eq!(
+        r.read_dense("sharded").unwrap_err().rule(),
+        Some(ztensor::Rule::ShardFile)
+    );
 }

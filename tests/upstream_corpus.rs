@@ -6,12 +6,19 @@ use std::path::Path;
 use ztensor::{Error, Reader};
 
 fn corpus(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/upstream-conformance").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/upstream-conformance")
+        .join(dir);
     let mut files: Vec<_> = fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "zt"))
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     assert!(files.len() > 10, "corpus {dir} is missing");
@@ -45,11 +52,17 @@ fn reject_files_are_refused() {
         let err = match Reader::from_bytes(bytes) {
             Err(e) => e,
             Ok(r) => {
-                let mut errors = r.names().map(|n| r.verify_object(n)).filter_map(|x| x.err());
+                let mut errors = r
+                    .names()
+                    .map(|n| r.verify_object(n))
+                    .filter_map(|x| x.err());
                 errors.next().unwrap_or_else(|| panic!("{name}: accepted"))
             }
         };
-        assert!(err.rule().is_some(), "{name}: expected a rule violation, got {err}");
+        assert!(
+            err.rule().is_some(),
+            "{name}: expected a rule violation, got {err}"
+        );
         eprintln!("{name:40} -> {err}");
     }
 }

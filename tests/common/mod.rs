@@ -17,12 +17,20 @@ pub fn map(entries: Vec<(&str, Value)>) -> Value {
 }
 
 pub fn part(dtype: &str, offset: u64, len: u64, extra: Vec<(&str, Value)>) -> Value {
-    let mut e = vec![("dtype", t(dtype)), ("blob", Value::Array(vec![u(offset), u(len)]))];
+    let mut e = vec![
+        ("dtype", t(dtype)),
+        ("blob", Value::Array(vec![u(offset), u(len)])),
+    ];
     e.extend(extra);
     map(e)
 }
 
-pub fn object(shape: &[u64], layout: &str, parts: Vec<(&str, Value)>, extra: Vec<(&str, Value)>) -> Value {
+pub fn object(
+    shape: &[u64],
+    layout: &str,
+    parts: Vec<(&str, Value)>,
+    extra: Vec<(&str, Value)>,
+) -> Value {
     let mut e = vec![
         ("shape", Value::Array(shape.iter().map(|&d| u(d)).collect())),
         ("layout", t(layout)),
@@ -43,7 +51,11 @@ pub fn enc(v: &Value) -> Vec<u8> {
 
 /// Lays out blobs at their offsets, the manifest bytes at `manifest_at`
 /// (or the next 4 KiB boundary), and a correct footer.
-pub fn assemble_raw(blobs: &[(u64, &[u8])], manifest_bytes: &[u8], manifest_at: Option<u64>) -> Vec<u8> {
+pub fn assemble_raw(
+    blobs: &[(u64, &[u8])],
+    manifest_bytes: &[u8],
+    manifest_at: Option<u64>,
+) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     for (off, bytes) in blobs {
         if out.len() < *off as usize {
@@ -83,7 +95,10 @@ pub fn data_shard(blobs: &[(u64, &[u8])]) -> Vec<u8> {
     if out.len() < 4096 {
         out.resize(4096, 0);
     }
-    let footer = Footer { version: 2, ..Footer::default() };
+    let footer = Footer {
+        version: 2,
+        ..Footer::default()
+    };
     out.extend_from_slice(&footer.encode());
     out
 }

@@ -30,7 +30,10 @@ fn time<S: FnMut(), F: FnMut() -> Result<()>>(runs: usize, mut setup: S, mut f: 
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io { context: what.to_string(), source: e }
+    move |e| Error::Io {
+        context: what.to_string(),
+        source: e,
+    }
 }
 
 fn random_f32(n: usize, zero_fraction: u32) -> Vec<f32> {
@@ -60,11 +63,17 @@ struct Row {
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:<34} {:>10} {:>10} {:>9}  {:<26} {}",
-        "measurement", "ztensor", "baseline", "ratio", "baseline is", "target"
+        "{:<34} {:>10} {:>10} {:>9}  {:<26} target",
+        "measurement", "ztensor", "baseline", "ratio", "baseline is"
     );
     for r in rows {
-        let gbps = |s: f64| if r.bytes > 0 && s > 0.0 { format!(" ({:.2} GB/s)", r.bytes as f64 / s / 1e9) } else { String::new() };
+        let gbps = |s: f64| {
+            if r.bytes > 0 && s > 0.0 {
+                format!(" ({:.2} GB/s)", r.bytes as f64 / s / 1e9)
+            } else {
+                String::new()
+            }
+        };
         println!(
             "{:<34} {:>8.2}ms {:>8.2}ms {:>8.2}x  {:<26} {}{}",
             r.what,
@@ -104,77 +113,165 @@ pub fn run(dir: &Path, mib: usize, runs: usize) -> Result<()> {
     let mut rows = Vec::new();
 
     // 1. Raw write, both durable (fsync).
-    let plain_write = time(runs, || { let _ = fs::remove_file(&plain); }, || {
-        let mut f = File::create(&plain).map_err(io_err("create"))?;
-        f.write_all(raw).map_err(io_err("write"))?;
-        f.sync_all().map_err(io_err("fsync"))
-    })?;
-    let zt_write = time(runs, || { let _ = fs::remove_file(&zt); }, || {
-        let mut w = Writer::create(&zt)?;
-        w.add("t", &[n as u64], &data)?;
-        w.finish().map(|_| ())
-    })?;
-    rows.push(Row { what: "write raw + xxh3 (fsync, atomic)", ours: zt_write, base: plain_write, base_name: "write()+fsync", bytes, target: "≤ 1.1x" });
+    let plain_write = time(
+        runs,
+        || {
+            let _ = fs::remove_file(&plain);
+        },
+        || {
+            let mut f = File::create(&plain).map_err(io_err("create"))?;
+            f.write_all(raw).map_err(io_err("write"))?;
+            f.sync_all().map_err(io_err("fsync"))
+        },
+    )?;
+    let zt_write = time(
+        runs,
+        || {
+            let _ = fs::remove_file(&zt);
+        },
+        || {
+            let mut w = Writer::create(&zt)?;
+            w.add("t", &[n as u64], &data)?;
+            w.finish().map(|_| ())
+        },
+    )?;
+    rows.push(Row {
+        what: "write raw + xxh3 (fsync, atomic)",
+        ours: zt_write,
+        base: plain_write,
+        base_name: "write()+fsync",
+        bytes,
+        target: "≤ 1.1x",
+    });
 
     // 2. Zero-copy open + typed view.
-    let open_view = time(runs * 20, || {}, || {
-        let r = Reader::open(&zt)?;
-        let t = r.read_dense("t")?;
-        let s = t.as_slice::<f32>()?;
-        std::hint::black_box(s.len());
-        Ok(())
-    })?;
-    rows.push(Row { what: "open + zero-copy view", ours: open_view, base: 0.0, base_name: "-", bytes: 0, target: "≤ 1 ms" });
+    let open_view = time(
+        runs * 20,
+        || {},
+        || {
+            let r = Reader::open(&zt)?;
+            let t = r.read_dense("t")?;
+            let s = t.as_slice::<f32>()?;
+            std::hint::black_box(s.len());
+            Ok(())
+        },
+    )?;
+    rows.push(Row {
+        what: "open + zero-copy view",
+        ours: open_view,
+        base: 0.0,
+        base_name: "-",
+        bytes: 0,
+        target: "≤ 1 ms",
+    });
 
     // 3. Owned read vs plain read() into a fresh buffer.
-    let plain_read = time(runs, || {}, || {
-        let v = fs::read(&plain).map_err(io_err("read"))?;
-        std::hint::black_box(v.len());
-        Ok(())
-    })?;
-    let owned_read = time(runs, || {}, || {
-        let r = Reader::open(&zt)?;
-        let v = r.read_dense("t")?.to_vec::<f32>()?;
-        std::hint::black_box(v.len());
-        Ok(())
-    })?;
-    let pread_read = time(runs, || {}, || {
-        let r = ztensor::OpenOptions::default().backend(ztensor::Backend::Pread).open(&zt)?;
-        let v = r.read_dense("t")?;
-        std::hint::black_box(v.bytes.len());
-        Ok(())
-    })?;
-    rows.push(Row { what: "owned read (mmap + copy)", ours: owned_read, base: plain_read, base_name: "fs::read", bytes, target: "≤ 1.2x" });
-    rows.push(Row { what: "owned read (pread backend)", ours: pread_read, base: plain_read, base_name: "fs::read", bytes, target: "≤ 1.2x" });
+    let plain_read = time(
+        runs,
+        || {},
+        || {
+            let v = fs::read(&plain).map_err(io_err("read"))?;
+            std::hint::black_box(v.len());
+            Ok(())
+        },
+    )?;
+    let owned_read = time(
+        runs,
+        || {},
+        || {
+            let r = Reader::open(&zt)?;
+            let v = r.read_dense("t")?.to_vec::<f32>()?;
+            std::hint::black_box(v.len());
+            Ok(())
+        },
+    )?;
+    let pread_read = time(
+        runs,
+        || {},
+        || {
+            let r = ztensor::OpenOptions::default()
+                .backend(ztensor::Backend::Pread)
+                .open(&zt)?;
+            let v = r.read_dense("t")?;
+            std::hint::black_box(v.bytes.len());
+            Ok(())
+        },
+    )?;
+    rows.push(Row {
+        what: "owned read (mmap + copy)",
+        ours: owned_read,
+        base: plain_read,
+        base_name: "fs::read",
+        bytes,
+        target: "≤ 1.2x",
+    });
+    rows.push(Row {
+        what: "owned read (pread backend)",
+        ours: pread_read,
+        base: plain_read,
+        base_name: "fs::read",
+        bytes,
+        target: "≤ 1.2x",
+    });
 
     // 4. Verify from page cache.
-    for (alg, label) in [(DigestAlg::Xxh3, "verify xxh3"), (DigestAlg::Crc32c, "verify crc32c")] {
+    for (alg, label) in [
+        (DigestAlg::Xxh3, "verify xxh3"),
+        (DigestAlg::Crc32c, "verify crc32c"),
+    ] {
         let path = dir.join(format!("verify-{alg}.zt"));
-        let mut w = Writer::create_with(&path, WriteOptions { digest: Some(alg), ..WriteOptions::default() })?;
+        let mut w = Writer::create_with(
+            &path,
+            WriteOptions {
+                digest: Some(alg),
+                ..WriteOptions::default()
+            },
+        )?;
         w.add("t", &[n as u64], &data)?;
         w.finish()?;
         let r = Reader::open(&path)?;
         r.verify()?;
         let t = time(runs, || {}, || r.verify().map(|_| ()))?;
-        rows.push(Row { what: label, ours: t, base: 0.0, base_name: "-", bytes, target: "≥ 10 GB/s" });
+        rows.push(Row {
+            what: label,
+            ours: t,
+            base: 0.0,
+            base_name: "-",
+            bytes,
+            target: "≥ 10 GB/s",
+        });
         let _ = fs::remove_file(&path);
     }
 
     // 5. zstd level 3 on compressible data: parallel vs one thread.
     let comp = random_f32(n, 80);
     let craw: &[u8] = bytemuck::cast_slice(&comp);
-    let zopts = ZstdOptions { level: 3, frame_size: 1 << 20 };
+    let zopts = ZstdOptions {
+        level: 3,
+        frame_size: 1 << 20,
+    };
     let zpath = dir.join("zstd.zt");
     let write_z = || -> Result<()> {
         let mut w = Writer::create(&zpath)?;
-        let opts = PartOptions { etype: ElementType::plain(DType::F32), compression: Some(zopts), digest: Some(DigestAlg::Xxh3) };
+        let opts = PartOptions {
+            etype: ElementType::plain(DType::F32),
+            compression: Some(zopts),
+            digest: Some(DigestAlg::Xxh3),
+        };
         w.add_bytes_with("t", &[n as u64], craw, &opts, None)?;
         w.finish().map(|_| ())
     };
     let z_par = time(runs, || {}, write_z)?;
     let z_one = single_thread(|| time(runs, || {}, write_z))?;
     let zsize = fs::metadata(&zpath).map_err(io_err("stat"))?.len();
-    rows.push(Row { what: "zstd-3 write (80% zeros)", ours: z_par, base: z_one, base_name: "same code, 1 thread", bytes, target: "≥ 1.8x faster" });
+    rows.push(Row {
+        what: "zstd-3 write (80% zeros)",
+        ours: z_par,
+        base: z_one,
+        base_name: "same code, 1 thread",
+        bytes,
+        target: "≥ 1.8x faster",
+    });
     let read_z = || -> Result<()> {
         let r = Reader::open(&zpath)?;
         let v = r.read_dense("t")?;
@@ -183,15 +280,33 @@ pub fn run(dir: &Path, mib: usize, runs: usize) -> Result<()> {
     };
     let d_par = time(runs, || {}, read_z)?;
     let d_one = single_thread(|| time(runs, || {}, read_z))?;
-    rows.push(Row { what: "zstd-3 read (80% zeros)", ours: d_par, base: d_one, base_name: "same code, 1 thread", bytes, target: "≥ 1.8x faster" });
+    rows.push(Row {
+        what: "zstd-3 read (80% zeros)",
+        ours: d_par,
+        base: d_one,
+        base_name: "same code, 1 thread",
+        bytes,
+        target: "≥ 1.8x faster",
+    });
     let r = Reader::open(&zpath)?;
     let rows_len = (n / 1024) as u64;
-    let slice = time(runs, || {}, || {
-        let v = r.read_rows("t", 0..rows_len / 256)?;
-        std::hint::black_box(v.bytes.len());
-        Ok(())
-    })?;
-    rows.push(Row { what: "zstd ranged read of 1/256", ours: slice, base: d_par, base_name: "whole decode", bytes: 0, target: "-" });
+    let slice = time(
+        runs,
+        || {},
+        || {
+            let v = r.read_rows("t", 0..rows_len / 256)?;
+            std::hint::black_box(v.bytes.len());
+            Ok(())
+        },
+    )?;
+    rows.push(Row {
+        what: "zstd ranged read of 1/256",
+        ours: slice,
+        base: d_par,
+        base_name: "whole decode",
+        bytes: 0,
+        target: "-",
+    });
 
     // 6. Open a file of 10,000 small tensors.
     let many = dir.join("many.zt");
@@ -201,8 +316,23 @@ pub fn run(dir: &Path, mib: usize, runs: usize) -> Result<()> {
         w.add(&format!("layers.{i}.weight"), &[4, 4], &small)?;
     }
     w.finish()?;
-    let open_many = time(runs * 4, || {}, || Reader::open(&many).map(|r| { std::hint::black_box(r.len()); }))?;
-    rows.push(Row { what: "open 10,000 tensors", ours: open_many, base: 0.0, base_name: "-", bytes: 0, target: "≤ 20 ms" });
+    let open_many = time(
+        runs * 4,
+        || {},
+        || {
+            Reader::open(&many).map(|r| {
+                std::hint::black_box(r.len());
+            })
+        },
+    )?;
+    rows.push(Row {
+        what: "open 10,000 tensors",
+        ours: open_many,
+        base: 0.0,
+        base_name: "-",
+        bytes: 0,
+        target: "≤ 20 ms",
+    });
 
     println!();
     print_rows(&rows);

@@ -10,14 +10,22 @@ fn fail(what: &str) -> Error {
 }
 
 pub fn run(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Io { context: format!("creating {}", dir.display()), source: e })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        context: format!("creating {}", dir.display()),
+        source: e,
+    })?;
     let path = dir.join("sample.zt");
 
     // Sample data: a small "model" with every kind of tensor.
-    let weight: Vec<f32> = (0..64 * 32).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-    let bias: Vec<half::f16> = (0..32).map(|i| half::f16::from_f32(i as f32 * 0.5)).collect();
-    let embed: Vec<half::bf16> = (0..16 * 8).map(|i| half::bf16::from_f32(i as f32 / 8.0)).collect();
+    let weight: Vec<f32> = (0..64 * 32)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+        .collect();
+    let bias: Vec<half::f16> = (0..32)
+        .map(|i| half::f16::from_f32(i as f32 * 0.5))
+        .collect();
+    let embed: Vec<half::bf16> = (0..16 * 8)
+        .map(|i| half::bf16::from_f32(i as f32 / 8.0))
+        .collect();
     let steps: Vec<i64> = vec![0, 1, 2, 3, -4];
     let mask: Vec<u8> = (0..20).map(|i| (i % 3 == 0) as u8).collect();
     let sparse_vals: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
@@ -28,13 +36,21 @@ pub fn run(dir: &Path) -> Result<()> {
     w.set_attributes(Value::text_map([
         ("model", Value::text("ztensor-demo")),
         ("layers", Value::Uint(2)),
-        ("tags", Value::Array(vec![Value::text("sample"), Value::text("v2")])),
+        (
+            "tags",
+            Value::Array(vec![Value::text("sample"), Value::text("v2")]),
+        ),
     ])?)?;
     w.add("layer0.weight", &[64, 32], &weight)?;
     w.add("layer0.bias", &[32], &bias)?;
     w.add("embed", &[16, 8], &embed)?;
     w.add("steps", &[5], &steps)?;
-    w.add_bytes("mask", &[4, 5], ElementType::logical(LogicalType::Bool), &mask)?;
+    w.add_bytes(
+        "mask",
+        &[4, 5],
+        ElementType::logical(LogicalType::Bool),
+        &mask,
+    )?;
     w.add_csr(
         "adjacency",
         [3, 4],
@@ -52,10 +68,19 @@ pub fn run(dir: &Path) -> Result<()> {
     )?;
     let zopts = PartOptions {
         etype: ElementType::plain(DType::F32),
-        compression: Some(ZstdOptions { level: 3, frame_size: 64 * 1024 }),
+        compression: Some(ZstdOptions {
+            level: 3,
+            frame_size: 64 * 1024,
+        }),
         digest: Some(ztensor::DigestAlg::Blake3),
     };
-    w.add_bytes_with("activations", &[256, 1024], ztensor::element::as_bytes(&activations), &zopts, None)?;
+    w.add_bytes_with(
+        "activations",
+        &[256, 1024],
+        ztensor::element::as_bytes(&activations),
+        &zopts,
+        None,
+    )?;
     let mut s = w.stream_dense("streamed", &[1024], ElementType::plain(DType::F32))?;
     for chunk in weight[..1024].chunks(100) {
         s.write(ztensor::element::as_bytes(chunk))?;
@@ -108,7 +133,10 @@ pub fn run(dir: &Path) -> Result<()> {
     println!(
         "\nread back all {} objects: values match (adjacency as dense: {:?})",
         r.len(),
-        dense.outer_iter().map(|row| row.to_vec()).collect::<Vec<_>>()
+        dense
+            .outer_iter()
+            .map(|row| row.to_vec())
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

@@ -16,7 +16,11 @@ pub fn run(file: &Path) -> Result<()> {
         file.display(),
         r.len(),
         human_bytes(r.file_len()),
-        if r.is_data_shard() { "data shard" } else { "ztensor v2" }
+        if r.is_data_shard() {
+            "data shard"
+        } else {
+            "ztensor v2"
+        }
     );
     let mut rows = Vec::new();
     for name in r.names() {
@@ -40,7 +44,10 @@ pub fn run(file: &Path) -> Result<()> {
     }
     print!(
         "{}",
-        table(&["name", "layout", "dtype", "shape", "encoding", "stored", "digest"], &rows)
+        table(
+            &["name", "layout", "dtype", "shape", "encoding", "stored", "digest"],
+            &rows
+        )
     );
     if let Some(a) = r.attributes() {
         println!("attributes: {a}");
@@ -84,8 +91,15 @@ pub fn get(file: &Path, name: &str, output: &Path) -> Result<()> {
         );
     }
     let bytes = npy::encode(&t.shape, &t.etype, &t.bytes);
-    std::fs::write(output, bytes)
-        .map_err(|e| Error::Io { context: format!("writing {}", output.display()), source: e })?;
-    println!("{name}: {} {} -> {}", t.etype, shape_str(&t.shape), output.display());
+    std::fs::write(output, bytes).map_err(|e| Error::Io {
+        context: format!("writing {}", output.display()),
+        source: e,
+    })?;
+    println!(
+        "{name}: {} {} -> {}",
+        t.etype,
+        shape_str(&t.shape),
+        output.display()
+    );
     Ok(())
 }

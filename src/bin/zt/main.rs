@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "zt", version, about = "Inspect, verify, re-encode and extract .zt tensor files")]
+#[command(
+    name = "zt",
+    version,
+    about = "Inspect, verify, re-encode and extract .zt tensor files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,9 +25,7 @@ struct Cli {
 enum Command {
     /// List the objects of a file: name, layout, dtype, shape, encoding,
     /// stored bytes and digest, then the file attributes.
-    Info {
-        file: PathBuf,
-    },
+    Info { file: PathBuf },
     /// Check a file: every structural rule (always), plus every part's
     /// digest, zstd frames and data rules with --deep. Exit 0 when valid,
     /// 1 with one line `error: <rule-id>: <what>` otherwise.
@@ -96,7 +98,9 @@ fn main() -> ExitCode {
             digest,
             canonical,
             align,
-        } => rewrite::run(&input, &output, compress, frame_size, &digest, canonical, align),
+        } => rewrite::run(
+            &input, &output, compress, frame_size, &digest, canonical, align,
+        ),
         Command::Get { file, name, output } => info::get(&file, &name, &output),
         Command::Demo { dir } => demo::run(&dir),
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),

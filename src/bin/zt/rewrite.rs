@@ -1,7 +1,9 @@
 //! `zt rewrite`: re-encode every object of a file.
 
 use std::path::Path;
-use ztensor::{DigestAlg, Error, Object, PartOptions, Reader, Result, WriteOptions, Writer, ZstdOptions};
+use ztensor::{
+    DigestAlg, Error, Object, PartOptions, Reader, Result, WriteOptions, Writer, ZstdOptions,
+};
 
 pub fn run(
     input: &Path,
@@ -15,13 +17,17 @@ pub fn run(
     let digest = match digest {
         "none" => None,
         other => Some(other.parse::<DigestAlg>().map_err(|()| {
-            Error::Usage(format!("unknown digest {other:?}; use xxh3, sha256, crc32c, blake3 or none"))
+            Error::Usage(format!(
+                "unknown digest {other:?}; use xxh3, sha256, crc32c, blake3 or none"
+            ))
         })?),
     };
     let compression = compress.map(|level| ZstdOptions { level, frame_size });
     let options = if canonical {
         if compression.is_some() || digest != Some(DigestAlg::Xxh3) {
-            return Err(Error::Usage("--canonical means raw parts with xxh3 digests".into()));
+            return Err(Error::Usage(
+                "--canonical means raw parts with xxh3 digests".into(),
+            ));
         }
         WriteOptions::canonical()
     } else {
@@ -61,6 +67,12 @@ pub fn run(
         )?;
     }
     let n = w.finish()?;
-    println!("{} -> {} ({} bytes, {} objects)", input.display(), output.display(), n, r.len());
+    println!(
+        "{} -> {} ({} bytes, {} objects)",
+        input.display(),
+        output.display(),
+        n,
+        r.len()
+    );
     Ok(())
 }

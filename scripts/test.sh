@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: formatting, clippy, unit/integration/property
+# tests, interop with upstream ztensor 2.1.2 (from PyPI, in its own venv),
+# and a short run of every fuzz target. Safe to run on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+PY="${PYTHON:-python3}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+cargo --version
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "interop environment (ztensor 2.1.2 from PyPI)"
+VENV=.venv-interop
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "ztensor==2.1.2" "numpy>=1.24"
+export ZT_INTEROP_PYTHON="$PWD/$VENV/bin/python"
+
+step "tests (unit, integration, property, crash, vectors, interop)"
+cargo test --profile ci --locked --all-targets
+cargo test --profile ci --locked --test interop -- --ignored
+
+step "fuzz targets (${FUZZ_SECONDS}s each)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+fi
+targets=(manifest_decode open_read zstd_decode round_trip)
+passed=0
+failed=0
+for t in "${targets[@]}"; do
+    corpus="fuzz/corpus/$t"
+    mkdir -p "$corpus"
+    if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        -print_final_stats=0 >"../target/fuzz-$t.log" 2>&1); then
+        echo "fuzz $t: $(grep -E '^Done' "target/fuzz-$t.log" | tail -1)"
+        passed=$((passed + 1))
+    else
+        echo "fuzz $t FAILED; last lines of target/fuzz-$t.log:"
+        tail -30 "target/fuzz-$t.log"
+        echo "save the crash input under fuzz/regressions/$t/ once fixed"
+        failed=$((failed + 1))
+    fi
+done
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
