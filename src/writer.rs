@@ -305,6 +305,20 @@ impl Writer {
         Ok(at)
     }
 
+    /// Changes the compression and digest used by the `add*` helpers from
+    /// now on (canonical writers keep their fixed settings).
+    pub fn set_defaults(&mut self, compression: Option<ZstdOptions>, digest: Option<DigestAlg>) -> Result<()> {
+        let probe = PartOptions {
+            etype: ElementType::plain(DType::U8),
+            compression,
+            digest,
+        };
+        self.check_part_options(&probe)?;
+        self.options.compression = compression;
+        self.options.digest = digest;
+        Ok(())
+    }
+
     fn part_options(&self, etype: ElementType) -> PartOptions {
         PartOptions {
             etype,

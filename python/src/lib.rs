@@ -1,0 +1,17 @@
+//! `ztensor._native`: the Rust core exposed to Python. The Python package
+//! (`python/ztensor/`) builds the user-facing API on these few calls.
+
+mod convert;
+mod reader;
+mod writer;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<reader::NativeReader>()?;
+    m.add_class::<reader::PartBuffer>()?;
+    m.add_class::<writer::NativeWriter>()?;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+"""`Reader` and `TensorMetadata`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _dtypes
+from ._errors import UnsupportedError, ZTensorKeyError, ZTensorValueError
+from ._native import NativeReader
+
+_LAYOUTS = {"dense": "dense", "zt.sparse_csr/1": "sparse_csr", "zt.sparse_coo/1": "sparse_coo"}
+_MAIN_PART = {"dense": "data", "sparse_csr": "values", "sparse_coo": "values"}
+
+
+class TensorMetadata:
+    """Metadata about one tensor of a file.
+
+    Attributes:
+        name: Tensor name.
+        shape: Tensor dimensions.
+        dtype_str: Element type as a string (`'float32'`, `'bfloat16'`, ...).
+        layout: `'dense'`, `'sparse_csr'`, `'sparse_coo'`, or the profile id.
+        encoding: `'raw'`, `'zstd'`, or None when there is no main part.
+        offset: Byte offset of the main part in the file.
+        size: Stored bytes of all parts (compressed size when compressed).
+        endianness: Always `'little'` (the format is little-endian).
+        checksum: The main part's digest string, if any.
+        attributes: The tensor's attributes (metadata), if any.
+    """
+
+    __slots__ = (
+        "name",
+        "shape",
+        "dtype_str",
+        "layout",
+        "encoding",
+        "offset",
+        "size",
+        "endianness",
+        "checksum",
+        "attributes",
+        "_type",
+    )
+
+    def __init__(self, name: str, info: dict[str, Any]) -> None:
+        self.name = name
+        self.shape: tuple[int, ...] = tuple(info["shape"])
+        self.layout: str = _LAYOUTS.get(info["layout"], info["layout"])
+        parts: dict[str, dict[str, Any]] = info["parts"]
+        main = parts.get(_MAIN_PART.get(self.layout, "data")) or next(iter(parts.values()))
+        core = main["type"] or main["dtype"]
+        self._type = _dtypes.BY_CORE.get(core)
+        self.dtype_str: str = self._type.long if self._type else core
+        encoding = main["encoding"]
+        self.encoding: str | None = {None: "raw", "zt.zstd-seekable/1": "zstd"}.get(
+            encoding, encoding
+        )
+        self.offset: int = main["offset"]
+        self.size: int = sum(p["length"] for p in parts.values())
+        self.endianness: str | None = "little"
+        self.checksum: str | None = main["digest"]
+        self.attributes: Any = info["attributes"]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The NumPy dtype of the values (ml_dtypes types for bf16/fp8)."""
+        if self._type is None:
+            raise UnsupportedError(f"{self.name!r}: element type {self.dtype_str!r} has no NumPy dtype")
+        return _dtypes.numpy_dtype(self._type)
+
+    def __repr__(self) -> str:
+        return f"<TensorMetadata name={self.name!r} shape={self.shape} dtype={self.dtype_str!r}>"
+
+
+class _RowSlice:
+    """Lazy row slicing of a dense tensor: `reader.get_slice(name)[a:b]`."""
+
+    def __init__(self, reader: Reader, meta: TensorMetadata) -> None:
+        self._reader = reader
+        self._meta = meta
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._meta.shape
+
+    def __getitem__(self, key: slice | int) -> np.ndarray:
+        if not self._meta.shape:
+            raise ZTensorValueError("a scalar has no rows to slice")
+        rows = self._meta.shape[0]
+        if isinstance(key, int):
+            index = key + rows if key < 0 else key
+            if not 0 <= index < rows:
+                raise IndexError(f"row {key} out of range for {rows} rows")
+            return self[index : index + 1][0]
+        start, stop, step = key.indices(rows)
+        if step != 1:
+            return self[start:stop][:: step]
+        stop = max(stop, start)
+        t = self._meta._type
+        if t is None:
+            raise UnsupportedError(f"{self._meta.name!r}: cannot decode {self._meta.dtype_str!r}")
+        raw = self._reader._native_reader().rows(self._meta.name, start, stop)
+        arr = raw.view(t.storage).reshape((stop - start, *self._meta.shape[1:]))
+        return _as_user_dtype(arr, t)
+
+
+def _as_user_dtype(arr: np.ndarray, t: _dtypes.ElementType) -> np.ndarray:
+    if t.core == "bool":
+        return arr.view(np.bool_)
+    if t.ml_dtype is not None:
+        return arr.view(_dtypes.numpy_dtype(t))
+    return arr
+
+
+class Reader:
+    """Opens a `.zt` file for reading.
+
+    Dense raw tensors come back as read-only NumPy views over the file's
+    memory map (no copy; the array keeps the map alive, even after the
+    reader is closed). Compressed tensors are decoded in parallel into an
+    owned array. Every structural rule of the format is checked at open.
+
+    Args:
+        file_path: Path of the file.
+        backend: `'mmap'` (default) or `'pread'` for files that may change
+            while open.
+
+    Raises:
+        ZTensorFileNotFoundError: The file does not exist.
+        FormatError: The file is not a valid `.zt` file.
+    """
+
+    def __init__(self, file_path: str | os.PathLike[str], *, backend: str = "mmap") -> None:
+        self._native: NativeReader | None = NativeReader(os.fspath(file_path), backend)
+        self._path = os.fspath(file_path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Reader:
+        """Opens a file held in memory."""
+        self = cls.__new__(cls)
+        self._native = NativeReader.from_bytes(bytes(data))
+        self._path = "<bytes>"
+        return self
+
+    def _native_reader(self) -> NativeReader:
+        if self._native is None:
+            raise ZTensorValueError("this reader is closed")
+        return self._native
+
+    def close(self) -> None:
+        """Releases the reader; arrays already returned stay valid."""
+        self._native = None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._native_reader())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._native_reader()
+
+    def __iter__(self) -> Iterator[TensorMetadata]:
+        return iter(self.tensors)
+
+    def __getitem__(self, key: str | int) -> Any:
+        """By name: the tensor's data (NumPy). By index: its TensorMetadata."""
+        if isinstance(key, int):
+            names = self.tensor_names
+            return self.metadata(names[key])
+        return self.read_tensor(key)
+
+    def __repr__(self) -> str:
+        return f"<ztensor.Reader {self._path!r} tensors={len(self) if self._native else 'closed'}>"
+
+    @property
+    def tensor_names(self) -> list[str]:
+        """All tensor names, sorted."""
+        return self._native_reader().names()
+
+    @property
+    def tensors(self) -> list[TensorMetadata]:
+        """Metadata of every tensor."""
+        return [self.metadata(n) for n in self.tensor_names]
+
+    @property
+    def attributes(self) -> Any:
+        """File-level metadata (any JSON-like value), or None."""
+        return self._native_reader().attributes()
+
+    def keys(self) -> list[str]:
+        """Tensor names (like a dict)."""
+        return self.tensor_names
+
+    def metadata(self, name: str) -> TensorMetadata:
+        """Metadata of one tensor.
+
+        Raises:
+            ZTensorKeyError: No tensor has that name (also a KeyError).
+        """
+        native = self._native_reader()
+        if name not in native:
+            raise ZTensorKeyError(f"no tensor named {name!r}")
+        return TensorMetadata(name, native.object(name))
+
+    def read_tensor(
+        self, name: str, to: Literal["numpy", "torch"] = "numpy", *, copy: bool = False
+    ) -> Any:
+        """Reads one tensor.
+
+        Args:
+            name: Tensor name.
+            to: `'numpy'` (NumPy array, or scipy sparse matrix for sparse
+                tensors) or `'torch'` (torch tensor, or torch sparse tensor).
+            copy: Return a writable copy instead of a read-only view.
+
+        Returns:
+            The tensor in the requested framework.
+        """
+        meta = self.metadata(name)
+        if to == "torch":
+            from .torch import _tensor_from_reader
+
+            return _tensor_from_reader(self, meta)
+        if to != "numpy":
+            raise ZTensorValueError(f"to must be 'numpy' or 'torch', not {to!r}")
+        if meta.layout == "sparse_csr":
+            return self._scipy_csr(meta)
+        if meta.layout == "sparse_coo":
+            return self._scipy_coo(meta)
+        return self._dense(meta, copy=copy)
+
+    def get_slice(self, name: str) -> _RowSlice:
+        """A lazy view: `get_slice(name)[a:b]` reads only rows a..b (only
+        the zstd frames covering them, when compressed)."""
+        meta = self.metadata(name)
+        if meta.layout != "dense":
+            raise ZTensorValueError(f"{name!r} is {meta.layout}; only dense tensors slice by rows")
+        return _RowSlice(self, meta)
+
+    def verify(self) -> dict[str, int]:
+        """Checks every digest, zstd frame and data rule of the file."""
+        return self._native_reader().verify()
+
+    # -- internals ---------------------------------------------------------
+
+    def _typed(self, meta: TensorMetadata) -> _dtypes.ElementType:
+        if meta._type is None:
+            raise UnsupportedError(
+                f"{meta.name!r}: element type {meta.dtype_str!r} cannot be decoded to NumPy"
+            )
+        return meta._type
+
+    def _storage_array(self, meta: TensorMetadata, copy: bool) -> np.ndarray:
+        """A dense tensor as its storage dtype (uint16 for bf16, uint8 for bool)."""
+        if meta.layout != "dense":
+            raise UnsupportedError(f"{meta.name!r} has layout {meta.layout!r}")
+        t = self._typed(meta)
+        data = self._native_reader().dense(meta.name, copy)
+        arr = data.view(t.storage) if isinstance(data, np.ndarray) else np.frombuffer(data, t.storage)
+        return arr.reshape(meta.shape)
+
+    def _dense(self, meta: TensorMetadata, copy: bool) -> np.ndarray:
+        t = self._typed(meta)
+        return _as_user_dtype(self._storage_array(meta, copy), t)
+
+    def _values(self, meta: TensorMetadata, raw: np.ndarray) -> np.ndarray:
+        return _as_user_dtype(raw.view(self._typed(meta).storage), self._typed(meta))
+
+    def _scipy_csr(self, meta: TensorMetadata) -> Any:
+        import scipy.sparse
+
+        values, indices, indptr = self._native_reader().csr(meta.name)
+        return scipy.sparse.csr_matrix(
+            (self._values(meta, values), indices.astype(np.int64), indptr.astype(np.int64)),
+            shape=meta.shape,
+        )
+
+    def _scipy_coo(self, meta: TensorMetadata) -> Any:
+        import scipy.sparse
+
+        values, coords = self._native_reader().coo(meta.name)
+        vals = self._values(meta, values)
+        coords = coords.astype(np.int64)
+        if len(meta.shape) == 2:
+            return scipy.sparse.coo_matrix((vals, (coords[0], coords[1])), shape=meta.shape)
+        return scipy.sparse.coo_array((vals, tuple(coords)), shape=meta.shape)

@@ -1,0 +1,217 @@
+"""safetensors-style helpers for PyTorch: save/load dicts and models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _dtypes
+from ._errors import ZTensorValueError
+from ._reader import Reader, TensorMetadata
+from ._writer import Writer
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _numpy_from_torch(tensor: torch.Tensor) -> tuple[np.ndarray, _dtypes.ElementType]:
+    """A contiguous CPU copy-free (when possible) NumPy view of a tensor."""
+    torch = _torch()
+    if tensor.layout != torch.strided:
+        raise ZTensorValueError("sparse torch tensors: use add_sparse_csr / add_sparse_coo")
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    name = str(t.dtype).removeprefix("torch.")
+    for et in _dtypes.BY_CORE.values():
+        if et.torch == name:
+            break
+    else:
+        raise ZTensorValueError(f"unsupported torch dtype {t.dtype}")
+    if et.core == "bool":
+        return t.view(torch.uint8).numpy(), et
+    if et.storage.itemsize == 2 and et.core in ("bf16",):
+        return t.view(torch.int16).numpy().view(np.uint16), et
+    if et.ml_dtype is not None:  # fp8: stored as bytes
+        return t.view(torch.uint8).numpy(), et
+    return t.numpy(), et
+
+
+def _to_torch(arr: np.ndarray, t: _dtypes.ElementType) -> torch.Tensor:
+    """A torch tensor over a writable NumPy array of storage dtype."""
+    torch = _torch()
+    target = getattr(torch, t.torch) if t.torch else None
+    if target is None:
+        raise ZTensorValueError(f"torch has no dtype for {t.long}")
+    if t.core == "bf16":
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    if t.core == "bool":
+        return torch.from_numpy(arr.view(np.uint8)).view(torch.bool)
+    if t.ml_dtype is not None:
+        return torch.from_numpy(arr.view(np.uint8)).view(target)
+    return torch.from_numpy(arr)
+
+
+def _tensor_from_reader(reader: Reader, meta: TensorMetadata, device: str = "cpu") -> torch.Tensor:
+    torch = _torch()
+    t = reader._typed(meta)
+    native = reader._native_reader()
+    if meta.layout == "sparse_csr":
+        values, indices, indptr = native.csr(meta.name)
+        out = torch.sparse_csr_tensor(
+            torch.from_numpy(indptr.astype(np.int64)),
+            torch.from_numpy(indices.astype(np.int64)),
+            _to_torch(values.view(t.storage), t),
+            size=meta.shape,
+        )
+    elif meta.layout == "sparse_coo":
+        values, coords = native.coo(meta.name)
+        out = torch.sparse_coo_tensor(
+            torch.from_numpy(coords.astype(np.int64)),
+            _to_torch(values.view(t.storage), t),
+            size=meta.shape,
+        ).coalesce()
+    else:
+        out = _to_torch(reader._storage_array(meta, copy=True), t)
+    return out.to(device) if str(device) != "cpu" else out
+
+
+def _blob_key(meta: TensorMetadata) -> tuple[int, int]:
+    return (meta.offset, meta.size)
+
+
+def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
+    return (
+        t.device,
+        t.untyped_storage().data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        tuple(t.stride()),
+        t.dtype,
+    )
+
+
+def _write(
+    w: Writer, tensors: dict[str, torch.Tensor], force_contiguous: bool = True
+) -> None:
+    """Adds tensors; exact views of the same storage are stored once."""
+    first: dict[tuple[Any, ...], str] = {}
+    for name, tensor in tensors.items():
+        if not force_contiguous and not tensor.is_contiguous():
+            raise ZTensorValueError(f"{name!r} is not contiguous; pass force_contiguous=True")
+        key = _storage_key(tensor)
+        if key in first:
+            w.add_alias(name, first[key])
+            continue
+        first[key] = name
+        w.add_tensor(name, tensor)
+
+
+def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    return dict(metadata) if metadata is not None else None
+
+
+def save_file(
+    tensors: dict[str, torch.Tensor],
+    filename: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Saves a dict of tensors; tensors that are the same view are stored once."""
+    with Writer(filename, metadata=_metadata(metadata)) as w:
+        _write(w, tensors)
+
+
+def load_file(filename: str | os.PathLike[str], device: str | Any = "cpu") -> dict[str, torch.Tensor]:
+    """Loads every tensor onto `device`. Names stored as one blob (tied
+    weights) come back as the same tensor object."""
+    with Reader(filename) as r:
+        return _load_all(r, device)
+
+
+def _load_all(r: Reader, device: str | Any) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    by_blob: dict[tuple[int, int], torch.Tensor] = {}
+    for meta in r.tensors:
+        key = _blob_key(meta)
+        if meta.layout == "dense" and key in by_blob and meta.size > 0:
+            out[meta.name] = by_blob[key]
+            continue
+        tensor = _tensor_from_reader(r, meta, str(device))
+        if meta.layout == "dense":
+            by_blob[key] = tensor
+        out[meta.name] = tensor
+    return out
+
+
+def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
+    """Serialises a dict of tensors to the bytes of a `.zt` file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "tensors.zt")
+        with Writer(path, metadata=_metadata(metadata), durable=False) as w:
+            _write(w, tensors)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def load(data: bytes, device: str | Any = "cpu") -> dict[str, torch.Tensor]:
+    """Loads every tensor from the bytes of a `.zt` file."""
+    with Reader.from_bytes(data) as r:
+        return _load_all(r, device)
+
+
+def save_model(
+    model: torch.nn.Module,
+    filename: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+    force_contiguous: bool = True,
+) -> None:
+    """Saves a model's state dict. Shared (tied) parameters are stored once,
+    under every name, and come back tied."""
+    state = model.state_dict(keep_vars=False)
+    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for name, t in state.items():
+        groups[_storage_key(t)].append(name)
+    tensors = {}
+    for name, t in state.items():
+        tensors[name] = t if force_contiguous or t.is_contiguous() else t.contiguous()
+    with Writer(filename, metadata=_metadata(metadata)) as w:
+        _write(w, tensors, force_contiguous)
+
+
+def load_model(
+    model: torch.nn.Module,
+    filename: str | os.PathLike[str],
+    strict: bool = True,
+    device: str | Any = "cpu",
+) -> tuple[list[str], list[str]]:
+    """Loads weights into `model`.
+
+    Returns:
+        (missing, unexpected): names the model has that the file lacks, and
+        names the file has that the model lacks.
+
+    Raises:
+        RuntimeError: `strict` and the names differ.
+    """
+    state = load_file(filename, device=device)
+    model_keys = set(model.state_dict().keys())
+    missing = sorted(model_keys - set(state))
+    unexpected = sorted(set(state) - model_keys)
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(model).__name__}: "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+    model.load_state_dict(state, strict=False)
+    return missing, unexpected
