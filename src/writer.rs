@@ -307,7 +307,11 @@ impl Writer {
 
     /// Changes the compression and digest used by the `add*` helpers from
     /// now on (canonical writers keep their fixed settings).
-    pub fn set_defaults(&mut self, compression: Option<ZstdOptions>, digest: Option<DigestAlg>) -> Result<()> {
+    pub fn set_defaults(
+        &mut self,
+        compression: Option<ZstdOptions>,
+        digest: Option<DigestAlg>,
+    ) -> Result<()> {
         let probe = PartOptions {
             etype: ElementType::plain(DType::U8),
             compression,

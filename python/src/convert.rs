@@ -16,7 +16,9 @@ pub fn to_pyerr(e: Error) -> PyErr {
 fn make_err(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let errors = py.import("ztensor._errors")?;
     let class = match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "ZTensorFileNotFoundError",
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "ZTensorFileNotFoundError"
+        }
         Error::Io { .. } => "ZTensorIOError",
         Error::Corrupt { .. } => "FormatError",
         Error::Checksum { .. } => "ChecksumError",
@@ -83,8 +85,12 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: u32) -> PyResult<Value> {
     if obj.cast::<PyInt>().is_ok() {
         let n: i128 = obj.extract()?;
         return match n {
-            n if n >= 0 => u64::try_from(n).map(Value::Uint).map_err(|_| PyTypeError::new_err("integer too large")),
-            n => u64::try_from(-1 - n).map(Value::Nint).map_err(|_| PyTypeError::new_err("integer too small")),
+            n if n >= 0 => u64::try_from(n)
+                .map(Value::Uint)
+                .map_err(|_| PyTypeError::new_err("integer too large")),
+            n => u64::try_from(-1 - n)
+                .map(Value::Nint)
+                .map_err(|_| PyTypeError::new_err("integer too small")),
         };
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
@@ -104,10 +110,18 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: u32) -> PyResult<Value> {
         return Value::map(entries).map_err(to_pyerr);
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return Ok(Value::Array(l.iter().map(|x| py_to_value(&x, depth + 1)).collect::<PyResult<_>>()?));
+        return Ok(Value::Array(
+            l.iter()
+                .map(|x| py_to_value(&x, depth + 1))
+                .collect::<PyResult<_>>()?,
+        ));
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return Ok(Value::Array(t.iter().map(|x| py_to_value(&x, depth + 1)).collect::<PyResult<_>>()?));
+        return Ok(Value::Array(
+            t.iter()
+                .map(|x| py_to_value(&x, depth + 1))
+                .collect::<PyResult<_>>()?,
+        ));
     }
     Err(PyTypeError::new_err(format!(
         "cannot store a {} in metadata (use dict, list, str, int, float, bool, bytes or None)",

@@ -53,16 +53,26 @@ impl NativeReader {
         let backend = match backend {
             "mmap" => Backend::Mmap,
             "pread" => Backend::Pread,
-            other => return Err(pyo3::exceptions::PyValueError::new_err(format!("backend must be 'mmap' or 'pread', not {other:?}"))),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "backend must be 'mmap' or 'pread', not {other:?}"
+                )))
+            }
         };
-        let reader = py.detach(|| OpenOptions::default().backend(backend).open(&path)).py_err()?;
-        Ok(NativeReader { inner: Arc::new(reader) })
+        let reader = py
+            .detach(|| OpenOptions::default().backend(backend).open(&path))
+            .py_err()?;
+        Ok(NativeReader {
+            inner: Arc::new(reader),
+        })
     }
 
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<Self> {
         let reader = py.detach(|| Reader::from_bytes(data)).py_err()?;
-        Ok(NativeReader { inner: Arc::new(reader) })
+        Ok(NativeReader {
+            inner: Arc::new(reader),
+        })
     }
 
     fn names(&self) -> Vec<String> {
@@ -121,7 +131,9 @@ impl NativeReader {
     #[pyo3(signature = (name, copy = false))]
     fn dense<'py>(&self, py: Python<'py>, name: &str, copy: bool) -> PyResult<Bound<'py, PyAny>> {
         let reader = Arc::clone(&self.inner);
-        let data = py.detach(|| reader.read_dense(name).map(|t| t.bytes)).py_err()?;
+        let data = py
+            .detach(|| reader.read_dense(name).map(|t| t.bytes))
+            .py_err()?;
         match data {
             Cow::Borrowed(b) if !copy => Ok(Bound::new(py, self.buffer(b))?.into_any()),
             Cow::Borrowed(b) => {
@@ -135,21 +147,31 @@ impl NativeReader {
     /// Decoded bytes of one part (owned).
     fn part(&self, py: Python<'_>, name: &str, role: &str) -> PyResult<Py<PyArray1<u8>>> {
         let reader = Arc::clone(&self.inner);
-        let v = py.detach(|| reader.part_bytes(name, role).map(Cow::into_owned)).py_err()?;
+        let v = py
+            .detach(|| reader.part_bytes(name, role).map(Cow::into_owned))
+            .py_err()?;
         Ok(owned_array(py, v).unbind())
     }
 
     /// Stored (possibly encoded) bytes of one part, for structural access.
     fn stored(&self, py: Python<'_>, name: &str, role: &str) -> PyResult<Py<PyArray1<u8>>> {
         let reader = Arc::clone(&self.inner);
-        let v = py.detach(|| reader.stored_bytes(name, role).map(Cow::into_owned)).py_err()?;
+        let v = py
+            .detach(|| reader.stored_bytes(name, role).map(Cow::into_owned))
+            .py_err()?;
         Ok(owned_array(py, v).unbind())
     }
 
     /// Rows `[start, end)` of a dense tensor (owned; ranged decode when compressed).
     fn rows(&self, py: Python<'_>, name: &str, start: u64, end: u64) -> PyResult<Py<PyArray1<u8>>> {
         let reader = Arc::clone(&self.inner);
-        let v = py.detach(|| reader.read_rows(name, start..end).map(|t| t.bytes.into_owned())).py_err()?;
+        let v = py
+            .detach(|| {
+                reader
+                    .read_rows(name, start..end)
+                    .map(|t| t.bytes.into_owned())
+            })
+            .py_err()?;
         Ok(owned_array(py, v).unbind())
     }
 
@@ -157,7 +179,11 @@ impl NativeReader {
     fn csr<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyTuple>> {
         let reader = Arc::clone(&self.inner);
         let (values, indices, indptr) = py
-            .detach(|| reader.read_csr(name).map(|c| (c.values.bytes.into_owned(), c.indices, c.indptr)))
+            .detach(|| {
+                reader
+                    .read_csr(name)
+                    .map(|c| (c.values.bytes.into_owned(), c.indices, c.indptr))
+            })
             .py_err()?;
         PyTuple::new(
             py,
@@ -173,7 +199,11 @@ impl NativeReader {
     fn coo<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyTuple>> {
         let reader = Arc::clone(&self.inner);
         let (values, coords, ndim) = py
-            .detach(|| reader.read_coo(name).map(|c| (c.values.bytes.into_owned(), c.coords, c.shape.len())))
+            .detach(|| {
+                reader
+                    .read_coo(name)
+                    .map(|c| (c.values.bytes.into_owned(), c.coords, c.shape.len()))
+            })
             .py_err()?;
         let nnz = coords.len() / ndim.max(1);
         let flat = u64_array(py, coords);
@@ -205,12 +235,18 @@ impl PartBuffer {
     /// # Safety
     /// Called by CPython with a valid `view`; fills it with a read-only,
     /// one-dimensional byte buffer.
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
         if view.is_null() {
             return Err(PyBufferError::new_err("null buffer view"));
         }
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
-            return Err(PyBufferError::new_err("tensor data mapped from a file is read-only; pass copy=True for a writable array"));
+            return Err(PyBufferError::new_err(
+                "tensor data mapped from a file is read-only; pass copy=True for a writable array",
+            ));
         }
         let (ptr, len) = {
             let this = slf.get();

@@ -15,10 +15,11 @@ pub struct NativeWriter {
 fn digest(name: Option<&str>) -> PyResult<Option<DigestAlg>> {
     match name {
         None | Some("none") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|()| PyValueError::new_err(format!("checksum must be xxh3, crc32c, blake3, sha256 or None, not {s:?}"))),
+        Some(s) => s.parse().map(Some).map_err(|()| {
+            PyValueError::new_err(format!(
+                "checksum must be xxh3, crc32c, blake3, sha256 or None, not {s:?}"
+            ))
+        }),
     }
 }
 
@@ -26,25 +27,33 @@ fn zstd(level: Option<i32>) -> PyResult<Option<ZstdOptions>> {
     match level {
         None | Some(0) => Ok(None),
         Some(l) if (1..=22).contains(&l) => Ok(Some(ZstdOptions::level(l))),
-        Some(l) => Err(PyValueError::new_err(format!("compression level must be 1-22, got {l}"))),
+        Some(l) => Err(PyValueError::new_err(format!(
+            "compression level must be 1-22, got {l}"
+        ))),
     }
 }
 
 fn etype(name: &str) -> PyResult<ElementType> {
-    ElementType::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown element type {name:?}")))
+    ElementType::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown element type {name:?}")))
 }
 
 fn slice<'a>(a: &'a PyReadonlyArray1<'_, u8>) -> PyResult<&'a [u8]> {
-    a.as_slice().map_err(|_| PyValueError::new_err("tensor data must be C-contiguous"))
+    a.as_slice()
+        .map_err(|_| PyValueError::new_err("tensor data must be C-contiguous"))
 }
 
 fn index_vec(a: &PyReadonlyArray1<'_, u64>) -> PyResult<Vec<u64>> {
-    Ok(a.as_slice().map_err(|_| PyValueError::new_err("indices must be contiguous"))?.to_vec())
+    Ok(a.as_slice()
+        .map_err(|_| PyValueError::new_err("indices must be contiguous"))?
+        .to_vec())
 }
 
 impl NativeWriter {
     fn writer(&mut self) -> PyResult<&mut Writer> {
-        self.inner.as_mut().ok_or_else(|| PyValueError::new_err("this writer is already finished"))
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this writer is already finished"))
     }
 }
 
@@ -52,20 +61,42 @@ impl NativeWriter {
 impl NativeWriter {
     #[new]
     #[pyo3(signature = (path, align = 4096, append = false, canonical = false, durable = true))]
-    fn new(py: Python<'_>, path: PathBuf, align: u64, append: bool, canonical: bool, durable: bool) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        align: u64,
+        append: bool,
+        canonical: bool,
+        durable: bool,
+    ) -> PyResult<Self> {
         let options = if canonical {
-            WriteOptions { durable, ..WriteOptions::canonical() }
+            WriteOptions {
+                durable,
+                ..WriteOptions::canonical()
+            }
         } else {
-            WriteOptions { align, durable, ..WriteOptions::default() }
+            WriteOptions {
+                align,
+                durable,
+                ..WriteOptions::default()
+            }
         };
         let w = py
-            .detach(|| if append { Writer::append_with(&path, options) } else { Writer::create_with(&path, options) })
+            .detach(|| {
+                if append {
+                    Writer::append_with(&path, options)
+                } else {
+                    Writer::create_with(&path, options)
+                }
+            })
             .py_err()?;
         Ok(NativeWriter { inner: Some(w) })
     }
 
     fn __contains__(&self, name: &str) -> bool {
-        self.inner.as_ref().is_some_and(|w| w.manifest().objects.contains_key(name))
+        self.inner
+            .as_ref()
+            .is_some_and(|w| w.manifest().objects.contains_key(name))
     }
 
     #[pyo3(signature = (name, data, shape, dtype, compress = None, checksum = Some("xxh3"), attributes = None))]
@@ -81,11 +112,16 @@ impl NativeWriter {
         checksum: Option<&str>,
         attributes: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let opts = PartOptions { etype: etype(dtype)?, compression: zstd(compress)?, digest: digest(checksum)? };
+        let opts = PartOptions {
+            etype: etype(dtype)?,
+            compression: zstd(compress)?,
+            digest: digest(checksum)?,
+        };
         let attrs = attributes.map(|a| py_to_value(&a, 1)).transpose()?;
         let bytes = slice(&data)?;
         let w = self.writer()?;
-        py.detach(|| w.add_bytes_with(name, &shape, bytes, &opts, attrs)).py_err()
+        py.detach(|| w.add_bytes_with(name, &shape, bytes, &opts, attrs))
+            .py_err()
     }
 
     #[pyo3(signature = (name, shape, values, dtype, indices, indptr, compress = None, checksum = Some("xxh3")))]
@@ -147,7 +183,10 @@ impl NativeWriter {
     }
 
     fn finish(&mut self, py: Python<'_>) -> PyResult<u64> {
-        let w = self.inner.take().ok_or_else(|| PyValueError::new_err("this writer is already finished"))?;
+        let w = self
+            .inner
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this writer is already finished"))?;
         py.detach(|| w.finish()).py_err()
     }
 

@@ -274,12 +274,21 @@ class Reader:
     def _values(self, meta: TensorMetadata, raw: np.ndarray) -> np.ndarray:
         return _as_user_dtype(raw.view(self._typed(meta).storage), self._typed(meta))
 
+    def _scipy_values(self, meta: TensorMetadata, raw: np.ndarray) -> np.ndarray:
+        t = self._typed(meta)
+        if t.ml_dtype is not None:
+            raise UnsupportedError(
+                f"{meta.name!r}: scipy.sparse has no {t.long} type; "
+                "read it with to='torch', or store float32 values"
+            )
+        return self._values(meta, raw)
+
     def _scipy_csr(self, meta: TensorMetadata) -> Any:
         import scipy.sparse
 
         values, indices, indptr = self._native_reader().csr(meta.name)
         return scipy.sparse.csr_matrix(
-            (self._values(meta, values), indices.astype(np.int64), indptr.astype(np.int64)),
+            (self._scipy_values(meta, values), indices.astype(np.int64), indptr.astype(np.int64)),
             shape=meta.shape,
         )
 
@@ -287,7 +296,7 @@ class Reader:
         import scipy.sparse
 
         values, coords = self._native_reader().coo(meta.name)
-        vals = self._values(meta, values)
+        vals = self._scipy_values(meta, values)
         coords = coords.astype(np.int64)
         if len(meta.shape) == 2:
             return scipy.sparse.coo_matrix((vals, (coords[0], coords[1])), shape=meta.shape)

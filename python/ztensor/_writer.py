@@ -32,11 +32,16 @@ def _to_numpy(tensor: Any) -> tuple[np.ndarray, _dtypes.ElementType]:
         return _numpy_from_torch(tensor)
     arr = np.asarray(tensor)
     t = _dtypes.from_numpy(arr.dtype)
-    return np.ascontiguousarray(arr), t
+    return _c_order(arr), t
+
+
+def _c_order(arr: np.ndarray) -> np.ndarray:
+    # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def _bytes_of(arr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return _c_order(arr).reshape(-1).view(np.uint8)
 
 
 def _index_array(a: Any, what: str) -> np.ndarray:
