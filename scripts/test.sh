@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: formatting, clippy, unit/integration/property
 # tests, interop with upstream ztensor 2.1.2 (from PyPI, in its own venv),
-# and a short run of every fuzz target. Safe to run on a fresh machine.
+# the Python package (built with maturin; pytest incl. every example of the
+# API contract), and a short run of every fuzz target. Safe on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,19 @@ export ZT_INTEROP_PYTHON="$PWD/$VENV/bin/python"
 step "tests (unit, integration, property, crash, vectors, interop)"
 cargo test --profile ci --locked --all-targets
 cargo test --profile ci --locked --test interop -- --ignored
+
+step "python package (maturin build, lint, stubs, pytest)"
+PYVENV=.venv-py
+if [ ! -x "$PYVENV/bin/python" ]; then
+    "$PY" -m venv "$PYVENV"
+fi
+"$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "maturin>=1.7,<2" "numpy>=1.24" scipy ml_dtypes pytest mypy ruff black \
+    "safetensors==0.8.0" torch
+(cd python && VIRTUAL_ENV="$PWD/../$PYVENV" "../$PYVENV/bin/maturin" develop --release --locked --quiet)
+(cd python && "../$PYVENV/bin/ruff" check ztensor tests && "../$PYVENV/bin/black" --check --quiet ztensor tests)
+(cd python && "../$PYVENV/bin/python" -m mypy ztensor && "../$PYVENV/bin/python" -m mypy.stubtest ztensor._native)
+ZT_REQUIRE_INTEROP=1 "$PYVENV/bin/python" -m pytest -q python/tests
 
 step "fuzz targets (${FUZZ_SECONDS}s each)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then

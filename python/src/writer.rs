@@ -99,7 +99,7 @@ impl NativeWriter {
             .is_some_and(|w| w.manifest().objects.contains_key(name))
     }
 
-    #[pyo3(signature = (name, data, shape, dtype, compress = None, checksum = Some("xxh3"), attributes = None))]
+    #[pyo3(signature = (name, data, shape, dtype, compress = None, checksum = "xxh3", attributes = None))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
@@ -109,13 +109,13 @@ impl NativeWriter {
         shape: Vec<u64>,
         dtype: &str,
         compress: Option<i32>,
-        checksum: Option<&str>,
+        checksum: &str,
         attributes: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let opts = PartOptions {
             etype: etype(dtype)?,
             compression: zstd(compress)?,
-            digest: digest(checksum)?,
+            digest: digest(Some(checksum))?,
         };
         let attrs = attributes.map(|a| py_to_value(&a, 1)).transpose()?;
         let bytes = slice(&data)?;
@@ -124,7 +124,7 @@ impl NativeWriter {
             .py_err()
     }
 
-    #[pyo3(signature = (name, shape, values, dtype, indices, indptr, compress = None, checksum = Some("xxh3")))]
+    #[pyo3(signature = (name, shape, values, dtype, indices, indptr, compress = None, checksum = "xxh3"))]
     #[allow(clippy::too_many_arguments)]
     fn add_csr(
         &mut self,
@@ -136,9 +136,9 @@ impl NativeWriter {
         indices: PyReadonlyArray1<'_, u64>,
         indptr: PyReadonlyArray1<'_, u64>,
         compress: Option<i32>,
-        checksum: Option<&str>,
+        checksum: &str,
     ) -> PyResult<()> {
-        let (et, z, d) = (etype(dtype)?, zstd(compress)?, digest(checksum)?);
+        let (et, z, d) = (etype(dtype)?, zstd(compress)?, digest(Some(checksum))?);
         let (idx, ptr) = (index_vec(&indices)?, index_vec(&indptr)?);
         let vals = slice(&values)?;
         let w = self.writer()?;
@@ -149,7 +149,7 @@ impl NativeWriter {
         .py_err()
     }
 
-    #[pyo3(signature = (name, shape, values, dtype, coords, compress = None, checksum = Some("xxh3")))]
+    #[pyo3(signature = (name, shape, values, dtype, coords, compress = None, checksum = "xxh3"))]
     #[allow(clippy::too_many_arguments)]
     fn add_coo(
         &mut self,
@@ -160,9 +160,9 @@ impl NativeWriter {
         dtype: &str,
         coords: PyReadonlyArray1<'_, u64>,
         compress: Option<i32>,
-        checksum: Option<&str>,
+        checksum: &str,
     ) -> PyResult<()> {
-        let (et, z, d) = (etype(dtype)?, zstd(compress)?, digest(checksum)?);
+        let (et, z, d) = (etype(dtype)?, zstd(compress)?, digest(Some(checksum))?);
         let c = index_vec(&coords)?;
         let vals = slice(&values)?;
         let w = self.writer()?;

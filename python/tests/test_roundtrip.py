@@ -94,7 +94,9 @@ class TestDense:
 
 
 class TestSparse:
-    @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int8, ml_dtypes.bfloat16])
+    @pytest.mark.parametrize(
+        "dtype", [np.float32, np.float64, np.int64, np.int8, ml_dtypes.bfloat16]
+    )
     @pytest.mark.parametrize("compress", [False, True])
     def test_csr_and_coo(self, dtype: Any, compress: bool) -> None:
         dense = sample(np.float32, (6, 9))
@@ -125,13 +127,14 @@ class TestSparse:
             got = r.read_tensor("csr")
             assert isinstance(got, scipy.sparse.csr_matrix)
             assert got.dtype == np.dtype(dtype)
-            np.testing.assert_array_equal(got.astype(np.float64).toarray(), dense.astype(np.float64))
+            np.testing.assert_array_equal(
+                got.astype(np.float64).toarray(), dense.astype(np.float64)
+            )
             got_coo = r.read_tensor("coo")
             assert isinstance(got_coo, scipy.sparse.coo_matrix)
             np.testing.assert_array_equal(
                 got_coo.astype(np.float64).toarray(), dense.astype(np.float64)
             )
-
 
     def test_coo_rank3(self) -> None:
         idx = np.array([[0, 1], [2, 0], [1, 3]])
@@ -144,7 +147,13 @@ class TestSparse:
 
 class TestFileFeatures:
     def test_metadata_and_checksums(self) -> None:
-        meta = {"model": "tiny", "layers": 2, "scale": 0.5, "tags": ["a", "b"], "nested": {"k": None}}
+        meta = {
+            "model": "tiny",
+            "layers": 2,
+            "scale": 0.5,
+            "tags": ["a", "b"],
+            "nested": {"k": None},
+        }
         with Writer("m.zt", metadata=meta) as w:
             for alg in ["xxh3", "crc32c", "blake3", "sha256", None]:
                 w.add_tensor(f"t_{alg}", np.arange(10), checksum=alg, metadata={"alg": str(alg)})

@@ -17,7 +17,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("scipy")
 pytest.importorskip("ml_dtypes")
 
-NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="example moves tensors to CUDA")
+NEEDS_CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="example moves tensors to CUDA"
+)
 
 
 def run(block: str, namespace: dict[str, Any]) -> dict[str, Any]:

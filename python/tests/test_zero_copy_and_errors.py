@@ -102,7 +102,9 @@ class TestErrors:
                 raise RuntimeError("boom")
         assert open("keep.zt", "rb").read() == before
 
-    def test_bf16_without_ml_dtypes_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bf16_without_ml_dtypes_says_what_to_install(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         import ml_dtypes
 
         with Writer("b.zt") as w:

@@ -47,8 +47,12 @@ _TYPES = [
     ElementType("complex128", "complex128", np.dtype("<c16"), torch="complex128"),
     ElementType("f8_e4m3fn", "float8_e4m3fn", np.dtype("u1"), "float8_e4m3fn", "float8_e4m3fn"),
     ElementType("f8_e5m2", "float8_e5m2", np.dtype("u1"), "float8_e5m2", "float8_e5m2"),
-    ElementType("f8_e4m3fnuz", "float8_e4m3fnuz", np.dtype("u1"), "float8_e4m3fnuz", "float8_e4m3fnuz"),
-    ElementType("f8_e5m2fnuz", "float8_e5m2fnuz", np.dtype("u1"), "float8_e5m2fnuz", "float8_e5m2fnuz"),
+    ElementType(
+        "f8_e4m3fnuz", "float8_e4m3fnuz", np.dtype("u1"), "float8_e4m3fnuz", "float8_e4m3fnuz"
+    ),
+    ElementType(
+        "f8_e5m2fnuz", "float8_e5m2fnuz", np.dtype("u1"), "float8_e5m2fnuz", "float8_e5m2fnuz"
+    ),
     ElementType("f8_e8m0", "float8_e8m0fnu", np.dtype("u1"), "float8_e8m0fnu", "float8_e8m0fnu"),
 ]
 
@@ -94,7 +98,9 @@ def from_numpy(dtype: np.dtype[Any]) -> ElementType:
     if name in BY_LONG and BY_LONG[name].ml_dtype is None:
         t = BY_LONG[name]
         if dtype.byteorder == ">":
-            raise ZTensorValueError(f"big-endian arrays are not supported ({dtype}); use .astype('<...')")
+            raise ZTensorValueError(
+                f"big-endian arrays are not supported ({dtype}); use .astype('<...')"
+            )
         return t
     for t in _TYPES:
         if t.ml_dtype is not None and name == t.ml_dtype:

@@ -5,6 +5,8 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["NativeReader", "NativeWriter", "PartBuffer", "__version__"]
+
 __version__: str
 
 @final
@@ -12,7 +14,6 @@ class PartBuffer:
     """A read-only byte buffer over a mapped part; keeps the file mapped."""
 
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
 
 @final
 class NativeReader:
@@ -21,7 +22,7 @@ class NativeReader:
     def from_bytes(data: bytes) -> NativeReader: ...
     def names(self) -> list[str]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, name: str) -> bool: ...
+    def __contains__(self, key: str, /) -> bool: ...
     def file_len(self) -> int: ...
     def object(self, name: str) -> dict[str, Any]: ...
     def attributes(self) -> Any: ...
@@ -45,7 +46,7 @@ class NativeWriter:
         canonical: bool = False,
         durable: bool = True,
     ) -> NativeWriter: ...
-    def __contains__(self, name: str) -> bool: ...
+    def __contains__(self, key: str, /) -> bool: ...
     def add(
         self,
         name: str,
@@ -53,7 +54,7 @@ class NativeWriter:
         shape: list[int],
         dtype: str,
         compress: int | None = None,
-        checksum: str | None = "xxh3",
+        checksum: str = "xxh3",
         attributes: Any = None,
     ) -> None: ...
     def add_csr(
@@ -65,7 +66,7 @@ class NativeWriter:
         indices: npt.NDArray[np.uint64],
         indptr: npt.NDArray[np.uint64],
         compress: int | None = None,
-        checksum: str | None = "xxh3",
+        checksum: str = "xxh3",
     ) -> None: ...
     def add_coo(
         self,
@@ -75,7 +76,7 @@ class NativeWriter:
         dtype: str,
         coords: npt.NDArray[np.uint64],
         compress: int | None = None,
-        checksum: str | None = "xxh3",
+        checksum: str = "xxh3",
     ) -> None: ...
     def add_alias(self, name: str, target: str) -> None: ...
     def set_attributes(self, attributes: Any) -> None: ...

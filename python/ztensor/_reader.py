@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -69,7 +69,9 @@ class TensorMetadata:
     def dtype(self) -> np.dtype[Any]:
         """The NumPy dtype of the values (ml_dtypes types for bf16/fp8)."""
         if self._type is None:
-            raise UnsupportedError(f"{self.name!r}: element type {self.dtype_str!r} has no NumPy dtype")
+            raise UnsupportedError(
+                f"{self.name!r}: element type {self.dtype_str!r} has no NumPy dtype"
+            )
         return _dtypes.numpy_dtype(self._type)
 
     def __repr__(self) -> str:
@@ -98,7 +100,7 @@ class _RowSlice:
             return self[index : index + 1][0]
         start, stop, step = key.indices(rows)
         if step != 1:
-            return self[start:stop][:: step]
+            return self[start:stop][::step]
         stop = max(stop, start)
         t = self._meta._type
         if t is None:
@@ -264,7 +266,11 @@ class Reader:
             raise UnsupportedError(f"{meta.name!r} has layout {meta.layout!r}")
         t = self._typed(meta)
         data = self._native_reader().dense(meta.name, copy)
-        arr = data.view(t.storage) if isinstance(data, np.ndarray) else np.frombuffer(data, t.storage)
+        arr = (
+            data.view(t.storage)
+            if isinstance(data, np.ndarray)
+            else np.frombuffer(cast(bytes, data), t.storage)
+        )
         return arr.reshape(meta.shape)
 
     def _dense(self, meta: TensorMetadata, copy: bool) -> np.ndarray:

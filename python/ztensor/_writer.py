@@ -111,8 +111,9 @@ class Writer:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._w()
 
-    def _checksum_of(self, checksum: Any) -> str | None:
-        return self._checksum if checksum is _DEFAULT else checksum
+    def _checksum_of(self, checksum: Any) -> str:
+        chosen = self._checksum if checksum is _DEFAULT else checksum
+        return "none" if chosen is None else str(chosen)
 
     def add_tensor(
         self,

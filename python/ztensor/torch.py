@@ -102,9 +102,7 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     )
 
 
-def _write(
-    w: Writer, tensors: dict[str, torch.Tensor], force_contiguous: bool = True
-) -> None:
+def _write(w: Writer, tensors: dict[str, torch.Tensor], force_contiguous: bool = True) -> None:
     """Adds tensors; exact views of the same storage are stored once."""
     first: dict[tuple[Any, ...], str] = {}
     for name, tensor in tensors.items():
@@ -132,7 +130,9 @@ def save_file(
         _write(w, tensors)
 
 
-def load_file(filename: str | os.PathLike[str], device: str | Any = "cpu") -> dict[str, torch.Tensor]:
+def load_file(
+    filename: str | os.PathLike[str], device: str | Any = "cpu"
+) -> dict[str, torch.Tensor]:
     """Loads every tensor onto `device`. Names stored as one blob (tied
     weights) come back as the same tensor object."""
     with Reader(filename) as r:
