@@ -491,6 +491,44 @@ impl Reader {
         })
     }
 
+    /// Decoded byte size of a dense tensor (what [`Reader::read_dense_into`]
+    /// fills).
+    pub fn dense_len(&self, name: &str) -> Result<u64> {
+        let object = self.object(name)?;
+        if LayoutKind::of(&object.layout) != LayoutKind::Dense {
+            return Err(Error::usage(format!(
+                "{name:?} has layout {}, not dense",
+                object.layout
+            )));
+        }
+        Ok(self.part(name, "data")?.1.decoded_size())
+    }
+
+    /// Reads (raw: `pread`; compressed: parallel decode) a dense tensor
+    /// straight into `dst`, which must be [`Reader::dense_len`] bytes, and
+    /// checks its data rules. For callers that own the destination memory.
+    pub fn read_dense_into(&self, name: &str, dst: &mut [u8]) -> Result<()> {
+        let want = self.dense_len(name)?;
+        let (object, part) = self.part(name, "data")?;
+        let etype = Reader::typed_etype(name, "data", part)?;
+        self.check_decodable(name, "data", part)?;
+        if dst.len() as u64 != want {
+            return Err(Error::usage(format!(
+                "{name:?}: destination is {} bytes, the tensor is {want}",
+                dst.len()
+            )));
+        }
+        let store = self.store_of(part)?;
+        match part.decoded_length {
+            None => store.read_into(part.blob.offset, dst)?,
+            Some(n) => {
+                let stored = store.read(part.blob.offset, part.blob.length)?;
+                zstd_seekable::decode_into(&stored, n, dst)?;
+            }
+        }
+        layout::check_values(name, &etype, object.num_elements(), dst)
+    }
+
     /// Reads rows `[rows)` of a dense tensor along its first dimension.
     /// Compressed parts decode only the frames covering those rows.
     pub fn read_rows(&self, name: &str, rows: Range<u64>) -> Result<TensorData<'_>> {

@@ -20,7 +20,7 @@ pub enum Backend {
 }
 
 pub(crate) enum Store {
-    Mapped(Mmap),
+    Mapped(Mmap, File),
     Memory(Arc<[u8]>),
     Pread { file: File, len: u64 },
 }
@@ -43,14 +43,14 @@ impl Store {
                 // and `Backend::Pread` exists for such files.
                 let map = unsafe { Mmap::map(&file) }
                     .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-                Ok(Store::Mapped(map))
+                Ok(Store::Mapped(map, file))
             }
         }
     }
 
     pub(crate) fn len(&self) -> u64 {
         match self {
-            Store::Mapped(m) => m.len() as u64,
+            Store::Mapped(m, _) => m.len() as u64,
             Store::Memory(b) => b.len() as u64,
             Store::Pread { len, .. } => *len,
         }
@@ -59,7 +59,7 @@ impl Store {
     /// The whole file as a slice, when it is in memory or mapped.
     pub(crate) fn as_slice(&self) -> Option<&[u8]> {
         match self {
-            Store::Mapped(m) => Some(m),
+            Store::Mapped(m, _) => Some(m),
             Store::Memory(b) => Some(b),
             Store::Pread { .. } => None,
         }
@@ -95,10 +95,30 @@ impl Store {
         Ok(Cow::Owned(buf))
     }
 
+    /// Copies bytes `[offset, offset + dst.len())` into `dst`. File-backed
+    /// stores use `pread`, which copies from the page cache without
+    /// faulting the mapping in page by page.
+    pub(crate) fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let len = dst.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::usage(format!(
+                "read of [{offset}, +{len}) outside a {}-byte file",
+                self.len()
+            )));
+        }
+        match self {
+            Store::Mapped(_, file) | Store::Pread { file, .. } => read_exact_at(file, dst, offset),
+            Store::Memory(b) => {
+                dst.copy_from_slice(&b[offset as usize..(offset + len) as usize]);
+                Ok(())
+            }
+        }
+    }
+
     /// Asks the kernel to read a range ahead (mapped files only).
     pub(crate) fn prefetch(&self, offset: u64, len: u64) {
         #[cfg(unix)]
-        if let Store::Mapped(m) = self {
+        if let Store::Mapped(m, _) = self {
             if let (Ok(o), Ok(l)) = (usize::try_from(offset), usize::try_from(len)) {
                 if o.checked_add(l).is_some_and(|e| e <= m.len()) && l > 0 {
                     let _ = m.advise_range(memmap2::Advice::WillNeed, o, l);

@@ -345,8 +345,33 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
     // A zeroed allocation comes from calloc/mmap: its pages are faulted in
     // by the decoding threads in parallel rather than zeroed serially here.
     let mut out = vec![0u8; span_len];
+    decode_frames_into(stored, frames, &mut out)?;
+    let cut_start = (start - span_start) as usize;
+    let cut_end = (end - span_start) as usize;
+    if cut_start == 0 && cut_end == out.len() {
+        return Ok(out);
+    }
+    Ok(out[cut_start..cut_end].to_vec())
+}
+
+/// Decodes the whole part into `out`, which must be exactly
+/// `decoded_length` bytes (frames in parallel, each into its own slot).
+pub fn decode_into(stored: &[u8], decoded_length: u64, out: &mut [u8]) -> Result<()> {
+    if out.len() as u64 != decoded_length {
+        return Err(Error::usage(format!(
+            "output buffer is {} bytes, the part decodes to {decoded_length}",
+            out.len()
+        )));
+    }
+    let table = SeekTable::parse(stored, decoded_length)?;
+    decode_frames_into(stored, &table.frames, out)
+}
+
+/// Decodes consecutive `frames` into `out` (their total decoded size), in
+/// parallel, each frame into its own slot.
+fn decode_frames_into(stored: &[u8], frames: &[Frame], out: &mut [u8]) -> Result<()> {
     let mut slots: Vec<(&Frame, &mut [u8])> = Vec::with_capacity(frames.len());
-    let mut rest: &mut [u8] = &mut out;
+    let mut rest: &mut [u8] = out;
     for f in frames {
         let (head, tail) = rest.split_at_mut(f.decoded_len);
         slots.push((f, head));
@@ -358,13 +383,7 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
             let src = &stored[f.stored_start..f.stored_start + f.stored_len];
             decode_frame(dctx, src, dst)
         },
-    )?;
-    let cut_start = (start - span_start) as usize;
-    let cut_end = (end - span_start) as usize;
-    if cut_start == 0 && cut_end == out.len() {
-        return Ok(out);
-    }
-    Ok(out[cut_start..cut_end].to_vec())
+    )
 }
 
 /// Checks every frame of the part (decoding it) without keeping the output.

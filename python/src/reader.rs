@@ -127,21 +127,40 @@ impl NativeReader {
     }
 
     /// A dense tensor's bytes, data rules checked: a zero-copy buffer for
-    /// raw mapped parts unless `copy`, else an owned uint8 array.
+    /// raw mapped parts unless `copy`; otherwise a uint8 array that NumPy
+    /// allocated, filled by `pread` or by parallel zstd decoding.
     #[pyo3(signature = (name, copy = false))]
     fn dense<'py>(&self, py: Python<'py>, name: &str, copy: bool) -> PyResult<Bound<'py, PyAny>> {
-        let reader = Arc::clone(&self.inner);
-        let data = py
-            .detach(|| reader.read_dense(name).map(|t| t.bytes))
-            .py_err()?;
-        match data {
-            Cow::Borrowed(b) if !copy => Ok(Bound::new(py, self.buffer(b))?.into_any()),
-            Cow::Borrowed(b) => {
-                let v = py.detach(|| b.to_vec());
-                Ok(owned_array(py, v).into_any())
-            }
-            Cow::Owned(v) => Ok(owned_array(py, v).into_any()),
+        let raw = self
+            .inner
+            .object(name)
+            .py_err()?
+            .parts
+            .get("data")
+            .is_some_and(|p| p.encoding.is_none());
+        if raw && !copy {
+            let reader = Arc::clone(&self.inner);
+            let data = py
+                .detach(|| reader.read_dense(name).map(|t| t.bytes))
+                .py_err()?;
+            return match data {
+                Cow::Borrowed(b) => Ok(Bound::new(py, self.buffer(b))?.into_any()),
+                Cow::Owned(v) => Ok(owned_array(py, v).into_any()),
+            };
         }
+        let len = usize::try_from(self.inner.dense_len(name).py_err()?)
+            .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("tensor too large"))?;
+        // SAFETY: the array is new and referenced only here; every byte is
+        // written by `read_dense_into` before it is returned to Python, and
+        // on failure it is dropped unseen.
+        let array = unsafe { PyArray1::<u8>::new(py, [len], false) };
+        // SAFETY: a freshly allocated 1-D array is contiguous and nothing
+        // else reads or writes it while this slice lives.
+        let dst = unsafe { array.as_slice_mut() }
+            .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("array is not contiguous"))?;
+        let reader = Arc::clone(&self.inner);
+        py.detach(|| reader.read_dense_into(name, dst)).py_err()?;
+        Ok(array.into_any())
     }
 
     /// Decoded bytes of one part (owned).

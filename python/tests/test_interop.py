@@ -16,10 +16,13 @@ from ztensor import Reader, Writer
 
 UPSTREAM = os.environ.get("ZT_INTEROP_PYTHON")
 REQUIRED = os.environ.get("ZT_REQUIRE_INTEROP") == "1"
-SCRIPT = Path(__file__).resolve().parents[2] / "tests" / "interop" / "upstream_interop.py"
+SCRIPT = (
+    Path(__file__).resolve().parents[2] / "tests" / "interop" / "upstream_interop.py"
+)
 
 needs_upstream = pytest.mark.skipif(
-    UPSTREAM is None and not REQUIRED, reason="set ZT_INTEROP_PYTHON to a venv with ztensor==2.1.2"
+    UPSTREAM is None and not REQUIRED,
+    reason="set ZT_INTEROP_PYTHON to a venv with ztensor==2.1.2",
 )
 
 DUMP = r"""
@@ -62,7 +65,9 @@ class TestUpstreamInterop:
             for name, arr in tensors.items():
                 w.add_tensor(name, arr)
                 w.add_tensor(name + "_z", arr, compress=True, checksum="sha256")
-            w.add_sparse_csr("csr", np.array([1.0, 2.0], np.float32), [1, 0], [0, 1, 2], (2, 2))
+            w.add_sparse_csr(
+                "csr", np.array([1.0, 2.0], np.float32), [1, 0], [0, 1, 2], (2, 2)
+            )
             w.add_sparse_coo("coo", np.array([3.0], np.float64), [[1], [0]], (2, 2))
         dump = upstream_dump("ours.zt")
         objects = dump["objects"]
@@ -78,7 +83,9 @@ class TestUpstreamInterop:
         assert objects["c64"]["parts"]["data"]["logical"] == "complex64"
         csr = objects["csr"]
         assert csr["layout"] == "zt.sparse_csr/1"
-        assert np.frombuffer(bytes.fromhex(csr["parts"]["indptr"]["hex"]), np.uint32).tolist() == [
+        assert np.frombuffer(
+            bytes.fromhex(csr["parts"]["indptr"]["hex"]), np.uint32
+        ).tolist() == [
             0,
             1,
             2,
@@ -89,7 +96,9 @@ class TestUpstreamInterop:
     def test_upstream_files_open_in_ours(self, tmp_path: Path) -> None:
         assert UPSTREAM
         res = subprocess.run(
-            [UPSTREAM, str(SCRIPT), "write", str(tmp_path)], capture_output=True, text=True
+            [UPSTREAM, str(SCRIPT), "write", str(tmp_path)],
+            capture_output=True,
+            text=True,
         )
         assert res.returncode == 0, res.stderr
         rows = (tmp_path / "expected.tsv").read_text().splitlines()
@@ -132,5 +141,7 @@ class TestSafetensors:
         theirs = st.load_file("a.safetensors")
         assert ours.keys() == theirs.keys()
         for k in tensors:
-            assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
+            assert ours[k].dtype == theirs[k].dtype and torch.equal(
+                ours[k], theirs[k]
+            ), k
         assert Reader("a.zt").attributes == {"format": "pt"}
