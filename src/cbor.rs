@@ -531,32 +531,10 @@ impl<'a> Decoder<'a> {
                     .map_err(|_| self.err(Rule::CborSyntax, "map too large to allocate"))?;
                 let mut prev_key: Option<&'a [u8]> = None;
                 for _ in 0..n {
-                    let key_start = self.pos;
-                    let key = self.value(depth + 1)?;
-                    let key_bytes = &self.buf[key_start..self.pos];
-                    if let Some(prev) = prev_key {
-                        match prev.cmp(key_bytes) {
-                            Ordering::Less => {}
-                            Ordering::Equal => {
-                                return Err(Error::corrupt_at(
-                                    Rule::CborDuplicateKey,
-                                    self.base.saturating_add(key_start as u64),
-                                    format!("duplicate map key {}", describe_key(&key)),
-                                ))
-                            }
-                            Ordering::Greater => {
-                                return Err(Error::corrupt_at(
-                                    Rule::CborUnsortedKeys,
-                                    self.base.saturating_add(key_start as u64),
-                                    format!(
-                                        "map key {} is out of deterministic order",
-                                        describe_key(&key)
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    prev_key = Some(key_bytes);
+                    let key = match self.map_key(&mut prev_key, depth + 1)? {
+                        Key::Text(t) => Value::Text(t.to_string()),
+                        Key::Other(v) => v,
+                    };
                     let val = self.value(depth + 1)?;
                     entries.push((key, val));
                 }
