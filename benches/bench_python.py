@@ -65,9 +65,7 @@ print(json.dumps(out))
 """
 
 
-def median(
-    fn: Callable[[], Any], runs: int, setup: Callable[[], None] | None = None
-) -> float:
+def median(fn: Callable[[], Any], runs: int, setup: Callable[[], None] | None = None) -> float:
     xs = []
     for _ in range(runs):
         if setup:
@@ -123,9 +121,7 @@ def main() -> int:
         os.path.join(d, x) for x in ("ours.zt", "st.safetensors", "raw.bin")
     )
 
-    ours["save_raw"] = median(
-        lambda: ztnp.save_file({"t": big}, zt_path), runs, rm(zt_path)
-    )
+    ours["save_raw"] = median(lambda: ztnp.save_file({"t": big}, zt_path), runs, rm(zt_path))
 
     def st_save() -> None:
         stnp.save_file({"t": big}, st_path)
@@ -141,9 +137,7 @@ def main() -> int:
 
     floor["save_raw"] = median(plain_save, runs, rm(raw_path))
 
-    ours["load_zero_copy"] = median(
-        lambda: ztnp.load_file(zt_path)["t"].shape, runs * 4
-    )
+    ours["load_zero_copy"] = median(lambda: ztnp.load_file(zt_path)["t"].shape, runs * 4)
     ours["load_copy"] = median(lambda: ztnp.load_file(zt_path, copy=True), runs)
     st["load_copy"] = median(lambda: stnp.load_file(st_path), runs)
     floor["load_copy"] = median(lambda: np.fromfile(raw_path, dtype=np.float32), runs)
@@ -155,9 +149,7 @@ def main() -> int:
     ours["load_zstd"] = median(lambda: ztnp.load_file(zpath), runs)
 
     tensors = {f"layers.{i}.w": small[i] for i in range(small.shape[0])}
-    spath, sst = os.path.join(d, "ours-small.zt"), os.path.join(
-        d, "st-small.safetensors"
-    )
+    spath, sst = os.path.join(d, "ours-small.zt"), os.path.join(d, "st-small.safetensors")
     ours["save_small"] = median(
         lambda: ztnp.save_file(tensors, spath), max(1, runs // 2), rm(spath)
     )

@@ -40,10 +40,12 @@ if [ ! -x "$PYVENV/bin/python" ]; then
     "$PY" -m venv "$PYVENV"
 fi
 "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.7,<2" "numpy>=1.24" scipy ml_dtypes pytest mypy ruff black \
-    "safetensors==0.8.0" torch
+    "maturin==1.16.0" "numpy>=1.24" "scipy==1.17.1" "ml_dtypes==0.6.0" "pytest==9.2.0" \
+    "mypy==2.4.1" "ruff==0.17.6" "black==26.10.1" "safetensors==0.8.0" "torch==2.9.1"
 (cd python && VIRTUAL_ENV="$PWD/../$PYVENV" "../$PYVENV/bin/maturin" develop --release --locked --quiet)
-(cd python && "../$PYVENV/bin/ruff" check ztensor tests && "../$PYVENV/bin/black" --check --quiet ztensor tests)
+(cd python && "../$PYVENV/bin/ruff" check ztensor tests ../benches \
+    && "../$PYVENV/bin/black" --check ztensor tests \
+    && "../$PYVENV/bin/black" --check --config pyproject.toml ../benches)
 (cd python && "../$PYVENV/bin/python" -m mypy ztensor && "../$PYVENV/bin/python" -m mypy.stubtest ztensor._native)
 ZT_REQUIRE_INTEROP=1 "$PYVENV/bin/python" -m pytest -q python/tests
 

@@ -16,9 +16,7 @@ from ztensor import Reader, Writer
 
 UPSTREAM = os.environ.get("ZT_INTEROP_PYTHON")
 REQUIRED = os.environ.get("ZT_REQUIRE_INTEROP") == "1"
-SCRIPT = (
-    Path(__file__).resolve().parents[2] / "tests" / "interop" / "upstream_interop.py"
-)
+SCRIPT = Path(__file__).resolve().parents[2] / "tests" / "interop" / "upstream_interop.py"
 
 needs_upstream = pytest.mark.skipif(
     UPSTREAM is None and not REQUIRED,
@@ -65,9 +63,7 @@ class TestUpstreamInterop:
             for name, arr in tensors.items():
                 w.add_tensor(name, arr)
                 w.add_tensor(name + "_z", arr, compress=True, checksum="sha256")
-            w.add_sparse_csr(
-                "csr", np.array([1.0, 2.0], np.float32), [1, 0], [0, 1, 2], (2, 2)
-            )
+            w.add_sparse_csr("csr", np.array([1.0, 2.0], np.float32), [1, 0], [0, 1, 2], (2, 2))
             w.add_sparse_coo("coo", np.array([3.0], np.float64), [[1], [0]], (2, 2))
         dump = upstream_dump("ours.zt")
         objects = dump["objects"]
@@ -83,9 +79,7 @@ class TestUpstreamInterop:
         assert objects["c64"]["parts"]["data"]["logical"] == "complex64"
         csr = objects["csr"]
         assert csr["layout"] == "zt.sparse_csr/1"
-        assert np.frombuffer(
-            bytes.fromhex(csr["parts"]["indptr"]["hex"]), np.uint32
-        ).tolist() == [
+        assert np.frombuffer(bytes.fromhex(csr["parts"]["indptr"]["hex"]), np.uint32).tolist() == [
             0,
             1,
             2,
@@ -141,7 +135,5 @@ class TestSafetensors:
         theirs = st.load_file("a.safetensors")
         assert ours.keys() == theirs.keys()
         for k in tensors:
-            assert ours[k].dtype == theirs[k].dtype and torch.equal(
-                ours[k], theirs[k]
-            ), k
+            assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
         assert Reader("a.zt").attributes == {"format": "pt"}

@@ -55,13 +55,9 @@ def sample(dtype: Any, shape: tuple[int, ...] = (3, 5)) -> np.ndarray:
         return rng.integers(0, 2, shape).astype(np.bool_)
     if np.dtype(dtype).kind in "iu":
         info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -1000), min(info.max, 1000), shape).astype(
-            dtype
-        )
+        return rng.integers(max(info.min, -1000), min(info.max, 1000), shape).astype(dtype)
     if np.dtype(dtype).kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(
-            dtype
-        )
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
     return rng.standard_normal(shape).astype(np.float32).astype(dtype)
 
 
@@ -110,9 +106,7 @@ class TestSparse:
         coo = csr.tocoo()
         values = csr.data.astype(dtype)
         with Writer("s.zt") as w:
-            w.add_sparse_csr(
-                "csr", values, csr.indices, csr.indptr, csr.shape, compress=compress
-            )
+            w.add_sparse_csr("csr", values, csr.indices, csr.indptr, csr.shape, compress=compress)
             w.add_sparse_coo(
                 "coo",
                 coo.data.astype(dtype),
@@ -166,9 +160,7 @@ class TestFileFeatures:
         }
         with Writer("m.zt", metadata=meta) as w:
             for alg in ["xxh3", "crc32c", "blake3", "sha256", None]:
-                w.add_tensor(
-                    f"t_{alg}", np.arange(10), checksum=alg, metadata={"alg": str(alg)}
-                )
+                w.add_tensor(f"t_{alg}", np.arange(10), checksum=alg, metadata={"alg": str(alg)})
         with Reader("m.zt") as r:
             assert r.attributes == meta
             assert r.metadata("t_crc32c").checksum.startswith("crc32c:")

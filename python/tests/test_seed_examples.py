@@ -326,9 +326,7 @@ class TestCoreApiExamples:
                 r.read_tensor("my_csr").toarray(), [[1, 0, 2], [0, 0, 3], [4, 0, 0]]
             )
         with Reader("coo.zt") as r:
-            np.testing.assert_array_equal(
-                r.read_tensor("diagonal").toarray(), np.diag([1.0, 2, 3])
-            )
+            np.testing.assert_array_equal(r.read_tensor("diagonal").toarray(), np.diag([1.0, 2, 3]))
 
     def test_reader_section(self, capsys: pytest.CaptureFixture[str]) -> None:
         ns = run(QUICK_START, {})

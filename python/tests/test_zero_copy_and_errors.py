@@ -55,9 +55,7 @@ class TestErrors:
     def test_missing_file(self) -> None:
         with pytest.raises(ZTensorFileNotFoundError) as e:
             Reader("nope.zt")
-        assert isinstance(e.value, FileNotFoundError) and isinstance(
-            e.value, ZTensorError
-        )
+        assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ZTensorError)
 
     def test_corrupt_file_names_the_rule(self) -> None:
         with Writer("c.zt") as w:

@@ -33,9 +33,7 @@ _TYPES = [
     ElementType("f64", "float64", np.dtype("<f8"), torch="float64"),
     ElementType("f32", "float32", np.dtype("<f4"), torch="float32"),
     ElementType("f16", "float16", np.dtype("<f2"), torch="float16"),
-    ElementType(
-        "bf16", "bfloat16", np.dtype("<u2"), ml_dtype="bfloat16", torch="bfloat16"
-    ),
+    ElementType("bf16", "bfloat16", np.dtype("<u2"), ml_dtype="bfloat16", torch="bfloat16"),
     ElementType("i64", "int64", np.dtype("<i8"), torch="int64"),
     ElementType("i32", "int32", np.dtype("<i4"), torch="int32"),
     ElementType("i16", "int16", np.dtype("<i2"), torch="int16"),
@@ -47,9 +45,7 @@ _TYPES = [
     ElementType("bool", "bool", np.dtype("u1"), torch="bool"),
     ElementType("complex64", "complex64", np.dtype("<c8"), torch="complex64"),
     ElementType("complex128", "complex128", np.dtype("<c16"), torch="complex128"),
-    ElementType(
-        "f8_e4m3fn", "float8_e4m3fn", np.dtype("u1"), "float8_e4m3fn", "float8_e4m3fn"
-    ),
+    ElementType("f8_e4m3fn", "float8_e4m3fn", np.dtype("u1"), "float8_e4m3fn", "float8_e4m3fn"),
     ElementType("f8_e5m2", "float8_e5m2", np.dtype("u1"), "float8_e5m2", "float8_e5m2"),
     ElementType(
         "f8_e4m3fnuz",
@@ -65,9 +61,7 @@ _TYPES = [
         "float8_e5m2fnuz",
         "float8_e5m2fnuz",
     ),
-    ElementType(
-        "f8_e8m0", "float8_e8m0fnu", np.dtype("u1"), "float8_e8m0fnu", "float8_e8m0fnu"
-    ),
+    ElementType("f8_e8m0", "float8_e8m0fnu", np.dtype("u1"), "float8_e8m0fnu", "float8_e8m0fnu"),
 ]
 
 BY_CORE = {t.core: t for t in _TYPES}

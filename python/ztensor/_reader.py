@@ -55,9 +55,7 @@ class TensorMetadata:
         self.shape: tuple[int, ...] = tuple(info["shape"])
         self.layout: str = _LAYOUTS.get(info["layout"], info["layout"])
         parts: dict[str, dict[str, Any]] = info["parts"]
-        main = parts.get(_MAIN_PART.get(self.layout, "data")) or next(
-            iter(parts.values())
-        )
+        main = parts.get(_MAIN_PART.get(self.layout, "data")) or next(iter(parts.values()))
         core = main["type"] or main["dtype"]
         self._type = _dtypes.BY_CORE.get(core)
         self.dtype_str: str = self._type.long if self._type else core
@@ -110,9 +108,7 @@ class _RowSlice:
         stop = max(stop, start)
         t = self._meta._type
         if t is None:
-            raise UnsupportedError(
-                f"{self._meta.name!r}: cannot decode {self._meta.dtype_str!r}"
-            )
+            raise UnsupportedError(f"{self._meta.name!r}: cannot decode {self._meta.dtype_str!r}")
         raw = self._reader._native_reader().rows(self._meta.name, start, stop)
         arr = raw.view(t.storage).reshape((stop - start, *self._meta.shape[1:]))
         return _as_user_dtype(arr, t)
@@ -144,9 +140,7 @@ class Reader:
         FormatError: The file is not a valid `.zt` file.
     """
 
-    def __init__(
-        self, file_path: str | os.PathLike[str], *, backend: str = "mmap"
-    ) -> None:
+    def __init__(self, file_path: str | os.PathLike[str], *, backend: str = "mmap") -> None:
         self._native: NativeReader | None = NativeReader(os.fspath(file_path), backend)
         self._path = os.fspath(file_path)
 
@@ -254,9 +248,7 @@ class Reader:
         the zstd frames covering them, when compressed)."""
         meta = self.metadata(name)
         if meta.layout != "dense":
-            raise ZTensorValueError(
-                f"{name!r} is {meta.layout}; only dense tensors slice by rows"
-            )
+            raise ZTensorValueError(f"{name!r} is {meta.layout}; only dense tensors slice by rows")
         return _RowSlice(self, meta)
 
     def verify(self) -> dict[str, int]:
@@ -321,7 +313,5 @@ class Reader:
         vals = self._scipy_values(meta, values)
         coords = coords.astype(np.int64)
         if len(meta.shape) == 2:
-            return scipy.sparse.coo_matrix(
-                (vals, (coords[0], coords[1])), shape=meta.shape
-            )
+            return scipy.sparse.coo_matrix((vals, (coords[0], coords[1])), shape=meta.shape)
         return scipy.sparse.coo_array((vals, tuple(coords)), shape=meta.shape)

@@ -21,9 +21,7 @@ def _level(compress: bool | int) -> int | None:
         return None
     if isinstance(compress, int) and 1 <= compress <= 22:
         return int(compress)
-    raise ZTensorValueError(
-        f"compress must be False, True or a level 1-22, not {compress!r}"
-    )
+    raise ZTensorValueError(f"compress must be False, True or a level 1-22, not {compress!r}")
 
 
 def _to_numpy(tensor: Any) -> tuple[np.ndarray, _dtypes.ElementType]:
@@ -189,9 +187,7 @@ class Writer:
         idx = np.asarray(indices)
         dims = [int(d) for d in shape]
         if idx.ndim != 2 or idx.shape[0] != len(dims):
-            raise ZTensorValueError(
-                f"indices must have shape (ndim, nnz) = ({len(dims)}, nnz)"
-            )
+            raise ZTensorValueError(f"indices must have shape (ndim, nnz) = ({len(dims)}, nnz)")
         self._w().add_coo(
             name,
             dims,

@@ -40,9 +40,7 @@ def load_file(filename: str | os.PathLike[str], copy: bool = False) -> dict[str,
         return {name: r.read_tensor(name, copy=copy) for name in r.tensor_names}
 
 
-def save(
-    tensors: dict[str, np.ndarray], metadata: dict[str, Any] | None = None
-) -> bytes:
+def save(tensors: dict[str, np.ndarray], metadata: dict[str, Any] | None = None) -> bytes:
     """Serialises a dict of arrays to the bytes of a `.zt` file."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "tensors.zt")

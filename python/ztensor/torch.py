@@ -28,9 +28,7 @@ def _numpy_from_torch(tensor: torch.Tensor) -> tuple[np.ndarray, _dtypes.Element
     """A contiguous CPU copy-free (when possible) NumPy view of a tensor."""
     torch = _torch()
     if tensor.layout != torch.strided:
-        raise ZTensorValueError(
-            "sparse torch tensors: use add_sparse_csr / add_sparse_coo"
-        )
+        raise ZTensorValueError("sparse torch tensors: use add_sparse_csr / add_sparse_coo")
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
@@ -65,9 +63,7 @@ def _to_torch(arr: np.ndarray, t: _dtypes.ElementType) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def _tensor_from_reader(
-    reader: Reader, meta: TensorMetadata, device: str = "cpu"
-) -> torch.Tensor:
+def _tensor_from_reader(reader: Reader, meta: TensorMetadata, device: str = "cpu") -> torch.Tensor:
     torch = _torch()
     t = reader._typed(meta)
     native = reader._native_reader()
@@ -106,16 +102,12 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     )
 
 
-def _write(
-    w: Writer, tensors: dict[str, torch.Tensor], force_contiguous: bool = True
-) -> None:
+def _write(w: Writer, tensors: dict[str, torch.Tensor], force_contiguous: bool = True) -> None:
     """Adds tensors; exact views of the same storage are stored once."""
     first: dict[tuple[Any, ...], str] = {}
     for name, tensor in tensors.items():
         if not force_contiguous and not tensor.is_contiguous():
-            raise ZTensorValueError(
-                f"{name!r} is not contiguous; pass force_contiguous=True"
-            )
+            raise ZTensorValueError(f"{name!r} is not contiguous; pass force_contiguous=True")
         key = _storage_key(tensor)
         if key in first:
             w.add_alias(name, first[key])
@@ -158,20 +150,12 @@ def _mapped_storage(r: Reader) -> Any:
     )
 
 
-def _mapped_tensor(
-    r: Reader, meta: TensorMetadata, storage: Any
-) -> torch.Tensor | None:
+def _mapped_tensor(r: Reader, meta: TensorMetadata, storage: Any) -> torch.Tensor | None:
     """A tensor over the mapped file for raw dense parts (no copy: pages are
     read on first touch and copied only if written), else None."""
     t = meta._type
     info = r._native_reader().object(meta.name)["parts"]["data"]
-    if (
-        storage is None
-        or t is None
-        or t.torch is None
-        or info["encoding"]
-        or info["shard"]
-    ):
+    if storage is None or t is None or t.torch is None or info["encoding"] or info["shard"]:
         return None
     r._native_reader().dense(meta.name)  # checks the data rules (bool bytes, ...)
     torch = _torch()
@@ -205,9 +189,7 @@ def _load_all(r: Reader, device: str | Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
-) -> bytes:
+def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
     """Serialises a dict of tensors to the bytes of a `.zt` file."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "tensors.zt")
