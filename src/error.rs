@@ -243,6 +243,15 @@ pub enum Error {
         value: u64,
         limit: u64,
     },
+    /// A file of another format (GGUF, ...) breaks that format's rules.
+    /// `rule` is a stable id such as `gguf-string-length`.
+    #[error("{rule}: {detail}")]
+    Foreign {
+        format: &'static str,
+        rule: &'static str,
+        offset: Option<u64>,
+        detail: String,
+    },
     /// A name the caller asked for does not exist.
     #[error("{kind} not found: {name:?}")]
     NotFound { kind: &'static str, name: String },

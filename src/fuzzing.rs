@@ -92,3 +92,15 @@ pub fn write_read_round_trip(data: &[u8]) {
     r.verify().expect("verify what we wrote");
     let _ = std::fs::remove_file(&path);
 }
+
+/// Parse a GGUF file and touch every tensor's byte range.
+pub fn gguf_parse(data: &[u8]) {
+    if let Ok(g) = crate::formats::gguf::GgufFile::parse(data) {
+        for t in &g.tensors {
+            let bytes = g
+                .tensor_bytes(data, t)
+                .expect("validated offsets are in bounds");
+            assert_eq!(bytes.len() as u64, t.n_bytes);
+        }
+    }
+}

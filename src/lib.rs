@@ -33,6 +33,7 @@ pub mod digest;
 pub mod dtype;
 pub mod element;
 mod error;
+pub mod formats;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layout;

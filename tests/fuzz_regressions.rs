@@ -41,3 +41,8 @@ fn zstd_decode() {
 fn round_trip() {
     replay("round_trip", ztensor::fuzzing::write_read_round_trip);
 }
+
+#[test]
+fn gguf() {
+    replay("gguf", ztensor::fuzzing::gguf_parse);
+}

@@ -1,0 +1,3 @@
+//! Readers of other tensor formats, each in its own module.
+
+pub mod gguf;
