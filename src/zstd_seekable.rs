@@ -345,6 +345,7 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
     // A zeroed allocation comes from calloc/mmap: its pages are faulted in
     // by the decoding threads in parallel rather than zeroed serially here.
     let mut out = vec![0u8; span_len];
+    advise_huge_pages(&mut out);
     decode_frames_into(stored, frames, &mut out)?;
     let cut_start = (start - span_start) as usize;
     let cut_end = (end - span_start) as usize;
@@ -384,6 +385,36 @@ fn decode_frames_into(stored: &[u8], frames: &[Frame], out: &mut [u8]) -> Result
             decode_frame(dctx, src, dst)
         },
     )
+}
+
+/// Asks the kernel to back a large fresh buffer with transparent huge pages,
+/// so the decoding threads take one fault per 2 MiB instead of per 4 KiB.
+/// Purely advisory: failure changes nothing.
+pub fn advise_huge_pages(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if buf.len() < 4 * HUGE {
+            return;
+        }
+        let start = buf.as_mut_ptr() as usize;
+        let aligned = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + buf.len()) & !(HUGE - 1);
+        if end > aligned {
+            // SAFETY: [aligned, end) lies inside `buf`, which we borrow
+            // mutably; MADV_HUGEPAGE only changes how the kernel backs the
+            // pages, never their contents, and cannot invalidate the range.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 /// Checks every frame of the part (decoding it) without keeping the output.
