@@ -533,3 +533,49 @@ fn our_files_read_exactly_in_upstream() {
     std::fs::write(dir.join("expected.tsv"), ex.lines.join("\n") + "\n").unwrap();
     run_script("check", &dir);
 }
+
+#[test]
+#[ignore = "needs ZT_INTEROP_PYTHON with ztensor==2.1.2; scripts/test.sh runs it"]
+fn gguf_conversion_matches_upstream_convert() {
+    use ztensor::formats::convert::{gguf_to_zt, recorded_type, type_name};
+    use ztensor::formats::gguf::GgufFile;
+    let fixtures = std::env::var_os("ZT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .join("gguf");
+    let dir = scratch("interop-convert");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&fixtures).expect("GGUF fixtures") {
+        let src = entry.unwrap().path();
+        if src.extension().is_none_or(|e| e != "gguf") {
+            continue;
+        }
+        let out = dir.join(src.file_stem().unwrap()).with_extension("zt");
+        let rep = gguf_to_zt(&src, &out, WriteOptions::default()).unwrap();
+        // Every key's exact GGUF type is recorded.
+        let g = GgufFile::parse(&std::fs::read(&src).unwrap()).unwrap();
+        let r = Reader::open(&out).unwrap();
+        r.verify().unwrap();
+        let attrs = r.attributes().unwrap();
+        for (k, v) in &g.metadata {
+            assert_eq!(recorded_type(attrs, k), Some(type_name(v)), "{k}");
+        }
+        assert_eq!(rep.tensors, g.tensors.len());
+        let res = Command::new(python())
+            .arg(script())
+            .arg("convert-check")
+            .arg(&src)
+            .arg(&out)
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&res.stdout));
+        eprint!("{}", String::from_utf8_lossy(&res.stderr));
+        assert!(
+            res.status.success(),
+            "{} differs from upstream's conversion",
+            src.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 19, "only {n} fixtures converted");
+}

@@ -1,3 +1,4 @@
 //! Readers of other tensor formats, each in its own module.
 
+pub mod convert;
 pub mod gguf;

@@ -192,7 +192,46 @@ def check_ours(directory: Path) -> int:
     return 1 if failures else 0
 
 
+def check_convert(gguf_path: str, ours_path: str) -> int:
+    """Upstream converts `gguf_path`; both results must agree in objects,
+    layouts, shapes, dtypes, part bytes and metadata values."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        theirs_path = os.path.join(d, "theirs.zt")
+        ztensor.convert(gguf_path, theirs_path, align=4096)
+        theirs = ztensor.open(theirs_path)
+        ours = ztensor.open(ours_path)
+        problems = []
+        if sorted(theirs.keys()) != sorted(ours.keys()):
+            problems.append(f"objects differ: {sorted(set(theirs.keys()) ^ set(ours.keys()))}")
+        for name in theirs.keys():
+            if name not in ours:
+                continue
+            a, b = theirs[name], ours[name]
+            for attr in ("layout", "shape", "dtype", "logical", "parts"):
+                if getattr(a, attr) != getattr(b, attr):
+                    problems.append(f"{name}.{attr}: {getattr(a, attr)!r} != {getattr(b, attr)!r}")
+            for p in a.parts:
+                pa = a if a.parts == ["data"] else a[p]
+                pb = b if b.parts == ["data"] else b[p]
+                if pa.tobytes() != pb.tobytes():
+                    problems.append(f"{name}/{p}: bytes differ")
+        ours_attrs = dict(ours.attributes or {})
+        ours_attrs.pop("gguf", None)
+        their_attrs = theirs.attributes or {}
+        for k in sorted(set(ours_attrs) | set(their_attrs)):
+            if ours_attrs.get(k) != their_attrs.get(k):
+                problems.append(f"attribute {k}: {str(ours_attrs.get(k))[:60]} != {str(their_attrs.get(k))[:60]}")
+        for p in problems:
+            print("MISMATCH", os.path.basename(gguf_path), p)
+        print(f"{os.path.basename(gguf_path)}: {len(theirs.keys())} objects compared, {len(problems)} mismatches")
+        return 1 if problems else 0
+
+
 def main() -> int:
+    if sys.argv[1] == "convert-check":
+        return check_convert(sys.argv[2], sys.argv[3])
     mode, directory = sys.argv[1], Path(sys.argv[2])
     os.makedirs(directory, exist_ok=True)
     if mode == "write":

@@ -1,6 +1,6 @@
 //! `zt info`, `zt verify` and `zt get`.
 
-use crate::util::{human_bytes, table};
+use crate::util::{emit, human_bytes, table};
 use std::path::Path;
 use ztensor::{npy, Error, Reader, Result};
 
@@ -11,8 +11,8 @@ fn shape_str(shape: &[u64]) -> String {
 
 pub fn run(file: &Path) -> Result<()> {
     let r = Reader::open(file)?;
-    println!(
-        "{}: {} objects, {} ({})",
+    emit(&format!(
+        "{}: {} objects, {} ({})\n",
         file.display(),
         r.len(),
         human_bytes(r.file_len()),
@@ -21,7 +21,7 @@ pub fn run(file: &Path) -> Result<()> {
         } else {
             "ztensor v2"
         }
-    );
+    ));
     let mut rows = Vec::new();
     for name in r.names() {
         let o = r.object(name)?;
@@ -42,18 +42,21 @@ pub fn run(file: &Path) -> Result<()> {
             ]);
         }
     }
-    print!(
-        "{}",
-        table(
-            &["name", "layout", "dtype", "shape", "encoding", "stored", "digest"],
-            &rows
-        )
-    );
+    emit(&table(
+        &[
+            "name", "layout", "dtype", "shape", "encoding", "stored", "digest",
+        ],
+        &rows,
+    ));
     if let Some(a) = r.attributes() {
-        println!("attributes: {a}");
+        emit(&format!("attributes: {a}\n"));
     }
     for (name, s) in &r.manifest().shards {
-        println!("shard {name}: {} {}", human_bytes(s.size), s.digest.text);
+        emit(&format!(
+            "shard {name}: {} {}\n",
+            human_bytes(s.size),
+            s.digest.text
+        ));
     }
     Ok(())
 }

@@ -56,6 +56,23 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 4096)]
         align: u64,
     },
+    /// Convert a file of another format (detected by its magic bytes; GGUF
+    /// for now, or .zt, which is re-encoded) into .zt. GGUF metadata becomes
+    /// file attributes with every value's exact GGUF type recorded;
+    /// quantized tensors keep their block bytes verbatim.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// zstd level 1-22 for every part (default: raw).
+        #[arg(long, value_name = "LEVEL")]
+        compress: Option<i32>,
+        /// Digest for every part: xxh3, sha256, crc32c, blake3 or none.
+        #[arg(long, value_name = "ALG", default_value = "xxh3")]
+        digest: String,
+        /// Blob alignment, a power of two ≥ 4096.
+        #[arg(long, value_name = "N", default_value_t = 4096)]
+        align: u64,
+    },
     /// Extract one dense tensor as a .npy file.
     Get {
         file: PathBuf,
@@ -102,6 +119,13 @@ fn main() -> ExitCode {
             &input, &output, compress, frame_size, &digest, canonical, align,
         ),
         Command::Get { file, name, output } => info::get(&file, &name, &output),
+        Command::Convert {
+            input,
+            output,
+            compress,
+            digest,
+            align,
+        } => rewrite::convert(&input, &output, compress, &digest, align),
         Command::Demo { dir } => demo::run(&dir),
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };

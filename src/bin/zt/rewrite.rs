@@ -5,6 +5,72 @@ use ztensor::{
     DigestAlg, Error, Object, PartOptions, Reader, Result, WriteOptions, Writer, ZstdOptions,
 };
 
+/// `zt convert`: GGUF (or .zt) in, .zt out.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    compress: Option<i32>,
+    digest: &str,
+    align: u64,
+) -> Result<()> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(input)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::Io {
+            context: format!("reading {}", input.display()),
+            source: e,
+        })?;
+    match ztensor::formats::convert::detect(&head[..n]) {
+        ztensor::formats::convert::Format::Zt => run(
+            input,
+            output,
+            compress,
+            ztensor::zstd_seekable::DEFAULT_FRAME_SIZE,
+            digest,
+            false,
+            align,
+        ),
+        ztensor::formats::convert::Format::Gguf => {
+            let options = WriteOptions {
+                align,
+                digest: parse_digest(digest)?,
+                compression: compress.map(ZstdOptions::level),
+                ..WriteOptions::default()
+            };
+            let t = std::time::Instant::now();
+            let rep = ztensor::formats::convert::gguf_to_zt(input, output, options)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{} -> {}: {} tensors ({} quantized, kept verbatim), {} metadata keys, {} bytes in {:.2}s ({:.2} GB/s)",
+                input.display(),
+                output.display(),
+                rep.tensors,
+                rep.quantized,
+                rep.metadata_keys,
+                rep.output_bytes,
+                secs,
+                rep.input_bytes as f64 / secs.max(1e-9) / 1e9
+            );
+            Ok(())
+        }
+        ztensor::formats::convert::Format::Unknown => Err(Error::Unsupported(format!(
+            "{}: not a format zt converts yet (GGUF or .zt; detected by magic bytes)",
+            input.display()
+        ))),
+    }
+}
+
+fn parse_digest(digest: &str) -> Result<Option<DigestAlg>> {
+    match digest {
+        "none" => Ok(None),
+        other => other.parse::<DigestAlg>().map(Some).map_err(|()| {
+            Error::Usage(format!(
+                "unknown digest {other:?}; use xxh3, sha256, crc32c, blake3 or none"
+            ))
+        }),
+    }
+}
+
 pub fn run(
     input: &Path,
     output: &Path,
