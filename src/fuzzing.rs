@@ -104,3 +104,13 @@ pub fn gguf_parse(data: &[u8]) {
         }
     }
 }
+
+/// Parse a safetensors file and touch every tensor's byte range.
+pub fn safetensors_parse(data: &[u8]) {
+    if let Ok(st) = crate::formats::safetensors::SafetensorsFile::parse(data) {
+        for t in &st.tensors {
+            st.tensor_bytes(data, t)
+                .expect("validated offsets are in bounds");
+        }
+    }
+}

@@ -46,3 +46,8 @@ fn round_trip() {
 fn gguf() {
     replay("gguf", ztensor::fuzzing::gguf_parse);
 }
+
+#[test]
+fn safetensors() {
+    replay("safetensors", ztensor::fuzzing::safetensors_parse);
+}

@@ -578,4 +578,27 @@ fn gguf_conversion_matches_upstream_convert() {
         n += 1;
     }
     assert!(n >= 19, "only {n} fixtures converted");
+
+    // safetensors checkpoints too.
+    for model in ["llama-tiny", "qwen2-tiny"] {
+        let src = fixtures
+            .join("../safetensors")
+            .join(model)
+            .join("model.safetensors");
+        let out = dir.join(format!("{model}-st.zt"));
+        ztensor::formats::convert::safetensors_to_zt(&src, &out, WriteOptions::default()).unwrap();
+        Reader::open(&out).unwrap().verify().unwrap();
+        let res = Command::new(python())
+            .arg(script())
+            .arg("convert-check")
+            .arg(&src)
+            .arg(&out)
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&res.stdout));
+        assert!(
+            res.status.success(),
+            "{model}: differs from upstream's conversion"
+        );
+    }
 }

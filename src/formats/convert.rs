@@ -11,6 +11,7 @@ use crate::cbor::Value;
 use crate::dtype::{DType, ElementType};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
+use crate::formats::safetensors::SafetensorsFile;
 use crate::writer::{PartOptions, WriteOptions, Writer};
 use memmap2::Mmap;
 use std::fs::File;
@@ -31,6 +32,7 @@ pub struct ConvertReport {
 pub enum Format {
     Zt,
     Gguf,
+    Safetensors,
     Unknown,
 }
 
@@ -40,6 +42,9 @@ pub fn detect(head: &[u8]) -> Format {
         Format::Zt
     } else if head.starts_with(b"GGUF") {
         Format::Gguf
+    } else if head.len() > 8 && head[8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        // safetensors: a u64 header length, then a JSON object.
+        Format::Safetensors
     } else {
         Format::Unknown
     }
@@ -114,18 +119,57 @@ pub fn gguf_attributes(g: &GgufFile) -> Result<Value> {
     Value::map(entries)
 }
 
-/// Converts a GGUF file into `.zt`.
-pub fn gguf_to_zt(input: &Path, output: &Path, options: WriteOptions) -> Result<ConvertReport> {
+fn map_input(input: &Path) -> Result<Mmap> {
     let file = File::open(input).map_err(|e| Error::Io {
         context: format!("opening {}", input.display()),
         source: e,
     })?;
     // SAFETY: read-only map of a file we only read; a concurrent truncation
     // would fault, the same documented hazard as the .zt reader's map.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
         context: format!("mapping {}", input.display()),
         source: e,
-    })?;
+    })
+}
+
+/// Converts a safetensors file into `.zt`: names and dtypes kept,
+/// `__metadata__` as file attributes.
+pub fn safetensors_to_zt(
+    input: &Path,
+    output: &Path,
+    options: WriteOptions,
+) -> Result<ConvertReport> {
+    let map = map_input(input)?;
+    let st = SafetensorsFile::parse(&map)?;
+    let mut w = Writer::create_with(output, options.clone())?;
+    if let Some(m) = &st.metadata {
+        let attrs = m
+            .iter()
+            .map(|(k, v)| (Value::text(k.as_str()), Value::text(v.as_str())))
+            .collect();
+        w.set_attributes(Value::map(attrs)?)?;
+    }
+    let mut report = ConvertReport {
+        metadata_keys: st.metadata.as_ref().map_or(0, |m| m.len()),
+        input_bytes: map.len() as u64,
+        ..ConvertReport::default()
+    };
+    for t in &st.tensors {
+        let opts = PartOptions {
+            etype: t.element_type()?,
+            compression: options.compression,
+            digest: options.digest,
+        };
+        w.add_bytes_with(&t.name, &t.shape, st.tensor_bytes(&map, t)?, &opts, None)?;
+        report.tensors += 1;
+    }
+    report.output_bytes = w.finish()?;
+    Ok(report)
+}
+
+/// Converts a GGUF file into `.zt`.
+pub fn gguf_to_zt(input: &Path, output: &Path, options: WriteOptions) -> Result<ConvertReport> {
+    let map = map_input(input)?;
     let g = GgufFile::parse(&map)?;
     let mut w = Writer::create_with(output, options.clone())?;
     w.set_attributes(gguf_attributes(&g)?)?;

@@ -13,7 +13,7 @@ pub fn convert(
     digest: &str,
     align: u64,
 ) -> Result<()> {
-    let mut head = [0u8; 8];
+    let mut head = [0u8; 64];
     let n = std::fs::File::open(input)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .map_err(|e| Error::Io {
@@ -30,7 +30,8 @@ pub fn convert(
             false,
             align,
         ),
-        ztensor::formats::convert::Format::Gguf => {
+        f @ (ztensor::formats::convert::Format::Gguf
+        | ztensor::formats::convert::Format::Safetensors) => {
             let options = WriteOptions {
                 align,
                 digest: parse_digest(digest)?,
@@ -38,10 +39,14 @@ pub fn convert(
                 ..WriteOptions::default()
             };
             let t = std::time::Instant::now();
-            let rep = ztensor::formats::convert::gguf_to_zt(input, output, options)?;
+            let rep = if f == ztensor::formats::convert::Format::Gguf {
+                ztensor::formats::convert::gguf_to_zt(input, output, options)?
+            } else {
+                ztensor::formats::convert::safetensors_to_zt(input, output, options)?
+            };
             let secs = t.elapsed().as_secs_f64();
             println!(
-                "{} -> {}: {} tensors ({} quantized, kept verbatim), {} metadata keys, {} bytes in {:.2}s ({:.2} GB/s)",
+                "{} -> {}: {} tensors ({} quantized blocks kept verbatim), {} metadata keys, {} bytes in {:.2}s ({:.2} GB/s)",
                 input.display(),
                 output.display(),
                 rep.tensors,
@@ -54,7 +59,7 @@ pub fn convert(
             Ok(())
         }
         ztensor::formats::convert::Format::Unknown => Err(Error::Unsupported(format!(
-            "{}: not a format zt converts yet (GGUF or .zt; detected by magic bytes)",
+            "{}: not a format zt converts yet (GGUF, safetensors or .zt; detected by content)",
             input.display()
         ))),
     }
