@@ -5,15 +5,16 @@
 //! upstream ztensor writes them) plus `gguf: {version, alignment, types}`,
 //! where `types` records every key's exact GGUF type so an export can
 //! rebuild the header bit for bit. Parts are written straight from the
-//! mapped input, so memory stays flat whatever the model size.
+//! input in fixed-size chunks with `pread` (the header is read alone), so
+//! memory stays flat whatever the model size.
 
 use crate::cbor::Value;
 use crate::dtype::{DType, ElementType};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::formats::safetensors::SafetensorsFile;
+use crate::manifest::{Object, Part};
 use crate::writer::{PartOptions, WriteOptions, Writer};
-use memmap2::Mmap;
 use std::fs::File;
 use std::path::Path;
 
@@ -119,17 +120,97 @@ pub fn gguf_attributes(g: &GgufFile) -> Result<Value> {
     Value::map(entries)
 }
 
-fn map_input(input: &Path) -> Result<Mmap> {
-    let file = File::open(input).map_err(|e| Error::Io {
-        context: format!("opening {}", input.display()),
-        source: e,
-    })?;
-    // SAFETY: read-only map of a file we only read; a concurrent truncation
-    // would fault, the same documented hazard as the .zt reader's map.
-    unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
-        context: format!("mapping {}", input.display()),
+/// Copy buffer for streaming tensor data from the input file.
+const CHUNK: usize = 8 << 20;
+
+/// Streams `[offset, offset + len)` of `file` into a new part with `pread`
+/// in fixed chunks, so memory stays flat whatever the tensor size.
+fn stream_copy(
+    w: &mut Writer,
+    file: &File,
+    offset: u64,
+    len: u64,
+    opts: PartOptions,
+    buf: &mut [u8],
+) -> Result<Part> {
+    let mut sink = w.stream_part(opts)?;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        read_at(file, &mut buf[..n], offset + done)?;
+        sink.write(&buf[..n])?;
+        done += n as u64;
+    }
+    sink.finish()
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset).map_err(|e| Error::Io {
+        context: format!("reading {} bytes at offset {offset}", buf.len()),
         source: e,
     })
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(buf))
+        .map_err(|e| Error::Io {
+            context: format!("reading {} bytes at offset {offset}", buf.len()),
+            source: e,
+        })
+}
+
+fn object(shape: Vec<u64>, layout: String, part: Part, attributes: Option<Value>) -> Object {
+    Object {
+        shape,
+        layout,
+        parts: [("data".to_string(), part)].into_iter().collect(),
+        attributes,
+    }
+}
+
+fn open_input(input: &Path) -> Result<File> {
+    File::open(input).map_err(|e| Error::Io {
+        context: format!("opening {}", input.display()),
+        source: e,
+    })
+}
+
+fn file_len(file: &File, input: &Path) -> Result<u64> {
+    file.metadata().map(|m| m.len()).map_err(|e| Error::Io {
+        context: format!("reading metadata of {}", input.display()),
+        source: e,
+    })
+}
+
+/// The first `n` bytes of the file (at most its length).
+fn read_prefix(file: &File, n: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n.min(len) as usize];
+    read_at(file, &mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Parses a GGUF header from a growing prefix of the file: 1 MiB first,
+/// doubled while the header is cut short, so tensor data is never read.
+fn parse_gguf_header(file: &File, len: u64) -> Result<GgufFile> {
+    let mut n = 1u64 << 20;
+    loop {
+        let prefix = read_prefix(file, n, len)?;
+        match GgufFile::parse_prefix(&prefix, len) {
+            Err(Error::Foreign {
+                rule: "gguf-truncated" | "gguf-count" | "gguf-string-length",
+                ..
+            }) if (prefix.len() as u64) < len => {
+                n = n.saturating_mul(2);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Converts a safetensors file into `.zt`: names and dtypes kept,
@@ -139,8 +220,11 @@ pub fn safetensors_to_zt(
     output: &Path,
     options: WriteOptions,
 ) -> Result<ConvertReport> {
-    let map = map_input(input)?;
-    let st = SafetensorsFile::parse(&map)?;
+    let file = open_input(input)?;
+    let len = file_len(&file, input)?;
+    let first = read_prefix(&file, 8, len)?;
+    let span = SafetensorsFile::header_span(&first).unwrap_or(8).min(len);
+    let st = SafetensorsFile::parse_prefix(&read_prefix(&file, span, len)?, len)?;
     let mut w = Writer::create_with(output, options.clone())?;
     if let Some(m) = &st.metadata {
         let attrs = m
@@ -151,16 +235,18 @@ pub fn safetensors_to_zt(
     }
     let mut report = ConvertReport {
         metadata_keys: st.metadata.as_ref().map_or(0, |m| m.len()),
-        input_bytes: map.len() as u64,
+        input_bytes: len,
         ..ConvertReport::default()
     };
+    let mut buf = vec![0u8; CHUNK];
     for t in &st.tensors {
         let opts = PartOptions {
             etype: t.element_type()?,
             compression: options.compression,
             digest: options.digest,
         };
-        w.add_bytes_with(&t.name, &t.shape, st.tensor_bytes(&map, t)?, &opts, None)?;
+        let part = stream_copy(&mut w, &file, t.begin, t.end - t.begin, opts, &mut buf)?;
+        w.add_object(&t.name, object(t.shape.clone(), "dense".into(), part, None))?;
         report.tensors += 1;
     }
     report.output_bytes = w.finish()?;
@@ -169,39 +255,42 @@ pub fn safetensors_to_zt(
 
 /// Converts a GGUF file into `.zt`.
 pub fn gguf_to_zt(input: &Path, output: &Path, options: WriteOptions) -> Result<ConvertReport> {
-    let map = map_input(input)?;
-    let g = GgufFile::parse(&map)?;
+    let file = open_input(input)?;
+    let len = file_len(&file, input)?;
+    let g = parse_gguf_header(&file, len)?;
     let mut w = Writer::create_with(output, options.clone())?;
     w.set_attributes(gguf_attributes(&g)?)?;
     let mut report = ConvertReport {
         metadata_keys: g.metadata.len(),
-        input_bytes: map.len() as u64,
+        input_bytes: len,
         ..ConvertReport::default()
     };
+    let mut buf = vec![0u8; CHUNK];
     for t in &g.tensors {
-        let bytes = g.tensor_bytes(&map, t)?;
-        let shape = t.shape();
-        match dense_dtype(t.ggml_type.name) {
-            Some(d) => {
-                let opts = PartOptions {
-                    etype: ElementType::plain(d),
-                    compression: options.compression,
-                    digest: options.digest,
-                };
-                w.add_bytes_with(&t.name, &shape, bytes, &opts, None)?;
-            }
+        let dense = dense_dtype(t.ggml_type.name);
+        let opts = PartOptions {
+            etype: ElementType::plain(dense.unwrap_or(DType::U8)),
+            compression: options.compression,
+            digest: options.digest,
+        };
+        let part = stream_copy(&mut w, &file, t.offset, t.n_bytes, opts, &mut buf)?;
+        let obj = match dense {
+            Some(_) => object(t.shape(), "dense".into(), part, None),
             None => {
-                w.add_gguf(
-                    &t.name,
-                    &shape,
-                    t.ggml_type.name,
-                    t.ggml_type.block_elems,
-                    t.ggml_type.block_bytes,
-                    bytes,
-                )?;
                 report.quantized += 1;
+                let attrs = Value::text_map([
+                    ("block_bytes", Value::Uint(t.ggml_type.block_bytes)),
+                    ("elems_per_block", Value::Uint(t.ggml_type.block_elems)),
+                ])?;
+                object(
+                    t.shape(),
+                    format!("gguf.{}/1", t.ggml_type.name),
+                    part,
+                    Some(attrs),
+                )
             }
-        }
+        };
+        w.add_object(&t.name, obj)?;
         report.tensors += 1;
     }
     report.output_bytes = w.finish()?;

@@ -548,6 +548,13 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Parses and validates a whole GGUF file held in (or mapped into) memory.
     pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
+        GgufFile::parse_prefix(bytes, bytes.len() as u64)
+    }
+
+    /// Parses from the first bytes of a file of `file_len` bytes; tensor
+    /// data is checked against `file_len`. A prefix too short for the
+    /// header fails like a truncated file (retry with more bytes).
+    pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<GgufFile> {
         let mut c = Cursor { buf: bytes, pos: 0 };
         if c.take(4, "magic")? != MAGIC {
             return Err(err(
@@ -688,7 +695,6 @@ impl GgufFile {
         let data_offset = end_of_infos
             .checked_add((alignment - end_of_infos % alignment) % alignment)
             .ok_or_else(|| err("gguf-offset", end_of_infos, "data section offset overflows"))?;
-        let file_len = bytes.len() as u64;
         if !infos.is_empty() && data_offset > file_len {
             return Err(err(
                 "gguf-truncated",

@@ -165,6 +165,19 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile> {
+        SafetensorsFile::parse_prefix(bytes, bytes.len() as u64)
+    }
+
+    /// Bytes needed to parse the header (the 8-byte length plus the header),
+    /// from the first 8 bytes of a file.
+    pub fn header_span(first8: &[u8]) -> Option<u64> {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(first8.get(..8)?);
+        u64::from_le_bytes(n).checked_add(8)
+    }
+
+    /// Parses the header from the first bytes of a file of `file_len` bytes.
+    pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<SafetensorsFile> {
         if bytes.len() < 8 {
             return Err(err(
                 "safetensors-too-small",
@@ -181,13 +194,10 @@ impl SafetensorsFile {
             ));
         }
         let data_start = 8 + n;
-        if data_start > bytes.len() as u64 {
+        if data_start > file_len || data_start > bytes.len() as u64 {
             return Err(err(
                 "safetensors-header-length",
-                format!(
-                    "header of {n} bytes runs past the {}-byte file",
-                    bytes.len()
-                ),
+                format!("header of {n} bytes runs past the {file_len}-byte file"),
             ));
         }
         let header = std::str::from_utf8(&bytes[8..data_start as usize])
@@ -241,10 +251,10 @@ impl SafetensorsFile {
             }
             at = t.end;
         }
-        if at != bytes.len() as u64 {
+        if at != file_len {
             return Err(err(
                 "safetensors-offsets",
-                format!("{} bytes after the last tensor", bytes.len() as u64 - at),
+                format!("the tensors end at {at}, the file at {file_len} (trailing bytes or truncation)"),
             ));
         }
         Ok(SafetensorsFile {
