@@ -129,15 +129,16 @@ impl Store {
     }
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` (pread where available).
 #[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
         .map_err(|e| Error::io(format!("reading {} bytes at offset {offset}", buf.len()), e))
 }
 
 #[cfg(not(unix))]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = file;
     f.seek(SeekFrom::Start(offset))

@@ -357,8 +357,7 @@ impl Writer {
         self.out.flush().map_err(io("flushing", &path))?;
         for blob in candidates {
             let mut existing = vec![0u8; blob.length as usize];
-            read_at(self.out.get_ref(), &mut existing, blob.offset)
-                .map_err(io("reading back", &path))?;
+            crate::store::read_exact_at(self.out.get_ref(), &mut existing, blob.offset)?;
             if existing == bytes {
                 return Ok(Some(blob));
             }
@@ -880,20 +879,6 @@ impl Drop for Writer {
     fn drop(&mut self) {
         self.cleanup();
     }
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "dedup read-back needs unix",
-    ))
 }
 
 fn dense_object(shape: &[u64], part: Part, attributes: Option<Value>) -> Object {

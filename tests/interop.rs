@@ -41,6 +41,24 @@ fn run_script(mode: &str, dir: &Path) {
     assert!(out.status.success(), "upstream_interop.py {mode} failed");
 }
 
+/// Upstream converts `src` itself and compares its result with `ours`.
+fn convert_check(src: &Path, ours: &Path) {
+    let res = Command::new(python())
+        .arg(script())
+        .arg("convert-check")
+        .arg(src)
+        .arg(ours)
+        .output()
+        .expect("run python");
+    print!("{}", String::from_utf8_lossy(&res.stdout));
+    eprint!("{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{} differs from upstream's conversion",
+        src.display()
+    );
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -561,20 +579,7 @@ fn gguf_conversion_matches_upstream_convert() {
             assert_eq!(recorded_type(attrs, k), Some(type_name(v)), "{k}");
         }
         assert_eq!(rep.tensors, g.tensors.len());
-        let res = Command::new(python())
-            .arg(script())
-            .arg("convert-check")
-            .arg(&src)
-            .arg(&out)
-            .output()
-            .unwrap();
-        print!("{}", String::from_utf8_lossy(&res.stdout));
-        eprint!("{}", String::from_utf8_lossy(&res.stderr));
-        assert!(
-            res.status.success(),
-            "{} differs from upstream's conversion",
-            src.display()
-        );
+        convert_check(&src, &out);
         n += 1;
     }
     assert!(n >= 19, "only {n} fixtures converted");
@@ -588,17 +593,6 @@ fn gguf_conversion_matches_upstream_convert() {
         let out = dir.join(format!("{model}-st.zt"));
         ztensor::formats::convert::safetensors_to_zt(&src, &out, WriteOptions::default()).unwrap();
         Reader::open(&out).unwrap().verify().unwrap();
-        let res = Command::new(python())
-            .arg(script())
-            .arg("convert-check")
-            .arg(&src)
-            .arg(&out)
-            .output()
-            .unwrap();
-        print!("{}", String::from_utf8_lossy(&res.stdout));
-        assert!(
-            res.status.success(),
-            "{model}: differs from upstream's conversion"
-        );
+        convert_check(&src, &out);
     }
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -214,9 +213,6 @@ def save_model(
     """Saves a model's state dict. Shared (tied) parameters are stored once,
     under every name, and come back tied."""
     state = model.state_dict(keep_vars=False)
-    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-    for name, t in state.items():
-        groups[_storage_key(t)].append(name)
     tensors = {}
     for name, t in state.items():
         tensors[name] = t if force_contiguous or t.is_contiguous() else t.contiguous()

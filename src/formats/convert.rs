@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::formats::safetensors::SafetensorsFile;
 use crate::manifest::{Object, Part};
+use crate::store::read_exact_at;
 use crate::writer::{PartOptions, WriteOptions, Writer};
 use std::fs::File;
 use std::path::Path;
@@ -137,32 +138,11 @@ fn stream_copy(
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
-        read_at(file, &mut buf[..n], offset + done)?;
+        read_exact_at(file, &mut buf[..n], offset + done)?;
         sink.write(&buf[..n])?;
         done += n as u64;
     }
     sink.finish()
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset).map_err(|e| Error::Io {
-        context: format!("reading {} bytes at offset {offset}", buf.len()),
-        source: e,
-    })
-}
-
-#[cfg(not(unix))]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))
-        .and_then(|_| f.read_exact(buf))
-        .map_err(|e| Error::Io {
-            context: format!("reading {} bytes at offset {offset}", buf.len()),
-            source: e,
-        })
 }
 
 fn object(shape: Vec<u64>, layout: String, part: Part, attributes: Option<Value>) -> Object {
@@ -191,7 +171,7 @@ fn file_len(file: &File, input: &Path) -> Result<u64> {
 /// The first `n` bytes of the file (at most its length).
 fn read_prefix(file: &File, n: u64, len: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; n.min(len) as usize];
-    read_at(file, &mut buf, 0)?;
+    read_exact_at(file, &mut buf, 0)?;
     Ok(buf)
 }
 
