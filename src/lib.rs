@@ -52,5 +52,5 @@ pub use error::{Error, Result, Rule};
 pub use manifest::{Blob, Manifest, Object, Part};
 pub use reader::{CooTensor, CsrTensor, OpenOptions, Reader, TensorData, VerifyReport};
 pub use store::Backend;
-pub use writer::{DenseSink, PartOptions, PartSink, WriteOptions, Writer};
+pub use writer::{AtomicFile, DenseSink, PartOptions, PartSink, WriteOptions, Writer};
 pub use zstd_seekable::ZstdOptions;

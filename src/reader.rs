@@ -8,6 +8,7 @@ use crate::digest::DigestAlg;
 use crate::dtype::{ElementType, Logical};
 use crate::element::{self, Element};
 use crate::error::{Error, Result, Rule};
+use crate::formats::{self, Format};
 use crate::layout::{self, LayoutKind};
 use crate::manifest::{self, Manifest, Object, Part, ZSTD_SEEKABLE};
 use crate::store::{Backend, Store};
@@ -186,11 +187,16 @@ pub struct VerifyReport {
     pub shards_checked: usize,
 }
 
-/// An open `.zt` file.
+/// An open tensor file: a `.zt` container, or a GGUF, safetensors, npy,
+/// npz or legacy ztensor file seen through an equivalent manifest.
 pub struct Reader {
     store: Store,
     path: Option<PathBuf>,
-    footer: Footer,
+    format: Format,
+    /// Size of the file opened (the decoded image may differ).
+    source_len: u64,
+    /// `None` for files of other formats, read through a synthesized manifest.
+    footer: Option<Footer>,
     manifest: Manifest,
     options: OpenOptions,
     shards: HashMap<String, OnceLock<Arc<Store>>>,
@@ -232,6 +238,43 @@ impl Reader {
     }
 
     fn from_store(store: Store, path: Option<PathBuf>, options: OpenOptions) -> Result<Reader> {
+        let head = store.read(0, store.len().min(64))?;
+        let format = formats::detect(&head);
+        if format != Format::Zt && format != Format::Unknown {
+            drop(head);
+            let foreign = formats::open_foreign(format, &store, &options)?;
+            let source_len = store.len();
+            let store = match foreign.image {
+                Some(image) => Store::Memory(Arc::from(image)),
+                None => store,
+            };
+            for (name, object) in &foreign.manifest.objects {
+                for (role, part) in &object.parts {
+                    if part
+                        .blob
+                        .offset
+                        .checked_add(part.blob.length)
+                        .is_none_or(|e| e > store.len())
+                    {
+                        return Err(Error::usage(format!(
+                            "{name}/{role}: synthesized part lies outside the file"
+                        )));
+                    }
+                }
+                layout::validate_object(name, object)?;
+            }
+            return Ok(Reader {
+                store,
+                path,
+                format,
+                source_len,
+                footer: None,
+                manifest: foreign.manifest,
+                options,
+                shards: HashMap::new(),
+            });
+        }
+        drop(head);
         let footer = read_footer(&store)?;
         let len = store.len();
         let manifest = match footer.manifest_blob(len, options.max_manifest_bytes)? {
@@ -265,7 +308,9 @@ impl Reader {
         Ok(Reader {
             store,
             path,
-            footer,
+            format: Format::Zt,
+            source_len: len,
+            footer: Some(footer),
             manifest,
             options,
             shards,
@@ -274,15 +319,21 @@ impl Reader {
 
     /// True for a manifest-less data shard.
     pub fn is_data_shard(&self) -> bool {
-        self.footer.is_data_shard()
+        self.footer.as_ref().is_some_and(Footer::is_data_shard)
+    }
+
+    /// The format the file was read as (detected from its first bytes).
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    pub fn footer(&self) -> &Footer {
-        &self.footer
+    /// The container footer; `None` for files of other formats.
+    pub fn footer(&self) -> Option<&Footer> {
+        self.footer.as_ref()
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -291,7 +342,7 @@ impl Reader {
 
     /// File size in bytes.
     pub fn file_len(&self) -> u64 {
-        self.store.len()
+        self.source_len
     }
 
     /// File-level attributes.
@@ -459,6 +510,37 @@ impl Reader {
                 )?))
             }
         }
+    }
+
+    /// Copies decoded bytes `[start, start + dst.len())` of a part into
+    /// `dst` (`pread` for raw parts of file-backed readers).
+    pub fn part_range_into(
+        &self,
+        name: &str,
+        role: &str,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let (_, part) = self.part(name, role)?;
+        let end = start
+            .checked_add(dst.len() as u64)
+            .filter(|&e| e <= part.decoded_size())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "range [{start}, +{}) is outside {name}/{role}'s {} bytes",
+                    dst.len(),
+                    part.decoded_size()
+                ))
+            })?;
+        if part.decoded_length.is_none() {
+            self.check_decodable(name, role, part)?;
+            return self
+                .store_of(part)?
+                .read_into(part.blob.offset + start, dst);
+        }
+        let bytes = self.part_range(name, role, start..end)?;
+        dst.copy_from_slice(&bytes);
+        Ok(())
     }
 
     fn typed_etype(name: &str, role: &str, part: &Part) -> Result<ElementType> {

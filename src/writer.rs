@@ -163,6 +163,62 @@ fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A file written whole and published atomically: bytes go to a temp
+/// file in the same directory, which `commit` syncs and renames over the
+/// target; dropped uncommitted, the temp file is removed.
+pub struct AtomicFile {
+    out: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(path: impl AsRef<Path>) -> Result<AtomicFile> {
+        let path = path.as_ref().to_path_buf();
+        let tmp = temp_path(&path)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io("creating", &tmp))?;
+        Ok(AtomicFile {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            path,
+        })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| Error::usage("file already committed"))?;
+        out.write_all(bytes).map_err(io("writing", &self.tmp))
+    }
+
+    /// Syncs the data, renames it over the target and syncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| Error::usage("file already committed"))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(format!("writing {}", self.tmp.display()), e.into_error()))?;
+        file.sync_all().map_err(io("syncing", &self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io("renaming onto", &self.path))?;
+        sync_dir(&self.path)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 impl Writer {
     /// Creates (or replaces, atomically at finish) a file with default options.
     pub fn create(path: impl AsRef<Path>) -> Result<Writer> {

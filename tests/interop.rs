@@ -555,7 +555,7 @@ fn our_files_read_exactly_in_upstream() {
 #[test]
 #[ignore = "needs ZT_INTEROP_PYTHON with ztensor==2.1.2; scripts/test.sh runs it"]
 fn gguf_conversion_matches_upstream_convert() {
-    use ztensor::formats::convert::{gguf_to_zt, recorded_type, type_name};
+    use ztensor::formats::convert::{convert, recorded_type, type_name};
     use ztensor::formats::gguf::GgufFile;
     let fixtures = std::env::var_os("ZT_FIXTURES")
         .map(PathBuf::from)
@@ -569,7 +569,7 @@ fn gguf_conversion_matches_upstream_convert() {
             continue;
         }
         let out = dir.join(src.file_stem().unwrap()).with_extension("zt");
-        let rep = gguf_to_zt(&src, &out, WriteOptions::default()).unwrap();
+        let rep = convert(&src, &out, WriteOptions::default()).unwrap();
         // Every key's exact GGUF type is recorded.
         let g = GgufFile::parse(&std::fs::read(&src).unwrap()).unwrap();
         let r = Reader::open(&out).unwrap();
@@ -591,7 +591,7 @@ fn gguf_conversion_matches_upstream_convert() {
             .join(model)
             .join("model.safetensors");
         let out = dir.join(format!("{model}-st.zt"));
-        ztensor::formats::convert::safetensors_to_zt(&src, &out, WriteOptions::default()).unwrap();
+        ztensor::formats::convert::convert(&src, &out, WriteOptions::default()).unwrap();
         Reader::open(&out).unwrap().verify().unwrap();
         convert_check(&src, &out);
     }

@@ -2,9 +2,10 @@
 //! name; f32/f16/bf16/f64/i8..i64 tensors become `dense`, quantized ones
 //! `gguf.<type>/1` with their block bytes verbatim; the logical shape is the
 //! GGUF dims reversed. Metadata becomes file attributes (plain values, as
-//! upstream ztensor writes them) plus `gguf: {version, alignment, types}`,
-//! where `types` records every key's exact GGUF type so an export can
-//! rebuild the header bit for bit. Parts are written straight from the
+//! upstream ztensor writes them) plus `gguf: {version, alignment, types,
+//! keys, tensors}`, where `types` records every key's exact GGUF type and
+//! `keys` / `tensors` the file order, so an export rebuilds the file bit
+//! for bit. Parts are written straight from the
 //! input in fixed-size chunks with `pread` (the header is read alone), so
 //! memory stays flat whatever the model size.
 
@@ -13,43 +14,22 @@ use crate::dtype::{DType, ElementType};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::formats::safetensors::SafetensorsFile;
-use crate::manifest::{Object, Part};
-use crate::store::read_exact_at;
+use crate::formats::Format;
+use crate::manifest::{Blob, Manifest, Object, Part};
+use crate::reader::OpenOptions;
+use crate::store::Backend;
 use crate::writer::{PartOptions, WriteOptions, Writer};
-use std::fs::File;
 use std::path::Path;
 
 /// What a conversion wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertReport {
+    pub format: Option<Format>,
     pub tensors: usize,
     pub quantized: usize,
     pub metadata_keys: usize,
     pub input_bytes: u64,
     pub output_bytes: u64,
-}
-
-/// Input formats we recognise by their first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Zt,
-    Gguf,
-    Safetensors,
-    Unknown,
-}
-
-/// Detects a format from the leading bytes (not the extension).
-pub fn detect(head: &[u8]) -> Format {
-    if head.starts_with(&crate::container::MAGIC) {
-        Format::Zt
-    } else if head.starts_with(b"GGUF") {
-        Format::Gguf
-    } else if head.len() > 8 && head[8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        // safetensors: a u64 header length, then a JSON object.
-        Format::Safetensors
-    } else {
-        Format::Unknown
-    }
 }
 
 fn dense_dtype(ggml: &str) -> Option<DType> {
@@ -107,10 +87,14 @@ pub fn gguf_attributes(g: &GgufFile) -> Result<Value> {
         entries.push((Value::text(k.as_str()), to_value(v)));
         types.push((Value::text(k.as_str()), Value::text(type_name(v))));
     }
+    let keys = g.metadata.iter().map(|(k, _)| Value::text(k.as_str()));
+    let tensors = g.tensors.iter().map(|t| Value::text(t.name.as_str()));
     let gguf = Value::text_map([
         ("version", Value::Uint(g.version as u64)),
         ("alignment", Value::Uint(g.alignment)),
         ("types", Value::map(types)?),
+        ("keys", Value::Array(keys.collect())),
+        ("tensors", Value::Array(tensors.collect())),
     ])?;
     if g.metadata.iter().any(|(k, _)| k == "gguf") {
         return Err(Error::Unsupported(
@@ -121,28 +105,15 @@ pub fn gguf_attributes(g: &GgufFile) -> Result<Value> {
     Value::map(entries)
 }
 
-/// Copy buffer for streaming tensor data from the input file.
-const CHUNK: usize = 8 << 20;
-
-/// Streams `[offset, offset + len)` of `file` into a new part with `pread`
-/// in fixed chunks, so memory stays flat whatever the tensor size.
-fn stream_copy(
-    w: &mut Writer,
-    file: &File,
-    offset: u64,
-    len: u64,
-    opts: PartOptions,
-    buf: &mut [u8],
-) -> Result<Part> {
-    let mut sink = w.stream_part(opts)?;
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        read_exact_at(file, &mut buf[..n], offset + done)?;
-        sink.write(&buf[..n])?;
-        done += n as u64;
+fn part(etype: ElementType, offset: u64, length: u64) -> Part {
+    Part {
+        etype,
+        blob: Blob { offset, length },
+        shard: None,
+        encoding: None,
+        decoded_length: None,
+        digest: None,
     }
-    sink.finish()
 }
 
 fn object(shape: Vec<u64>, layout: String, part: Part, attributes: Option<Value>) -> Object {
@@ -154,110 +125,21 @@ fn object(shape: Vec<u64>, layout: String, part: Part, attributes: Option<Value>
     }
 }
 
-fn open_input(input: &Path) -> Result<File> {
-    File::open(input).map_err(|e| Error::Io {
-        context: format!("opening {}", input.display()),
-        source: e,
-    })
-}
-
-fn file_len(file: &File, input: &Path) -> Result<u64> {
-    file.metadata().map(|m| m.len()).map_err(|e| Error::Io {
-        context: format!("reading metadata of {}", input.display()),
-        source: e,
-    })
-}
-
-/// The first `n` bytes of the file (at most its length).
-fn read_prefix(file: &File, n: u64, len: u64) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; n.min(len) as usize];
-    read_exact_at(file, &mut buf, 0)?;
-    Ok(buf)
-}
-
-/// Parses a GGUF header from a growing prefix of the file: 1 MiB first,
-/// doubled while the header is cut short, so tensor data is never read.
-fn parse_gguf_header(file: &File, len: u64) -> Result<GgufFile> {
-    let mut n = 1u64 << 20;
-    loop {
-        let prefix = read_prefix(file, n, len)?;
-        match GgufFile::parse_prefix(&prefix, len) {
-            Err(Error::Foreign {
-                rule: "gguf-truncated" | "gguf-count" | "gguf-string-length",
-                ..
-            }) if (prefix.len() as u64) < len => {
-                n = n.saturating_mul(2);
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Converts a safetensors file into `.zt`: names and dtypes kept,
-/// `__metadata__` as file attributes.
-pub fn safetensors_to_zt(
-    input: &Path,
-    output: &Path,
-    options: WriteOptions,
-) -> Result<ConvertReport> {
-    let file = open_input(input)?;
-    let len = file_len(&file, input)?;
-    let first = read_prefix(&file, 8, len)?;
-    let span = SafetensorsFile::header_span(&first).unwrap_or(8).min(len);
-    let st = SafetensorsFile::parse_prefix(&read_prefix(&file, span, len)?, len)?;
-    let mut w = Writer::create_with(output, options.clone())?;
-    if let Some(m) = &st.metadata {
-        let attrs = m
-            .iter()
-            .map(|(k, v)| (Value::text(k.as_str()), Value::text(v.as_str())))
-            .collect();
-        w.set_attributes(Value::map(attrs)?)?;
-    }
-    let mut report = ConvertReport {
-        metadata_keys: st.metadata.as_ref().map_or(0, |m| m.len()),
-        input_bytes: len,
-        ..ConvertReport::default()
+/// A GGUF file as a manifest: parts point at the tensor data in the file.
+pub fn gguf_manifest(g: &GgufFile) -> Result<Manifest> {
+    let mut m = Manifest {
+        attributes: Some(gguf_attributes(g)?),
+        ..Manifest::default()
     };
-    let mut buf = vec![0u8; CHUNK];
-    for t in &st.tensors {
-        let opts = PartOptions {
-            etype: t.element_type()?,
-            compression: options.compression,
-            digest: options.digest,
-        };
-        let part = stream_copy(&mut w, &file, t.begin, t.end - t.begin, opts, &mut buf)?;
-        w.add_object(&t.name, object(t.shape.clone(), "dense".into(), part, None))?;
-        report.tensors += 1;
-    }
-    report.output_bytes = w.finish()?;
-    Ok(report)
-}
-
-/// Converts a GGUF file into `.zt`.
-pub fn gguf_to_zt(input: &Path, output: &Path, options: WriteOptions) -> Result<ConvertReport> {
-    let file = open_input(input)?;
-    let len = file_len(&file, input)?;
-    let g = parse_gguf_header(&file, len)?;
-    let mut w = Writer::create_with(output, options.clone())?;
-    w.set_attributes(gguf_attributes(&g)?)?;
-    let mut report = ConvertReport {
-        metadata_keys: g.metadata.len(),
-        input_bytes: len,
-        ..ConvertReport::default()
-    };
-    let mut buf = vec![0u8; CHUNK];
     for t in &g.tensors {
-        let dense = dense_dtype(t.ggml_type.name);
-        let opts = PartOptions {
-            etype: ElementType::plain(dense.unwrap_or(DType::U8)),
-            compression: options.compression,
-            digest: options.digest,
-        };
-        let part = stream_copy(&mut w, &file, t.offset, t.n_bytes, opts, &mut buf)?;
-        let obj = match dense {
-            Some(_) => object(t.shape(), "dense".into(), part, None),
+        let obj = match dense_dtype(t.ggml_type.name) {
+            Some(d) => object(
+                t.shape(),
+                "dense".into(),
+                part(ElementType::plain(d), t.offset, t.n_bytes),
+                None,
+            ),
             None => {
-                report.quantized += 1;
                 let attrs = Value::text_map([
                     ("block_bytes", Value::Uint(t.ggml_type.block_bytes)),
                     ("elems_per_block", Value::Uint(t.ggml_type.block_elems)),
@@ -265,12 +147,131 @@ pub fn gguf_to_zt(input: &Path, output: &Path, options: WriteOptions) -> Result<
                 object(
                     t.shape(),
                     format!("gguf.{}/1", t.ggml_type.name),
-                    part,
+                    part(ElementType::plain(DType::U8), t.offset, t.n_bytes),
                     Some(attrs),
                 )
             }
         };
-        w.add_object(&t.name, obj)?;
+        m.objects.insert(t.name.clone(), obj);
+    }
+    Ok(m)
+}
+
+/// A safetensors file as a manifest; `__metadata__` becomes attributes.
+pub fn safetensors_manifest(st: &SafetensorsFile) -> Result<Manifest> {
+    let attributes = match &st.metadata {
+        None => None,
+        Some(meta) => Some(Value::map(
+            meta.iter()
+                .map(|(k, v)| (Value::text(k.as_str()), Value::text(v.as_str())))
+                .collect(),
+        )?),
+    };
+    let mut m = Manifest {
+        attributes,
+        ..Manifest::default()
+    };
+    for t in &st.tensors {
+        let p = part(t.element_type()?, t.begin, t.end - t.begin);
+        m.objects.insert(
+            t.name.clone(),
+            object(t.shape.clone(), "dense".into(), p, None),
+        );
+    }
+    Ok(m)
+}
+
+/// Copy buffer for streaming tensor data from the input file.
+const CHUNK: u64 = 8 << 20;
+
+/// Converts any readable file (GGUF, safetensors, npy, npz, legacy ztensor
+/// or `.zt`) into `.zt`. Every object keeps its name, shape, layout,
+/// element types and attributes; part bytes are copied unchanged.
+pub fn convert(input: &Path, output: &Path, options: WriteOptions) -> Result<ConvertReport> {
+    convert_with_progress(input, output, options, &mut |_, _| {})
+}
+
+/// [`convert`], calling `progress(bytes_done, bytes_total)` after every
+/// chunk. The input is read with `pread` in 8 MiB chunks (its header
+/// alone is parsed), so memory stays flat whatever the model size.
+pub fn convert_with_progress(
+    input: &Path,
+    output: &Path,
+    options: WriteOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertReport> {
+    let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
+    let format = reader.format();
+    let mut w = Writer::create_with(output, options.clone())?;
+    let mut report = ConvertReport {
+        format: Some(format),
+        input_bytes: reader.file_len(),
+        ..ConvertReport::default()
+    };
+    if let Some(attrs) = reader.attributes() {
+        if let Value::Map(entries) = attrs {
+            report.metadata_keys = entries
+                .iter()
+                .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
+                .count();
+        }
+        w.set_attributes(attrs.clone())?;
+    }
+    // Copy in file order so the input is read front to back.
+    let mut names: Vec<(&str, u64)> = reader
+        .manifest()
+        .objects
+        .iter()
+        .map(|(n, o)| {
+            (
+                n.as_str(),
+                o.parts.values().map(|p| p.blob.offset).min().unwrap_or(0),
+            )
+        })
+        .collect();
+    names.sort_by_key(|&(n, off)| (off, n));
+    let total: u64 = reader
+        .manifest()
+        .objects
+        .values()
+        .flat_map(|o| o.parts.values())
+        .map(|p| p.decoded_size())
+        .sum();
+    let mut done = 0u64;
+    let mut buf = vec![0u8; CHUNK.min(total.max(1)) as usize];
+    for (name, _) in names {
+        let src = reader.object(name)?;
+        let mut parts = std::collections::BTreeMap::new();
+        for (role, p) in &src.parts {
+            let mut sink = w.stream_part(PartOptions {
+                etype: p.etype.clone(),
+                compression: options.compression,
+                digest: options.digest,
+            })?;
+            let size = p.decoded_size();
+            let mut at = 0u64;
+            while at < size {
+                let n = (size - at).min(buf.len() as u64) as usize;
+                reader.part_range_into(name, role, at, &mut buf[..n])?;
+                sink.write(&buf[..n])?;
+                at += n as u64;
+                done += n as u64;
+                progress(done, total);
+            }
+            parts.insert(role.clone(), sink.finish()?);
+        }
+        if src.layout.starts_with("gguf.") {
+            report.quantized += 1;
+        }
+        w.add_object(
+            name,
+            Object {
+                shape: src.shape.clone(),
+                layout: src.layout.clone(),
+                parts,
+                attributes: src.attributes.clone(),
+            },
+        )?;
         report.tensors += 1;
     }
     report.output_bytes = w.finish()?;

@@ -403,6 +403,26 @@ pub struct GgufFile {
     pub data_offset: u64,
 }
 
+/// Parses the header of a GGUF file in a store from a growing prefix
+/// (1 MiB, doubled while the header is cut short), so tensor data is
+/// never read.
+pub(crate) fn parse_store(store: &crate::store::Store) -> Result<GgufFile> {
+    let len = store.len();
+    let mut n = 1u64 << 20;
+    loop {
+        let prefix = store.read(0, n.min(len))?;
+        match GgufFile::parse_prefix(&prefix, len) {
+            Err(Error::Foreign {
+                rule: "gguf-truncated" | "gguf-count" | "gguf-string-length",
+                ..
+            }) if (prefix.len() as u64) < len => {
+                n = n.saturating_mul(2);
+            }
+            other => return other,
+        }
+    }
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,

@@ -139,6 +139,37 @@ fn element_type(dtype: &str) -> Option<ElementType> {
     }
 }
 
+/// Every dtype name safetensors defines that we map.
+const DTYPES: [&str; 20] = [
+    "F64",
+    "F32",
+    "F16",
+    "BF16",
+    "I64",
+    "I32",
+    "I16",
+    "I8",
+    "U64",
+    "U32",
+    "U16",
+    "U8",
+    "BOOL",
+    "F8_E4M3",
+    "F8_E5M2",
+    "F8_E4M3FNUZ",
+    "F8_E5M2FNUZ",
+    "F8_E8M0",
+    "F4",
+    "C64",
+];
+
+/// The safetensors dtype name for one of our element types, if it has one.
+pub fn dtype_name(etype: &ElementType) -> Option<&'static str> {
+    DTYPES
+        .into_iter()
+        .find(|d| element_type(d).as_ref() == Some(etype))
+}
+
 /// Bits per element of a safetensors dtype.
 fn bits(dtype: &str) -> Option<u64> {
     Some(match dtype {
@@ -161,6 +192,18 @@ pub struct SafetensorsFile {
     /// Tensors in data order.
     pub tensors: Vec<StTensor>,
     pub data_start: u64,
+}
+
+/// Parses the header of a safetensors file in a store, reading only the
+/// header bytes.
+pub(crate) fn parse_store(store: &crate::store::Store) -> Result<SafetensorsFile> {
+    let len = store.len();
+    let first = store.read(0, len.min(8))?;
+    let span = SafetensorsFile::header_span(&first)
+        .unwrap_or(8)
+        .min(len)
+        .min(MAX_HEADER + 8);
+    SafetensorsFile::parse_prefix(&store.read(0, span)?, len)
 }
 
 impl SafetensorsFile {

@@ -16,10 +16,10 @@ pub fn run(file: &Path) -> Result<()> {
         file.display(),
         r.len(),
         human_bytes(r.file_len()),
-        if r.is_data_shard() {
-            "data shard"
-        } else {
-            "ztensor v2"
+        match r.format() {
+            _ if r.is_data_shard() => "data shard",
+            ztensor::formats::Format::Zt => "ztensor v2",
+            other => other.name(),
         }
     ));
     let mut rows = Vec::new();

@@ -56,9 +56,9 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 4096)]
         align: u64,
     },
-    /// Convert a file of another format (detected by its magic bytes; GGUF
-    /// for now, or .zt, which is re-encoded) into .zt. GGUF metadata becomes
-    /// file attributes with every value's exact GGUF type recorded;
+    /// Convert a GGUF, safetensors, npy, npz, ztensor 1.x/0.1 or .zt file
+    /// (detected by its first bytes) into .zt. GGUF metadata becomes file
+    /// attributes with every value's exact GGUF type and order recorded;
     /// quantized tensors keep their block bytes verbatim.
     Convert {
         input: PathBuf,
@@ -72,7 +72,13 @@ enum Command {
         /// Blob alignment, a power of two ≥ 4096.
         #[arg(long, value_name = "N", default_value_t = 4096)]
         align: u64,
+        /// No progress bar and no summary line.
+        #[arg(long, short)]
+        quiet: bool,
     },
+    /// Export a file to GGUF or safetensors (chosen by OUTPUT's extension).
+    /// A .zt converted from GGUF exports back to the identical GGUF.
+    Export { input: PathBuf, output: PathBuf },
     /// Extract one dense tensor as a .npy file.
     Get {
         file: PathBuf,
@@ -125,7 +131,9 @@ fn main() -> ExitCode {
             compress,
             digest,
             align,
-        } => rewrite::convert(&input, &output, compress, &digest, align),
+            quiet,
+        } => rewrite::convert(&input, &output, compress, &digest, align, quiet),
+        Command::Export { input, output } => rewrite::export(&input, &output),
         Command::Demo { dir } => demo::run(&dir),
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };

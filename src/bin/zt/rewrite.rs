@@ -5,64 +5,82 @@ use ztensor::{
     DigestAlg, Error, Object, PartOptions, Reader, Result, WriteOptions, Writer, ZstdOptions,
 };
 
-/// `zt convert`: GGUF (or .zt) in, .zt out.
+/// Inputs above this size get a progress bar (unless `--quiet`).
+const PROGRESS_FROM: u64 = 256 << 20;
+
+/// `zt convert`: any readable format in (detected by content), `.zt` out.
 pub fn convert(
     input: &Path,
     output: &Path,
     compress: Option<i32>,
     digest: &str,
     align: u64,
+    quiet: bool,
 ) -> Result<()> {
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(input)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .map_err(|e| Error::Io {
-            context: format!("reading {}", input.display()),
-            source: e,
-        })?;
-    match ztensor::formats::convert::detect(&head[..n]) {
-        ztensor::formats::convert::Format::Zt => run(
-            input,
-            output,
-            compress,
-            ztensor::zstd_seekable::DEFAULT_FRAME_SIZE,
-            digest,
-            false,
-            align,
-        ),
-        f @ (ztensor::formats::convert::Format::Gguf
-        | ztensor::formats::convert::Format::Safetensors) => {
-            let options = WriteOptions {
-                align,
-                digest: parse_digest(digest)?,
-                compression: compress.map(ZstdOptions::level),
-                ..WriteOptions::default()
-            };
-            let t = std::time::Instant::now();
-            let rep = if f == ztensor::formats::convert::Format::Gguf {
-                ztensor::formats::convert::gguf_to_zt(input, output, options)?
-            } else {
-                ztensor::formats::convert::safetensors_to_zt(input, output, options)?
-            };
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{} -> {}: {} tensors ({} quantized blocks kept verbatim), {} metadata keys, {} bytes in {:.2}s ({:.2} GB/s)",
-                input.display(),
-                output.display(),
-                rep.tensors,
-                rep.quantized,
-                rep.metadata_keys,
-                rep.output_bytes,
-                secs,
-                rep.input_bytes as f64 / secs.max(1e-9) / 1e9
-            );
-            Ok(())
-        }
-        ztensor::formats::convert::Format::Unknown => Err(Error::Unsupported(format!(
-            "{}: not a format zt converts yet (GGUF, safetensors or .zt; detected by content)",
-            input.display()
-        ))),
+    let options = WriteOptions {
+        align,
+        digest: parse_digest(digest)?,
+        compression: compress.map(ZstdOptions::level),
+        ..WriteOptions::default()
+    };
+    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    // indicatif draws nothing when stderr is not a terminal.
+    let bar = (!quiet && size >= PROGRESS_FROM).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let t = std::time::Instant::now();
+    let rep = ztensor::formats::convert::convert_with_progress(
+        input,
+        output,
+        options,
+        &mut |done, total| {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        },
+    )?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
+    let secs = t.elapsed().as_secs_f64();
+    if !quiet {
+        println!(
+            "{} ({}) -> {}: {} tensors ({} quantized blocks kept verbatim), {} metadata keys, {} bytes in {:.2}s ({:.2} GB/s)",
+            input.display(),
+            rep.format.map_or("?", |f| f.name()),
+            output.display(),
+            rep.tensors,
+            rep.quantized,
+            rep.metadata_keys,
+            rep.output_bytes,
+            secs,
+            rep.input_bytes as f64 / secs.max(1e-9) / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// `zt export`: .zt (or any readable file) to GGUF or safetensors.
+pub fn export(input: &Path, output: &Path) -> Result<()> {
+    let rep = ztensor::formats::export::export(input, output)?;
+    println!(
+        "{} -> {}: {} tensors, {} metadata keys ({} attributes without a form there), {} bytes",
+        input.display(),
+        output.display(),
+        rep.tensors,
+        rep.metadata_keys,
+        rep.skipped_attributes,
+        rep.bytes
+    );
+    Ok(())
 }
 
 fn parse_digest(digest: &str) -> Result<Option<DigestAlg>> {
