@@ -554,7 +554,7 @@ fn our_files_read_exactly_in_upstream() {
 
 #[test]
 #[ignore = "needs ZT_INTEROP_PYTHON with ztensor==2.1.2; scripts/test.sh runs it"]
-fn gguf_conversion_matches_upstream_convert() {
+fn conversion_matches_upstream_convert() {
     use ztensor::formats::convert::{convert, recorded_type, type_name};
     use ztensor::formats::gguf::GgufFile;
     let fixtures = std::env::var_os("ZT_FIXTURES")
@@ -593,6 +593,16 @@ fn gguf_conversion_matches_upstream_convert() {
         let out = dir.join(format!("{model}-st.zt"));
         ztensor::formats::convert::convert(&src, &out, WriteOptions::default()).unwrap();
         Reader::open(&out).unwrap().verify().unwrap();
+        convert_check(&src, &out);
+    }
+
+    // numpy archives, stored and deflated.
+    for name in ["interop.npz", "interop_deflated.npz"] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/npz")
+            .join(name);
+        let out = dir.join(name).with_extension("zt");
+        ztensor::formats::convert::convert(&src, &out, WriteOptions::default()).unwrap();
         convert_check(&src, &out);
     }
 }

@@ -20,14 +20,17 @@ fn make_err(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             "ZTensorFileNotFoundError"
         }
         Error::Io { .. } => "ZTensorIOError",
-        Error::Corrupt { .. } => "FormatError",
+        Error::Corrupt { .. } | Error::Foreign { .. } => "FormatError",
         Error::Checksum { .. } => "ChecksumError",
         Error::Limit { .. } => "LimitError",
         Error::NotFound { .. } => "ZTensorKeyError",
         Error::Unsupported(_) => "UnsupportedError",
         _ => "ZTensorValueError",
     };
-    let rule = e.rule().map(|r| r.id());
+    let rule = match e {
+        Error::Foreign { rule, .. } => Some(*rule),
+        other => other.rule().map(|r| r.id()),
+    };
     let instance = errors.getattr(class)?.call1((e.to_string(),))?;
     instance.setattr("rule", rule)?;
     Ok(PyErr::from_value(instance))

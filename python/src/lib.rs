@@ -3,6 +3,7 @@
 
 mod convert;
 mod reader;
+mod tools;
 mod writer;
 
 use pyo3::prelude::*;
@@ -13,5 +14,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::NativeReader>()?;
     m.add_class::<reader::PartBuffer>()?;
     m.add_class::<writer::NativeWriter>()?;
+    m.add_function(wrap_pyfunction!(tools::convert, m)?)?;
+    m.add_function(wrap_pyfunction!(tools::export, m)?)?;
     Ok(())
 }

@@ -91,6 +91,11 @@ impl NativeReader {
         self.inner.file_len()
     }
 
+    /// The format the file was read as (`zt`, `gguf`, `safetensors`, ...).
+    fn format(&self) -> &'static str {
+        self.inner.format().name()
+    }
+
     /// Metadata of one object as a dict.
     fn object<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
         let o = self.inner.object(name).py_err()?;

@@ -12,7 +12,7 @@ pub struct NativeWriter {
     inner: Option<Writer>,
 }
 
-fn digest(name: Option<&str>) -> PyResult<Option<DigestAlg>> {
+pub(crate) fn digest(name: Option<&str>) -> PyResult<Option<DigestAlg>> {
     match name {
         None | Some("none") => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|()| {
@@ -23,7 +23,7 @@ fn digest(name: Option<&str>) -> PyResult<Option<DigestAlg>> {
     }
 }
 
-fn zstd(level: Option<i32>) -> PyResult<Option<ZstdOptions>> {
+pub(crate) fn zstd(level: Option<i32>) -> PyResult<Option<ZstdOptions>> {
     match level {
         None | Some(0) => Ok(None),
         Some(l) if (1..=22).contains(&l) => Ok(Some(ZstdOptions::level(l))),

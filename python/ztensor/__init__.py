@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._native import __version__
 from ._reader import Reader, TensorMetadata
+from ._tools import convert, export, open
 from ._writer import Writer
 
 __all__ = [
@@ -41,4 +42,7 @@ __all__ = [
     "ZTensorKeyError",
     "ZTensorValueError",
     "__version__",
+    "convert",
+    "export",
+    "open",
 ]

@@ -15,7 +15,8 @@ class ZTensorError(Exception):
 
 
 class FormatError(ZTensorError):
-    """The file breaks a rule of the `.zt` format."""
+    """The file breaks a rule of the `.zt` format (or of the foreign format
+    it was read as: GGUF, safetensors, npy/npz, legacy ztensor)."""
 
 
 class ChecksumError(FormatError):

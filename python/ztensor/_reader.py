@@ -137,12 +137,15 @@ class Reader:
 
     Raises:
         ZTensorFileNotFoundError: The file does not exist.
-        FormatError: The file is not a valid `.zt` file.
+        FormatError: The file is not a valid `.zt` file (or GGUF,
+            safetensors, npy, npz or legacy ztensor file; those open
+            read-only through the same interface).
     """
 
     def __init__(self, file_path: str | os.PathLike[str], *, backend: str = "mmap") -> None:
-        self._native: NativeReader | None = NativeReader(os.fspath(file_path), backend)
         self._path = os.fspath(file_path)
+        self._native: NativeReader | None = None
+        self._native = NativeReader(self._path, backend)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reader:
@@ -195,6 +198,12 @@ class Reader:
     def tensors(self) -> list[TensorMetadata]:
         """Metadata of every tensor."""
         return [self.metadata(n) for n in self.tensor_names]
+
+    @property
+    def format(self) -> str:
+        """The format the file was read as, detected from its first bytes:
+        `zt`, `gguf`, `safetensors`, `npy`, `npz`, `ztensor-1` or `ztensor-0.1`."""
+        return self._native_reader().format()
 
     @property
     def attributes(self) -> Any:

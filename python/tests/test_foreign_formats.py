@@ -1,0 +1,184 @@
+"""Foreign formats through `ztensor.open`, `ztensor.convert` and
+`ztensor.export`, checked against the reference readers: the `gguf`
+package (llama.cpp's own Python reader), `safetensors` and numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import pytest
+from safetensors.numpy import load_file as st_load
+
+import ztensor
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+GGUF_FILES = sorted((FIXTURES / "gguf").glob("*.gguf"))
+NPZ = REPO / "tests" / "data" / "npz"
+LEGACY = REPO / "tests" / "data" / "legacy"
+
+# gguf.GGUFValueType -> the type names recorded in our attributes.
+VALUE_TYPES = {
+    gguf.GGUFValueType.UINT8: "u8",
+    gguf.GGUFValueType.INT8: "i8",
+    gguf.GGUFValueType.UINT16: "u16",
+    gguf.GGUFValueType.INT16: "i16",
+    gguf.GGUFValueType.UINT32: "u32",
+    gguf.GGUFValueType.INT32: "i32",
+    gguf.GGUFValueType.FLOAT32: "f32",
+    gguf.GGUFValueType.BOOL: "bool",
+    gguf.GGUFValueType.STRING: "string",
+    gguf.GGUFValueType.UINT64: "u64",
+    gguf.GGUFValueType.INT64: "i64",
+    gguf.GGUFValueType.FLOAT64: "f64",
+}
+
+
+def reference_fields(path: Path) -> dict[str, tuple[str, Any]]:
+    """Every metadata key with its type name and value, per `gguf`."""
+    out: dict[str, tuple[str, Any]] = {}
+    for name, field in gguf.GGUFReader(path).fields.items():
+        if name.startswith("GGUF."):
+            continue  # the reader's own header pseudo-fields
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            kind = f"array[{VALUE_TYPES[field.types[1]]}]"
+        else:
+            kind = VALUE_TYPES[field.types[0]]
+        out[name] = (kind, field.contents())
+    return out
+
+
+def reference_tensors(path: Path) -> list[tuple[str, str, list[int], int, bytes]]:
+    """(name, ggml type, logical shape, absolute offset, bytes) in file order."""
+    return [
+        (
+            t.name,
+            t.tensor_type.name.lower(),
+            [int(d) for d in reversed(t.shape)],
+            int(t.data_offset),
+            t.data.tobytes(),
+        )
+        for t in gguf.GGUFReader(path).tensors
+    ]
+
+
+def our_tensors(r: ztensor.Reader) -> list[tuple[str, str, list[int], int, bytes]]:
+    order = r.attributes["gguf"]["tensors"]
+    out = []
+    for name in order:
+        obj = r._native_reader().object(name)
+        part = obj["parts"]["data"]
+        layout = obj["layout"]
+        kind = layout[len("gguf.") : -len("/1")] if layout.startswith("gguf.") else part["dtype"]
+        data = r._native_reader().part(name, "data").tobytes()
+        out.append((name, kind, list(obj["shape"]), part["offset"], data))
+    return out
+
+
+@pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
+def test_gguf_reader_agrees_with_the_gguf_package(path: Path) -> None:
+    r = ztensor.open(path)
+    assert r.format == "gguf"
+    attrs = r.attributes
+    ref = reference_fields(path)
+    assert attrs["gguf"]["keys"] == list(ref)
+    for key, (kind, value) in ref.items():
+        assert attrs["gguf"]["types"][key] == kind, key
+        assert attrs[key] == value, key
+    assert our_tensors(r) == reference_tensors(path)
+
+
+@pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
+def test_convert_then_export_rebuilds_the_gguf(path: Path, tmp_path: Path) -> None:
+    report = ztensor.convert(path, tmp_path / "m.zt")
+    assert report["format"] == "gguf"
+    ztensor.export(tmp_path / "m.zt", tmp_path / "m.gguf")
+    back = tmp_path / "m.gguf"
+    assert reference_fields(back) == reference_fields(path)
+    ours = [(n, t, s, b) for n, t, s, _, b in reference_tensors(back)]
+    assert ours == [(n, t, s, b) for n, t, s, _, b in reference_tensors(path)]
+    assert back.read_bytes() == path.read_bytes()
+
+
+def test_gguf_writer_files_with_quantized_types(tmp_path: Path) -> None:
+    """Files written by `gguf.GGUFWriter`, incl. quantized blocks it makes."""
+    from gguf.quants import quantize
+
+    path = tmp_path / "w.gguf"
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_uint32("test.u32", 7)
+    w.add_int8("test.i8", -3)
+    w.add_float64("test.f64", 0.1)
+    w.add_bool("test.flag", True)
+    w.add_array("test.names", ["a", "bc", ""])
+    w.add_array("test.ints", [1, 2, 3])
+    rng = np.random.default_rng(0)
+    w.add_tensor("dense", rng.standard_normal((4, 64), dtype=np.float32))
+    w.add_tensor("ints", np.arange(6, dtype=np.int32).reshape(2, 3))
+    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
+        data = rng.standard_normal((2, 64), dtype=np.float32)
+        w.add_tensor(f"q_{qtype.name}", quantize(data, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    r = ztensor.open(path)
+    assert our_tensors(r) == reference_tensors(path)
+    ref = reference_fields(path)
+    assert {k: r.attributes[k] for k in ref} == {k: v for k, (_, v) in ref.items()}
+    assert r.metadata("q_Q8_0").layout == "gguf.q8_0/1"
+    ztensor.convert(path, tmp_path / "w.zt")
+    ztensor.export(tmp_path / "w.zt", tmp_path / "back.gguf")
+    assert (tmp_path / "back.gguf").read_bytes() == path.read_bytes()
+
+
+def test_npz_and_npy_open_like_numpy() -> None:
+    for name in ("stored.npz", "deflated.npz"):
+        want = np.load(NPZ / name)
+        with ztensor.open(NPZ / name) as r:
+            assert r.format == "npz"
+            assert sorted(r.keys()) == sorted(want.files)
+            for key in want.files:
+                np.testing.assert_array_equal(r[key], want[key])
+                assert r[key].dtype == want[key].dtype
+    np.testing.assert_array_equal(ztensor.open(NPZ / "one.npy")["array"], np.load(NPZ / "one.npy"))
+
+
+def test_refused_npy_files_raise_format_errors() -> None:
+    for name, rule in [
+        ("object.npy", "npy-descr"),
+        ("big_endian.npy", "npy-descr"),
+        ("fortran.npy", "npy-fortran"),
+    ]:
+        with pytest.raises(ztensor.FormatError) as e:
+            ztensor.open(NPZ / name)
+        assert e.value.rule == rule
+
+
+def test_legacy_files_open_and_convert(tmp_path: Path) -> None:
+    r = ztensor.open(LEGACY / "v1_raw.zt")
+    assert r.format == "ztensor-1"
+    np.testing.assert_array_equal(r["ids"], np.arange(-5, 5, dtype=np.int32))
+    assert r.read_tensor("csr", to="numpy") is not None
+    assert ztensor.open(LEGACY / "v01.zt").format == "ztensor-0.1"
+    report = ztensor.convert(LEGACY / "v1_mixed.zt", tmp_path / "m.zt", compress=True)
+    assert report["format"] == "ztensor-1"
+    with ztensor.Reader(tmp_path / "m.zt") as z:
+        np.testing.assert_array_equal(z["u8"], np.arange(7, dtype=np.uint8))
+
+
+def test_export_to_safetensors_loads_in_safetensors(tmp_path: Path) -> None:
+    ztensor.export(NPZ / "stored.npz", tmp_path / "a.safetensors")
+    got = st_load(tmp_path / "a.safetensors")
+    want = np.load(NPZ / "stored.npz")
+    assert sorted(got) == sorted(want.files)
+    for key in want.files:
+        np.testing.assert_array_equal(got[key], want[key])
+    # And the safetensors file opens through ztensor.open too.
+    with ztensor.open(tmp_path / "a.safetensors") as r:
+        assert r.format == "safetensors"
+        np.testing.assert_array_equal(r["weight"], want["weight"])
