@@ -1,6 +1,7 @@
 //! Entry points shared by the cargo-fuzz targets and the regression tests
 //! that replay their findings. Each must return normally on any input.
 
+use crate::formats::Format;
 use crate::reader::{OpenOptions, Reader};
 use crate::writer::{PartOptions, WriteOptions, Writer};
 use crate::{cbor, zstd_seekable, DType, ElementType, Manifest, ZstdOptions};
@@ -112,5 +113,21 @@ pub fn safetensors_parse(data: &[u8]) {
             st.tensor_bytes(data, t)
                 .expect("validated offsets are in bounds");
         }
+    }
+}
+
+/// Open an npz/npy archive (or anything else) and read every member.
+pub fn npz_open(data: &[u8]) {
+    let detected = crate::formats::detect(&data[..data.len().min(64)]);
+    if matches!(detected, Format::Npz | Format::Npy) {
+        open_and_read(data);
+    }
+}
+
+/// Open a ztensor 1.x / 0.1 file and read every object.
+pub fn legacy_open(data: &[u8]) {
+    let detected = crate::formats::detect(&data[..data.len().min(64)]);
+    if matches!(detected, Format::ZtV1 | Format::ZtV01) {
+        open_and_read(data);
     }
 }

@@ -51,3 +51,13 @@ fn gguf() {
 fn safetensors() {
     replay("safetensors", ztensor::fuzzing::safetensors_parse);
 }
+
+#[test]
+fn npz() {
+    replay("npz", ztensor::fuzzing::npz_open);
+}
+
+#[test]
+fn legacy() {
+    replay("legacy", ztensor::fuzzing::legacy_open);
+}
