@@ -306,6 +306,13 @@ impl Writer {
             ));
         }
         let reader = Reader::open(path)?;
+        if reader.format() != crate::formats::Format::Zt {
+            return Err(Error::usage(format!(
+                "{} is a {} file, which is read-only; convert it to .zt first",
+                path.display(),
+                reader.format()
+            )));
+        }
         if reader.is_data_shard() {
             return Err(Error::usage("cannot append objects to a data shard"));
         }

@@ -168,3 +168,16 @@ fn what_a_target_cannot_hold_is_refused_without_leaving_a_file() {
     assert_unsupported_and_absent(&zt, &tmp("rank5.gguf"));
     assert!(matches!(export(&zt, &tmp("x.bin")), Err(Error::Usage(_))));
 }
+
+#[test]
+fn foreign_files_are_read_only() {
+    let src = repo("tests/data/npz/stored.npz");
+    let copy = tmp("ro.npz");
+    std::fs::copy(&src, &copy).unwrap();
+    assert!(matches!(Writer::append(&copy), Err(Error::Usage(_))));
+    assert!(matches!(
+        Writer::append_in_place(&copy, WriteOptions::default()),
+        Err(Error::Usage(_))
+    ));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&src).unwrap());
+}
