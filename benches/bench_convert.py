@@ -96,9 +96,7 @@ def main() -> int:
                 pass
         baseline = run(["true"])[1]
         out = str(Path(d) / "out.zt")
-        py_ours = (
-            "import sys, ztensor; ztensor.convert(sys.argv[1], sys.argv[2], checksum='xxh3')"
-        )
+        py_ours = "import sys, ztensor; ztensor.convert(sys.argv[1], sys.argv[2], checksum='xxh3')"
         py_up = "import sys, ztensor; ztensor.convert(sys.argv[1], sys.argv[2])"
         runners = {
             "ours (zt convert)": [args.zt, "convert", "-q", str(src), out],

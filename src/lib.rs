@@ -32,6 +32,8 @@ pub mod container;
 pub mod digest;
 pub mod dtype;
 pub mod element;
+#[cfg(feature = "engine")]
+pub mod engine;
 mod error;
 pub mod formats;
 #[doc(hidden)]

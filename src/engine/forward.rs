@@ -1,0 +1,349 @@
+//! The forward pass: embeddings, pre-norm attention with RoPE and GQA over
+//! a preallocated KV cache, SwiGLU MLP, final norm and LM head. A batch of
+//! tokens (prefill) goes through every matmul together, so each weight row
+//! is dequantized once per batch; scratch buffers are reused between calls.
+
+use super::model::{Model, RopeStyle, Weight};
+use super::quant;
+use crate::error::{Error, Result};
+use half::f16;
+use rayon::prelude::*;
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    F16,
+}
+
+impl KvType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KvData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+/// K and V for every layer and position, laid out `[layer][pos][kv_dim]`,
+/// allocated once for `n_ctx` positions.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub n_ctx: usize,
+    pub n_layer: usize,
+    pub kv_dim: usize,
+    k: KvData,
+    v: KvData,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, kind: KvType) -> Result<KvCache> {
+        let n = n_layer
+            .checked_mul(n_ctx)
+            .and_then(|x| x.checked_mul(kv_dim))
+            .filter(|&n| n <= (16usize << 30) / 4)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "a KV cache of {n_layer} layers × {n_ctx} positions × {kv_dim} is too large"
+                ))
+            })?;
+        let make = || match kind {
+            KvType::F32 => KvData::F32(vec![0.0; n]),
+            KvType::F16 => KvData::F16(vec![f16::ZERO; n]),
+        };
+        Ok(KvCache {
+            n_ctx,
+            n_layer,
+            kv_dim,
+            k: make(),
+            v: make(),
+        })
+    }
+
+    pub fn kind(&self) -> KvType {
+        match self.k {
+            KvData::F32(_) => KvType::F32,
+            KvData::F16(_) => KvType::F16,
+        }
+    }
+
+    fn at(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.n_ctx + pos) * self.kv_dim
+    }
+
+    fn put(data: &mut KvData, at: usize, row: &[f32]) {
+        match data {
+            KvData::F32(d) => d[at..at + row.len()].copy_from_slice(row),
+            KvData::F16(d) => {
+                for (o, &x) in d[at..at + row.len()].iter_mut().zip(row) {
+                    *o = f16::from_f32(x);
+                }
+            }
+        }
+    }
+
+    /// The stored bytes of layer `layer`'s K or V for positions `0..n`
+    /// (little-endian), for snapshots.
+    pub fn layer_bytes(&self, layer: usize, n: usize, v: bool) -> Vec<u8> {
+        let (s, e) = (self.at(layer, 0), self.at(layer, n));
+        match if v { &self.v } else { &self.k } {
+            KvData::F32(d) => d[s..e].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            KvData::F16(d) => d[s..e].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Dot of `q` with K row `pos` of head slice `[off, off + q.len())`.
+fn k_dot(k: &KvData, at: usize, q: &[f32]) -> f32 {
+    match k {
+        KvData::F32(d) => super::simd::dot_fn()(&d[at..at + q.len()], q),
+        KvData::F16(d) => d[at..at + q.len()]
+            .iter()
+            .zip(q)
+            .map(|(a, b)| a.to_f32() * b)
+            .sum(),
+    }
+}
+
+/// `out += w · V row`.
+fn v_axpy(v: &KvData, at: usize, w: f32, out: &mut [f32]) {
+    let n = out.len();
+    match v {
+        KvData::F32(d) => {
+            for (o, x) in out.iter_mut().zip(&d[at..at + n]) {
+                *o += w * x;
+            }
+        }
+        KvData::F16(d) => {
+            for (o, x) in out.iter_mut().zip(&d[at..at + n]) {
+                *o += w * x.to_f32();
+            }
+        }
+    }
+}
+
+/// Buffers reused across forward calls (grown, never shrunk).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    scores: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// Rows per parallel task in a matmul.
+const ROWS_PER_TASK: usize = 16;
+
+/// `out[i] = W · x[i]` for the `n` vectors of `x` (each `w.cols` long).
+fn matmul(
+    m: &Model,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+) -> Result<()> {
+    let bytes = m.bytes(w)?;
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    let t = sized(tmp, rows * n);
+    t.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (j, dst) in chunk.chunks_mut(n).enumerate() {
+                let r = c * ROWS_PER_TASK + j;
+                quant::row_dots(w.wtype, &bytes[r * rb..(r + 1) * rb], x, cols, dst);
+            }
+        });
+    for i in 0..n {
+        for r in 0..rows {
+            out[i * rows + r] = t[r * n + i];
+        }
+    }
+    Ok(())
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xi, oi) in x.chunks(d).zip(out.chunks_mut(d)) {
+        let ms = xi.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / d as f64;
+        let s = 1.0 / ((ms as f32) + eps).sqrt();
+        for ((o, v), g) in oi.iter_mut().zip(xi).zip(w) {
+            *o = v * s * g;
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], b: Option<&Vec<f32>>) {
+    if let Some(b) = b {
+        for row in x.chunks_mut(b.len()) {
+            for (o, v) in row.iter_mut().zip(b) {
+                *o += v;
+            }
+        }
+    }
+}
+
+fn rope(m: &Model, x: &mut [f32], n_heads: usize, pos0: usize) {
+    let c = &m.config;
+    let (hd, rd) = (c.head_dim, c.rope_dim);
+    let per_token = n_heads * hd;
+    for (i, tok) in x.chunks_mut(per_token).enumerate() {
+        let pos = (pos0 + i) as f64;
+        for head in tok.chunks_mut(hd) {
+            for p in 0..rd / 2 {
+                let mut inv = (c.rope_base as f64).powf(-2.0 * p as f64 / rd as f64);
+                if let Some(ff) = &m.rope_freqs {
+                    inv /= ff[p] as f64;
+                }
+                let (s, co) = (pos * inv).sin_cos();
+                let (s, co) = (s as f32, co as f32);
+                let (a, b) = match c.rope_style {
+                    RopeStyle::Normal => (2 * p, 2 * p + 1),
+                    RopeStyle::Neox => (p, p + rd / 2),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * co - x1 * s;
+                head[b] = x0 * s + x1 * co;
+            }
+        }
+    }
+}
+
+/// Runs `tokens` at positions `pos0..`, storing their K/V in `cache`.
+/// Writes the logits of the last token (or of every token when `all`) to
+/// `logits` (`n_vocab` per row).
+pub fn forward(
+    m: &Model,
+    cache: &mut KvCache,
+    s: &mut Scratch,
+    tokens: &[u32],
+    pos0: usize,
+    all: bool,
+    logits: &mut Vec<f32>,
+) -> Result<()> {
+    let c = &m.config;
+    let n = tokens.len();
+    if n == 0 {
+        logits.clear();
+        return Ok(());
+    }
+    if pos0 + n > cache.n_ctx {
+        return Err(Error::usage(format!(
+            "context full: {} + {n} tokens exceed n_ctx {}",
+            pos0, cache.n_ctx
+        )));
+    }
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+        return Err(Error::usage(format!(
+            "token id {t} is outside the vocabulary of {}",
+            c.n_vocab
+        )));
+    }
+    let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
+    let emb = m.bytes(&m.tok_embd)?;
+    let rb = m.tok_embd.row_bytes;
+    let x = sized(&mut s.x, n * d);
+    for (i, &t) in tokens.iter().enumerate() {
+        let t = t as usize;
+        quant::dequant_row(
+            m.tok_embd.wtype,
+            &emb[t * rb..(t + 1) * rb],
+            &mut x[i * d..(i + 1) * d],
+        )?;
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let group = c.n_head / c.n_head_kv;
+    let span = pos0 + n;
+    for (li, l) in m.layers.iter().enumerate() {
+        rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d));
+        matmul(m, &l.wq, &s.xn, n, sized(&mut s.q, n * qd), &mut s.tmp)?;
+        matmul(m, &l.wk, &s.xn, n, sized(&mut s.k, n * kvd), &mut s.tmp)?;
+        matmul(m, &l.wv, &s.xn, n, sized(&mut s.v, n * kvd), &mut s.tmp)?;
+        add_bias(&mut s.q, l.bq.as_ref());
+        add_bias(&mut s.k, l.bk.as_ref());
+        add_bias(&mut s.v, l.bv.as_ref());
+        rope(m, &mut s.q, c.n_head, pos0);
+        rope(m, &mut s.k, c.n_head_kv, pos0);
+        for i in 0..n {
+            let at = cache.at(li, pos0 + i);
+            KvCache::put(&mut cache.k, at, &s.k[i * kvd..(i + 1) * kvd]);
+            KvCache::put(&mut cache.v, at, &s.v[i * kvd..(i + 1) * kvd]);
+        }
+        let att = sized(&mut s.att, n * qd);
+        let scores = sized(&mut s.scores, n * c.n_head * span);
+        let q = &s.q;
+        let cache_ref = &*cache;
+        att.par_chunks_mut(hd)
+            .zip(scores.par_chunks_mut(span))
+            .enumerate()
+            .for_each(|(idx, (out, sc))| {
+                let (i, h) = (idx / c.n_head, idx % c.n_head);
+                let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                let kv_off = (h / group) * hd;
+                let len = pos0 + i + 1;
+                let sc = &mut sc[..len];
+                let mut max = f32::NEG_INFINITY;
+                for (p, v) in sc.iter_mut().enumerate() {
+                    *v = k_dot(&cache_ref.k, cache_ref.at(li, p) + kv_off, qh) * scale;
+                    max = max.max(*v);
+                }
+                let mut sum = 0f32;
+                for v in sc.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                out.fill(0.0);
+                for (p, w) in sc.iter().enumerate() {
+                    v_axpy(&cache_ref.v, cache_ref.at(li, p) + kv_off, w / sum, out);
+                }
+            });
+        matmul(m, &l.wo, &s.att, n, sized(&mut s.xn, n * d), &mut s.tmp)?;
+        for (x, o) in s.x.iter_mut().zip(&s.xn) {
+            *x += o;
+        }
+        rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d));
+        matmul(
+            m,
+            &l.gate,
+            &s.xn,
+            n,
+            sized(&mut s.gate, n * c.n_ff),
+            &mut s.tmp,
+        )?;
+        matmul(m, &l.up, &s.xn, n, sized(&mut s.up, n * c.n_ff), &mut s.tmp)?;
+        for (g, u) in s.gate.iter_mut().zip(&s.up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        matmul(m, &l.down, &s.gate, n, sized(&mut s.xn, n * d), &mut s.tmp)?;
+        for (x, o) in s.x.iter_mut().zip(&s.xn) {
+            *x += o;
+        }
+    }
+    let first = if all { 0 } else { n - 1 };
+    let rows = n - first;
+    rms_norm(
+        &s.x[first * d..],
+        &m.output_norm,
+        c.rms_eps,
+        sized(&mut s.xn, rows * d),
+    );
+    logits.resize(rows * c.n_vocab, 0.0);
+    matmul(m, m.lm_head(), &s.xn, rows, logits, &mut s.tmp)
+}

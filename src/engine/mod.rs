@@ -1,0 +1,282 @@
+//! A CPU inference engine for Llama / Mistral / Qwen2 models stored in
+//! `.zt` (converted from GGUF) or read from GGUF through the same reader.
+//! Weights are used in place from the memory map; quantized blocks are
+//! computed straight from their stored bytes.
+
+pub mod forward;
+pub mod model;
+pub mod quant;
+pub mod sampler;
+pub mod simd;
+pub mod tokenizer;
+
+use crate::error::{Error, Result};
+use crate::reader::Reader;
+pub use forward::{KvCache, KvType};
+pub use model::{Config, Model};
+pub use sampler::{Rng, SamplerConfig};
+use std::path::Path;
+pub use tokenizer::Tokenizer;
+
+/// How to set an engine up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Context length (0: the model's training context, at most 4096).
+    pub n_ctx: usize,
+    /// Worker threads (0: all cores).
+    pub n_threads: usize,
+    pub kv_type: KvType,
+    pub seed: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            n_ctx: 0,
+            n_threads: 0,
+            kv_type: KvType::F16,
+            seed: 0,
+        }
+    }
+}
+
+/// One generated token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// The text this token completes (UTF-8 split across tokens appears
+    /// with the token that finishes the character).
+    pub text: String,
+    /// Position in the context.
+    pub position: usize,
+    /// Log-probability under the model (softmax of the raw logits).
+    pub logprob: f32,
+    pub is_special: bool,
+    pub is_eos: bool,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    /// Reseed the RNG first (otherwise the live RNG continues).
+    pub seed: Option<u64>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 128,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+/// A model with its context: tokens, KV cache, last logits and RNG.
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub cache: KvCache,
+    scratch: forward::Scratch,
+    pool: rayon::ThreadPool,
+    /// Every token in the context, in order.
+    pub tokens: Vec<u32>,
+    /// Logits after the last token (empty before the first eval).
+    pub last_logits: Vec<f32>,
+    pub rng: Rng,
+    pub n_threads: usize,
+    work: Vec<(f32, u32)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("arch", &self.model.config.arch)
+            .field("n_ctx", &self.cache.n_ctx)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens a `.zt` or GGUF model.
+    pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        Engine::from_reader(Reader::open(path)?, options)
+    }
+
+    pub fn from_reader(reader: Reader, options: EngineOptions) -> Result<Engine> {
+        let model = Model::load(reader)?;
+        let attrs = model
+            .reader
+            .attributes()
+            .ok_or_else(|| Error::Unsupported("the file has no model metadata".into()))?;
+        let tokenizer = Tokenizer::from_attributes(attrs)?;
+        let c = &model.config;
+        if tokenizer.n_vocab() != c.n_vocab {
+            return Err(Error::Unsupported(format!(
+                "tokenizer has {} tokens, the model {}",
+                tokenizer.n_vocab(),
+                c.n_vocab
+            )));
+        }
+        let n_ctx = match options.n_ctx {
+            0 => c.n_ctx_train.min(4096),
+            n => n,
+        };
+        let cache = KvCache::new(c.n_layer, n_ctx, c.kv_dim(), options.kv_type)?;
+        let n_threads = match options.n_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .build()
+            .map_err(|e| Error::usage(format!("thread pool: {e}")))?;
+        Ok(Engine {
+            model,
+            tokenizer,
+            cache,
+            scratch: forward::Scratch::default(),
+            pool,
+            tokens: Vec::new(),
+            last_logits: Vec::new(),
+            rng: Rng::seed(options.seed),
+            n_threads,
+            work: Vec::new(),
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+
+    /// Tokenizes; `add_bos: None` follows the model's own setting.
+    pub fn tokenize(&self, text: &str, add_bos: Option<bool>, parse_special: bool) -> Vec<u32> {
+        let mut ids = self.tokenizer.encode(text, false, parse_special);
+        if add_bos.unwrap_or(self.tokenizer.add_bos) {
+            if let Some(b) = self.tokenizer.bos {
+                ids.insert(0, b);
+            }
+        }
+        ids
+    }
+
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false)
+    }
+
+    /// Appends `tokens` to the context and returns the logits of every new
+    /// position (`tokens.len() × n_vocab`, row-major).
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        self.run(tokens, true, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// Runs `tokens`, keeping the last position's logits.
+    fn run(&mut self, tokens: &[u32], all: bool, out: &mut Vec<f32>) -> Result<()> {
+        if tokens.is_empty() {
+            out.clear();
+            return Ok(());
+        }
+        let pos0 = self.tokens.len();
+        let Engine {
+            model,
+            cache,
+            scratch,
+            pool,
+            ..
+        } = self;
+        pool.install(|| forward::forward(model, cache, scratch, tokens, pos0, all, out))?;
+        self.tokens.extend_from_slice(tokens);
+        let v = self.model.config.n_vocab;
+        self.last_logits.clear();
+        self.last_logits.extend_from_slice(&out[out.len() - v..]);
+        Ok(())
+    }
+
+    /// Forgets the context (the RNG continues).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.last_logits.clear();
+    }
+
+    /// Continues the context with `prompt` (tokenized with BOS when the
+    /// context is empty and the model adds one) and generates up to
+    /// `max_tokens`, calling `on_token` for each; it returns `false` to
+    /// stop. Returns the generated text, cut before a stop string.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+        mut on_token: impl FnMut(&Token) -> bool,
+    ) -> Result<String> {
+        if let Some(seed) = params.seed {
+            self.rng = Rng::seed(seed);
+        }
+        let ids = if self.tokens.is_empty() {
+            self.tokenize(prompt, None, true)
+        } else {
+            self.tokenize(prompt, Some(false), true)
+        };
+        let mut logits = Vec::new();
+        self.run(&ids, false, &mut logits)?;
+        if self.last_logits.is_empty() {
+            return Err(Error::usage(
+                "nothing to continue: the context is empty and the prompt gave no tokens",
+            ));
+        }
+        let mut text = String::new();
+        let mut stream = tokenizer::Utf8Stream::default();
+        let mut bytes = Vec::new();
+        for _ in 0..params.max_tokens {
+            if self.tokens.len() >= self.cache.n_ctx {
+                break;
+            }
+            let id = sampler::sample(
+                &params.sampler,
+                &self.last_logits,
+                &self.tokens,
+                &mut self.rng,
+                &mut self.work,
+            );
+            let logprob = sampler::logprob(&self.last_logits, id as usize);
+            let is_eos = Some(id) == self.tokenizer.eos;
+            bytes.clear();
+            self.tokenizer.token_bytes(id, false, &mut bytes);
+            if is_eos {
+                break;
+            }
+            let piece = stream.push(&bytes);
+            let position = self.tokens.len();
+            self.run(&[id], false, &mut logits)?;
+            text.push_str(&piece);
+            if let Some(cut) = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                break;
+            }
+            let tok = Token {
+                id,
+                text: piece,
+                position,
+                logprob,
+                is_special: self.tokenizer.is_control(id),
+                is_eos,
+            };
+            if !on_token(&tok) {
+                break;
+            }
+        }
+        text.push_str(&stream.finish());
+        Ok(text)
+    }
+}

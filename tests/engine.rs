@@ -1,0 +1,232 @@
+//! The engine against the fixtures' references: logits of every GGUF file
+//! (read directly and converted to `.zt`) against transformers run on that
+//! file's own weights, greedy continuations, and every tokenizer case.
+
+#![cfg(feature = "engine")]
+
+use serde_json::Value as Json;
+use std::path::PathBuf;
+use ztensor::engine::{Engine, EngineOptions, KvType};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("ZT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+}
+
+/// "llama-tiny-bpe-f32" -> ("llama-tiny-bpe", "f32").
+fn model_of(stem: &str) -> (&str, &str) {
+    stem.rsplit_once('-').unwrap()
+}
+
+fn npy_f32(path: &PathBuf) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let a = ztensor::npy::decode(&bytes).unwrap();
+    let v = a
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (a.shape, v)
+}
+
+fn ref_tokens(model: &str) -> Vec<u32> {
+    let j: Json = serde_json::from_str(
+        &std::fs::read_to_string(
+            fixtures()
+                .join("reference")
+                .join(model)
+                .join("ref_tokens.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The issue's bounds are 1e-4 (f32), 5e-3 (f16), 0.15 (quantized); the
+/// engine keeps f32 activations and dequantizes exactly, so with an f32 KV
+/// cache every type must land within f32 rounding of the reference.
+fn tolerance(_t: &str) -> f32 {
+    1e-4
+}
+
+fn ggufs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures().join("gguf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        n_ctx: 64,
+        n_threads: 2,
+        kv_type: KvType::F32,
+        seed: 0,
+    }
+}
+
+#[test]
+fn logits_match_transformers_on_every_fixture() {
+    let dir = std::env::temp_dir().join(format!("zt-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut report = Vec::new();
+    for path in ggufs() {
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let (model, t) = model_of(&stem);
+        let reference = fixtures()
+            .join("reference")
+            .join(model)
+            .join(format!("ref_logits_gguf_{t}.npy"));
+        let (shape, want) = npy_f32(&reference);
+        let tokens = ref_tokens(model);
+        assert_eq!(shape[0] as usize, tokens.len());
+        // The GGUF read directly, and its .zt conversion.
+        let zt = dir.join(format!("{stem}.zt"));
+        ztensor::formats::convert::convert(&path, &zt, ztensor::WriteOptions::default()).unwrap();
+        for file in [&path, &zt] {
+            let mut e = Engine::open(file, opts()).unwrap();
+            let got = e.eval(&tokens).unwrap();
+            assert_eq!(got.len(), want.len());
+            let max = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            report.push(format!(
+                "{stem} ({}): max |Δ| {max:.2e}",
+                if file == &path { "gguf" } else { "zt" }
+            ));
+            assert!(
+                max <= tolerance(t),
+                "{stem}: max |Δ| {max} > {}",
+                tolerance(t)
+            );
+        }
+    }
+    println!("{}", report.join("\n"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn greedy_continuations_match() {
+    for path in ggufs() {
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let (model, t) = model_of(&stem);
+        if t != "f32" && t != "f16" {
+            continue;
+        }
+        let g: Json = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("reference").join(model).join("greedy.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let want: Vec<u32> = g["by_type"][t]["transformers_gguf_weights"]["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let mut e = Engine::open(&path, opts()).unwrap();
+        let mut logits = e.eval(&ref_tokens(model)).unwrap();
+        let v = e.model.config.n_vocab;
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let last = &logits[logits.len() - v..];
+            let mut best = 0;
+            for (i, &x) in last.iter().enumerate() {
+                if x > last[best] {
+                    best = i;
+                }
+            }
+            got.push(best as u32);
+            logits = e.eval(&[best as u32]).unwrap();
+        }
+        assert_eq!(got, want, "{stem}");
+    }
+}
+
+#[test]
+fn tokenizer_cases_match_llama_cpp() {
+    for model in [
+        "llama-tiny",
+        "llama-tiny-bpe",
+        "qwen2-tiny-bpe",
+        "qwen2-tiny",
+        "llama-k",
+    ] {
+        let cases: Json = serde_json::from_str(
+            &std::fs::read_to_string(
+                fixtures()
+                    .join("reference")
+                    .join(model)
+                    .join("tokenize_cases.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let gguf = fixtures()
+            .join("gguf")
+            .join(cases["gguf"].as_str().unwrap());
+        let e = Engine::open(&gguf, opts()).unwrap();
+        let ids = |v: &Json| -> Vec<u32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        for c in cases["cases"].as_array().unwrap() {
+            let text = c["text"].as_str().unwrap();
+            let special = c["parse_special"].as_bool().unwrap();
+            let got = e.tokenizer.encode(text, false, special);
+            assert_eq!(got, ids(&c["ids"]), "{model}: {text:?}");
+            assert_eq!(
+                e.tokenizer.encode(text, true, special),
+                ids(&c["ids_add_special"]),
+                "{model}: {text:?} (add_special)"
+            );
+            assert_eq!(
+                e.detokenize(&got),
+                c["detok"].as_str().unwrap(),
+                "{model}: detok {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_kv_cache_stays_within_the_issue_bounds() {
+    for stem in ["llama-tiny-f32", "qwen2-tiny-f16", "llama-k-q4_k_m"] {
+        let (model, t) = model_of(stem);
+        let path = fixtures().join("gguf").join(format!("{stem}.gguf"));
+        let (_, want) = npy_f32(
+            &fixtures()
+                .join("reference")
+                .join(model)
+                .join(format!("ref_logits_gguf_{t}.npy")),
+        );
+        let mut e = Engine::open(
+            &path,
+            EngineOptions {
+                kv_type: KvType::F16,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let got = e.eval(&ref_tokens(model)).unwrap();
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max <= 5e-3, "{stem}: max |Δ| {max} with an f16 KV cache");
+    }
+}
