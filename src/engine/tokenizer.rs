@@ -339,27 +339,25 @@ impl Tokenizer {
             return out;
         }
         let mut i = 0usize;
-        while i < rest.len() {
+        while i < text.len() {
             let hit = specials
                 .iter()
-                .find(|(s, _)| rest[i..].starts_with(s.as_str()));
+                .find(|(s, _)| text[i..].starts_with(s.as_str()));
             match hit {
                 Some((s, id)) => {
                     if i > start {
-                        out.push(Frag::Text(&rest[start..i]));
+                        out.push(Frag::Text(&text[start..i]));
                     }
                     out.push(Frag::Token(*id));
                     i += s.len();
                     start = i;
                 }
-                None => i += rest[i..].chars().next().map_or(1, char::len_utf8),
+                None => i += text[i..].chars().next().map_or(1, char::len_utf8),
             }
         }
-        if start < rest.len() {
-            out.push(Frag::Text(&rest[start..]));
+        if start < text.len() {
+            out.push(Frag::Text(&text[start..]));
         }
-        rest = "";
-        let _ = rest;
         out
     }
 
