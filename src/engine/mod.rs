@@ -205,24 +205,19 @@ impl Engine {
         self.last_logits.clear();
     }
 
-    /// Continues the context with `prompt` (tokenized with BOS when the
-    /// context is empty and the model adds one) and generates up to
-    /// `max_tokens`, calling `on_token` for each; it returns `false` to
-    /// stop. Returns the generated text, cut before a stop string.
-    pub fn generate(
-        &mut self,
-        prompt: &str,
-        params: &GenerateParams,
-        mut on_token: impl FnMut(&Token) -> bool,
-    ) -> Result<String> {
+    /// Starts a generation: reseeds the RNG if asked, then appends
+    /// `prompt` to the context (with BOS when the context is empty and the
+    /// model adds one; an empty prompt just continues).
+    pub fn start(&mut self, prompt: &str, params: &GenerateParams) -> Result<Generation> {
         if let Some(seed) = params.seed {
             self.rng = Rng::seed(seed);
         }
-        let ids = if self.tokens.is_empty() {
-            self.tokenize(prompt, None, true)
+        let add_bos = if self.tokens.is_empty() {
+            None
         } else {
-            self.tokenize(prompt, Some(false), true)
+            Some(false)
         };
+        let ids = self.tokenize(prompt, add_bos, true);
         let mut logits = Vec::new();
         self.run(&ids, false, &mut logits)?;
         if self.last_logits.is_empty() {
@@ -230,53 +225,106 @@ impl Engine {
                 "nothing to continue: the context is empty and the prompt gave no tokens",
             ));
         }
-        let mut text = String::new();
-        let mut stream = tokenizer::Utf8Stream::default();
-        let mut bytes = Vec::new();
-        for _ in 0..params.max_tokens {
-            if self.tokens.len() >= self.cache.n_ctx {
-                break;
-            }
-            let id = sampler::sample(
-                &params.sampler,
-                &self.last_logits,
-                &self.tokens,
-                &mut self.rng,
-                &mut self.work,
-            );
-            let logprob = sampler::logprob(&self.last_logits, id as usize);
-            let is_eos = Some(id) == self.tokenizer.eos;
-            bytes.clear();
-            self.tokenizer.token_bytes(id, false, &mut bytes);
-            if is_eos {
-                break;
-            }
-            let piece = stream.push(&bytes);
-            let position = self.tokens.len();
-            self.run(&[id], false, &mut logits)?;
-            text.push_str(&piece);
-            if let Some(cut) = params
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(cut);
-                break;
-            }
-            let tok = Token {
-                id,
-                text: piece,
-                position,
-                logprob,
-                is_special: self.tokenizer.is_control(id),
-                is_eos,
-            };
-            if !on_token(&tok) {
+        Ok(Generation::default())
+    }
+
+    /// Produces the next token of a generation, or `None` when it ended
+    /// (max tokens, EOS, a stop string, or a full context). The token that
+    /// completes a stop string is not returned; `Generation::text` is cut
+    /// before the stop string.
+    pub fn next_token(
+        &mut self,
+        g: &mut Generation,
+        params: &GenerateParams,
+    ) -> Result<Option<Token>> {
+        if g.done || g.produced >= params.max_tokens || self.tokens.len() >= self.cache.n_ctx {
+            g.finish();
+            return Ok(None);
+        }
+        let id = sampler::sample(
+            &params.sampler,
+            &self.last_logits,
+            &self.tokens,
+            &mut self.rng,
+            &mut self.work,
+        );
+        let logprob = sampler::logprob(&self.last_logits, id as usize);
+        let is_eos = Some(id) == self.tokenizer.eos;
+        if is_eos {
+            g.finish();
+            return Ok(None);
+        }
+        g.bytes.clear();
+        self.tokenizer.token_bytes(id, false, &mut g.bytes);
+        let piece = g.stream.push(&g.bytes);
+        let position = self.tokens.len();
+        let mut logits = std::mem::take(&mut g.logits);
+        self.run(&[id], false, &mut logits)?;
+        g.logits = logits;
+        g.produced += 1;
+        g.text.push_str(&piece);
+        if let Some(cut) = params
+            .stop
+            .iter()
+            .filter_map(|s| g.text.find(s.as_str()))
+            .min()
+        {
+            g.text.truncate(cut);
+            g.done = true;
+            return Ok(None);
+        }
+        Ok(Some(Token {
+            id,
+            text: piece,
+            position,
+            logprob,
+            is_special: self.tokenizer.is_control(id),
+            is_eos,
+        }))
+    }
+
+    /// Runs a whole generation, calling `on_token` for each token (return
+    /// `false` to stop early). Returns the generated text.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+        mut on_token: impl FnMut(&Token) -> bool,
+    ) -> Result<String> {
+        let mut g = self.start(prompt, params)?;
+        while let Some(t) = self.next_token(&mut g, params)? {
+            if !on_token(&t) {
                 break;
             }
         }
-        text.push_str(&stream.finish());
-        Ok(text)
+        g.finish();
+        Ok(g.text)
+    }
+}
+
+/// The state of one generation (see [`Engine::start`]).
+#[derive(Debug, Default)]
+pub struct Generation {
+    /// Text generated so far.
+    pub text: String,
+    /// Tokens produced so far.
+    pub produced: usize,
+    done: bool,
+    stream: tokenizer::Utf8Stream,
+    bytes: Vec<u8>,
+    logits: Vec<f32>,
+}
+
+impl Generation {
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            let rest = self.stream.finish();
+            self.text.push_str(&rest);
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 }

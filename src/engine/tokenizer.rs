@@ -14,6 +14,7 @@ pub const TYPE_NORMAL: i64 = 1;
 pub const TYPE_UNKNOWN: i64 = 2;
 pub const TYPE_CONTROL: i64 = 3;
 pub const TYPE_USER_DEFINED: i64 = 4;
+pub const TYPE_UNUSED: i64 = 5;
 pub const TYPE_BYTE: i64 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,6 +513,9 @@ impl Tokenizer {
             if special {
                 out.extend_from_slice(t.as_bytes());
             }
+            return;
+        }
+        if ty == TYPE_UNUSED {
             return;
         }
         match self.kind {

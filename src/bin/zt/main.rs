@@ -1,7 +1,9 @@
-//! `zt`: inspect, verify, re-encode and extract `.zt` files.
+//! `zt`: inspect, verify, convert, export and extract tensor files, and
+//! run models with the CPU engine.
 
 mod bench;
 mod demo;
+mod gen;
 mod info;
 mod rewrite;
 mod util;
@@ -14,7 +16,7 @@ use std::process::ExitCode;
 #[command(
     name = "zt",
     version,
-    about = "Inspect, verify, re-encode and extract .zt tensor files"
+    about = "Inspect, verify, convert and extract tensor files; run models on the CPU"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -87,6 +89,37 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Generate text: stream the continuation of PROMPT to stdout.
+    Generate {
+        #[command(flatten)]
+        engine: gen::EngineArgs,
+        /// The prompt.
+        #[arg(short = 'p', long, default_value = "")]
+        prompt: String,
+        #[command(flatten)]
+        sample: gen::SampleArgs,
+    },
+    /// Chat on stdin/stdout with the model's chat template.
+    Chat {
+        #[command(flatten)]
+        engine: gen::EngineArgs,
+        #[command(flatten)]
+        sample: gen::SampleArgs,
+    },
+    /// Measure prefill and decode tokens/s.
+    BenchGen {
+        #[command(flatten)]
+        engine: gen::EngineArgs,
+        /// Prompt length for the prefill measurement.
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens to decode.
+        #[arg(long, default_value_t = 64)]
+        gen_tokens: usize,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Write a sample file (dense, sparse, compressed, streamed tensors),
     /// list it, verify it deeply and read every tensor back.
     Demo {
@@ -135,6 +168,18 @@ fn main() -> ExitCode {
         } => rewrite::convert(&input, &output, compress, &digest, align, quiet),
         Command::Export { input, output } => rewrite::export(&input, &output),
         Command::Demo { dir } => demo::run(&dir),
+        Command::Generate {
+            engine,
+            prompt,
+            sample,
+        } => gen::generate(&engine, &prompt, &sample),
+        Command::Chat { engine, sample } => gen::chat(&engine, &sample),
+        Command::BenchGen {
+            engine,
+            prompt_tokens,
+            gen_tokens,
+            runs,
+        } => gen::bench(&engine, prompt_tokens, gen_tokens, runs),
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };
     match result {

@@ -1,0 +1,318 @@
+//! `zt generate`, `zt chat`, `zt bench-gen`: the engine from the command
+//! line. Without a MODEL they use the small model built into `zt` (the
+//! llama-tiny q8_0 fixture, random weights: it shows the machinery, its
+//! text is noise).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use ztensor::engine::{Engine, EngineOptions, GenerateParams, KvType, SamplerConfig};
+use ztensor::{Error, Reader, Result};
+
+/// The built-in model.
+const DEFAULT_MODEL: &[u8] = include_bytes!("assets/llama-tiny-q8_0.zt");
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// A .zt or GGUF model (default: the built-in tiny model).
+    pub model: Option<PathBuf>,
+    /// Context length (0: the model's, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx: usize,
+    /// Threads (0: all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub threads: usize,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SampleArgs {
+    fn params(&self) -> GenerateParams {
+        GenerateParams {
+            max_tokens: self.max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.temp,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                ..SamplerConfig::default()
+            },
+            stop: self.stop.clone(),
+            seed: Some(self.seed),
+        }
+    }
+}
+
+pub fn open(args: &EngineArgs, seed: u64) -> Result<Engine> {
+    let kv_type = match args.kv.as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        other => {
+            return Err(Error::Usage(format!(
+                "--kv must be f16 or f32, not {other:?}"
+            )))
+        }
+    };
+    let options = EngineOptions {
+        n_ctx: args.ctx,
+        n_threads: args.threads,
+        kv_type,
+        seed,
+    };
+    match &args.model {
+        Some(path) => Engine::open(path, options),
+        None => Engine::from_reader(Reader::from_bytes(DEFAULT_MODEL.to_vec())?, options),
+    }
+}
+
+fn flush(out: &mut impl Write) -> Result<()> {
+    out.flush().map_err(|e| Error::io("writing to stdout", e))
+}
+
+/// `zt generate`: streams the continuation of PROMPT to stdout.
+pub fn generate(args: &EngineArgs, prompt: &str, sample: &SampleArgs) -> Result<()> {
+    let mut e = open(args, sample.seed)?;
+    let params = sample.params();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = None;
+    e.generate(prompt, &params, |t| {
+        match out.write_all(t.text.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => true,
+            Err(err) => {
+                failed = Some(err);
+                false
+            }
+        }
+    })?;
+    if let Some(err) = failed {
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Error::io("writing to stdout", err));
+        }
+        return Ok(());
+    }
+    writeln!(out).map_err(|e| Error::io("writing to stdout", e))?;
+    flush(&mut out)
+}
+
+/// Chat formats recognised from `tokenizer.chat_template`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChatFormat {
+    ChatMl,
+    Llama3,
+    Llama2,
+    Zephyr,
+    Plain,
+}
+
+fn chat_format(e: &Engine) -> ChatFormat {
+    let template = e
+        .model
+        .reader
+        .attributes()
+        .and_then(|a| a.get("tokenizer.chat_template"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if template.contains("<|im_start|>") {
+        ChatFormat::ChatMl
+    } else if template.contains("<|start_header_id|>") {
+        ChatFormat::Llama3
+    } else if template.contains("[INST]") {
+        ChatFormat::Llama2
+    } else if template.contains("<|user|>") {
+        ChatFormat::Zephyr
+    } else {
+        ChatFormat::Plain
+    }
+}
+
+/// The prompt text for one user turn and the stop strings of the format.
+fn turn(format: ChatFormat, first: bool, user: &str) -> (String, Vec<String>) {
+    match format {
+        ChatFormat::ChatMl => (
+            format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"),
+            vec!["<|im_end|>".into()],
+        ),
+        ChatFormat::Llama3 => (
+            format!(
+                "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            vec!["<|eot_id|>".into()],
+        ),
+        ChatFormat::Llama2 => (format!("[INST] {user} [/INST]"), vec!["</s>".into(), "[INST]".into()]),
+        ChatFormat::Zephyr => (format!("<|user|>\n{user}</s>\n<|assistant|>\n"), vec!["</s>".into()]),
+        ChatFormat::Plain => (
+            format!("{}User: {user}\nAssistant:", if first { "" } else { "\n" }),
+            vec!["\nUser:".into()],
+        ),
+    }
+}
+
+/// `zt chat`: one line from stdin per user turn; the context carries over.
+pub fn chat(args: &EngineArgs, sample: &SampleArgs) -> Result<()> {
+    let mut e = open(args, sample.seed)?;
+    let format = chat_format(&e);
+    eprintln!(
+        "chat ({format:?} format, {} context); end with Ctrl-D",
+        e.n_ctx()
+    );
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut first = true;
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| Error::io("reading stdin", e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (prompt, stop) = turn(format, first, line.trim());
+        first = false;
+        let mut params = sample.params();
+        params.stop.extend(stop);
+        params.seed = None;
+        let mut out = stdout.lock();
+        e.generate(&prompt, &params, |t| {
+            let _ = out.write_all(t.text.as_bytes());
+            let _ = out.flush();
+            true
+        })?;
+        writeln!(out).map_err(|e| Error::io("writing to stdout", e))?;
+    }
+    Ok(())
+}
+
+/// `zt bench-gen`: prefill and decode speed.
+pub fn bench(
+    args: &EngineArgs,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    runs: usize,
+) -> Result<()> {
+    let mut e = open(args, 0)?;
+    let v = e.model.config.n_vocab as u32;
+    let need = prompt_tokens + gen_tokens + 1;
+    if need > e.n_ctx() {
+        return Err(Error::Usage(format!(
+            "{need} tokens do not fit the {}-token context; pass --ctx",
+            e.n_ctx()
+        )));
+    }
+    // A fixed, model-independent prompt: BOS then a spread of ids.
+    let bos = e.tokenizer.bos.unwrap_or(0);
+    let prompt: Vec<u32> = std::iter::once(bos)
+        .chain((1..prompt_tokens as u32).map(|i| (i * 7919 + 13) % v))
+        .collect();
+    println!(
+        "model: {} {} layers, n_embd {}, vocab {}; kernel {}; {} threads; KV {}",
+        e.model.config.arch,
+        e.model.config.n_layer,
+        e.model.config.n_embd,
+        v,
+        ztensor::engine::simd::kernel_name(),
+        e.n_threads,
+        e.cache.kind().name()
+    );
+    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        e.reset();
+        let t = Instant::now();
+        e.eval(&prompt)?;
+        pre.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let greedy = GenerateParams {
+            max_tokens: gen_tokens,
+            sampler: SamplerConfig {
+                temperature: 0.0,
+                ..SamplerConfig::default()
+            },
+            ..GenerateParams::default()
+        };
+        let mut g = e.start("", &greedy)?;
+        let t = Instant::now();
+        let mut n = 0usize;
+        while e.next_token(&mut g, &greedy)?.is_some() {
+            n += 1;
+        }
+        dec.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "prefill: {:.1} tokens/s ({prompt_tokens} tokens, median of {})",
+        med(&mut pre),
+        pre.len()
+    );
+    println!(
+        "decode:  {:.1} tokens/s (up to {gen_tokens} tokens, median of {})",
+        med(&mut dec),
+        dec.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_model_generates_deterministically() {
+        let args = EngineArgs {
+            model: None,
+            ctx: 64,
+            threads: 1,
+            kv: "f32".into(),
+        };
+        let sample = SampleArgs {
+            max_tokens: 8,
+            temp: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            seed: 3,
+            stop: Vec::new(),
+        };
+        let run = || {
+            let mut e = open(&args, 3).unwrap();
+            let mut ids = Vec::new();
+            e.generate("hello world", &sample.params(), |t| {
+                ids.push(t.id);
+                true
+            })
+            .unwrap();
+            ids
+        };
+        let a = run();
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, run());
+        assert_eq!(
+            turn(ChatFormat::ChatMl, true, "hi").0,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+}
