@@ -2,6 +2,7 @@
 //! (`python/ztensor/`) builds the user-facing API on these few calls.
 
 mod convert;
+mod engine;
 mod reader;
 mod tools;
 mod writer;
@@ -14,6 +15,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::NativeReader>()?;
     m.add_class::<reader::PartBuffer>()?;
     m.add_class::<writer::NativeWriter>()?;
+    m.add_class::<engine::NativeEngine>()?;
     m.add_function(wrap_pyfunction!(tools::convert, m)?)?;
     m.add_function(wrap_pyfunction!(tools::export, m)?)?;
     Ok(())

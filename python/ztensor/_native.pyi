@@ -6,7 +6,15 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NativeReader", "NativeWriter", "PartBuffer", "__version__", "convert", "export"]
+__all__ = [
+    "NativeEngine",
+    "NativeReader",
+    "NativeWriter",
+    "PartBuffer",
+    "__version__",
+    "convert",
+    "export",
+]
 
 __version__: str
 
@@ -93,3 +101,39 @@ def convert(
     align: int = 4096,
 ) -> dict[str, Any]: ...
 def export(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, int]: ...
+@final
+class NativeEngine:
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        n_ctx: int = 0,
+        n_threads: int = 0,
+        kv_dtype: str = "f16",
+        seed: int = 0,
+    ) -> NativeEngine: ...
+    def info(self) -> dict[str, Any]: ...
+    def tokenize(
+        self, text: str, add_bos: bool | None = None, parse_special: bool = True
+    ) -> list[int]: ...
+    def detokenize(self, ids: list[int]) -> str: ...
+    def token_text(self, id: int) -> str: ...
+    def tokens(self) -> list[int]: ...
+    def eval(self, tokens: list[int]) -> npt.NDArray[np.float32]: ...
+    def reset(self) -> None: ...
+    def start(
+        self,
+        prompt: str,
+        max_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        repeat_penalty: float,
+        frequency_penalty: float,
+        presence_penalty: float,
+        penalty_last_n: int,
+        stop: list[str],
+        seed: int | None,
+    ) -> None: ...
+    def next_token(self) -> tuple[int, str, int, float, bool] | None: ...
+    def generated_text(self) -> str: ...

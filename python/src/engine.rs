@@ -1,0 +1,172 @@
+//! `NativeEngine`: the CPU inference engine. Every call that computes
+//! releases the GIL; generation is step-wise (`start`, then `next_token`)
+//! so Python drives the loop and Ctrl-C lands between tokens.
+
+use crate::convert::to_pyerr;
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+use ztensor::engine::{Engine, EngineOptions, GenerateParams, Generation, KvType, SamplerConfig};
+
+#[pyclass(module = "ztensor._native")]
+pub struct NativeEngine {
+    inner: Engine,
+    generation: Option<(Generation, GenerateParams)>,
+}
+
+#[pymethods]
+impl NativeEngine {
+    #[new]
+    #[pyo3(signature = (path, n_ctx = 0, n_threads = 0, kv_dtype = "f16", seed = 0))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        n_ctx: usize,
+        n_threads: usize,
+        kv_dtype: &str,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let kv_type = match kv_dtype {
+            "f16" | "float16" => KvType::F16,
+            "f32" | "float32" => KvType::F32,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "kv_dtype must be 'f16' or 'f32', not {other:?}"
+                )))
+            }
+        };
+        let options = EngineOptions {
+            n_ctx,
+            n_threads,
+            kv_type,
+            seed,
+        };
+        let inner = py
+            .detach(|| Engine::open(&path, options))
+            .map_err(to_pyerr)?;
+        Ok(NativeEngine {
+            inner,
+            generation: None,
+        })
+    }
+
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.inner.model.config;
+        let d = PyDict::new(py);
+        d.set_item("arch", &c.arch)?;
+        d.set_item("n_vocab", c.n_vocab)?;
+        d.set_item("n_embd", c.n_embd)?;
+        d.set_item("n_layer", c.n_layer)?;
+        d.set_item("n_head", c.n_head)?;
+        d.set_item("n_head_kv", c.n_head_kv)?;
+        d.set_item("n_ctx", self.inner.n_ctx())?;
+        d.set_item("n_ctx_train", c.n_ctx_train)?;
+        d.set_item("n_threads", self.inner.n_threads)?;
+        d.set_item("kv_dtype", self.inner.cache.kind().name())?;
+        d.set_item("bos", self.inner.tokenizer.bos)?;
+        d.set_item("eos", self.inner.tokenizer.eos)?;
+        d.set_item("add_bos", self.inner.tokenizer.add_bos)?;
+        d.set_item("kernel", ztensor::engine::simd::kernel_name())?;
+        Ok(d)
+    }
+
+    #[pyo3(signature = (text, add_bos = None, parse_special = true))]
+    fn tokenize(&self, text: &str, add_bos: Option<bool>, parse_special: bool) -> Vec<u32> {
+        self.inner.tokenize(text, add_bos, parse_special)
+    }
+
+    fn detokenize(&self, ids: Vec<u32>) -> String {
+        self.inner.detokenize(&ids)
+    }
+
+    fn token_text(&self, id: u32) -> String {
+        let mut b = Vec::new();
+        self.inner.tokenizer.token_bytes(id, true, &mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    fn tokens(&self) -> Vec<u32> {
+        self.inner.tokens.clone()
+    }
+
+    fn eval<'py>(
+        &mut self,
+        py: Python<'py>,
+        tokens: Vec<u32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let v = self.inner.model.config.n_vocab;
+        let n = tokens.len();
+        let inner = &mut self.inner;
+        let logits = py.detach(|| inner.eval(&tokens)).map_err(to_pyerr)?;
+        PyArray1::from_vec(py, logits).reshape([n, v])
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.generation = None;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n, stop, seed))]
+    fn start(
+        &mut self,
+        py: Python<'_>,
+        prompt: &str,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        frequency_penalty: f32,
+        presence_penalty: f32,
+        penalty_last_n: usize,
+        stop: Vec<String>,
+        seed: Option<u64>,
+    ) -> PyResult<()> {
+        let params = GenerateParams {
+            max_tokens,
+            sampler: SamplerConfig {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                frequency_penalty,
+                presence_penalty,
+                penalty_last_n,
+            },
+            stop,
+            seed,
+        };
+        let inner = &mut self.inner;
+        let g = py
+            .detach(|| inner.start(prompt, &params))
+            .map_err(to_pyerr)?;
+        self.generation = Some((g, params));
+        Ok(())
+    }
+
+    /// The next token as (id, text, position, logprob, is_special), or None.
+    #[allow(clippy::type_complexity)]
+    fn next_token(&mut self, py: Python<'_>) -> PyResult<Option<(u32, String, usize, f32, bool)>> {
+        let Some((g, params)) = self.generation.as_mut() else {
+            return Ok(None);
+        };
+        let inner = &mut self.inner;
+        let t = py
+            .detach(|| inner.next_token(g, params))
+            .map_err(to_pyerr)?;
+        Ok(t.map(|t| (t.id, t.text, t.position, t.logprob, t.is_special)))
+    }
+
+    /// The text of the current generation (cut before a stop string).
+    fn generated_text(&self) -> String {
+        self.generation
+            .as_ref()
+            .map(|(g, _)| g.text.clone())
+            .unwrap_or_default()
+    }
+}
