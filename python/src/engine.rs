@@ -170,3 +170,25 @@ impl NativeEngine {
             .unwrap_or_default()
     }
 }
+
+/// Dequantizes `data` (a `dense` f32/f16/bf16 or `gguf.<type>/1` payload)
+/// into `n` floats.
+#[pyfunction]
+pub fn dequantize<'py>(
+    py: Python<'py>,
+    layout: &str,
+    dtype: &str,
+    data: numpy::PyReadonlyArray1<'py, u8>,
+    n: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let t = ztensor::engine::quant::WeightType::from_layout(layout, dtype).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "no dequantization for layout {layout:?} / dtype {dtype:?}"
+        ))
+    })?;
+    let bytes = data.as_slice()?;
+    let mut out = vec![0f32; n];
+    py.detach(|| ztensor::engine::quant::dequant_row(t, bytes, &mut out))
+        .map_err(to_pyerr)?;
+    Ok(PyArray1::from_vec(py, out))
+}

@@ -17,6 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::NativeWriter>()?;
     m.add_class::<engine::NativeEngine>()?;
     m.add_function(wrap_pyfunction!(tools::convert, m)?)?;
+    m.add_function(wrap_pyfunction!(engine::dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(tools::export, m)?)?;
     Ok(())
 }

@@ -134,3 +134,41 @@ def test_bad_inputs_raise() -> None:
         Engine(FIXTURES / "safetensors" / "llama-tiny" / "model.safetensors")
     with pytest.raises(ValueError):
         Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", kv_dtype="int8")
+
+
+def test_dequantization_equals_the_gguf_package() -> None:
+    """Every quantized tensor of every fixture, decoded by our kernels and
+    by `gguf.quants.dequantize`."""
+    import gguf
+    from gguf.quants import dequantize as reference
+
+    from ztensor.engine import dequantize
+
+    checked: set[str] = set()
+    for path in sorted((FIXTURES / "gguf").glob("*.gguf")):
+        r = ztensor.open(path)
+        for t in gguf.GGUFReader(path).tensors:
+            kind = t.tensor_type.name.lower()
+            if kind in ("f32",) and len(t.shape) == 1:
+                continue
+            want = reference(t.data, t.tensor_type).reshape(
+                tuple(reversed([int(d) for d in t.shape]))
+            )
+            got = dequantize(r, t.name)
+            np.testing.assert_array_equal(
+                got, want.astype(np.float32), err_msg=f"{path.name}:{t.name}"
+            )
+            checked.add(kind)
+    assert checked >= {
+        "f16",
+        "q8_0",
+        "q4_0",
+        "q4_1",
+        "q5_0",
+        "q5_1",
+        "q2_k",
+        "q3_k",
+        "q4_k",
+        "q5_k",
+        "q6_k",
+    }

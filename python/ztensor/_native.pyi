@@ -13,6 +13,7 @@ __all__ = [
     "PartBuffer",
     "__version__",
     "convert",
+    "dequantize",
     "export",
 ]
 
@@ -137,3 +138,7 @@ class NativeEngine:
     ) -> None: ...
     def next_token(self) -> tuple[int, str, int, float, bool] | None: ...
     def generated_text(self) -> str: ...
+
+def dequantize(
+    layout: str, dtype: str, data: npt.NDArray[np.uint8], n: int
+) -> npt.NDArray[np.float32]: ...

@@ -27,8 +27,23 @@ import numpy as np
 import numpy.typing as npt
 
 from ._native import NativeEngine
+from ._native import dequantize as _dequantize
+from ._reader import Reader
 
-__all__ = ["Engine", "Token", "TokenBatch"]
+__all__ = ["Engine", "Token", "TokenBatch", "dequantize"]
+
+
+def dequantize(reader: Reader, name: str) -> npt.NDArray[np.float32]:
+    """A weight as float32 in its logical shape: dense f32/f16/bf16, or the
+    ggml blocks of a `gguf.<type>/1` object (q4_0 ... q8_0, q2_k ... q6_k),
+    decoded with the engine's own kernels."""
+    meta = reader.metadata(name)
+    obj = reader._native_reader().object(name)
+    part = obj["parts"]["data"]
+    data = reader._native_reader().part(name, "data")
+    n = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
+    out = _dequantize(obj["layout"], part["dtype"], data, n)
+    return out.reshape(tuple(meta.shape))
 
 
 @dataclass
