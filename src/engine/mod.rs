@@ -8,6 +8,7 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod simd;
+pub mod simd_dequant;
 pub mod tokenizer;
 
 use crate::error::{Error, Result};

@@ -110,7 +110,7 @@ impl WeightType {
 
     /// Elements decoded per step by [`dequant_chunk`]: a block, or 256
     /// dense values at a time.
-    fn chunk_elems(self) -> usize {
+    pub fn chunk_elems(self) -> usize {
         match self.block_elems() {
             1 => MAX_BLOCK,
             n => n,
@@ -337,8 +337,9 @@ pub fn dequant_row(t: WeightType, row: &[u8], out: &mut [f32]) -> Result<()> {
     }
     let step = t.chunk_elems();
     let bytes = t.row_bytes(step.min(out.len())).unwrap_or(0);
+    let dequant = super::simd_dequant::dequant_fn();
     for (o, b) in out.chunks_mut(step).zip(row.chunks(bytes.max(1))) {
-        dequant_chunk(t, b, o);
+        dequant(t, b, o);
     }
     Ok(())
 }
@@ -351,13 +352,14 @@ pub fn row_dots(t: WeightType, row: &[u8], xs: &[f32], cols: usize, out: &mut [f
     let step = t.chunk_elems();
     let mut buf = [0f32; MAX_BLOCK];
     let dot = super::simd::dot_fn();
+    let dequant = super::simd_dequant::dequant_fn();
     out.fill(0.0);
     let mut at = 0usize;
     let mut byte = 0usize;
     while at < cols {
         let len = step.min(cols - at);
         let nb = t.row_bytes(len).unwrap_or(0);
-        dequant_chunk(t, &row[byte..byte + nb], &mut buf[..len]);
+        dequant(t, &row[byte..byte + nb], &mut buf[..len]);
         for (k, o) in out.iter_mut().enumerate() {
             *o += dot(&buf[..len], &xs[k * cols + at..k * cols + at + len]);
         }
