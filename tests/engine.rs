@@ -230,3 +230,40 @@ fn f16_kv_cache_stays_within_the_issue_bounds() {
         assert!(max <= 5e-3, "{stem}: max |Δ| {max} with an f16 KV cache");
     }
 }
+
+#[test]
+fn token_by_token_decoding_matches_the_reference() {
+    // One token per step takes the fused decode kernels, not the batched path.
+    for stem in [
+        "llama-k-f16",
+        "llama-k-q8_0",
+        "llama-k-q4_0",
+        "llama-k-q4_1",
+        "llama-k-q4_k_m",
+        "llama-k-q5_k_m",
+        "llama-k-q6_k",
+        "llama-k-q2_k",
+        "llama-k-q3_k_m",
+        "qwen2-tiny-q8_0",
+    ] {
+        let (model, t) = model_of(stem);
+        let path = fixtures().join("gguf").join(format!("{stem}.gguf"));
+        let (_, want) = npy_f32(
+            &fixtures()
+                .join("reference")
+                .join(model)
+                .join(format!("ref_logits_gguf_{t}.npy")),
+        );
+        let mut e = Engine::open(&path, opts()).unwrap();
+        let v = e.model.config.n_vocab;
+        for (i, &tok) in ref_tokens(model).iter().enumerate() {
+            let got = e.eval(&[tok]).unwrap();
+            let max = got
+                .iter()
+                .zip(&want[i * v..(i + 1) * v])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max <= 1e-4, "{stem} position {i}: max |Δ| {max}");
+        }
+    }
+}

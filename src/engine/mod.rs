@@ -9,6 +9,7 @@ pub mod quant;
 pub mod sampler;
 pub mod simd;
 pub mod simd_dequant;
+pub mod simd_dot;
 pub mod tokenizer;
 
 use crate::error::{Error, Result};

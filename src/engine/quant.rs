@@ -349,6 +349,11 @@ pub fn dequant_row(t: WeightType, row: &[u8], out: &mut [f32]) -> Result<()> {
 /// to `out[k]`. The row is dequantized one chunk at a time and each chunk
 /// is used for every vector, so a batch reads the weights once.
 pub fn row_dots(t: WeightType, row: &[u8], xs: &[f32], cols: usize, out: &mut [f32]) {
+    if out.len() == 1 {
+        // Decoding: one vector, fused kernel.
+        out[0] = super::simd_dot::row_dot_fn()(t, row, &xs[..cols]);
+        return;
+    }
     let step = t.chunk_elems();
     let mut buf = [0f32; MAX_BLOCK];
     let dot = super::simd::dot_fn();
