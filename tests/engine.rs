@@ -267,3 +267,120 @@ fn token_by_token_decoding_matches_the_reference() {
         }
     }
 }
+
+/// Copies a model into a .zt, letting `edit` drop or change objects and
+/// `attrs` change the metadata.
+fn rewrite(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    edit: impl Fn(&str, &mut ztensor::Object, &mut Vec<u8>) -> bool,
+    attrs: impl FnOnce(&mut Vec<(ztensor::Value, ztensor::Value)>),
+) {
+    let r = ztensor::Reader::open(src).unwrap();
+    let mut w = ztensor::Writer::create(dst).unwrap();
+    for name in r.names() {
+        let mut o = r.object(name).unwrap().clone();
+        let mut bytes = r.part_bytes(name, "data").unwrap().into_owned();
+        if !edit(name, &mut o, &mut bytes) {
+            continue;
+        }
+        let p = o.parts["data"].clone();
+        let part = w
+            .write_part(
+                &bytes,
+                &ztensor::PartOptions {
+                    etype: p.etype.clone(),
+                    compression: None,
+                    digest: None,
+                },
+            )
+            .unwrap();
+        o.parts.insert("data".into(), part);
+        w.add_object(name, o).unwrap();
+    }
+    let mut entries = match r.attributes().unwrap().clone() {
+        ztensor::Value::Map(e) => e,
+        _ => unreachable!(),
+    };
+    attrs(&mut entries);
+    w.set_attributes(ztensor::Value::map(entries).unwrap())
+        .unwrap();
+    w.finish().unwrap();
+}
+
+fn set(entries: &mut [(ztensor::Value, ztensor::Value)], key: &str, v: ztensor::Value) {
+    for (k, val) in entries.iter_mut() {
+        if k.as_str() == Some(key) {
+            *val = v.clone();
+        }
+    }
+}
+
+#[test]
+fn bad_models_give_errors_naming_the_tensor_or_key() {
+    use ztensor::{DType, ElementType, Value};
+    let src = fixtures().join("gguf").join("llama-tiny-f32.gguf");
+    let dir = std::env::temp_dir().join(format!("zt-engine-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = dir.join("bad.zt");
+    let expect = |what: &str| {
+        let err = Engine::open(&dst, opts()).unwrap_err().to_string();
+        assert!(err.contains(what), "expected {what:?} in {err:?}");
+    };
+    let keep_all = |_: &str, _: &mut ztensor::Object, _: &mut Vec<u8>| true;
+    rewrite(&src, &dst, |n, _, _| n != "blk.0.attn_q.weight", |_| {});
+    expect("blk.0.attn_q.weight");
+    rewrite(
+        &src,
+        &dst,
+        |n, o, _| {
+            if n == "blk.1.ffn_up.weight" {
+                o.shape.reverse();
+            }
+            true
+        },
+        |_| {},
+    );
+    expect("blk.1.ffn_up.weight");
+    rewrite(
+        &src,
+        &dst,
+        |n, o, _| {
+            if n == "blk.0.ffn_gate.weight" {
+                o.parts.get_mut("data").unwrap().etype = ElementType::plain(DType::I32);
+            }
+            true
+        },
+        |_| {},
+    );
+    expect("blk.0.ffn_gate.weight");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(e, "llama.block_count", Value::text("two"))
+    });
+    expect("llama.block_count");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(e, "llama.attention.head_count_kv", Value::Uint(3))
+    });
+    expect("head_count_kv");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(e, "general.architecture", Value::text("gptj"))
+    });
+    expect("gptj");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(e, "tokenizer.ggml.bos_token_id", Value::Uint(100_000))
+    });
+    expect("tokenizer.ggml.bos_token_id");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(
+            e,
+            "tokenizer.ggml.scores",
+            Value::Array(vec![Value::Float(0.0)]),
+        )
+    });
+    expect("tokenizer.ggml.scores");
+    rewrite(&src, &dst, keep_all, |e| {
+        set(e, "llama.embedding_length", Value::Uint(1 << 40))
+    });
+    expect("llama.embedding_length");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -91,7 +91,7 @@ pub struct Engine {
     pub last_logits: Vec<f32>,
     pub rng: Rng,
     pub n_threads: usize,
-    work: Vec<(f32, u32)>,
+    work: sampler::SampleScratch,
 }
 
 impl std::fmt::Debug for Engine {
@@ -148,7 +148,7 @@ impl Engine {
             last_logits: Vec::new(),
             rng: Rng::seed(options.seed),
             n_threads,
-            work: Vec::new(),
+            work: sampler::SampleScratch::default(),
         })
     }
 

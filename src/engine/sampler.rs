@@ -94,28 +94,37 @@ fn argmax(xs: &[f32]) -> usize {
     best
 }
 
+/// Reused buffers of the sampler (no allocation per token once warm).
+#[derive(Debug, Default, Clone)]
+pub struct SampleScratch {
+    logits: Vec<f32>,
+    window: Vec<u32>,
+    work: Vec<(f32, u32)>,
+}
+
 /// Picks the next token from `logits` given the `history` of the context.
-/// `work` is reused scratch.
 pub fn sample(
     cfg: &SamplerConfig,
     logits: &[f32],
     history: &[u32],
     rng: &mut Rng,
-    work: &mut Vec<(f32, u32)>,
+    s: &mut SampleScratch,
 ) -> u32 {
-    let mut l: Vec<f32> = logits.to_vec();
+    s.logits.clear();
+    s.logits.extend_from_slice(logits);
+    let l = &mut s.logits;
     let window = &history[history.len().saturating_sub(cfg.penalty_last_n)..];
     if !window.is_empty()
         && (cfg.repeat_penalty != 1.0
             || cfg.frequency_penalty != 0.0
             || cfg.presence_penalty != 0.0)
     {
-        let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-        for &t in window {
-            *counts.entry(t).or_default() += 1;
-        }
-        for (&t, &n) in &counts {
-            let Some(x) = l.get_mut(t as usize) else {
+        // Count each distinct token of the window: sort a copy, walk runs.
+        s.window.clear();
+        s.window.extend_from_slice(window);
+        s.window.sort_unstable();
+        for run in s.window.chunk_by(|a, b| a == b) {
+            let Some(x) = l.get_mut(run[0] as usize) else {
                 continue;
             };
             if cfg.repeat_penalty != 1.0 {
@@ -125,22 +134,27 @@ pub fn sample(
                     *x * cfg.repeat_penalty
                 };
             }
-            *x -= n as f32 * cfg.frequency_penalty + cfg.presence_penalty;
+            *x -= run.len() as f32 * cfg.frequency_penalty + cfg.presence_penalty;
         }
     }
     if cfg.temperature <= 0.0 {
-        return argmax(&l) as u32;
+        return argmax(l) as u32;
     }
+    let work = &mut s.work;
     work.clear();
     work.extend(
         l.iter()
             .enumerate()
             .map(|(i, &x)| (x / cfg.temperature, i as u32)),
     );
-    work.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Only the top k need sorting.
     if cfg.top_k > 0 && cfg.top_k < work.len() {
+        work.select_nth_unstable_by(cfg.top_k - 1, |a, b| {
+            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+        });
         work.truncate(cfg.top_k);
     }
+    work.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let max = work[0].0;
     for e in work.iter_mut() {
         e.0 = (e.0 - max).exp();
@@ -194,7 +208,7 @@ mod tests {
     fn greedy_and_filters() {
         let logits = [0.1f32, 3.0, 2.9, -1.0];
         let mut rng = Rng::seed(7);
-        let mut w = Vec::new();
+        let mut w = SampleScratch::default();
         let greedy = SamplerConfig {
             temperature: 0.0,
             ..SamplerConfig::default()
