@@ -233,7 +233,11 @@ fn f16_kv_cache_stays_within_the_issue_bounds() {
 
 #[test]
 fn token_by_token_decoding_matches_the_reference() {
-    // One token per step takes the fused decode kernels, not the batched path.
+    // One token per step takes the decode kernels, not the batched path:
+    // f32 fused kernels (exact up to f32 rounding) for f16 / q4_1 / q5_* /
+    // q2_k / q3_k weights, 8-bit activations with integer dot products (as
+    // llama.cpp does) for q8_0 / q4_0 / q4_k / q6_k; the issue's bound for
+    // quantized types is 0.15, llama.cpp itself is at 0.06-0.11 here.
     for stem in [
         "llama-k-f16",
         "llama-k-q8_0",
@@ -256,6 +260,11 @@ fn token_by_token_decoding_matches_the_reference() {
         );
         let mut e = Engine::open(&path, opts()).unwrap();
         let v = e.model.config.n_vocab;
+        // Every quantized fixture has q4_k/q6_k/q8_0/q4_0 tensors (the
+        // output is q6_k), which take the integer path.
+        let exact = t == "f16";
+        let bound = if exact { 1e-4 } else { 0.15 };
+        let mut worst = 0f32;
         for (i, &tok) in ref_tokens(model).iter().enumerate() {
             let got = e.eval(&[tok]).unwrap();
             let max = got
@@ -263,8 +272,10 @@ fn token_by_token_decoding_matches_the_reference() {
                 .zip(&want[i * v..(i + 1) * v])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(max <= 1e-4, "{stem} position {i}: max |Δ| {max}");
+            worst = worst.max(max);
         }
+        println!("{stem}: token-by-token max |Δ| {worst:.3e}");
+        assert!(worst <= bound, "{stem}: max |Δ| {worst} > {bound}");
     }
 }
 

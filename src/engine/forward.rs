@@ -3,6 +3,7 @@
 //! tokens (prefill) goes through every matmul together, so each weight row
 //! is dequantized once per batch; scratch buffers are reused between calls.
 
+use super::int8::{self, QAct};
 use super::model::{Model, RopeStyle, Weight};
 use super::quant;
 use crate::error::{Error, Result};
@@ -120,11 +121,7 @@ fn v_axpy(v: &KvData, at: usize, w: f32, out: &mut [f32]) {
                 *o += w * x;
             }
         }
-        KvData::F16(d) => {
-            for (o, x) in out.iter_mut().zip(&d[at..at + n]) {
-                *o += w * x.to_f32();
-            }
-        }
+        KvData::F16(d) => super::simd::axpy_f16_fn()(&d[at..at + n], w, out),
     }
 }
 
@@ -141,6 +138,7 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     tmp: Vec<f32>,
+    qa: QAct,
 }
 
 fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -152,6 +150,8 @@ fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 const ROWS_PER_TASK: usize = 16;
 
 /// `out[i] = W · x[i]` for the `n` vectors of `x` (each `w.cols` long).
+/// One vector (decoding) on a type the integer kernels cover: `x` is
+/// quantized to 8 bits once and every row is an int8 dot product.
 fn matmul(
     m: &Model,
     w: &Weight,
@@ -159,9 +159,25 @@ fn matmul(
     n: usize,
     out: &mut [f32],
     tmp: &mut Vec<f32>,
+    qa: &mut QAct,
 ) -> Result<()> {
     let bytes = m.bytes(w)?;
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    if n == 1 && int8::supports(w.wtype) && cols % 32 == 0 {
+        qa.quantize(&x[..cols]);
+        let qa = &*qa;
+        let dot = int8::row_dot_fn();
+        out[..rows]
+            .par_chunks_mut(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    let r = c * ROWS_PER_TASK + j;
+                    *o = dot(w.wtype, &bytes[r * rb..(r + 1) * rb], qa);
+                }
+            });
+        return Ok(());
+    }
     let t = sized(tmp, rows * n);
     t.par_chunks_mut(ROWS_PER_TASK * n)
         .enumerate()
@@ -206,14 +222,10 @@ fn rope(m: &Model, x: &mut [f32], n_heads: usize, pos0: usize) {
     let per_token = n_heads * hd;
     for (i, tok) in x.chunks_mut(per_token).enumerate() {
         let pos = (pos0 + i) as f64;
-        for head in tok.chunks_mut(hd) {
-            for p in 0..rd / 2 {
-                let mut inv = (c.rope_base as f64).powf(-2.0 * p as f64 / rd as f64);
-                if let Some(ff) = &m.rope_freqs {
-                    inv /= ff[p] as f64;
-                }
-                let (s, co) = (pos * inv).sin_cos();
-                let (s, co) = (s as f32, co as f32);
+        for p in 0..rd / 2 {
+            let (s, co) = (pos * m.rope_inv_freq[p]).sin_cos();
+            let (s, co) = (s as f32, co as f32);
+            for head in tok.chunks_mut(hd) {
                 let (a, b) = match c.rope_style {
                     RopeStyle::Normal => (2 * p, 2 * p + 1),
                     RopeStyle::Neox => (p, p + rd / 2),
@@ -273,9 +285,33 @@ pub fn forward(
     let span = pos0 + n;
     for (li, l) in m.layers.iter().enumerate() {
         rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-        matmul(m, &l.wq, &s.xn, n, sized(&mut s.q, n * qd), &mut s.tmp)?;
-        matmul(m, &l.wk, &s.xn, n, sized(&mut s.k, n * kvd), &mut s.tmp)?;
-        matmul(m, &l.wv, &s.xn, n, sized(&mut s.v, n * kvd), &mut s.tmp)?;
+        matmul(
+            m,
+            &l.wq,
+            &s.xn,
+            n,
+            sized(&mut s.q, n * qd),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
+        matmul(
+            m,
+            &l.wk,
+            &s.xn,
+            n,
+            sized(&mut s.k, n * kvd),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
+        matmul(
+            m,
+            &l.wv,
+            &s.xn,
+            n,
+            sized(&mut s.v, n * kvd),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
         add_bias(&mut s.q, l.bq.as_ref());
         add_bias(&mut s.k, l.bk.as_ref());
         add_bias(&mut s.v, l.bv.as_ref());
@@ -314,7 +350,15 @@ pub fn forward(
                     v_axpy(&cache_ref.v, cache_ref.at(li, p) + kv_off, w / sum, out);
                 }
             });
-        matmul(m, &l.wo, &s.att, n, sized(&mut s.xn, n * d), &mut s.tmp)?;
+        matmul(
+            m,
+            &l.wo,
+            &s.att,
+            n,
+            sized(&mut s.xn, n * d),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
         for (x, o) in s.x.iter_mut().zip(&s.xn) {
             *x += o;
         }
@@ -326,12 +370,29 @@ pub fn forward(
             n,
             sized(&mut s.gate, n * c.n_ff),
             &mut s.tmp,
+            &mut s.qa,
         )?;
-        matmul(m, &l.up, &s.xn, n, sized(&mut s.up, n * c.n_ff), &mut s.tmp)?;
+        matmul(
+            m,
+            &l.up,
+            &s.xn,
+            n,
+            sized(&mut s.up, n * c.n_ff),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
         for (g, u) in s.gate.iter_mut().zip(&s.up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        matmul(m, &l.down, &s.gate, n, sized(&mut s.xn, n * d), &mut s.tmp)?;
+        matmul(
+            m,
+            &l.down,
+            &s.gate,
+            n,
+            sized(&mut s.xn, n * d),
+            &mut s.tmp,
+            &mut s.qa,
+        )?;
         for (x, o) in s.x.iter_mut().zip(&s.xn) {
             *x += o;
         }
@@ -345,5 +406,5 @@ pub fn forward(
         sized(&mut s.xn, rows * d),
     );
     logits.resize(rows * c.n_vocab, 0.0);
-    matmul(m, m.lm_head(), &s.xn, rows, logits, &mut s.tmp)
+    matmul(m, m.lm_head(), &s.xn, rows, logits, &mut s.tmp, &mut s.qa)
 }

@@ -213,6 +213,8 @@ pub struct Model {
     pub output: Option<Weight>,
     pub output_norm: Vec<f32>,
     pub rope_freqs: Option<Vec<f32>>,
+    /// θ_i / pos for each rotated pair: base^(−2i/d) / freq_factor_i.
+    pub rope_inv_freq: Vec<f64>,
     pub layers: Vec<Layer>,
 }
 
@@ -336,7 +338,14 @@ impl Model {
         } else {
             None
         };
+        let rope_inv_freq = (0..c.rope_dim / 2)
+            .map(|p| {
+                let inv = (c.rope_base as f64).powf(-2.0 * p as f64 / c.rope_dim as f64);
+                inv / rope_freqs.as_ref().map_or(1.0, |f| f[p] as f64)
+            })
+            .collect();
         Ok(Model {
+            rope_inv_freq,
             output_norm: load_vector(r, "output_norm.weight", c.n_embd)?,
             config: c,
             tok_embd,

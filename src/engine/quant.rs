@@ -118,8 +118,27 @@ impl WeightType {
     }
 }
 
+/// Every f16 bit pattern as f32 (256 KiB, built once): block scales are
+/// converted by lookup, as ggml does.
+pub fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; 65536]);
+        for (b, o) in t.iter_mut().enumerate() {
+            *o = f16::from_bits(b as u16).to_f32();
+        }
+        t
+    })
+}
+
+#[inline(always)]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    f16_table()[bits as usize]
+}
+
+#[inline(always)]
 fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
 /// Dequantizes `out.len()` elements (one block for block types, any count
@@ -354,21 +373,23 @@ pub fn row_dots(t: WeightType, row: &[u8], xs: &[f32], cols: usize, out: &mut [f
         out[0] = super::simd_dot::row_dot_fn()(t, row, &xs[..cols]);
         return;
     }
-    let step = t.chunk_elems();
-    let mut buf = [0f32; MAX_BLOCK];
+    // A batch (prefill): dequantize the row once into this thread's
+    // buffer, then one long dot product per vector.
+    thread_local! {
+        static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let dot = super::simd::dot_fn();
     let dequant = super::simd_dequant::dequant_fn();
-    out.fill(0.0);
-    let mut at = 0usize;
-    let mut byte = 0usize;
-    while at < cols {
-        let len = step.min(cols - at);
-        let nb = t.row_bytes(len).unwrap_or(0);
-        dequant(t, &row[byte..byte + nb], &mut buf[..len]);
-        for (k, o) in out.iter_mut().enumerate() {
-            *o += dot(&buf[..len], &xs[k * cols + at..k * cols + at + len]);
+    ROW.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(cols, 0.0);
+        let step = t.chunk_elems();
+        let nb = t.row_bytes(step.min(cols)).unwrap_or(0);
+        for (o, b) in buf.chunks_mut(step).zip(row.chunks(nb.max(1))) {
+            dequant(t, b, o);
         }
-        at += len;
-        byte += nb;
-    }
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = dot(&buf, &xs[k * cols..(k + 1) * cols]);
+        }
+    });
 }

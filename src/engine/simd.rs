@@ -145,3 +145,125 @@ mod tests {
         }
     }
 }
+
+/// `Σ a[i]·b[i]` with `a` in f16 (the KV cache), and `out += w·a`.
+pub type DotF16Fn = fn(&[half::f16], &[f32]) -> f32;
+pub type AxpyF16Fn = fn(&[half::f16], f32, &mut [f32]);
+
+pub fn dot_f16_scalar(a: &[half::f16], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x.to_f32() * y).sum()
+}
+
+pub fn axpy_f16_scalar(a: &[half::f16], w: f32, out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(a) {
+        *o += w * x.to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_f16 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot(a: &[half::f16], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        // SAFETY: 8 halfs and 8 floats at i ≤ n - 8.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+                acc = _mm256_fmadd_ps(h, _mm256_loadu_ps(b.as_ptr().add(i)), acc);
+                i += 8;
+            }
+        }
+        let s4 = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let mut s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+        while i < n {
+            s += a[i].to_f32() * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy(a: &[half::f16], w: f32, out: &mut [f32]) {
+        let n = a.len().min(out.len());
+        let vw = _mm256_set1_ps(w);
+        let mut i = 0;
+        // SAFETY: 8 halfs read and 8 floats read/written at i ≤ n - 8.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(vw, h, _mm256_loadu_ps(o)));
+                i += 8;
+            }
+        }
+        while i < n {
+            out[i] += w * a[i].to_f32();
+            i += 1;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn dot_f16_avx2(a: &[half::f16], b: &[f32]) -> f32 {
+    // SAFETY: only selected after AVX2, FMA and F16C were detected.
+    unsafe { x86_f16::dot(a, b) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn axpy_f16_avx2(a: &[half::f16], w: f32, out: &mut [f32]) {
+    // SAFETY: only selected after AVX2, FMA and F16C were detected.
+    unsafe { x86_f16::axpy(a, w, out) }
+}
+
+fn f16_kernels() -> (DotF16Fn, AxpyF16Fn) {
+    static CHOSEN: OnceLock<(DotF16Fn, AxpyF16Fn)> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return (dot_f16_avx2 as DotF16Fn, axpy_f16_avx2 as AxpyF16Fn);
+        }
+        (dot_f16_scalar as DotF16Fn, axpy_f16_scalar as AxpyF16Fn)
+    })
+}
+
+pub fn dot_f16_fn() -> DotF16Fn {
+    f16_kernels().0
+}
+
+pub fn axpy_f16_fn() -> AxpyF16Fn {
+    f16_kernels().1
+}
+
+#[cfg(test)]
+mod f16_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn f16_twins_match_scalar(v in proptest::collection::vec((-4f32..4.0, -4f32..4.0), 0..200), w in -2f32..2.0) {
+            let a: Vec<half::f16> = v.iter().map(|p| half::f16::from_f32(p.0)).collect();
+            let b: Vec<f32> = v.iter().map(|p| p.1).collect();
+            let scale: f32 = a.iter().zip(&b).map(|(x, y)| (x.to_f32() * y).abs()).sum::<f32>() + 1.0;
+            prop_assert!((dot_f16_scalar(&a, &b) - dot_f16_fn()(&a, &b)).abs() <= 1e-5 * scale);
+            let (mut o1, mut o2) = (b.clone(), b.clone());
+            axpy_f16_scalar(&a, w, &mut o1);
+            axpy_f16_fn()(&a, w, &mut o2);
+            for (x, y) in o1.iter().zip(&o2) {
+                prop_assert!((x - y).abs() <= 1e-5 * (x.abs() + 1.0));
+            }
+        }
+    }
+}

@@ -51,8 +51,9 @@ pub(crate) mod x86 {
         }
     }
 
+    #[inline(always)]
     fn f16_at(b: &[u8], at: usize) -> f32 {
-        half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+        super::super::quant::f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
     }
 
     /// 8 bytes at `p` widened to i32 (unsigned).

@@ -98,8 +98,9 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
     }
 
+    #[inline(always)]
     fn f16_at(b: &[u8], at: usize) -> f32 {
-        half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+        super::super::quant::f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
     }
 
     /// 8 bytes widened to 8 f32 lanes (unsigned).
