@@ -179,14 +179,27 @@ fn matmul(
         return Ok(());
     }
     let t = sized(tmp, rows * n);
-    t.par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            for (j, dst) in chunk.chunks_mut(n).enumerate() {
-                let r = c * ROWS_PER_TASK + j;
-                quant::row_dots(w.wtype, &bytes[r * rb..(r + 1) * rb], x, cols, dst);
-            }
-        });
+    if rows % 4 == 0 {
+        // Prefill: 4 rows at a time dequantized into this thread's buffer,
+        // then 4 × 2 tiles of dot products.
+        t.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (g, dst) in chunk.chunks_mut(4 * n).enumerate() {
+                    let r0 = c * ROWS_PER_TASK + 4 * g;
+                    quant::rows4_dots(w.wtype, &bytes[r0 * rb..(r0 + 4) * rb], x, cols, n, dst);
+                }
+            });
+    } else {
+        t.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (j, dst) in chunk.chunks_mut(n).enumerate() {
+                    let r = c * ROWS_PER_TASK + j;
+                    quant::row_dots(w.wtype, &bytes[r * rb..(r + 1) * rb], x, cols, dst);
+                }
+            });
+    }
     for i in 0..n {
         for r in 0..rows {
             out[i * rows + r] = t[r * n + i];

@@ -393,3 +393,54 @@ pub fn row_dots(t: WeightType, row: &[u8], xs: &[f32], cols: usize, out: &mut [f
         }
     });
 }
+
+/// Dot products of 4 consecutive weight rows (`rows`, `4 × row_bytes`)
+/// with the `n` vectors of `xs`: `out[r * n + k] = row_r · x_k`.
+pub fn rows4_dots(t: WeightType, rows: &[u8], xs: &[f32], cols: usize, n: usize, out: &mut [f32]) {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dequant = super::simd_dequant::dequant_fn();
+    let tile = super::simd::tile4x2_fn();
+    let dot = super::simd::dot_fn();
+    let rb = rows.len() / 4;
+    ROWS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(4 * cols, 0.0);
+        let step = t.chunk_elems();
+        let nb = t.row_bytes(step.min(cols)).unwrap_or(0);
+        for r in 0..4 {
+            let dst = &mut buf[r * cols..(r + 1) * cols];
+            for (o, b) in dst
+                .chunks_mut(step)
+                .zip(rows[r * rb..(r + 1) * rb].chunks(nb.max(1)))
+            {
+                dequant(t, b, o);
+            }
+        }
+        let w = [
+            &buf[..cols],
+            &buf[cols..2 * cols],
+            &buf[2 * cols..3 * cols],
+            &buf[3 * cols..],
+        ];
+        let mut k = 0;
+        while k + 2 <= n {
+            let xs2 = [
+                &xs[k * cols..(k + 1) * cols],
+                &xs[(k + 1) * cols..(k + 2) * cols],
+            ];
+            let o = tile(w, xs2, cols);
+            for r in 0..4 {
+                out[r * n + k] = o[r][0];
+                out[r * n + k + 1] = o[r][1];
+            }
+            k += 2;
+        }
+        if k < n {
+            for r in 0..4 {
+                out[r * n + k] = dot(w[r], &xs[k * cols..(k + 1) * cols]);
+            }
+        }
+    });
+}
