@@ -179,7 +179,7 @@ fn matmul(
         return Ok(());
     }
     let t = sized(tmp, rows * n);
-    if rows % 4 == 0 {
+    if n > 1 && rows % 4 == 0 {
         // Prefill: 4 rows at a time dequantized into this thread's buffer,
         // then 4 × 2 tiles of dot products.
         t.par_chunks_mut(ROWS_PER_TASK * n)
