@@ -157,7 +157,7 @@ pub fn row_dot_fn() -> IntDotFn {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{f16_at, scale_min_k4, QAct, WeightType};
+    use super::{f16_at, QAct, WeightType};
     use std::arch::x86_64::*;
 
     pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], a: &QAct) -> f32 {
@@ -270,31 +270,57 @@ mod x86 {
         unsafe { blocks32::<true>(row, a) }
     }
 
+    /// The 8 six-bit scales and mins of a q4_k/q5_k block (`get_scale_min_k4`
+    /// for j = 0..8 at once).
+    #[inline(always)]
+    fn scales_mins(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+        let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+        for j in 0..4 {
+            sc[j] = q[j] & 63;
+            m[j] = q[j + 4] & 63;
+            sc[j + 4] = (q[j + 8] & 0xF) | ((q[j] >> 6) << 4);
+            m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+        }
+        (sc, m)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn q4k(row: &[u8], a: &QAct) -> f32 {
+        let tab = super::super::quant::f16_table();
         let low = _mm256_set1_epi8(0xF);
-        let mut acc = _mm256_setzero_ps();
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut mins = 0f32;
         for (bi, blk) in row.chunks_exact(144).take(a.d.len() / 8).enumerate() {
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let d = tab[u16::from_le_bytes([blk[0], blk[1]]) as usize];
+            let dmin = tab[u16::from_le_bytes([blk[2], blk[3]]) as usize];
+            let (sc, m) = scales_mins(&blk[4..16]);
+            let g0 = 8 * bi;
             for c in 0..4 {
-                // SAFETY: 32 quant bytes of chunk c; activation groups g, g + 1.
+                let (g, h) = (g0 + 2 * c, g0 + 2 * c + 1);
+                // SAFETY: 32 quant bytes of chunk c; activation groups g, h.
                 unsafe {
                     let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                    for (half, w) in [(0usize, lo), (1, hi)] {
-                        let g = 8 * bi + 2 * c + half;
-                        let (sc, m) = scale_min_k4(2 * c + half, &blk[4..16]);
-                        let x = load32(a.q.as_ptr().add(32 * g));
-                        let s = _mm256_set1_ps(d * sc as f32 * a.d[g]);
-                        acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(dot_u8(w, x)), acc);
-                        mins += dmin * m as f32 * a.d[g] * a.s[g] as f32;
-                    }
+                    let p0 = dot_u8(lo, load32(a.q.as_ptr().add(32 * g)));
+                    let p1 = dot_u8(hi, load32(a.q.as_ptr().add(32 * h)));
+                    acc0 = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * sc[2 * c] as f32 * a.d[g]),
+                        _mm256_cvtepi32_ps(p0),
+                        acc0,
+                    );
+                    acc1 = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * sc[2 * c + 1] as f32 * a.d[h]),
+                        _mm256_cvtepi32_ps(p1),
+                        acc1,
+                    );
                 }
+                mins += dmin
+                    * (m[2 * c] as f32 * a.d[g] * a.s[g] as f32
+                        + m[2 * c + 1] as f32 * a.d[h] * a.s[h] as f32);
             }
         }
-        unsafe { hsum(acc) - mins }
+        unsafe { hsum(_mm256_add_ps(acc0, acc1)) - mins }
     }
 
     #[target_feature(enable = "avx2,fma")]
