@@ -21,6 +21,7 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 step "format and lint"
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --lib --no-default-features --locked -- -D warnings  # the format crate without the engine
 
 step "interop environment (ztensor 2.1.2 from PyPI)"
 VENV=.venv-interop
