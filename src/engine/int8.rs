@@ -6,7 +6,7 @@
 //! (the types of q8_0, q4_0, q4_k_m and q6_k files); the scalar twin does
 //! the same integer arithmetic without SIMD.
 
-use super::quant::{f16_to_f32, WeightType};
+use super::quant::{f16_at, scale_min_k4, WeightType};
 use std::sync::OnceLock;
 
 /// An activation vector quantized to blocks of 32.
@@ -53,21 +53,6 @@ pub fn supports(t: WeightType) -> bool {
 
 /// `row · x` with `x` given quantized.
 pub type IntDotFn = fn(WeightType, &[u8], &QAct) -> f32;
-
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
-}
 
 /// Σ w·a over 32 (or fewer) values.
 fn idot(w: &[i32], a: &[i8]) -> i32 {
@@ -157,6 +142,7 @@ pub fn row_dot_fn() -> IntDotFn {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::simd::hsum;
     use super::{f16_at, QAct, WeightType};
     use std::arch::x86_64::*;
 
@@ -189,13 +175,6 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     unsafe fn dot_u8(w: __m256i, a: __m256i) -> __m256i {
         _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
     }
 
     #[target_feature(enable = "avx2")]

@@ -136,8 +136,9 @@ pub fn f16_to_f32(bits: u16) -> f32 {
     f16_table()[bits as usize]
 }
 
+/// The f16 at byte `at` of `b`, as f32.
 #[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
@@ -270,7 +271,7 @@ fn dequant_q3k(b: &[u8], out: &mut [f32]) {
 }
 
 /// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j`.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -26,6 +26,19 @@ pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Sum of the 8 lanes.
+///
+/// # Safety
+/// AVX must be available (every caller is an AVX2 kernel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -58,13 +71,8 @@ mod x86 {
                 i += 8;
             }
         }
-        let acc = _mm256_add_ps(acc0, acc1);
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let lo = _mm256_castps256_ps128(acc);
-        let s4 = _mm_add_ps(hi, lo);
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-        let mut s = _mm_cvtss_f32(s1);
+        // SAFETY: AVX2 is enabled for this function.
+        let mut s = unsafe { super::hsum(_mm256_add_ps(acc0, acc1)) };
         while i < n {
             s += a[i] * b[i];
             i += 1;
@@ -179,9 +187,8 @@ mod x86_f16 {
                 i += 8;
             }
         }
-        let s4 = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let mut s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+        // SAFETY: AVX2 is enabled for this function.
+        let mut s = unsafe { super::hsum(acc) };
         while i < n {
             s += a[i].to_f32() * b[i];
             i += 1;
@@ -287,14 +294,8 @@ pub fn tile4x2_scalar(rows: [&[f32]; 4], xs: [&[f32]; 2], len: usize) -> [[f32; 
 
 #[cfg(target_arch = "x86_64")]
 mod x86_tile {
+    use super::hsum;
     use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
-    }
 
     /// # Safety
     /// AVX2 and FMA must be available; every slice holds `len` values.

@@ -24,7 +24,7 @@ pub fn dequant_fn() -> DequantFn {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::super::quant::{self, WeightType};
+    use super::super::quant::{self, f16_at, scale_min_k4, WeightType};
     use std::arch::x86_64::*;
 
     pub fn dequant_avx2_safe(t: WeightType, b: &[u8], out: &mut [f32]) {
@@ -51,14 +51,9 @@ pub(crate) mod x86 {
         }
     }
 
-    #[inline(always)]
-    fn f16_at(b: &[u8], at: usize) -> f32 {
-        super::super::quant::f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
-    }
-
     /// 8 bytes at `p` widened to i32 (unsigned).
     #[target_feature(enable = "avx2")]
-    unsafe fn u8x8(p: *const u8) -> __m256i {
+    pub(crate) unsafe fn u8x8(p: *const u8) -> __m256i {
         // SAFETY: the caller guarantees 8 readable bytes at `p`.
         unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)) }
     }
@@ -133,17 +128,6 @@ pub(crate) mod x86 {
                 _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), flo);
                 _mm256_storeu_ps(out.as_mut_ptr().add(16 + 8 * k), fhi);
             }
-        }
-    }
-
-    fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-        if j < 4 {
-            (q[j] & 63, q[j + 4] & 63)
-        } else {
-            (
-                (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-            )
         }
     }
 

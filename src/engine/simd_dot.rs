@@ -65,6 +65,9 @@ fn generic(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::quant::{f16_at, scale_min_k4};
+    use super::super::simd::hsum;
+    use super::super::simd_dequant::x86::u8x8;
     use super::WeightType;
     use std::arch::x86_64::*;
 
@@ -89,25 +92,6 @@ mod x86 {
                 _ => super::generic(t, row, x),
             }
         }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
-    }
-
-    #[inline(always)]
-    fn f16_at(b: &[u8], at: usize) -> f32 {
-        super::super::quant::f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
-    }
-
-    /// 8 bytes widened to 8 f32 lanes (unsigned).
-    #[target_feature(enable = "avx2")]
-    unsafe fn u8x8(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 8 readable bytes.
-        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -175,17 +159,6 @@ mod x86 {
             };
         }
         unsafe { hsum(total) }
-    }
-
-    fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-        if j < 4 {
-            (q[j] & 63, q[j + 4] & 63)
-        } else {
-            (
-                (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-            )
-        }
     }
 
     #[target_feature(enable = "avx2,fma")]
