@@ -99,7 +99,9 @@ pub fn header_span(first: &[u8]) -> Result<u64> {
 /// The element type for a numpy `descr`; refuses what we cannot read as
 /// raw little-endian C-order data, naming why.
 fn element_type(descr: &str) -> Result<ElementType> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // The byte-order mark is the first character (which may be any
+    // character in a hostile header, so split at its real length).
+    let (order, code) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
     let plain = |d| Ok(ElementType::plain(d));
     let one_byte = order == "|" || order == "<";
     match (order, code) {
@@ -380,5 +382,20 @@ mod tests {
         assert_eq!(a.data, &data[..]);
         let s = encode(&[], &ElementType::plain(DType::U8), &[7]);
         assert_eq!(decode(&s).unwrap().shape, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn multibyte_descr_is_refused_not_a_panic() {
+        // Found by the npz fuzz target: a descr starting with 'ĕ'.
+        let mut bytes = encode(&[1], &ElementType::plain(DType::U8), &[7]);
+        let at = bytes.windows(3).position(|w| w == b"|u1").unwrap();
+        bytes.splice(at..at + 3, "ĕ8".bytes());
+        assert!(matches!(
+            decode(&bytes),
+            Err(Error::Foreign {
+                rule: "npy-descr",
+                ..
+            })
+        ));
     }
 }
