@@ -88,16 +88,6 @@ impl KvCache {
             }
         }
     }
-
-    /// The stored bytes of layer `layer`'s K or V for positions `0..n`
-    /// (little-endian), for snapshots.
-    pub fn layer_bytes(&self, layer: usize, n: usize, v: bool) -> Vec<u8> {
-        let (s, e) = (self.at(layer, 0), self.at(layer, n));
-        match if v { &self.v } else { &self.k } {
-            KvData::F32(d) => d[s..e].iter().flat_map(|x| x.to_le_bytes()).collect(),
-            KvData::F16(d) => d[s..e].iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
-    }
 }
 
 /// Dot of `q` with K row `pos` of head slice `[off, off + q.len())`.

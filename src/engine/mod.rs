@@ -176,14 +176,27 @@ impl Engine {
     /// position (`tokens.len() × n_vocab`, row-major).
     pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut logits = Vec::new();
-        self.run(tokens, true, &mut logits)?;
+        self.forward(tokens, true, &mut logits)?;
+        let v = self.model.config.n_vocab;
+        if let Some(last) = logits.len().checked_sub(v) {
+            self.last_logits.clear();
+            self.last_logits.extend_from_slice(&logits[last..]);
+        }
         Ok(logits)
     }
 
-    /// Runs `tokens`, keeping the last position's logits.
-    fn run(&mut self, tokens: &[u32], all: bool, out: &mut Vec<f32>) -> Result<()> {
+    /// Runs `tokens`, leaving the last position's logits in `last_logits`.
+    fn run(&mut self, tokens: &[u32]) -> Result<()> {
+        let mut last = std::mem::take(&mut self.last_logits);
+        let result = self.forward(tokens, false, &mut last);
+        self.last_logits = last;
+        result
+    }
+
+    /// Runs `tokens` at the end of the context, writing the logits of the
+    /// last (or every) new position to `out`; empty `tokens` change nothing.
+    fn forward(&mut self, tokens: &[u32], all: bool, out: &mut Vec<f32>) -> Result<()> {
         if tokens.is_empty() {
-            out.clear();
             return Ok(());
         }
         let pos0 = self.tokens.len();
@@ -196,9 +209,6 @@ impl Engine {
         } = self;
         pool.install(|| forward::forward(model, cache, scratch, tokens, pos0, all, out))?;
         self.tokens.extend_from_slice(tokens);
-        let v = self.model.config.n_vocab;
-        self.last_logits.clear();
-        self.last_logits.extend_from_slice(&out[out.len() - v..]);
         Ok(())
     }
 
@@ -221,8 +231,7 @@ impl Engine {
             Some(false)
         };
         let ids = self.tokenize(prompt, add_bos, true);
-        let mut logits = Vec::new();
-        self.run(&ids, false, &mut logits)?;
+        self.run(&ids)?;
         if self.last_logits.is_empty() {
             return Err(Error::usage(
                 "nothing to continue: the context is empty and the prompt gave no tokens",
@@ -261,9 +270,7 @@ impl Engine {
         self.tokenizer.token_bytes(id, false, &mut g.bytes);
         let piece = g.stream.push(&g.bytes);
         let position = self.tokens.len();
-        let mut logits = std::mem::take(&mut g.logits);
-        self.run(&[id], false, &mut logits)?;
-        g.logits = logits;
+        self.run(&[id])?;
         g.produced += 1;
         g.text.push_str(&piece);
         if let Some(cut) = params
@@ -315,7 +322,6 @@ pub struct Generation {
     done: bool,
     stream: tokenizer::Utf8Stream,
     bytes: Vec<u8>,
-    logits: Vec<f32>,
 }
 
 impl Generation {

@@ -549,31 +549,15 @@ fn place(parsed: Parsed, store: &Store, data_end: u64, max_decoded: u64) -> Resu
         }
     }
     let compressed = parsed.stored.iter().any(|s| s.zstd.is_some());
-    let mut image: Vec<u8> = Vec::new();
-    if compressed {
-        let total = parsed
-            .stored
-            .iter()
-            .try_fold(0u64, |t, s| {
-                t.checked_add(align_up(s.zstd.unwrap_or(s.length), 64)?)
-            })
-            .filter(|&t| t <= max_decoded)
-            .ok_or_else(|| Error::Limit {
-                what: "decoded size of the legacy components".into(),
-                value: parsed
-                    .stored
-                    .iter()
-                    .fold(0u64, |t, s| t.saturating_add(s.zstd.unwrap_or(s.length))),
-                limit: max_decoded,
-            })?;
-        image
-            .try_reserve_exact(total as usize)
-            .map_err(|_| Error::Limit {
-                what: "legacy image".into(),
-                value: total,
-                limit: isize::MAX as u64,
-            })?;
-    }
+    let mut image = if compressed {
+        super::image_buffer(
+            parsed.stored.iter().map(|s| s.zstd.unwrap_or(s.length)),
+            max_decoded,
+            "legacy components",
+        )?
+    } else {
+        Vec::new()
+    };
     let mut objects: BTreeMap<String, Object> = BTreeMap::new();
     for s in &parsed.stored {
         let (offset, length, digest) = if compressed {

@@ -84,6 +84,33 @@ pub(crate) struct Foreign {
     pub image: Option<Vec<u8>>,
 }
 
+/// An empty buffer with room for parts of the given decoded sizes, each
+/// padded to 64 bytes: the total is checked against `max_decoded` (and the
+/// allocation made fallibly) before any decoding starts.
+pub(crate) fn image_buffer(
+    sizes: impl Iterator<Item = u64> + Clone,
+    max_decoded: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let too_big = |value| Error::Limit {
+        what: format!("decoded size of the {what}"),
+        value,
+        limit: max_decoded,
+    };
+    let total = sizes
+        .clone()
+        .try_fold(0u64, |t, n| {
+            t.checked_add(crate::container::align_up(n, 64)?)
+        })
+        .filter(|&t| t <= max_decoded)
+        .ok_or_else(|| too_big(sizes.fold(0u64, u64::saturating_add)))?;
+    let mut image = Vec::new();
+    image
+        .try_reserve_exact(usize::try_from(total).unwrap_or(usize::MAX))
+        .map_err(|_| too_big(total))?;
+    Ok(image)
+}
+
 pub(crate) fn open_foreign(
     format: Format,
     store: &Store,

@@ -93,27 +93,11 @@ pub(crate) fn npz_manifest(store: &Store, max_decoded: u64) -> Result<Foreign> {
             image: None,
         });
     }
-    let total = members
-        .iter()
-        .try_fold(0u64, |t, (_, m)| {
-            t.checked_add(align_up(m.uncompressed, 64)?)
-        })
-        .filter(|&t| t <= max_decoded)
-        .ok_or_else(|| Error::Limit {
-            what: "decoded size of the npz members".into(),
-            value: members
-                .iter()
-                .fold(0u64, |t, (_, m)| t.saturating_add(m.uncompressed)),
-            limit: max_decoded,
-        })?;
-    let mut image = Vec::new();
-    image
-        .try_reserve_exact(total as usize)
-        .map_err(|_| Error::Limit {
-            what: "npz image".into(),
-            value: total,
-            limit: isize::MAX as u64,
-        })?;
+    let mut image = super::image_buffer(
+        members.iter().map(|(_, m)| m.uncompressed),
+        max_decoded,
+        "npz members",
+    )?;
     for (name, m) in &members {
         let start = image.len();
         image.resize(start + m.uncompressed as usize, 0);
