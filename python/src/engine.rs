@@ -91,16 +91,28 @@ impl NativeEngine {
         self.inner.tokens.clone()
     }
 
+    #[pyo3(signature = (tokens, all_logits = true))]
     fn eval<'py>(
         &mut self,
         py: Python<'py>,
         tokens: Vec<u32>,
+        all_logits: bool,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let v = self.inner.model.config.n_vocab;
-        let n = tokens.len();
         let inner = &mut self.inner;
-        let logits = py.detach(|| inner.eval(&tokens)).map_err(to_pyerr)?;
-        PyArray1::from_vec(py, logits).reshape([n, v])
+        if all_logits {
+            let n = tokens.len();
+            let logits = py.detach(|| inner.eval(&tokens)).map_err(to_pyerr)?;
+            return PyArray1::from_vec(py, logits).reshape([n, v]);
+        }
+        py.detach(|| inner.prefill(&tokens)).map_err(to_pyerr)?;
+        let rows = usize::from(!inner.last_logits.is_empty() && !tokens.is_empty());
+        let last = if rows == 1 {
+            inner.last_logits.clone()
+        } else {
+            Vec::new()
+        };
+        PyArray1::from_vec(py, last).reshape([rows, v])
     }
 
     fn reset(&mut self) {

@@ -178,10 +178,12 @@ class Engine:
         """Text of `ids` (control tokens give nothing)."""
         return self._native.detokenize(list(ids))
 
-    def eval(self, tokens: list[int]) -> npt.NDArray[np.float32]:
+    def eval(self, tokens: list[int], all_logits: bool = True) -> npt.NDArray[np.float32]:
         """Appends `tokens` to the context; returns the logits of every new
-        position, shape `(len(tokens), n_vocab)`."""
-        return self._native.eval(list(tokens))
+        position, shape `(len(tokens), n_vocab)`. With `all_logits=False`
+        only the last position's row is computed (shape `(1, n_vocab)`,
+        or `(0, n_vocab)` for no tokens): a faster prompt prefill."""
+        return self._native.eval(list(tokens), all_logits)
 
     def reset(self) -> None:
         """Forgets the context (the RNG continues)."""

@@ -94,11 +94,7 @@ impl KvCache {
 fn k_dot(k: &KvData, at: usize, q: &[f32]) -> f32 {
     match k {
         KvData::F32(d) => super::simd::dot_fn()(&d[at..at + q.len()], q),
-        KvData::F16(d) => d[at..at + q.len()]
-            .iter()
-            .zip(q)
-            .map(|(a, b)| a.to_f32() * b)
-            .sum(),
+        KvData::F16(d) => super::simd::dot_f16_fn()(&d[at..at + q.len()], q),
     }
 }
 
@@ -153,17 +149,20 @@ fn matmul(
 ) -> Result<()> {
     let bytes = m.bytes(w)?;
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
-    if n == 1 && int8::supports(w.wtype) && cols % 32 == 0 {
-        qa.quantize(&x[..cols]);
+    if let Some(blocks) =
+        int8::act_blocks(w.wtype).filter(|_| int8::supports(w.wtype, cols) && n == 1)
+    {
+        qa.quantize(blocks, &x[..n * cols], cols);
         let qa = &*qa;
         let dot = int8::row_dot_fn();
+        let a = qa.row(0);
         out[..rows]
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, chunk)| {
                 for (j, o) in chunk.iter_mut().enumerate() {
                     let r = c * ROWS_PER_TASK + j;
-                    *o = dot(w.wtype, &bytes[r * rb..(r + 1) * rb], qa);
+                    *o = dot(w.wtype, &bytes[r * rb..(r + 1) * rb], a);
                 }
             });
         return Ok(());
@@ -190,11 +189,72 @@ fn matmul(
                 }
             });
     }
+    transpose_into(t, rows, n, out);
+    Ok(())
+}
+
+/// `out[i][r] = t[r][i]` for `t` of `rows × n`.
+fn transpose_into(t: &[f32], rows: usize, n: usize, out: &mut [f32]) {
     for i in 0..n {
         for r in 0..rows {
             out[i * rows + r] = t[r * n + i];
         }
     }
+}
+
+/// Up to three matrices applied to the same input (Q/K/V, gate/up). When
+/// decoding on the integer path with one activation layout, the input is
+/// quantized once and all rows go through one parallel pass (one wake-up
+/// of the pool instead of one per matrix); otherwise one matmul each.
+fn matmul_group(
+    m: &Model,
+    jobs: &mut [(&Weight, &mut [f32])],
+    x: &[f32],
+    n: usize,
+    tmp: &mut Vec<f32>,
+    qa: &mut QAct,
+) -> Result<()> {
+    let Some(first) = jobs.first().map(|(w, _)| *w) else {
+        return Ok(());
+    };
+    let blocks = int8::act_blocks(first.wtype);
+    let fused = n == 1
+        && jobs.len() <= 3
+        && blocks.is_some()
+        && jobs.iter().all(|(w, _)| {
+            int8::act_blocks(w.wtype) == blocks
+                && w.cols == first.cols
+                && int8::supports(w.wtype, w.cols)
+        });
+    let Some(blocks) = blocks.filter(|_| fused) else {
+        for (w, out) in jobs.iter_mut() {
+            matmul(m, w, x, n, out, tmp, qa)?;
+        }
+        return Ok(());
+    };
+    let mut bytes: [&[u8]; 3] = [&[]; 3];
+    for (b, (w, _)) in bytes.iter_mut().zip(jobs.iter()) {
+        *b = m.bytes(w)?;
+    }
+    qa.quantize(blocks, &x[..first.cols], first.cols);
+    let a = qa.row(0);
+    let dot = int8::row_dot_fn();
+    jobs.par_iter_mut()
+        .zip(bytes.par_iter())
+        .flat_map(|((w, out), &b)| {
+            let w: &Weight = w;
+            out[..w.rows]
+                .par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .map(move |(c, chunk)| (w, b, c, chunk))
+        })
+        .for_each(|(w, b, c, chunk)| {
+            let rb = w.row_bytes;
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let r = c * ROWS_PER_TASK + j;
+                *o = dot(w.wtype, &b[r * rb..(r + 1) * rb], a);
+            }
+        });
     Ok(())
 }
 
@@ -288,30 +348,15 @@ pub fn forward(
     let span = pos0 + n;
     for (li, l) in m.layers.iter().enumerate() {
         rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-        matmul(
+        matmul_group(
             m,
-            &l.wq,
+            &mut [
+                (&l.wq, sized(&mut s.q, n * qd)),
+                (&l.wk, sized(&mut s.k, n * kvd)),
+                (&l.wv, sized(&mut s.v, n * kvd)),
+            ],
             &s.xn,
             n,
-            sized(&mut s.q, n * qd),
-            &mut s.tmp,
-            &mut s.qa,
-        )?;
-        matmul(
-            m,
-            &l.wk,
-            &s.xn,
-            n,
-            sized(&mut s.k, n * kvd),
-            &mut s.tmp,
-            &mut s.qa,
-        )?;
-        matmul(
-            m,
-            &l.wv,
-            &s.xn,
-            n,
-            sized(&mut s.v, n * kvd),
             &mut s.tmp,
             &mut s.qa,
         )?;
@@ -366,21 +411,14 @@ pub fn forward(
             *x += o;
         }
         rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-        matmul(
+        matmul_group(
             m,
-            &l.gate,
+            &mut [
+                (&l.gate, sized(&mut s.gate, n * c.n_ff)),
+                (&l.up, sized(&mut s.up, n * c.n_ff)),
+            ],
             &s.xn,
             n,
-            sized(&mut s.gate, n * c.n_ff),
-            &mut s.tmp,
-            &mut s.qa,
-        )?;
-        matmul(
-            m,
-            &l.up,
-            &s.xn,
-            n,
-            sized(&mut s.up, n * c.n_ff),
             &mut s.tmp,
             &mut s.qa,
         )?;

@@ -1,58 +1,121 @@
-//! Integer dot products for decoding, as llama.cpp does them: the
-//! activation vector is quantized once per matmul to blocks of 32 int8
-//! values with an f32 scale (and the blocks' sums), and each weight block
-//! is multiplied in int8 × int8 → int32 with AVX2 (`maddubs`), the float
-//! scales applied per 32 (or 16) values. Covers q8_0, q4_0, q4_k and q6_k
-//! (the types of q8_0, q4_0, q4_k_m and q6_k files); the scalar twin does
-//! the same integer arithmetic without SIMD.
+//! Integer dot products, as llama.cpp does them: the activations are
+//! quantized once per matmul to int8 with f32 scales, and each weight
+//! block is multiplied in int8 × int8 → int32 (AVX2 `maddubs`), the float
+//! scales applied as late as the format allows. Two activation layouts:
+//! blocks of 32 (one scale and sum each) for q8_0/q4_0, and super-blocks of
+//! 256 (one scale, a sum per 16) for the k-quants, whose kernels then sum a
+//! whole super-block in int32 and convert once. The scalar twin does the
+//! same integer arithmetic without SIMD.
 
 use super::quant::{f16_at, scale_min_k4, WeightType};
 use std::sync::OnceLock;
 
-/// An activation vector quantized to blocks of 32.
-#[derive(Debug, Default, Clone)]
-pub struct QAct {
-    pub d: Vec<f32>,
-    pub q: Vec<i8>,
-    /// Σ q of each block.
-    pub s: Vec<i32>,
+/// How activations are grouped for a weight type's integer kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActBlocks {
+    /// 32 values per scale; `s` holds each block's Σq.
+    #[default]
+    B32,
+    /// 256 values per scale; `s` holds Σq of every 16.
+    K256,
 }
 
-impl QAct {
-    /// Quantizes `x` (a multiple of 32 long): `d = max|x| / 127`,
-    /// `q = round(x / d)`.
-    pub fn quantize(&mut self, x: &[f32]) {
-        let nb = x.len() / 32;
-        self.d.clear();
-        self.s.clear();
-        self.q.resize(x.len(), 0);
-        for (b, xs) in x.chunks_exact(32).enumerate() {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (o, v) in self.q[32 * b..32 * b + 32].iter_mut().zip(xs) {
-                let q = (v * id).round().clamp(-127.0, 127.0) as i8;
-                *o = q;
-                sum += q as i32;
-            }
-            self.d.push(d);
-            self.s.push(sum);
+impl ActBlocks {
+    fn len(self) -> usize {
+        match self {
+            ActBlocks::B32 => 32,
+            ActBlocks::K256 => 256,
         }
-        debug_assert_eq!(self.d.len(), nb);
+    }
+
+    fn sum_len(self) -> usize {
+        match self {
+            ActBlocks::B32 => 32,
+            ActBlocks::K256 => 16,
+        }
     }
 }
 
-/// Whether the integer path covers a weight type.
-pub fn supports(t: WeightType) -> bool {
-    matches!(
-        t,
-        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4K | WeightType::Q6K
-    )
+/// The activation layout of a weight type's integer kernel, or `None`
+/// when the type has none (it then takes the f32 path).
+pub fn act_blocks(t: WeightType) -> Option<ActBlocks> {
+    match t {
+        WeightType::Q8_0 | WeightType::Q4_0 => Some(ActBlocks::B32),
+        WeightType::Q4K | WeightType::Q6K => Some(ActBlocks::K256),
+        _ => None,
+    }
 }
 
-/// `row · x` with `x` given quantized.
-pub type IntDotFn = fn(WeightType, &[u8], &QAct) -> f32;
+/// Whether the integer path covers a weight type for rows of `cols`.
+pub fn supports(t: WeightType, cols: usize) -> bool {
+    act_blocks(t).is_some_and(|b| cols % b.len() == 0 && cols > 0)
+}
+
+/// One or more activation vectors of `cols` values, quantized.
+#[derive(Debug, Default, Clone)]
+pub struct QAct {
+    pub blocks: ActBlocks,
+    pub cols: usize,
+    pub d: Vec<f32>,
+    pub q: Vec<i8>,
+    /// Σq per 32 (B32) or per 16 (K256); at most 32 · 127, so i16.
+    pub s: Vec<i16>,
+}
+
+/// One quantized vector of a [`QAct`].
+#[derive(Debug, Clone, Copy)]
+pub struct QRow<'a> {
+    /// Scale of each block.
+    pub d: &'a [f32],
+    pub q: &'a [i8],
+    /// Σq per 32 (B32) or per 16 (K256).
+    pub s: &'a [i16],
+}
+
+impl QAct {
+    /// Quantizes the vectors of `x` (each `cols` long, `cols` a multiple
+    /// of the block length): per block `d = max|x| / 127`, `q = round(x / d)`.
+    pub fn quantize(&mut self, blocks: ActBlocks, x: &[f32], cols: usize) {
+        let (bl, sl) = (blocks.len(), blocks.sum_len());
+        self.blocks = blocks;
+        self.cols = cols;
+        self.d.clear();
+        self.s.clear();
+        self.q.resize(x.len(), 0);
+        for (xs, qs) in x.chunks_exact(bl).zip(self.q.chunks_exact_mut(bl)) {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (o, v) in qs.iter_mut().zip(xs) {
+                *o = (v * id).round().clamp(-127.0, 127.0) as i8;
+            }
+            self.d.push(d);
+            self.s.extend(
+                qs.chunks_exact(sl)
+                    .map(|c| c.iter().map(|&q| q as i16).sum::<i16>()),
+            );
+        }
+    }
+
+    /// Number of vectors.
+    pub fn rows(&self) -> usize {
+        self.q.len().checked_div(self.cols).unwrap_or(0)
+    }
+
+    /// Vector `i`.
+    pub fn row(&self, i: usize) -> QRow<'_> {
+        let nd = self.cols / self.blocks.len();
+        let ns = self.cols / self.blocks.sum_len();
+        QRow {
+            d: &self.d[i * nd..(i + 1) * nd],
+            q: &self.q[i * self.cols..(i + 1) * self.cols],
+            s: &self.s[i * ns..(i + 1) * ns],
+        }
+    }
+}
+
+/// `row · x` with `x` quantized in the weight type's activation layout.
+pub type IntDotFn = fn(WeightType, &[u8], QRow) -> f32;
 
 /// Σ w·a over 32 (or fewer) values.
 fn idot(w: &[i32], a: &[i8]) -> i32 {
@@ -60,7 +123,7 @@ fn idot(w: &[i32], a: &[i8]) -> i32 {
 }
 
 /// The scalar twin.
-pub fn row_dot_scalar(t: WeightType, row: &[u8], a: &QAct) -> f32 {
+pub fn row_dot_scalar(t: WeightType, row: &[u8], a: QRow) -> f32 {
     let mut total = 0f32;
     let mut w = [0i32; 32];
     match t {
@@ -82,26 +145,30 @@ pub fn row_dot_scalar(t: WeightType, row: &[u8], a: &QAct) -> f32 {
             }
         }
         WeightType::Q4K => {
-            for (bi, blk) in row.chunks_exact(144).take(a.d.len() / 8).enumerate() {
+            for (bi, blk) in row.chunks_exact(144).take(a.d.len()).enumerate() {
                 let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                let (aq, bs) = (&a.q[256 * bi..256 * bi + 256], &a.s[16 * bi..16 * bi + 16]);
+                let (mut sumi, mut summ) = (0i32, 0i32);
                 for c in 0..4 {
                     let q = &blk[16 + 32 * c..48 + 32 * c];
                     for (half, shift) in [(0usize, 0u32), (1, 4)] {
-                        let g = 8 * bi + 2 * c + half;
-                        let (sc, m) = scale_min_k4(2 * c + half, &blk[4..16]);
+                        let j = 2 * c + half;
+                        let (sc, m) = scale_min_k4(j, &blk[4..16]);
                         for (o, &x) in w.iter_mut().zip(q) {
                             *o = ((x >> shift) & 0xF) as i32;
                         }
-                        let dot = idot(&w, &a.q[32 * g..32 * g + 32]);
-                        total += d * sc as f32 * a.d[g] * dot as f32
-                            - dmin * m as f32 * a.d[g] * a.s[g] as f32;
+                        sumi += sc as i32 * idot(&w, &aq[32 * j..32 * j + 32]);
+                        summ += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
                     }
                 }
+                total += d * a.d[bi] * sumi as f32 - dmin * a.d[bi] * summ as f32;
             }
         }
         WeightType::Q6K => {
-            for (bi, blk) in row.chunks_exact(210).take(a.d.len() / 8).enumerate() {
+            for (bi, blk) in row.chunks_exact(210).take(a.d.len()).enumerate() {
                 let d = f16_at(blk, 208);
+                let aq = &a.q[256 * bi..256 * bi + 256];
+                let mut sumi = 0i32;
                 for n in 0..2 {
                     let (ql, qh, sc) = (
                         &blk[64 * n..64 * n + 64],
@@ -109,18 +176,17 @@ pub fn row_dot_scalar(t: WeightType, row: &[u8], a: &QAct) -> f32 {
                         &blk[192 + 8 * n..200 + 8 * n],
                     );
                     for j in 0..4 {
-                        let g = 8 * bi + 4 * n + j;
                         for l in 0..32 {
                             let lo = if j % 2 == 0 { ql[l] } else { ql[l + 32] };
                             let lo = if j < 2 { lo & 0xF } else { lo >> 4 };
                             w[l] = (lo | (((qh[l] >> (2 * j)) & 3) << 4)) as i32 - 32;
                         }
-                        let aq = &a.q[32 * g..32 * g + 32];
-                        let (d0, d1) = (idot(&w[..16], &aq[..16]), idot(&w[16..], &aq[16..]));
-                        let (s0, s1) = (sc[2 * j] as i8 as f32, sc[2 * j + 1] as i8 as f32);
-                        total += d * a.d[g] * (s0 * d0 as f32 + s1 * d1 as f32);
+                        let x = &aq[128 * n + 32 * j..128 * n + 32 * j + 32];
+                        let (s0, s1) = (sc[2 * j] as i8 as i32, sc[2 * j + 1] as i8 as i32);
+                        sumi += s0 * idot(&w[..16], &x[..16]) + s1 * idot(&w[16..], &x[16..]);
                     }
                 }
+                total += d * a.d[bi] * sumi as f32;
             }
         }
         _ => {}
@@ -128,12 +194,38 @@ pub fn row_dot_scalar(t: WeightType, row: &[u8], a: &QAct) -> f32 {
     total
 }
 
+/// Four dot products of one row, each weight block unpacked once.
+pub type IntDot4Fn = fn(WeightType, &[u8], [QRow; 4]) -> [f32; 4];
+
+/// The scalar twin of the four-vector kernel.
+pub fn row_dot4_scalar(t: WeightType, row: &[u8], a: [QRow; 4]) -> [f32; 4] {
+    a.map(|a| row_dot_scalar(t, row, a))
+}
+
+/// The four-vector kernel for this CPU (detected once).
+pub fn row_dot4_fn() -> IntDot4Fn {
+    static CHOSEN: OnceLock<IntDot4Fn> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return x86::row_dot4_avx2_safe as IntDot4Fn;
+        }
+        row_dot4_scalar as IntDot4Fn
+    })
+}
+
 /// The kernel for this CPU (detected once).
 pub fn row_dot_fn() -> IntDotFn {
     static CHOSEN: OnceLock<IntDotFn> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
             return x86::row_dot_avx2_safe as IntDotFn;
         }
         row_dot_scalar as IntDotFn
@@ -143,38 +235,64 @@ pub fn row_dot_fn() -> IntDotFn {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::simd::hsum;
-    use super::{f16_at, QAct, WeightType};
+    use super::{QRow, WeightType};
     use std::arch::x86_64::*;
 
-    pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], a: &QAct) -> f32 {
-        let elems = a.d.len() * 32;
-        if t.row_bytes(elems).is_none_or(|b| b > row.len()) || a.q.len() < elems {
+    /// Whether `row` and `a` hold whole blocks of `t` for `a.q.len()` values.
+    fn fits(t: WeightType, row: &[u8], a: &QRow) -> bool {
+        let elems = a.q.len();
+        let per_scale = match t {
+            WeightType::Q8_0 | WeightType::Q4_0 => 32,
+            _ => 256,
+        };
+        a.d.len() * per_scale == elems
+            && (per_scale == 32 || a.s.len() * 16 == elems)
+            && t.row_bytes(elems).is_some_and(|b| b <= row.len())
+    }
+
+    /// `N` dot products of one row; `None` for types without a kernel.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; every `a` passes [`fits`].
+    #[inline(always)]
+    unsafe fn dots<const N: usize>(t: WeightType, row: &[u8], a: &[QRow; N]) -> Option<[f32; N]> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            Some(match t {
+                WeightType::Q8_0 => q8_0::<N>(row, a),
+                WeightType::Q4_0 => q4_0::<N>(row, a),
+                WeightType::Q4K => q4k::<N>(row, a),
+                WeightType::Q6K => q6k::<N>(row, a),
+                _ => return None,
+            })
+        }
+    }
+
+    pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], a: QRow) -> f32 {
+        if !fits(t, row, &a) {
             return super::row_dot_scalar(t, row, a);
         }
-        // SAFETY: chosen after AVX2 and FMA were detected; the row holds
-        // the blocks for `elems` values and `a` holds `elems` quants.
-        unsafe {
-            match t {
-                WeightType::Q8_0 => q8_0(row, a),
-                WeightType::Q4_0 => q4_0(row, a),
-                WeightType::Q4K => q4k(row, a),
-                WeightType::Q6K => q6k(row, a),
-                _ => super::row_dot_scalar(t, row, a),
-            }
+        // SAFETY: chosen after AVX2 and FMA were detected; sizes checked.
+        unsafe { dots::<1>(t, row, &[a]) }
+            .map_or_else(|| super::row_dot_scalar(t, row, a), |r| r[0])
+    }
+
+    pub fn row_dot4_avx2_safe(t: WeightType, row: &[u8], a: [QRow; 4]) -> [f32; 4] {
+        if !a.iter().all(|a| fits(t, row, a)) {
+            return a.map(|a| super::row_dot_scalar(t, row, a));
         }
+        // SAFETY: chosen after AVX2 and FMA were detected; sizes checked.
+        unsafe { dots::<4>(t, row, &a) }
+            .unwrap_or_else(|| a.map(|a| super::row_dot_scalar(t, row, a)))
     }
 
-    /// Σ w·a in i32 lanes: `w` signed, via |w| and sign(a, w).
-    #[target_feature(enable = "avx2")]
-    unsafe fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
-        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
-    }
-
-    /// Σ w·a in i32 lanes: `w` unsigned (0..=127).
-    #[target_feature(enable = "avx2")]
-    unsafe fn dot_u8(w: __m256i, a: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
+    /// The f16 at `b[at..at + 2]` (F16C; no table, which would crowd the
+    /// weights out of the cache).
+    #[target_feature(enable = "f16c")]
+    #[inline]
+    fn h2f(b: &[u8], at: usize) -> f32 {
+        let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
     #[target_feature(enable = "avx2")]
@@ -203,150 +321,237 @@ mod x86 {
         }
     }
 
-    /// Σ over 32-value blocks of `d_w · d_a · (w · a)`, two blocks per
-    /// step into independent accumulators.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn blocks32<const Q4: bool>(row: &[u8], a: &QAct) -> f32 {
+    /// Σ over 32-value blocks of `d_w · d_a · (w · a)` for `N` vectors,
+    /// each weight block unpacked once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn blocks32<const Q4: bool, const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         let bytes = if Q4 { 18 } else { 34 };
-        let tab = super::super::quant::f16_table();
-        let nb = a.d.len().min(row.len() / bytes);
-        let (rp, qp) = (row.as_ptr(), a.q.as_ptr());
-        let scale = |b: usize| {
-            tab[u16::from_le_bytes([row[b * bytes], row[b * bytes + 1]]) as usize] * a.d[b]
+        let nb = row.len() / bytes;
+        let nb = a.iter().fold(nb, |m, a| m.min(a.d.len()));
+        let rp = row.as_ptr();
+        // Two accumulators per vector (even and odd blocks), so one
+        // vector's FMAs do not wait on each other.
+        let mut even = [_mm256_setzero_ps(); N];
+        let mut odd = [_mm256_setzero_ps(); N];
+        let block = |b: usize, acc: &mut [__m256; N]| {
+            let dw = h2f(row, b * bytes);
+            // SAFETY: block b < nb lies in `row`; its 32 activation quants
+            // lie in every `a[k].q` (checked by the caller).
+            unsafe {
+                let w = weights::<Q4>(rp.add(b * bytes));
+                let aw = _mm256_sign_epi8(w, w);
+                for k in 0..N {
+                    let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), _mm256_set1_epi16(1));
+                    let s = _mm256_set1_ps(dw * a[k].d[b]);
+                    acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                }
+            }
         };
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut b = 0;
-        // SAFETY: blocks b, b + 1 < nb lie in `row`; their 32 activation
-        // quants lie in `a.q` (checked by the caller).
+        while b + 2 <= nb {
+            block(b, &mut even);
+            block(b + 1, &mut odd);
+            b += 2;
+        }
+        if b < nb {
+            block(b, &mut even);
+        }
+        // SAFETY: AVX2 is enabled for this function.
         unsafe {
-            while b + 2 <= nb {
-                let p0 = dot_i8(weights::<Q4>(rp.add(b * bytes)), load32(qp.add(32 * b)));
-                let p1 = dot_i8(
-                    weights::<Q4>(rp.add((b + 1) * bytes)),
-                    load32(qp.add(32 * b + 32)),
-                );
-                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), _mm256_cvtepi32_ps(p0), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b + 1)), _mm256_cvtepi32_ps(p1), acc1);
-                b += 2;
+            let mut out = [0f32; N];
+            for k in 0..N {
+                out[k] = hsum(_mm256_add_ps(even[k], odd[k]));
             }
-            if b < nb {
-                let p0 = dot_i8(weights::<Q4>(rp.add(b * bytes)), load32(qp.add(32 * b)));
-                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), _mm256_cvtepi32_ps(p0), acc0);
-            }
-            hsum(_mm256_add_ps(acc0, acc1))
+            out
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0(row: &[u8], a: &QAct) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0<const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         // SAFETY: same requirements as this function's.
-        unsafe { blocks32::<false>(row, a) }
+        unsafe { blocks32::<false, N>(row, a) }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_0(row: &[u8], a: &QAct) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0<const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         // SAFETY: same requirements as this function's.
-        unsafe { blocks32::<true>(row, a) }
+        unsafe { blocks32::<true, N>(row, a) }
     }
 
     /// The 8 six-bit scales and mins of a q4_k/q5_k block (`get_scale_min_k4`
-    /// for j = 0..8 at once).
+    /// for j = 0..8 at once), unpacked with 32-bit masks.
     #[inline(always)]
     fn scales_mins(q: &[u8]) -> ([u8; 8], [u8; 8]) {
-        let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-        for j in 0..4 {
-            sc[j] = q[j] & 63;
-            m[j] = q[j + 4] & 63;
-            sc[j + 4] = (q[j + 8] & 0xF) | ((q[j] >> 6) << 4);
-            m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-        }
-        (sc, m)
+        const LOW6: u32 = 0x3f3f_3f3f;
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const TOP2: u32 = 0x0303_0303;
+        let word =
+            |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+        let (w0, w1, w2) = (word(0), word(1), word(2));
+        let sc_lo = w0 & LOW6;
+        let sc_hi = (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4);
+        let m_lo = w1 & LOW6;
+        let m_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4);
+        let join = |a: u32, b: u32| (a as u64 | ((b as u64) << 32)).to_le_bytes();
+        (join(sc_lo, sc_hi), join(m_lo, m_hi))
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4k(row: &[u8], a: &QAct) -> f32 {
-        let tab = super::super::quant::f16_table();
+    /// Sum of the 8 int32 lanes.
+    #[target_feature(enable = "avx2")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// The 16 activation sums of super-block `bi`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn sums16(a: &QRow, bi: usize) -> __m256i {
+        // SAFETY: the caller checked `a.s` holds 16 sums per super-block.
+        unsafe { _mm256_loadu_si256(a.s.as_ptr().add(16 * bi) as *const __m256i) }
+    }
+
+    /// q4_k: per super-block, Σ_j sc_j (w_j · a_j) in int32 lanes (nibbles
+    /// are unsigned, so `maddubs` takes them directly), one conversion and
+    /// FMA by `d · d_a`; the mins from the activation sums. `N` vectors
+    /// share each block's unpacking.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4k<const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         let low = _mm256_set1_epi8(0xF);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut mins = 0f32;
-        for (bi, blk) in row.chunks_exact(144).take(a.d.len() / 8).enumerate() {
-            let d = tab[u16::from_le_bytes([blk[0], blk[1]]) as usize];
-            let dmin = tab[u16::from_le_bytes([blk[2], blk[3]]) as usize];
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut mins = [0f32; N];
+        let nb = a.iter().fold(row.len() / 144, |m, a| m.min(a.d.len()));
+        for (bi, blk) in row.chunks_exact(144).take(nb).enumerate() {
+            let d = h2f(blk, 0);
+            let dmin = h2f(blk, 2);
             let (sc, m) = scales_mins(&blk[4..16]);
-            let g0 = 8 * bi;
-            for c in 0..4 {
-                let (g, h) = (g0 + 2 * c, g0 + 2 * c + 1);
-                // SAFETY: 32 quant bytes of chunk c; activation groups g, h.
-                unsafe {
+            // Each min covers 32 values, two of the 16-value sums.
+            // SAFETY: AVX2 is enabled; 16 sums per super-block (caller).
+            unsafe {
+                let m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr() as *const __m128i));
+                let m16 = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+                for k in 0..N {
+                    let summ = hsum_i32(_mm256_madd_epi16(m16, sums16(&a[k], bi)));
+                    mins[k] += dmin * a[k].d[bi] * summ as f32;
+                }
+            }
+            // SAFETY: 4 × 32 quant bytes of the block; 256 activation
+            // quants of super-block bi in each vector (checked by the caller).
+            unsafe {
+                let mut sums = [_mm256_setzero_si256(); N];
+                for c in 0..4 {
                     let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                    let p0 = dot_u8(lo, load32(a.q.as_ptr().add(32 * g)));
-                    let p1 = dot_u8(hi, load32(a.q.as_ptr().add(32 * h)));
-                    acc0 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(d * sc[2 * c] as f32 * a.d[g]),
-                        _mm256_cvtepi32_ps(p0),
-                        acc0,
+                    let (s_lo, s_hi) = (
+                        _mm256_set1_epi16(sc[2 * c] as i16),
+                        _mm256_set1_epi16(sc[2 * c + 1] as i16),
                     );
-                    acc1 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(d * sc[2 * c + 1] as f32 * a.d[h]),
-                        _mm256_cvtepi32_ps(p1),
-                        acc1,
+                    for k in 0..N {
+                        let aq = a[k].q.as_ptr().add(256 * bi + 64 * c);
+                        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(aq)), s_lo);
+                        let p1 =
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(aq.add(32))), s_hi);
+                        sums[k] = _mm256_add_epi32(sums[k], _mm256_add_epi32(p0, p1));
+                    }
+                }
+                for k in 0..N {
+                    acc[k] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * a[k].d[bi]),
+                        _mm256_cvtepi32_ps(sums[k]),
+                        acc[k],
                     );
                 }
-                mins += dmin
-                    * (m[2 * c] as f32 * a.d[g] * a.s[g] as f32
-                        + m[2 * c + 1] as f32 * a.d[h] * a.s[h] as f32);
             }
         }
-        unsafe { hsum(_mm256_add_ps(acc0, acc1)) - mins }
+        let mut out = [0f32; N];
+        for k in 0..N {
+            // SAFETY: AVX2 is enabled for this function.
+            out[k] = unsafe { hsum(acc[k]) } - mins[k];
+        }
+        out
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q6k(row: &[u8], a: &QAct) -> f32 {
+    /// q6k: the 6-bit values taken unsigned (0..63) through `maddubs`,
+    /// scaled per 16 in int32, and the offset of 32 removed through the
+    /// activation sums: Σ sc (w − 32)·a = Σ sc w·a − 32 Σ sc Σa.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6k<const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         let low = _mm256_set1_epi8(0xF);
         let three = _mm256_set1_epi8(3);
-        let bias = _mm256_set1_epi8(32);
-        let mut acc = _mm256_setzero_ps();
-        for (bi, blk) in row.chunks_exact(210).take(a.d.len() / 8).enumerate() {
-            let d = f16_at(blk, 208);
-            for n in 0..2 {
-                // SAFETY: ql, qh and scale bytes of half n; activation groups.
-                unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let nb = a.iter().fold(row.len() / 210, |m, a| m.min(a.d.len()));
+        for (bi, blk) in row.chunks_exact(210).take(nb).enumerate() {
+            let d = h2f(blk, 208);
+            let sc = &blk[192..208];
+            let mut offset = [0i32; N];
+            // SAFETY: AVX2 is enabled; 16 scale bytes; 16 sums per
+            // super-block (caller).
+            unsafe {
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+                for k in 0..N {
+                    offset[k] = hsum_i32(_mm256_madd_epi16(sc16, sums16(&a[k], bi)));
+                }
+            }
+            // SAFETY: ql, qh and scale bytes of the block; 256 activation
+            // quants of super-block bi in each vector (checked by the caller).
+            unsafe {
+                let mut sums = [_mm256_setzero_si256(); N];
+                for n in 0..2 {
                     let ql0 = _mm256_loadu_si256(blk.as_ptr().add(64 * n) as *const __m256i);
                     let ql1 = _mm256_loadu_si256(blk.as_ptr().add(64 * n + 32) as *const __m256i);
                     let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * n) as *const __m256i);
-                    let sc = &blk[192 + 8 * n..200 + 8 * n];
-                    let hbits = |s: i32| {
-                        let h = match s {
-                            0 => qh,
-                            2 => _mm256_srli_epi16(qh, 2),
-                            4 => _mm256_srli_epi16(qh, 4),
-                            _ => _mm256_srli_epi16(qh, 6),
-                        };
-                        _mm256_slli_epi16(_mm256_and_si256(h, three), 4)
-                    };
+                    let hbits = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, three), 4);
                     let ws = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, low), hbits(0)),
-                        _mm256_or_si256(_mm256_and_si256(ql1, low), hbits(2)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), hbits(4)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), hbits(6)),
+                        _mm256_or_si256(_mm256_and_si256(ql0, low), hbits(qh)),
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql1, low),
+                            hbits(_mm256_srli_epi16(qh, 2)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                            hbits(_mm256_srli_epi16(qh, 4)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                            hbits(_mm256_srli_epi16(qh, 6)),
+                        ),
                     ];
+                    let s = &sc[8 * n..8 * n + 8];
                     for (j, w) in ws.into_iter().enumerate() {
-                        let g = 8 * bi + 4 * n + j;
-                        let w = _mm256_sub_epi8(w, bias);
-                        let x = load32(a.q.as_ptr().add(32 * g));
-                        let base = d * a.d[g];
-                        let s = _mm256_setr_m128(
-                            _mm_set1_ps(base * sc[2 * j] as i8 as f32),
-                            _mm_set1_ps(base * sc[2 * j + 1] as i8 as f32),
+                        let scales = _mm256_set_m128i(
+                            _mm_set1_epi16(s[2 * j + 1] as i8 as i16),
+                            _mm_set1_epi16(s[2 * j] as i8 as i16),
                         );
-                        acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(dot_i8(w, x)), acc);
+                        for k in 0..N {
+                            let x = load32(a[k].q.as_ptr().add(256 * bi + 128 * n + 32 * j));
+                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), scales);
+                            sums[k] = _mm256_add_epi32(sums[k], p);
+                        }
                     }
+                }
+                for k in 0..N {
+                    let sum = _mm256_sub_epi32(
+                        sums[k],
+                        _mm256_setr_epi32(32 * offset[k], 0, 0, 0, 0, 0, 0, 0),
+                    );
+                    acc[k] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * a[k].d[bi]),
+                        _mm256_cvtepi32_ps(sum),
+                        acc[k],
+                    );
                 }
             }
         }
-        unsafe { hsum(acc) }
+        let mut out = [0f32; N];
+        for k in 0..N {
+            // SAFETY: AVX2 is enabled for this function.
+            out[k] = unsafe { hsum(acc[k]) };
+        }
+        out
     }
 }
 
@@ -380,11 +585,11 @@ mod tests {
         #[test]
         fn simd_twin_matches_scalar_and_approximates_f32(seed in proptest::collection::vec(any::<u8>(), 8..48), x in proptest::collection::vec(-3f32..3.0, 512)) {
             let mut a = QAct::default();
-            a.quantize(&x);
             for t in [WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4K, WeightType::Q6K] {
+                a.quantize(act_blocks(t).unwrap(), &x, 512);
                 let r = row(t, &seed, 512);
-                let scalar = row_dot_scalar(t, &r, &a);
-                let simd = row_dot_fn()(t, &r, &a);
+                let scalar = row_dot_scalar(t, &r, a.row(0));
+                let simd = row_dot_fn()(t, &r, a.row(0));
                 let mut w = vec![0f32; 512];
                 quant::dequant_row(t, &r, &mut w).unwrap();
                 let mag: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;

@@ -185,6 +185,13 @@ impl Engine {
         Ok(logits)
     }
 
+    /// Appends `tokens` to the context computing only the last position's
+    /// logits (left in `last_logits`): a prompt's prefill, without the LM
+    /// head for every position.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<()> {
+        self.run(tokens)
+    }
+
     /// Runs `tokens`, leaving the last position's logits in `last_logits`.
     fn run(&mut self, tokens: &[u32]) -> Result<()> {
         let mut last = std::mem::take(&mut self.last_logits);

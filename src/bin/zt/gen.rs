@@ -240,7 +240,7 @@ pub fn bench(
     for _ in 0..runs.max(1) {
         e.reset();
         let t = Instant::now();
-        e.eval(&prompt)?;
+        e.prefill(&prompt)?;
         pre.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
         let greedy = GenerateParams {
             max_tokens: gen_tokens,
