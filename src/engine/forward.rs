@@ -154,16 +154,20 @@ fn matmul(
     {
         qa.quantize(blocks, &x[..n * cols], cols);
         let qa = &*qa;
-        let dot = int8::row_dot_fn();
+        let dot = int8::rows_dot_fn();
         let a = qa.row(0);
         out[..rows]
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, chunk)| {
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    let r = c * ROWS_PER_TASK + j;
-                    *o = dot(w.wtype, &bytes[r * rb..(r + 1) * rb], a);
-                }
+                let r = c * ROWS_PER_TASK;
+                dot(
+                    w.wtype,
+                    &bytes[r * rb..(r + chunk.len()) * rb],
+                    rb,
+                    a,
+                    chunk,
+                );
             });
         return Ok(());
     }
@@ -238,7 +242,7 @@ fn matmul_group(
     }
     qa.quantize(blocks, &x[..first.cols], first.cols);
     let a = qa.row(0);
-    let dot = int8::row_dot_fn();
+    let dot = int8::rows_dot_fn();
     jobs.par_iter_mut()
         .zip(bytes.par_iter())
         .flat_map(|((w, out), &b)| {
@@ -249,11 +253,8 @@ fn matmul_group(
                 .map(move |(c, chunk)| (w, b, c, chunk))
         })
         .for_each(|(w, b, c, chunk)| {
-            let rb = w.row_bytes;
-            for (j, o) in chunk.iter_mut().enumerate() {
-                let r = c * ROWS_PER_TASK + j;
-                *o = dot(w.wtype, &b[r * rb..(r + 1) * rb], a);
-            }
+            let (rb, r) = (w.row_bytes, c * ROWS_PER_TASK);
+            dot(w.wtype, &b[r * rb..(r + chunk.len()) * rb], rb, a, chunk);
         });
     Ok(())
 }

@@ -194,26 +194,29 @@ pub fn row_dot_scalar(t: WeightType, row: &[u8], a: QRow) -> f32 {
     total
 }
 
-/// Four dot products of one row, each weight block unpacked once.
-pub type IntDot4Fn = fn(WeightType, &[u8], [QRow; 4]) -> [f32; 4];
+/// `out[j] = row j · a` for consecutive rows of `row_bytes` in `rows`.
+pub type RowsDotFn = fn(WeightType, &[u8], usize, QRow, &mut [f32]);
 
-/// The scalar twin of the four-vector kernel.
-pub fn row_dot4_scalar(t: WeightType, row: &[u8], a: [QRow; 4]) -> [f32; 4] {
-    a.map(|a| row_dot_scalar(t, row, a))
+/// The scalar twin of the many-row kernel.
+pub fn rows_dot_scalar(t: WeightType, rows: &[u8], row_bytes: usize, a: QRow, out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(rows.chunks(row_bytes.max(1))) {
+        *o = row_dot_scalar(t, row, a);
+    }
 }
 
-/// The four-vector kernel for this CPU (detected once).
-pub fn row_dot4_fn() -> IntDot4Fn {
-    static CHOSEN: OnceLock<IntDot4Fn> = OnceLock::new();
+/// The many-row kernel for this CPU (detected once): sizes are checked
+/// once for the whole run of rows, not per row.
+pub fn rows_dot_fn() -> RowsDotFn {
+    static CHOSEN: OnceLock<RowsDotFn> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
-            return x86::row_dot4_avx2_safe as IntDot4Fn;
+            return x86::rows_dot_avx2_safe as RowsDotFn;
         }
-        row_dot4_scalar as IntDot4Fn
+        rows_dot_scalar as RowsDotFn
     })
 }
 
@@ -277,13 +280,17 @@ mod x86 {
             .map_or_else(|| super::row_dot_scalar(t, row, a), |r| r[0])
     }
 
-    pub fn row_dot4_avx2_safe(t: WeightType, row: &[u8], a: [QRow; 4]) -> [f32; 4] {
-        if !a.iter().all(|a| fits(t, row, a)) {
-            return a.map(|a| super::row_dot_scalar(t, row, a));
+    pub fn rows_dot_avx2_safe(t: WeightType, rows: &[u8], rb: usize, a: QRow, out: &mut [f32]) {
+        let whole = out.len().checked_mul(rb).is_some_and(|n| n <= rows.len());
+        if !whole || !fits(t, &rows[..rb.min(rows.len())], &a) || super::act_blocks(t).is_none() {
+            return super::rows_dot_scalar(t, rows, rb, a, out);
         }
-        // SAFETY: chosen after AVX2 and FMA were detected; sizes checked.
-        unsafe { dots::<4>(t, row, &a) }
-            .unwrap_or_else(|| a.map(|a| super::row_dot_scalar(t, row, a)))
+        for (j, o) in out.iter_mut().enumerate() {
+            let row = &rows[j * rb..(j + 1) * rb];
+            // SAFETY: chosen after AVX2, FMA and F16C were detected; every
+            // row is `rb` bytes, which fit `a` (checked above).
+            *o = unsafe { dots::<1>(t, row, &[a]) }.map_or(0.0, |r| r[0]);
+        }
     }
 
     /// The f16 at `b[at..at + 2]` (F16C; no table, which would crowd the
@@ -338,13 +345,35 @@ mod x86 {
             // SAFETY: block b < nb lies in `row`; its 32 activation quants
             // lie in every `a[k].q` (checked by the caller).
             unsafe {
-                let w = weights::<Q4>(rp.add(b * bytes));
-                let aw = _mm256_sign_epi8(w, w);
-                for k in 0..N {
-                    let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), _mm256_set1_epi16(1));
-                    let s = _mm256_set1_ps(dw * a[k].d[b]);
-                    acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
+                let ones = _mm256_set1_epi16(1);
+                if Q4 {
+                    // Nibbles unsigned into `maddubs`; the offset of 8
+                    // comes off as 8 Σa.
+                    let q = _mm_loadu_si128(rp.add(b * bytes + 2) as *const __m128i);
+                    let w = _mm256_and_si256(
+                        _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                        _mm256_set1_epi8(0xF),
+                    );
+                    for k in 0..N {
+                        let x = load32(a[k].q.as_ptr().add(32 * b));
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                        let p = _mm256_sub_epi32(
+                            p,
+                            _mm256_setr_epi32(8 * a[k].s[b] as i32, 0, 0, 0, 0, 0, 0, 0),
+                        );
+                        let s = _mm256_set1_ps(dw * a[k].d[b]);
+                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                    }
+                } else {
+                    let w = weights::<Q4>(rp.add(b * bytes));
+                    let aw = _mm256_sign_epi8(w, w);
+                    for k in 0..N {
+                        let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones);
+                        let s = _mm256_set1_ps(dw * a[k].d[b]);
+                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                    }
                 }
             }
         };
@@ -595,6 +624,22 @@ mod tests {
                 let mag: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;
                 let exact: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
                 prop_assert!((scalar - simd).abs() <= 1e-4 * mag, "{}: {scalar} vs {simd}", t.name());
+                // The many-row kernel: three rows (the second shifted) at once.
+                let mut rows = r.clone();
+                rows.extend(r.iter().map(|b| b.wrapping_add(1)));
+                rows.extend_from_slice(&r);
+                for (b, f) in (0..rows.len()).step_by(t.block_bytes()).zip(0..) {
+                    let h = half::f16::from_f32(f as f32 / 97.0 - 0.5);
+                    let at = b + if t == WeightType::Q6K { 208 } else { 0 };
+                    rows[at..at + 2].copy_from_slice(&h.to_le_bytes());
+                }
+                let (mut many, mut twin) = ([0f32; 3], [0f32; 3]);
+                rows_dot_fn()(t, &rows, r.len(), a.row(0), &mut many);
+                rows_dot_scalar(t, &rows, r.len(), a.row(0), &mut twin);
+                for (x, y) in many.iter().zip(&twin) {
+                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()) * mag, "{}: {x} vs {y}", t.name());
+                }
+                prop_assert_eq!(twin[2], row_dot_scalar(t, &rows[2 * r.len()..], a.row(0)));
                 // 8-bit activations: within 2% of the magnitude of the terms.
                 prop_assert!((scalar - exact).abs() <= 0.02 * mag, "{}: {scalar} vs exact {exact}", t.name());
             }

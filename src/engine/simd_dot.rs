@@ -96,15 +96,32 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f16(row: &[u8], x: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for i in (0..x.len()).step_by(8) {
-            // SAFETY: 8 halfs at byte 2i and 8 floats at i, in bounds.
-            unsafe {
-                let h = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(2 * i) as *const __m128i));
-                acc = _mm256_fmadd_ps(h, _mm256_loadu_ps(x.as_ptr().add(i)), acc);
+        // Four accumulators: one would leave the loop waiting on the FMA
+        // latency instead of on memory.
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let (rp, xp) = (row.as_ptr(), x.as_ptr());
+        let n = x.len();
+        let mut i = 0;
+        // SAFETY: 8 halfs at byte 2(i + 8k) and 8 floats at i + 8k, in
+        // bounds (the caller checked the row holds `x.len()` halfs).
+        unsafe {
+            let step = |i: usize, acc: __m256| {
+                let h = _mm256_cvtph_ps(_mm_loadu_si128(rp.add(2 * i) as *const __m128i));
+                _mm256_fmadd_ps(h, _mm256_loadu_ps(xp.add(i)), acc)
+            };
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = step(i + 8 * k, *a);
+                }
+                i += 32;
             }
+            while i + 8 <= n {
+                acc[0] = step(i, acc[0]);
+                i += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum(s)
         }
-        unsafe { hsum(acc) }
     }
 
     #[target_feature(enable = "avx2,fma")]
