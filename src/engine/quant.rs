@@ -426,6 +426,17 @@ pub fn rows4_dots(t: WeightType, rows: &[u8], xs: &[f32], cols: usize, n: usize,
             &buf[3 * cols..],
         ];
         let mut k = 0;
+        if let Some(tile4) = super::simd::tile4x4_fn() {
+            while k + 4 <= n {
+                let xs4: [&[f32]; 4] =
+                    std::array::from_fn(|j| &xs[(k + j) * cols..(k + j + 1) * cols]);
+                let o = tile4(w, xs4, cols);
+                for r in 0..4 {
+                    out[r * n + k..r * n + k + 4].copy_from_slice(&o[r]);
+                }
+                k += 4;
+            }
+        }
         while k + 2 <= n {
             let xs2 = [
                 &xs[k * cols..(k + 1) * cols],

@@ -348,6 +348,71 @@ pub fn tile4x2_fn() -> Tile4x2Fn {
     })
 }
 
+/// `out[r][j] = rows[r] · xs[j]` for 4 rows and 4 vectors: the prefill
+/// micro-kernel on CPUs with AVX-512 (32 registers hold the 16
+/// accumulators, so each load feeds four multiply-adds).
+pub type Tile4x4Fn = fn([&[f32]; 4], [&[f32]; 4], usize) -> [[f32; 4]; 4];
+
+pub fn tile4x4_scalar(rows: [&[f32]; 4], xs: [&[f32]; 4], len: usize) -> [[f32; 4]; 4] {
+    std::array::from_fn(|r| std::array::from_fn(|j| dot_scalar(&rows[r][..len], &xs[j][..len])))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_tile512 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F must be available; every slice holds `len` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile(rows: [&[f32]; 4], xs: [&[f32]; 4], len: usize) -> [[f32; 4]; 4] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        let mut k = 0;
+        // SAFETY: loads of 16 values at k ≤ len - 16 from slices of ≥ len values.
+        unsafe {
+            while k + 16 <= len {
+                let x = xs.map(|x| _mm512_loadu_ps(x.as_ptr().add(k)));
+                for r in 0..4 {
+                    let w = _mm512_loadu_ps(rows[r].as_ptr().add(k));
+                    for j in 0..4 {
+                        acc[r][j] = _mm512_fmadd_ps(w, x[j], acc[r][j]);
+                    }
+                }
+                k += 16;
+            }
+        }
+        let mut out = [[0f32; 4]; 4];
+        for r in 0..4 {
+            for j in 0..4 {
+                let mut s = _mm512_reduce_add_ps(acc[r][j]);
+                for i in k..len {
+                    s += rows[r][i] * xs[j][i];
+                }
+                out[r][j] = s;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn tile4x4_avx512(rows: [&[f32]; 4], xs: [&[f32]; 4], len: usize) -> [[f32; 4]; 4] {
+    assert!(rows.iter().all(|r| r.len() >= len) && xs.iter().all(|x| x.len() >= len));
+    // SAFETY: chosen after AVX-512F was detected; lengths checked above.
+    unsafe { x86_tile512::tile(rows, xs, len) }
+}
+
+/// The 4 × 4 kernel, where the CPU has one (else prefill uses 4 × 2).
+pub fn tile4x4_fn() -> Option<Tile4x4Fn> {
+    static CHOSEN: OnceLock<Option<Tile4x4Fn>> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            return Some(tile4x4_avx512 as Tile4x4Fn);
+        }
+        None
+    })
+}
+
 #[cfg(test)]
 mod tile_tests {
     use super::*;
@@ -364,6 +429,16 @@ mod tile_tests {
             for r in 0..4 {
                 for j in 0..2 {
                     prop_assert!((a[r][j] - b[r][j]).abs() <= 1e-4 * (1.0 + a[r][j].abs()));
+                }
+            }
+            let xs4 = [c[4], c[5], c[0], c[2]];
+            let want = tile4x4_scalar(rows, xs4, len);
+            if let Some(tile) = tile4x4_fn() {
+                let got = tile(rows, xs4, len);
+                for r in 0..4 {
+                    for j in 0..4 {
+                        prop_assert!((want[r][j] - got[r][j]).abs() <= 1e-4 * (1.0 + want[r][j].abs()));
+                    }
                 }
             }
         }
