@@ -109,7 +109,7 @@ impl Footer {
             offset: self.manifest_offset,
             length: self.manifest_length,
         };
-        if blob.offset < ALIGN_FLOOR || blob.offset % ALIGN_FLOOR != 0 {
+        if blob.offset < ALIGN_FLOOR || !blob.offset.is_multiple_of(ALIGN_FLOOR) {
             return Err(Error::corrupt_at(
                 Rule::ManifestMisaligned,
                 at,
@@ -160,7 +160,7 @@ pub fn check_blob(blob: Blob, file_len: u64) -> Result<()> {
             format!("blob offset {} is below 4096", blob.offset),
         ));
     }
-    if blob.offset % ALIGN_FLOOR != 0 {
+    if !blob.offset.is_multiple_of(ALIGN_FLOOR) {
         return Err(Error::corrupt(
             Rule::BlobMisaligned,
             format!("blob offset {} is not a multiple of 4096", blob.offset),

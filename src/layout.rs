@@ -245,7 +245,7 @@ fn validate_gguf(name: &str, object: &Object) -> Result<()> {
     }
     let (epb, bb) = gguf_geometry(name, object)?;
     let n = object.num_elements();
-    if n % epb != 0 {
+    if !n.is_multiple_of(epb) {
         return Err(Error::corrupt(
             rule,
             format!("object {name:?}: {n} elements are not a whole number of {epb}-element blocks"),

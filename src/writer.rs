@@ -76,7 +76,7 @@ impl WriteOptions {
 
     fn validate(&self) -> Result<()> {
         if self.align < ALIGN_FLOOR
-            || self.align % ALIGN_FLOOR != 0
+            || !self.align.is_multiple_of(ALIGN_FLOOR)
             || !self.align.is_power_of_two()
         {
             return Err(Error::usage(format!(
@@ -739,7 +739,7 @@ impl Writer {
         coords: &[u64],
     ) -> Result<()> {
         self.check_new_name(name)?;
-        if shape.is_empty() || coords.len() % shape.len() != 0 {
+        if shape.is_empty() || !coords.len().is_multiple_of(shape.len()) {
             return Err(Error::usage("coords must hold ndim × nnz indices"));
         }
         layout::check_coo(name, shape, coords).map_err(|e| Error::usage(e.to_string()))?;

@@ -148,7 +148,7 @@ impl Builder {
         self
     }
     fn pad_to(mut self, a: usize) -> Self {
-        while self.0.len() % a != 0 {
+        while !self.0.len().is_multiple_of(a) {
             self.0.push(0);
         }
         self

@@ -48,7 +48,7 @@ pub fn act_blocks(t: WeightType) -> Option<ActBlocks> {
 
 /// Whether the integer path covers a weight type for rows of `cols`.
 pub fn supports(t: WeightType, cols: usize) -> bool {
-    act_blocks(t).is_some_and(|b| cols % b.len() == 0 && cols > 0)
+    act_blocks(t).is_some_and(|b| cols.is_multiple_of(b.len()) && cols > 0)
 }
 
 /// One or more activation vectors of `cols` values, quantized.

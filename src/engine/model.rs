@@ -149,7 +149,7 @@ impl Config {
                 return Err(bad_key(&k(name), format!("{v} is outside 1..={MAX_DIM}")));
             }
         }
-        if cfg.rope_dim > cfg.head_dim || cfg.rope_dim % 2 != 0 {
+        if cfg.rope_dim > cfg.head_dim || !cfg.rope_dim.is_multiple_of(2) {
             return Err(bad_key(
                 &k("rope.dimension_count"),
                 format!("{} does not fit head dim {}", cfg.rope_dim, cfg.head_dim),

@@ -102,7 +102,7 @@ impl WeightType {
 
     /// Bytes of one row of `n` elements; `None` unless `n` is whole blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_elems() != 0 {
+        if !n.is_multiple_of(self.block_elems()) {
             return None;
         }
         (n / self.block_elems()).checked_mul(self.block_bytes())

@@ -28,7 +28,7 @@ pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     pub fn dequant_avx2_safe(t: WeightType, b: &[u8], out: &mut [f32]) {
-        let full = t.block_elems() > 1 || out.len() % 8 == 0;
+        let full = t.block_elems() > 1 || out.len().is_multiple_of(8);
         let long_enough = b.len() >= t.row_bytes(out.len()).unwrap_or(usize::MAX);
         if !full || !long_enough {
             return quant::dequant_chunk(t, b, out);

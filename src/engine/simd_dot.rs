@@ -73,7 +73,7 @@ mod x86 {
 
     pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
-        let fits = t.row_bytes(n).is_some_and(|b| b <= row.len()) && n % 32 == 0;
+        let fits = t.row_bytes(n).is_some_and(|b| b <= row.len()) && n.is_multiple_of(32);
         if !fits {
             return super::generic(t, row, x);
         }
