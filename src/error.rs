@@ -262,6 +262,43 @@ pub enum Error {
     /// The caller used the API in a way it does not allow.
     #[error("invalid use: {0}")]
     Usage(String),
+    /// An engine snapshot or state cannot be restored (the engine is left
+    /// as it was).
+    #[error("snapshot {fault}: {detail}")]
+    Snapshot {
+        fault: SnapshotFault,
+        detail: String,
+    },
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotFault {
+    /// It was taken with a model of other weights.
+    Fingerprint,
+    /// It was taken with another tokenizer.
+    Tokenizer,
+    /// Its shapes, types or counts do not fit this engine.
+    Incompatible,
+    /// It is not a well-formed snapshot (truncated, corrupt, missing parts).
+    Malformed,
+}
+
+impl SnapshotFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotFault::Fingerprint => "fingerprint-mismatch",
+            SnapshotFault::Tokenizer => "tokenizer-mismatch",
+            SnapshotFault::Incompatible => "incompatible",
+            SnapshotFault::Malformed => "malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Error {

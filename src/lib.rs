@@ -35,6 +35,7 @@ pub mod element;
 #[cfg(feature = "engine")]
 pub mod engine;
 mod error;
+pub mod fingerprint;
 pub mod formats;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -50,7 +51,7 @@ pub use cbor::Value;
 pub use digest::DigestAlg;
 pub use dtype::{DType, ElementType, Logical, LogicalType};
 pub use element::Element;
-pub use error::{Error, Result, Rule};
+pub use error::{Error, Result, Rule, SnapshotFault};
 pub use manifest::{Blob, Manifest, Object, Part};
 pub use reader::{CooTensor, CsrTensor, OpenOptions, Reader, TensorData, VerifyReport};
 pub use store::Backend;

@@ -90,6 +90,95 @@ impl KvCache {
     }
 }
 
+/// K and V rows of the first positions of every layer, copied out of a
+/// cache (`[layer][pos][kv_dim]`, positions packed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvRows {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<f16>, v: Vec<f16> },
+}
+
+impl KvRows {
+    pub fn kind(&self) -> KvType {
+        match self {
+            KvRows::F32 { .. } => KvType::F32,
+            KvRows::F16 { .. } => KvType::F16,
+        }
+    }
+
+    /// Values in K (and in V).
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32 { k, .. } => k.len(),
+            KvRows::F16 { k, .. } => k.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl KvCache {
+    /// Copies positions `0..n` of every layer.
+    pub fn export(&self, n: usize) -> Result<KvRows> {
+        let n = n.min(self.n_ctx);
+        let take = |d: &[f32]| -> Vec<f32> {
+            (0..self.n_layer)
+                .flat_map(|l| &d[self.at(l, 0)..self.at(l, n)])
+                .copied()
+                .collect()
+        };
+        let take16 = |d: &[f16]| -> Vec<f16> {
+            (0..self.n_layer)
+                .flat_map(|l| &d[self.at(l, 0)..self.at(l, n)])
+                .copied()
+                .collect()
+        };
+        match (&self.k, &self.v) {
+            (KvData::F32(k), KvData::F32(v)) => Ok(KvRows::F32 {
+                k: take(k),
+                v: take(v),
+            }),
+            (KvData::F16(k), KvData::F16(v)) => Ok(KvRows::F16 {
+                k: take16(k),
+                v: take16(v),
+            }),
+            _ => Err(Error::usage("K and V of the cache differ in type")),
+        }
+    }
+
+    /// Writes `rows` (of `n` positions per layer) over positions `0..n`.
+    /// The caller has checked the type and that `rows` holds exactly
+    /// `n_layer × n × kv_dim` values with `n ≤ n_ctx`.
+    pub fn import(&mut self, rows: &KvRows, n: usize) -> Result<()> {
+        let per_layer = n * self.kv_dim;
+        if n > self.n_ctx || rows.len() != self.n_layer * per_layer || rows.kind() != self.kind() {
+            return Err(Error::usage("KV rows do not fit this cache"));
+        }
+        let (n_layer, n_ctx, kv_dim) = (self.n_layer, self.n_ctx, self.kv_dim);
+        let at = |l: usize| l * n_ctx * kv_dim;
+        match (rows, &mut self.k, &mut self.v) {
+            (KvRows::F32 { k, v }, KvData::F32(dk), KvData::F32(dv)) => {
+                for l in 0..n_layer {
+                    let src = l * per_layer..(l + 1) * per_layer;
+                    dk[at(l)..at(l) + per_layer].copy_from_slice(&k[src.clone()]);
+                    dv[at(l)..at(l) + per_layer].copy_from_slice(&v[src]);
+                }
+            }
+            (KvRows::F16 { k, v }, KvData::F16(dk), KvData::F16(dv)) => {
+                for l in 0..n_layer {
+                    let src = l * per_layer..(l + 1) * per_layer;
+                    dk[at(l)..at(l) + per_layer].copy_from_slice(&k[src.clone()]);
+                    dv[at(l)..at(l) + per_layer].copy_from_slice(&v[src]);
+                }
+            }
+            _ => return Err(Error::usage("KV rows do not fit this cache")),
+        }
+        Ok(())
+    }
+}
+
 /// Dot of `q` with K row `pos` of head slice `[off, off + q.len())`.
 fn k_dot(k: &KvData, at: usize, q: &[f32]) -> f32 {
     match k {

@@ -11,14 +11,18 @@ pub mod sampler;
 pub mod simd;
 pub mod simd_dequant;
 pub mod simd_dot;
+pub mod snapshot;
 pub mod tokenizer;
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
-pub use forward::{KvCache, KvType};
+pub use forward::{KvCache, KvRows, KvType};
 pub use model::{Config, Model};
 pub use sampler::{Rng, SamplerConfig};
+pub use snapshot::{SnapshotInfo, State};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
 /// How to set an engine up.
@@ -81,8 +85,9 @@ impl Default for GenerateParams {
 
 /// A model with its context: tokens, KV cache, last logits and RNG.
 pub struct Engine {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
+    /// Shared (read-only) with the engine's forks.
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
     pub cache: KvCache,
     scratch: forward::Scratch,
     pool: rayon::ThreadPool,
@@ -91,7 +96,11 @@ pub struct Engine {
     /// Logits after the last token (empty before the first eval).
     pub last_logits: Vec<f32>,
     pub rng: Rng,
+    /// The sampler settings of the last generation (kept in snapshots).
+    pub sampler: SamplerConfig,
     pub n_threads: usize,
+    /// Named immutable states (see [`Engine::save_state`]).
+    states: BTreeMap<String, Arc<State>>,
     work: sampler::SampleScratch,
 }
 
@@ -112,12 +121,12 @@ impl Engine {
     }
 
     pub fn from_reader(reader: Reader, options: EngineOptions) -> Result<Engine> {
-        let model = Model::load(reader)?;
+        let model = Arc::new(Model::load(reader)?);
         let attrs = model
             .reader
             .attributes()
             .ok_or_else(|| Error::Unsupported("the file has no model metadata".into()))?;
-        let tokenizer = Tokenizer::from_attributes(attrs)?;
+        let tokenizer = Arc::new(Tokenizer::from_attributes(attrs)?);
         let c = &model.config;
         if tokenizer.n_vocab() != c.n_vocab {
             return Err(Error::Unsupported(format!(
@@ -126,6 +135,17 @@ impl Engine {
                 c.n_vocab
             )));
         }
+        Engine::with_parts(model, tokenizer, &options)
+    }
+
+    /// An engine with an empty context over a loaded model and tokenizer
+    /// (shared, not copied).
+    fn with_parts(
+        model: Arc<Model>,
+        tokenizer: Arc<Tokenizer>,
+        options: &EngineOptions,
+    ) -> Result<Engine> {
+        let c = &model.config;
         let n_ctx = match options.n_ctx {
             0 => c.n_ctx_train.min(4096),
             n => n,
@@ -148,9 +168,107 @@ impl Engine {
             tokens: Vec::new(),
             last_logits: Vec::new(),
             rng: Rng::seed(options.seed),
+            sampler: SamplerConfig::default(),
             n_threads,
+            states: BTreeMap::new(),
             work: sampler::SampleScratch::default(),
         })
+    }
+
+    /// The options this engine was made with (its seed is not kept: the
+    /// RNG's live state is).
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            n_ctx: self.cache.n_ctx,
+            n_threads: self.n_threads,
+            kv_type: self.cache.kind(),
+            seed: 0,
+        }
+    }
+
+    /// The context as an immutable state: used KV rows, tokens, last
+    /// logits, sampler settings and the RNG's live state.
+    pub fn capture(&self) -> Result<State> {
+        Ok(State {
+            tokens: self.tokens.clone(),
+            kv: self.cache.export(self.tokens.len())?,
+            last_logits: self.last_logits.clone(),
+            rng: self.rng.state,
+            sampler: self.sampler.clone(),
+            created: snapshot::unix_now(),
+        })
+    }
+
+    /// Replaces the context with `state`, after checking it fits this
+    /// engine (on any error the engine is unchanged).
+    pub fn restore_state(&mut self, state: &State) -> Result<()> {
+        snapshot::check_state(self, state)?;
+        self.cache.import(&state.kv, state.tokens.len())?;
+        self.tokens.clone_from(&state.tokens);
+        self.last_logits.clone_from(&state.last_logits);
+        self.rng.state = state.rng;
+        self.sampler = state.sampler.clone();
+        Ok(())
+    }
+
+    /// Stores the current context under `name` (replacing one of that name).
+    pub fn save_state(&mut self, name: &str) -> Result<Arc<State>> {
+        let st = Arc::new(self.capture()?);
+        self.states.insert(name.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Adds a state made elsewhere (read from a file, another engine).
+    pub fn put_state(&mut self, name: &str, state: Arc<State>) -> Result<()> {
+        snapshot::check_state(self, &state)?;
+        self.states.insert(name.to_string(), state);
+        Ok(())
+    }
+
+    pub fn state(&self, name: &str) -> Result<Arc<State>> {
+        self.states
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "state",
+                name: name.to_string(),
+            })
+    }
+
+    pub fn states(&self) -> impl Iterator<Item = (&str, &Arc<State>)> {
+        self.states.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn delete_state(&mut self, name: &str) -> Result<()> {
+        self.states
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound {
+                kind: "state",
+                name: name.to_string(),
+            })
+    }
+
+    /// Continues from a stored state (the current context is replaced).
+    pub fn use_state(&mut self, name: &str) -> Result<()> {
+        let st = self.state(name)?;
+        self.restore_state(&st)
+    }
+
+    /// A new, independent engine continuing from state `name` (or from the
+    /// current context when `None`). It shares this engine's mapped
+    /// weights and tokenizer, has its own KV cache and thread pool, and
+    /// starts with the same stored states.
+    pub fn fork(&self, name: Option<&str>) -> Result<Engine> {
+        let st = match name {
+            Some(n) => self.state(n)?,
+            None => Arc::new(self.capture()?),
+        };
+        let mut e =
+            Engine::with_parts(self.model.clone(), self.tokenizer.clone(), &self.options())?;
+        e.states = self.states.clone();
+        e.restore_state(&st)?;
+        Ok(e)
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -232,6 +350,7 @@ impl Engine {
         if let Some(seed) = params.seed {
             self.rng = Rng::seed(seed);
         }
+        self.sampler = params.sampler.clone();
         let add_bos = if self.tokens.is_empty() {
             None
         } else {

@@ -216,6 +216,9 @@ pub struct Model {
     /// θ_i / pos for each rotated pair: base^(−2i/d) / freq_factor_i.
     pub rope_inv_freq: Vec<f64>,
     pub layers: Vec<Layer>,
+    /// The weights' fingerprint, computed (or read from the cache in the
+    /// attributes) on first use.
+    fingerprint: std::sync::OnceLock<String>,
 }
 
 fn load_weight(r: &Reader, name: &str, rows: usize, cols: usize) -> Result<Weight> {
@@ -353,7 +356,18 @@ impl Model {
             rope_freqs,
             layers,
             reader,
+            fingerprint: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The full-content fingerprint of the model's tensors (see
+    /// [`crate::fingerprint`]): cached by convert, else computed once.
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let f = crate::fingerprint::of(&self.reader)?;
+        Ok(self.fingerprint.get_or_init(|| f))
     }
 
     /// The bytes of a weight (borrowed from the map, or its decoded copy).

@@ -12,6 +12,7 @@
 use crate::cbor::Value;
 use crate::dtype::{DType, ElementType};
 use crate::error::{Error, Result};
+use crate::fingerprint;
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::formats::safetensors::SafetensorsFile;
 use crate::formats::Format;
@@ -208,15 +209,15 @@ pub fn convert_with_progress(
         input_bytes: reader.file_len(),
         ..ConvertReport::default()
     };
-    if let Some(attrs) = reader.attributes() {
-        if let Value::Map(entries) = attrs {
-            report.metadata_keys = entries
-                .iter()
-                .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
-                .count();
-        }
-        w.set_attributes(attrs.clone())?;
+    if let Some(Value::Map(entries)) = reader.attributes() {
+        report.metadata_keys = entries
+            .iter()
+            .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
+            .filter(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY))
+            .count();
     }
+    // Every part's BLAKE3, taken as the bytes stream through.
+    let mut digests = Vec::new();
     // Copy in file order so the input is read front to back.
     let mut names: Vec<(&str, u64)> = reader
         .manifest()
@@ -250,15 +251,23 @@ pub fn convert_with_progress(
             })?;
             let size = p.decoded_size();
             let mut at = 0u64;
+            let mut hasher = blake3::Hasher::new();
             while at < size {
                 let n = (size - at).min(buf.len() as u64) as usize;
                 reader.part_range_into(name, role, at, &mut buf[..n])?;
                 sink.write(&buf[..n])?;
+                hasher.update_rayon(&buf[..n]);
                 at += n as u64;
                 done += n as u64;
                 progress(done, total);
             }
             parts.insert(role.clone(), sink.finish()?);
+            digests.push((
+                name.to_string(),
+                role.clone(),
+                size,
+                *hasher.finalize().as_bytes(),
+            ));
         }
         if src.layout.starts_with("gguf.") {
             report.quantized += 1;
@@ -273,6 +282,24 @@ pub fn convert_with_progress(
             },
         )?;
         report.tensors += 1;
+    }
+    // The attributes, with the model's fingerprint cached (replacing a
+    // stale one a `.zt` input may carry).
+    // Free-form attributes that are not a map are copied as they are.
+    match reader.attributes() {
+        Some(other) if !matches!(other, Value::Map(_)) => w.set_attributes(other.clone())?,
+        attrs => {
+            let mut entries = match attrs {
+                Some(Value::Map(e)) => e.clone(),
+                _ => Vec::new(),
+            };
+            entries.retain(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY));
+            entries.push((
+                Value::text(fingerprint::FINGERPRINT_KEY),
+                Value::text(fingerprint::combine(digests)),
+            ));
+            w.set_attributes(Value::map(entries)?)?;
+        }
     }
     report.output_bytes = w.finish()?;
     Ok(report)

@@ -311,7 +311,7 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
         entries
             .iter()
             .filter_map(|(k, _)| k.as_str())
-            .filter(|k| *k != "gguf"),
+            .filter(|k| *k != "gguf" && *k != crate::fingerprint::FINGERPRINT_KEY),
     );
     let alignment = match value_of("general.alignment").and_then(Value::as_u64) {
         Some(a) => a,
