@@ -25,6 +25,11 @@ fn make_err(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::Limit { .. } => "LimitError",
         Error::NotFound { .. } => "ZTensorKeyError",
         Error::Unsupported(_) => "UnsupportedError",
+        Error::Snapshot {
+            fault: ztensor::SnapshotFault::Fingerprint,
+            ..
+        } => "FingerprintMismatchError",
+        Error::Snapshot { .. } => "SnapshotError",
         _ => "ZTensorValueError",
     };
     let rule = match e {
@@ -33,6 +38,9 @@ fn make_err(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     };
     let instance = errors.getattr(class)?.call1((e.to_string(),))?;
     instance.setattr("rule", rule)?;
+    if let Error::Snapshot { fault, .. } = e {
+        instance.setattr("fault", fault.name())?;
+    }
     Ok(PyErr::from_value(instance))
 }
 

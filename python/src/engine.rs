@@ -6,9 +6,28 @@ use crate::convert::to_pyerr;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use std::path::PathBuf;
-use ztensor::engine::{Engine, EngineOptions, GenerateParams, Generation, KvType, SamplerConfig};
+use ztensor::engine::{
+    snapshot, Engine, EngineOptions, GenerateParams, Generation, KvType, SamplerConfig,
+};
+use ztensor::Reader;
+
+/// A snapshot given as a path or as bytes.
+#[derive(FromPyObject)]
+pub enum SnapshotSource {
+    Bytes(Vec<u8>),
+    Path(PathBuf),
+}
+
+impl SnapshotSource {
+    fn open(self) -> ztensor::Result<Reader> {
+        match self {
+            SnapshotSource::Bytes(b) => snapshot::from_bytes(b),
+            SnapshotSource::Path(p) => snapshot::open(p),
+        }
+    }
+}
 
 #[pyclass(module = "ztensor._native")]
 pub struct NativeEngine {
@@ -172,6 +191,147 @@ impl NativeEngine {
             .detach(|| inner.next_token(g, params))
             .map_err(to_pyerr)?;
         Ok(t.map(|t| (t.id, t.text, t.position, t.logprob, t.is_special)))
+    }
+
+    /// Saves the context to `path` (atomic).
+    #[pyo3(signature = (path, compress = false))]
+    fn snapshot(&self, py: Python<'_>, path: PathBuf, compress: bool) -> PyResult<()> {
+        let inner = &self.inner;
+        py.detach(|| inner.snapshot(&path, compress))
+            .map_err(to_pyerr)
+    }
+
+    #[pyo3(signature = (compress = false))]
+    fn snapshot_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        compress: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let inner = &self.inner;
+        let b = py
+            .detach(|| inner.snapshot_bytes(compress))
+            .map_err(to_pyerr)?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// Replaces the context with a snapshot file's (checked first).
+    fn restore_path(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| snapshot::open(&path).and_then(|r| inner.restore(&r)))
+            .map_err(to_pyerr)?;
+        self.generation = None;
+        Ok(())
+    }
+
+    /// Replaces the context with a snapshot held in memory.
+    fn restore_bytes(&mut self, py: Python<'_>, blob: Vec<u8>) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| snapshot::from_bytes(blob).and_then(|r| inner.restore(&r)))
+            .map_err(to_pyerr)?;
+        self.generation = None;
+        Ok(())
+    }
+
+    /// A new engine from a snapshot file or bytes.
+    #[staticmethod]
+    #[pyo3(signature = (source, model_path = None, n_threads = 0))]
+    fn from_snapshot(
+        py: Python<'_>,
+        source: SnapshotSource,
+        model_path: Option<PathBuf>,
+        n_threads: usize,
+    ) -> PyResult<NativeEngine> {
+        let inner = py
+            .detach(|| {
+                let r = source.open()?;
+                Engine::from_snapshot(&r, model_path.as_deref(), n_threads)
+            })
+            .map_err(to_pyerr)?;
+        Ok(NativeEngine {
+            inner,
+            generation: None,
+        })
+    }
+
+    /// A snapshot's description, without loading the model.
+    #[staticmethod]
+    fn snapshot_info<'py>(py: Python<'py>, source: SnapshotSource) -> PyResult<Bound<'py, PyDict>> {
+        let info = py
+            .detach(|| source.open().and_then(|r| snapshot::read_info(&r)))
+            .map_err(to_pyerr)?;
+        let d = PyDict::new(py);
+        d.set_item("magic", info.magic)?;
+        d.set_item("version", info.version)?;
+        d.set_item("arch_id", info.arch)?;
+        d.set_item("model_path", info.model_path)?;
+        d.set_item("model_fingerprint", info.model_fingerprint)?;
+        d.set_item("tokenizer_digest", info.tokenizer_digest)?;
+        d.set_item("max_context_length", info.n_ctx)?;
+        d.set_item("num_threads", info.n_threads)?;
+        d.set_item("n_layer", info.n_layer)?;
+        d.set_item("kv_dim", info.kv_dim)?;
+        d.set_item("kv_dtype", info.kv_type.name())?;
+        d.set_item("n_vocab", info.n_vocab)?;
+        d.set_item("tokens_count", info.tokens_count)?;
+        d.set_item("created", info.created)?;
+        Ok(d)
+    }
+
+    fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
+        let inner = &self.inner;
+        py.detach(|| inner.model.fingerprint().map(str::to_string))
+            .map_err(to_pyerr)
+    }
+
+    fn save_state(&mut self, name: &str) -> PyResult<()> {
+        self.inner.save_state(name).map_err(to_pyerr)?;
+        Ok(())
+    }
+
+    fn use_state(&mut self, name: &str) -> PyResult<()> {
+        self.inner.use_state(name).map_err(to_pyerr)?;
+        self.generation = None;
+        Ok(())
+    }
+
+    #[pyo3(signature = (name = None))]
+    fn fork(&self, py: Python<'_>, name: Option<String>) -> PyResult<NativeEngine> {
+        let inner = &self.inner;
+        let forked = py
+            .detach(|| inner.fork(name.as_deref()))
+            .map_err(to_pyerr)?;
+        Ok(NativeEngine {
+            inner: forked,
+            generation: None,
+        })
+    }
+
+    /// (name, tokens_count, created, token ids of the last 64 positions).
+    fn list_states(&self) -> Vec<(String, usize, u64, Vec<u32>)> {
+        self.inner
+            .states()
+            .map(|(n, st)| {
+                let tail = st.tokens[st.tokens.len().saturating_sub(64)..].to_vec();
+                (n.to_string(), st.tokens.len(), st.created, tail)
+            })
+            .collect()
+    }
+
+    fn delete_state(&mut self, name: &str) -> PyResult<()> {
+        self.inner.delete_state(name).map_err(to_pyerr)
+    }
+
+    #[pyo3(signature = (name, path, compress = false))]
+    fn dump_state(&self, py: Python<'_>, name: &str, path: PathBuf, compress: bool) -> PyResult<()> {
+        let inner = &self.inner;
+        py.detach(|| inner.dump_state(name, &path, compress))
+            .map_err(to_pyerr)
+    }
+
+    fn load_state(&mut self, py: Python<'_>, name: &str, source: SnapshotSource) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| source.open().and_then(|r| inner.load_state(name, &r)))
+            .map_err(to_pyerr)
     }
 
     /// The text of the current generation (cut before a stop string).

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from ._errors import (
     ChecksumError,
+    FingerprintMismatchError,
     FormatError,
     LimitError,
+    SnapshotError,
     UnsupportedError,
     ZTensorError,
     ZTensorFileNotFoundError,
@@ -30,8 +32,10 @@ from ._writer import Writer
 
 __all__ = [
     "ChecksumError",
+    "FingerprintMismatchError",
     "FormatError",
     "LimitError",
+    "SnapshotError",
     "Reader",
     "TensorMetadata",
     "UnsupportedError",

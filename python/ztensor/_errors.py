@@ -48,3 +48,19 @@ class ZTensorKeyError(ZTensorError, KeyError):
 
 class ZTensorValueError(ZTensorError, ValueError):
     """The API was called with arguments it does not accept."""
+
+
+class SnapshotError(ZTensorError):
+    """An engine snapshot or state cannot be restored: malformed, truncated
+    or corrupt, or not fitting this engine. The engine is left as it was.
+
+    Attributes:
+        fault: "malformed", "incompatible", "tokenizer-mismatch" or
+            "fingerprint-mismatch".
+    """
+
+    fault: str | None = None
+
+
+class FingerprintMismatchError(SnapshotError):
+    """The snapshot was taken with a model of other weights."""

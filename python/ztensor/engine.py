@@ -16,21 +16,82 @@ and leaves the engine usable.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from ._errors import ZTensorKeyError
 from ._native import NativeEngine
 from ._native import dequantize as _dequantize
 from ._reader import Reader
 
-__all__ = ["Engine", "Token", "TokenBatch", "dequantize"]
+__all__ = [
+    "AsyncEngine",
+    "Engine",
+    "SnapshotInfo",
+    "StateInfo",
+    "Token",
+    "TokenBatch",
+    "dequantize",
+]
+
+_R = TypeVar("_R")
+
+
+class _hybridmethod(Generic[_R]):
+    """A method that works on the class (building a new engine) and on an
+    instance (acting on that engine): `Engine.restore(path)` and
+    `engine.restore(path)`."""
+
+    def __init__(self, func: Callable[..., _R]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, cls: type) -> Callable[..., _R]:
+        target = obj if obj is not None else cls
+
+        def bound(*args: Any, **kwargs: Any) -> _R:
+            return self.func(target, *args, **kwargs)
+
+        bound.__doc__ = self.func.__doc__
+        return bound
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot file says about itself (read without the model)."""
+
+    arch_id: str
+    model_path: str | None
+    model_fingerprint: str
+    tokenizer_digest: str
+    max_context_length: int
+    num_threads: int
+    version: int
+    magic: str
+    tokens_count: int
+    n_layer: int
+    kv_dim: int
+    kv_dtype: str
+    n_vocab: int
+    created: int
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """A stored state: its size, when it was taken and how its text ends."""
+
+    name: str
+    tokens_count: int
+    created: datetime.datetime
+    text_tail: str
 
 
 def dequantize(reader: Reader, name: str) -> npt.NDArray[np.float32]:
@@ -150,6 +211,125 @@ class Engine:
         self._info: dict[str, Any] = self._native.info()
         self.path = os.fspath(path)
 
+    @classmethod
+    def _from_native(cls, native: NativeEngine, path: str) -> Engine:
+        e = cls.__new__(cls)
+        e._native = native
+        e._info = native.info()
+        e.path = path
+        return e
+
+    # --- snapshots -------------------------------------------------------
+
+    def snapshot(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
+        """Saves the context (used KV rows, tokens, last logits, sampler
+        settings, live RNG) to a `.zt` file, atomically. `compress` stores
+        the parts zstd-compressed."""
+        self._native.snapshot(os.fspath(path), compress)
+
+    def snapshot_bytes(self, *, compress: bool = False) -> bytes:
+        """The snapshot as bytes."""
+        return self._native.snapshot_bytes(compress)
+
+    @_hybridmethod
+    def restore(
+        target: Any,
+        path: str | os.PathLike[str],
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        n_threads: int = 0,
+    ) -> Engine:
+        """On an engine: replaces its context with the snapshot's, after
+        checking the model fingerprint, tokenizer, shapes, token ids and
+        digests (on failure `SnapshotError` is raised and the engine is
+        unchanged); returns the engine. On the class: builds a new engine
+        from the model at `model_path` (default: the path the snapshot
+        records) with the snapshot's context length and KV type."""
+        if isinstance(target, Engine):
+            target._native.restore_path(os.fspath(path))
+            return target
+        mp = None if model_path is None else os.fspath(model_path)
+        native = NativeEngine.from_snapshot(os.fspath(path), mp, n_threads)
+        info = NativeEngine.snapshot_info(os.fspath(path))
+        return target._from_native(native, mp or info["model_path"] or "")
+
+    @_hybridmethod
+    def restore_bytes(
+        target: Any,
+        blob: bytes,
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        n_threads: int = 0,
+    ) -> Engine:
+        """`restore` from bytes held in memory (no temporary file). On the
+        class, `model_path` names the model to load."""
+        if isinstance(target, Engine):
+            target._native.restore_bytes(bytes(blob))
+            return target
+        if model_path is None:
+            raise TypeError("Engine.restore_bytes needs model_path=")
+        mp = os.fspath(model_path)
+        native = NativeEngine.from_snapshot(bytes(blob), mp, n_threads)
+        return target._from_native(native, mp)
+
+    @staticmethod
+    def snapshot_info(source: str | os.PathLike[str] | bytes) -> SnapshotInfo:
+        """A snapshot's description, read without loading the model."""
+        src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
+        return SnapshotInfo(**NativeEngine.snapshot_info(src))
+
+    @property
+    def fingerprint(self) -> str:
+        """The model's full-content fingerprint (`blake3:<hex>`)."""
+        return self._native.fingerprint()
+
+    # --- forkable states -------------------------------------------------
+
+    def save_state(self, name: str) -> StateInfo:
+        """Stores the context as an immutable state named `name`."""
+        self._native.save_state(name)
+        return self.get_state(name)
+
+    def fork(self, name: str | None = None) -> Engine:
+        """A new, independent engine continuing from state `name` (or from
+        the current context), sharing this engine's mapped weights."""
+        return self._from_native(self._native.fork(name), self.path)
+
+    def list_states(self) -> list[StateInfo]:
+        """The stored states, by name."""
+        return [self._state_info(*row) for row in self._native.list_states()]
+
+    def get_state(self, name: str) -> StateInfo:
+        """One stored state (`ZTensorKeyError` if there is none)."""
+        for row in self._native.list_states():
+            if row[0] == name:
+                return self._state_info(*row)
+        raise ZTensorKeyError(f"state not found: {name!r}")
+
+    def delete_state(self, name: str) -> None:
+        self._native.delete_state(name)
+
+    def use_state(self, name: str) -> None:
+        """Replaces the context with stored state `name`."""
+        self._native.use_state(name)
+
+    def dump_state(
+        self, name: str, path: str | os.PathLike[str], *, compress: bool = False
+    ) -> None:
+        """Writes stored state `name` as a snapshot file."""
+        self._native.dump_state(name, os.fspath(path), compress)
+
+    def load_state(self, name: str, source: str | os.PathLike[str] | bytes) -> StateInfo:
+        """Reads a snapshot (file or bytes) into stored state `name`,
+        checked against this engine; the context is not changed."""
+        src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
+        self._native.load_state(name, src)
+        return self.get_state(name)
+
+    def _state_info(self, name: str, count: int, created: int, tail: list[int]) -> StateInfo:
+        when = datetime.datetime.fromtimestamp(created, tz=datetime.timezone.utc)
+        return StateInfo(name, count, when, self._native.detokenize(tail)[-80:])
+
     @property
     def info(self) -> dict[str, Any]:
         """Architecture, sizes, context, threads, KV type and SIMD kernel."""
@@ -204,12 +384,51 @@ class Engine:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         penalty_last_n: int = 64,
+        from_state: str | None = None,
+        new_state: str | None = None,
     ) -> Iterator[Token]:
         """Continues the context with `prompt` and yields tokens as they are
         produced. An empty prompt just continues; `seed` reseeds the RNG
         (omitted, the live RNG continues). Stops at `max_tokens`, EOS, a
         stop string (the token completing it is not yielded) or a full
-        context."""
+        context. `from_state` first switches to that stored state;
+        `new_state` stores the context reached at the end."""
+        if from_state is not None:
+            self._native.use_state(from_state)
+        try:
+            yield from self._stream(
+                prompt,
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                stop,
+                seed,
+                frequency_penalty,
+                presence_penalty,
+                penalty_last_n,
+            )
+        finally:
+            if new_state is not None:
+                self._native.save_state(new_state)
+
+    def _stream(
+        self,
+        prompt: str,
+        max_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        repeat_penalty: float,
+        stop: list[str] | None,
+        seed: int | None,
+        frequency_penalty: float,
+        presence_penalty: float,
+        penalty_last_n: int,
+    ) -> Iterator[Token]:
         self._native.start(
             prompt,
             max_tokens,
@@ -278,3 +497,6 @@ class Engine:
     def __repr__(self) -> str:
         i = self._info
         return f"<ztensor.engine.Engine {i['arch']} n_ctx={i['n_ctx']} tokens={len(self.tokens)}>"
+
+
+from ._async import AsyncEngine  # noqa: E402  (it builds on Engine)
