@@ -55,7 +55,7 @@ step "fuzz targets (${FUZZ_SECONDS}s each)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet
 fi
-targets=(manifest_decode open_read zstd_decode round_trip gguf safetensors npz legacy)
+targets=(manifest_decode open_read zstd_decode round_trip gguf safetensors npz legacy snapshot)
 passed=0
 failed=0
 for t in "${targets[@]}"; do

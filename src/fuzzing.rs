@@ -131,3 +131,14 @@ pub fn legacy_open(data: &[u8]) {
         open_and_read(data);
     }
 }
+
+/// Read an engine snapshot's description and state (no engine needed).
+#[cfg(feature = "engine")]
+pub fn snapshot_read(data: &[u8]) {
+    use crate::engine::snapshot;
+    if let Ok(r) = snapshot::from_bytes(data.to_vec()) {
+        if let Ok(info) = snapshot::read_info(&r) {
+            let _ = snapshot::read_state(&r, &info);
+        }
+    }
+}

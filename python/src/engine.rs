@@ -322,7 +322,13 @@ impl NativeEngine {
     }
 
     #[pyo3(signature = (name, path, compress = false))]
-    fn dump_state(&self, py: Python<'_>, name: &str, path: PathBuf, compress: bool) -> PyResult<()> {
+    fn dump_state(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        path: PathBuf,
+        compress: bool,
+    ) -> PyResult<()> {
         let inner = &self.inner;
         py.detach(|| inner.dump_state(name, &path, compress))
             .map_err(to_pyerr)
