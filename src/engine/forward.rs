@@ -464,6 +464,7 @@ pub fn forward(
         let scores = sized(&mut s.scores, n * c.n_head * span);
         let q = &s.q;
         let cache_ref = &*cache;
+        let (attn_scores, attn_mix) = super::simd::attn_f16_fns();
         att.par_chunks_mut(hd)
             .zip(scores.par_chunks_mut(span))
             .enumerate()
@@ -473,19 +474,33 @@ pub fn forward(
                 let kv_off = (h / group) * hd;
                 let len = pos0 + i + 1;
                 let sc = &mut sc[..len];
-                let mut max = f32::NEG_INFINITY;
-                for (p, v) in sc.iter_mut().enumerate() {
-                    *v = k_dot(&cache_ref.k, cache_ref.at(li, p) + kv_off, qh) * scale;
-                    max = max.max(*v);
+                let base = cache_ref.at(li, 0) + kv_off;
+                match &cache_ref.k {
+                    KvData::F16(k) => attn_scores(&k[base..], cache_ref.kv_dim, qh, scale, sc),
+                    k => {
+                        for (p, v) in sc.iter_mut().enumerate() {
+                            *v = k_dot(k, cache_ref.at(li, p) + kv_off, qh) * scale;
+                        }
+                    }
                 }
+                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0f32;
                 for v in sc.iter_mut() {
                     *v = (*v - max).exp();
                     sum += *v;
                 }
-                out.fill(0.0);
-                for (p, w) in sc.iter().enumerate() {
-                    v_axpy(&cache_ref.v, cache_ref.at(li, p) + kv_off, w / sum, out);
+                let inv = 1.0 / sum;
+                for v in sc.iter_mut() {
+                    *v *= inv;
+                }
+                match &cache_ref.v {
+                    KvData::F16(v) => attn_mix(&v[base..], cache_ref.kv_dim, sc, out),
+                    v => {
+                        out.fill(0.0);
+                        for (p, &w) in sc.iter().enumerate() {
+                            v_axpy(v, cache_ref.at(li, p) + kv_off, w, out);
+                        }
+                    }
                 }
             });
         matmul(

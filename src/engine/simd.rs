@@ -253,6 +253,175 @@ pub fn axpy_f16_fn() -> AxpyF16Fn {
     f16_kernels().1
 }
 
+/// Attention scores over f16 K rows: `scores[p] = scale · (K_p · q)`, row
+/// `p` at `rows[p · stride..][..q.len()]`.
+pub type ScoresF16Fn = fn(&[half::f16], usize, &[f32], f32, &mut [f32]);
+/// The attention mix over f16 V rows: `out = Σ_p w[p] · V_p`.
+pub type MixF16Fn = fn(&[half::f16], usize, &[f32], &mut [f32]);
+
+pub fn scores_f16_scalar(
+    rows: &[half::f16],
+    stride: usize,
+    q: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+) {
+    for (p, s) in scores.iter_mut().enumerate() {
+        *s = scale * dot_f16_scalar(&rows[p * stride..p * stride + q.len()], q);
+    }
+}
+
+pub fn mix_f16_scalar(rows: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    let n = out.len();
+    for (p, &wp) in w.iter().enumerate() {
+        axpy_f16_scalar(&rows[p * stride..p * stride + n], wp, out);
+    }
+}
+
+/// Whether `len` values hold `n` rows of `width` at `stride`.
+fn rows_fit(len: usize, stride: usize, n: usize, width: usize) -> bool {
+    n == 0
+        || (n - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(width))
+            .is_some_and(|end| end <= len)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_attn {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2, FMA and F16C available; `rows` holds `scores.len()` rows of
+    /// `q.len()` (a multiple of 8) at `stride`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores(
+        rows: &[half::f16],
+        stride: usize,
+        q: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let hd = q.len();
+        let (rp, qp) = (rows.as_ptr(), q.as_ptr());
+        for (p, o) in out.iter_mut().enumerate() {
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            // SAFETY: row p's values i..i + 8 (or + 16) lie in `rows`, q's in `q`.
+            unsafe {
+                let r = rp.add(p * stride);
+                while i + 16 <= hd {
+                    let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
+                    let h1 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i + 8) as *const __m128i));
+                    a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
+                    a1 = _mm256_fmadd_ps(h1, _mm256_loadu_ps(qp.add(i + 8)), a1);
+                    i += 16;
+                }
+                if i < hd {
+                    let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
+                    a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
+                }
+                *o = scale * super::hsum(_mm256_add_ps(a0, a1));
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C available; `rows` holds `w.len()` rows of
+    /// `out.len()` (a multiple of 8) at `stride`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn mix(rows: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let rp = rows.as_ptr();
+        let mut c = 0;
+        // Four 8-wide accumulators stay in registers across all positions.
+        while c < n {
+            let width = (n - c).min(32);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (p, &wp) in w.iter().enumerate() {
+                let vw = _mm256_set1_ps(wp);
+                // SAFETY: row p's values c..c + width lie in `rows`.
+                unsafe {
+                    let r = rp.add(p * stride + c);
+                    for (k, a) in acc.iter_mut().enumerate().take(width / 8) {
+                        let h = _mm256_cvtph_ps(_mm_loadu_si128(r.add(8 * k) as *const __m128i));
+                        *a = _mm256_fmadd_ps(vw, h, *a);
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate().take(width / 8) {
+                // SAFETY: out[c + 8k .. c + 8k + 8] lies in `out`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * k), *a) };
+            }
+            c += width;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn scores_f16_avx2(rows: &[half::f16], stride: usize, q: &[f32], scale: f32, out: &mut [f32]) {
+    if !q.len().is_multiple_of(8) || !rows_fit(rows.len(), stride, out.len(), q.len()) {
+        return scores_f16_scalar(rows, stride, q, scale, out);
+    }
+    // SAFETY: selected after AVX2, FMA and F16C were detected; sizes checked.
+    unsafe { x86_attn::scores(rows, stride, q, scale, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn mix_f16_avx2(rows: &[half::f16], stride: usize, w: &[f32], out: &mut [f32]) {
+    if !out.len().is_multiple_of(8) || !rows_fit(rows.len(), stride, w.len(), out.len()) {
+        return mix_f16_scalar(rows, stride, w, out);
+    }
+    // SAFETY: selected after AVX2, FMA and F16C were detected; sizes checked.
+    unsafe { x86_attn::mix(rows, stride, w, out) }
+}
+
+/// The attention kernels for this CPU (detected once).
+pub fn attn_f16_fns() -> (ScoresF16Fn, MixF16Fn) {
+    static CHOSEN: OnceLock<(ScoresF16Fn, MixF16Fn)> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return (scores_f16_avx2 as ScoresF16Fn, mix_f16_avx2 as MixF16Fn);
+        }
+        (scores_f16_scalar as ScoresF16Fn, mix_f16_scalar as MixF16Fn)
+    })
+}
+
+#[cfg(test)]
+mod attn_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn attention_twins_match_scalar(v in proptest::collection::vec(-3f32..3.0, 7 * 100), hd in 1usize..6, n in 1usize..7) {
+            let hd = hd * 8 + if hd == 5 { 3 } else { 0 };
+            let stride = 100;
+            let rows: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let q = &v[..hd];
+            let w: Vec<f32> = v[200..200 + n].to_vec();
+            let (scores, mix) = attn_f16_fns();
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            scores(&rows, stride, q, 0.5, &mut a);
+            scores_f16_scalar(&rows, stride, q, 0.5, &mut b);
+            for (x, y) in a.iter().zip(&b) {
+                prop_assert!((x - y).abs() <= 1e-3 * (1.0 + y.abs()));
+            }
+            let (mut a, mut b) = (vec![1f32; hd], vec![2f32; hd]);
+            mix(&rows, stride, &w, &mut a);
+            mix_f16_scalar(&rows, stride, &w, &mut b);
+            for (x, y) in a.iter().zip(&b) {
+                prop_assert!((x - y).abs() <= 1e-3 * (1.0 + y.abs()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod f16_tests {
     use super::*;

@@ -218,7 +218,8 @@ def check_convert(gguf_path: str, ours_path: str) -> int:
                 if pa.tobytes() != pb.tobytes():
                     problems.append(f"{name}/{p}: bytes differ")
         ours_attrs = dict(ours.attributes or {})
-        ours_attrs.pop("gguf", None)
+        ours_attrs.pop("gguf", None)  # our conversion record (spec §19)
+        ours_attrs.pop("ztensor.fingerprint", None)  # our cached model fingerprint (§19)
         their_attrs = theirs.attributes or {}
         for k in sorted(set(ours_attrs) | set(their_attrs)):
             if ours_attrs.get(k) != their_attrs.get(k):
