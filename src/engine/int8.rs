@@ -404,7 +404,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_0<const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
-        if N == 1 && a[0].d.len() % 8 == 0 {
+        if N == 1 && a[0].d.len().is_multiple_of(8) {
             // SAFETY: same requirements as this function's; whole groups
             // of 8 blocks (checked).
             return [unsafe { q4_0_by8(row, &a[0]) }; N];
