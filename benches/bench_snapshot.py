@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ztensor import snapshot
 from ztensor.engine import Engine
 
 

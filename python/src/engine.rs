@@ -8,6 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::path::PathBuf;
+use std::sync::Arc;
 use ztensor::engine::{
     snapshot, Engine, EngineOptions, GenerateParams, Generation, KvType, SamplerConfig,
 };
@@ -15,9 +16,25 @@ use ztensor::Reader;
 
 /// A snapshot given as a path or as bytes.
 #[derive(FromPyObject)]
-pub enum SnapshotSource {
-    Bytes(Vec<u8>),
+pub enum SnapshotArg<'py> {
+    Bytes(Bound<'py, PyBytes>),
     Path(PathBuf),
+}
+
+/// The same, detached from Python (bytes copied once, with `memcpy`), so
+/// it can be opened with the GIL released.
+pub enum SnapshotSource {
+    Bytes(Arc<[u8]>),
+    Path(PathBuf),
+}
+
+impl From<SnapshotArg<'_>> for SnapshotSource {
+    fn from(a: SnapshotArg<'_>) -> Self {
+        match a {
+            SnapshotArg::Bytes(b) => SnapshotSource::Bytes(Arc::from(b.as_bytes())),
+            SnapshotArg::Path(p) => SnapshotSource::Path(p),
+        }
+    }
 }
 
 impl SnapshotSource {
@@ -224,7 +241,8 @@ impl NativeEngine {
     }
 
     /// Replaces the context with a snapshot held in memory.
-    fn restore_bytes(&mut self, py: Python<'_>, blob: Vec<u8>) -> PyResult<()> {
+    fn restore_bytes(&mut self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
+        let blob: Arc<[u8]> = Arc::from(blob);
         let inner = &mut self.inner;
         py.detach(|| snapshot::from_bytes(blob).and_then(|r| inner.restore(&r)))
             .map_err(to_pyerr)?;
@@ -237,10 +255,11 @@ impl NativeEngine {
     #[pyo3(signature = (source, model_path = None, n_threads = 0))]
     fn from_snapshot(
         py: Python<'_>,
-        source: SnapshotSource,
+        source: SnapshotArg<'_>,
         model_path: Option<PathBuf>,
         n_threads: usize,
     ) -> PyResult<NativeEngine> {
+        let source = SnapshotSource::from(source);
         let inner = py
             .detach(|| {
                 let r = source.open()?;
@@ -255,7 +274,11 @@ impl NativeEngine {
 
     /// A snapshot's description, without loading the model.
     #[staticmethod]
-    fn snapshot_info<'py>(py: Python<'py>, source: SnapshotSource) -> PyResult<Bound<'py, PyDict>> {
+    fn snapshot_info<'py>(
+        py: Python<'py>,
+        source: SnapshotArg<'py>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let source = SnapshotSource::from(source);
         let info = py
             .detach(|| source.open().and_then(|r| snapshot::read_info(&r)))
             .map_err(to_pyerr)?;
@@ -334,7 +357,8 @@ impl NativeEngine {
             .map_err(to_pyerr)
     }
 
-    fn load_state(&mut self, py: Python<'_>, name: &str, source: SnapshotSource) -> PyResult<()> {
+    fn load_state(&mut self, py: Python<'_>, name: &str, source: SnapshotArg<'_>) -> PyResult<()> {
+        let source = SnapshotSource::from(source);
         let inner = &mut self.inner;
         py.detach(|| source.open().and_then(|r| inner.load_state(name, &r)))
             .map_err(to_pyerr)
