@@ -300,6 +300,16 @@ impl NativeEngine {
         Ok(d)
     }
 
+    /// The path of the model file, when it was opened from one.
+    fn model_path(&self) -> String {
+        self.inner
+            .model
+            .reader
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
         let inner = &self.inner;
         py.detach(|| inner.model.fingerprint().map(str::to_string))

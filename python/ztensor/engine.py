@@ -248,10 +248,10 @@ class Engine:
         if isinstance(target, Engine):
             target._native.restore_path(os.fspath(path))
             return target
-        mp = None if model_path is None else os.fspath(model_path)
-        native = NativeEngine.from_snapshot(os.fspath(path), mp, n_threads)
-        info = NativeEngine.snapshot_info(os.fspath(path))
-        return target._from_native(native, mp or info["model_path"] or "")
+        native = NativeEngine.from_snapshot(
+            os.fspath(path), None if model_path is None else os.fspath(model_path), n_threads
+        )
+        return target._from_native(native, native.model_path())
 
     @_hybridmethod
     def restore_bytes(
@@ -268,9 +268,8 @@ class Engine:
             return target
         if model_path is None:
             raise TypeError("Engine.restore_bytes needs model_path=")
-        mp = os.fspath(model_path)
-        native = NativeEngine.from_snapshot(bytes(blob), mp, n_threads)
-        return target._from_native(native, mp)
+        native = NativeEngine.from_snapshot(bytes(blob), os.fspath(model_path), n_threads)
+        return target._from_native(native, native.model_path())
 
     @staticmethod
     def snapshot_info(source: str | os.PathLike[str] | bytes) -> SnapshotInfo:

@@ -119,59 +119,55 @@ impl KvRows {
     }
 }
 
+/// Positions `0..n` of every layer of one side of a cache, packed.
+fn take_rows<T: Copy>(d: &[T], n_layer: usize, layer_len: usize, n: usize) -> Vec<T> {
+    (0..n_layer)
+        .flat_map(|l| &d[l * layer_len..l * layer_len + n])
+        .copied()
+        .collect()
+}
+
+/// The inverse of [`take_rows`]: `src` (`n` values per layer) over the
+/// first `n` values of every layer.
+fn put_rows<T: Copy>(d: &mut [T], src: &[T], n_layer: usize, layer_len: usize, n: usize) {
+    for l in 0..n_layer {
+        d[l * layer_len..l * layer_len + n].copy_from_slice(&src[l * n..(l + 1) * n]);
+    }
+}
+
 impl KvCache {
     /// Copies positions `0..n` of every layer.
     pub fn export(&self, n: usize) -> Result<KvRows> {
-        let n = n.min(self.n_ctx);
-        let take = |d: &[f32]| -> Vec<f32> {
-            (0..self.n_layer)
-                .flat_map(|l| &d[self.at(l, 0)..self.at(l, n)])
-                .copied()
-                .collect()
-        };
-        let take16 = |d: &[f16]| -> Vec<f16> {
-            (0..self.n_layer)
-                .flat_map(|l| &d[self.at(l, 0)..self.at(l, n)])
-                .copied()
-                .collect()
-        };
+        let (layers, layer_len) = (self.n_layer, self.n_ctx * self.kv_dim);
+        let len = n.min(self.n_ctx) * self.kv_dim;
         match (&self.k, &self.v) {
             (KvData::F32(k), KvData::F32(v)) => Ok(KvRows::F32 {
-                k: take(k),
-                v: take(v),
+                k: take_rows(k, layers, layer_len, len),
+                v: take_rows(v, layers, layer_len, len),
             }),
             (KvData::F16(k), KvData::F16(v)) => Ok(KvRows::F16 {
-                k: take16(k),
-                v: take16(v),
+                k: take_rows(k, layers, layer_len, len),
+                v: take_rows(v, layers, layer_len, len),
             }),
             _ => Err(Error::usage("K and V of the cache differ in type")),
         }
     }
 
     /// Writes `rows` (of `n` positions per layer) over positions `0..n`.
-    /// The caller has checked the type and that `rows` holds exactly
-    /// `n_layer × n × kv_dim` values with `n ≤ n_ctx`.
     pub fn import(&mut self, rows: &KvRows, n: usize) -> Result<()> {
         let per_layer = n * self.kv_dim;
         if n > self.n_ctx || rows.len() != self.n_layer * per_layer || rows.kind() != self.kind() {
             return Err(Error::usage("KV rows do not fit this cache"));
         }
-        let (n_layer, n_ctx, kv_dim) = (self.n_layer, self.n_ctx, self.kv_dim);
-        let at = |l: usize| l * n_ctx * kv_dim;
+        let (layers, layer_len) = (self.n_layer, self.n_ctx * self.kv_dim);
         match (rows, &mut self.k, &mut self.v) {
             (KvRows::F32 { k, v }, KvData::F32(dk), KvData::F32(dv)) => {
-                for l in 0..n_layer {
-                    let src = l * per_layer..(l + 1) * per_layer;
-                    dk[at(l)..at(l) + per_layer].copy_from_slice(&k[src.clone()]);
-                    dv[at(l)..at(l) + per_layer].copy_from_slice(&v[src]);
-                }
+                put_rows(dk, k, layers, layer_len, per_layer);
+                put_rows(dv, v, layers, layer_len, per_layer);
             }
             (KvRows::F16 { k, v }, KvData::F16(dk), KvData::F16(dv)) => {
-                for l in 0..n_layer {
-                    let src = l * per_layer..(l + 1) * per_layer;
-                    dk[at(l)..at(l) + per_layer].copy_from_slice(&k[src.clone()]);
-                    dv[at(l)..at(l) + per_layer].copy_from_slice(&v[src]);
-                }
+                put_rows(dk, k, layers, layer_len, per_layer);
+                put_rows(dv, v, layers, layer_len, per_layer);
             }
             _ => return Err(Error::usage("KV rows do not fit this cache")),
         }
@@ -179,24 +175,17 @@ impl KvCache {
     }
 }
 
-/// Dot of `q` with K row `pos` of head slice `[off, off + q.len())`.
-fn k_dot(k: &KvData, at: usize, q: &[f32]) -> f32 {
-    match k {
-        KvData::F32(d) => super::simd::dot_fn()(&d[at..at + q.len()], q),
-        KvData::F16(d) => super::simd::dot_f16_fn()(&d[at..at + q.len()], q),
-    }
+/// Dot of `q` with K row `pos` of head slice `[off, off + q.len())` of an
+/// f32 cache (the f16 cache goes through the per-head kernels).
+fn k_dot(k: &[f32], at: usize, q: &[f32]) -> f32 {
+    super::simd::dot_fn()(&k[at..at + q.len()], q)
 }
 
-/// `out += w · V row`.
-fn v_axpy(v: &KvData, at: usize, w: f32, out: &mut [f32]) {
+/// `out += w · V row` of an f32 cache.
+fn v_axpy(v: &[f32], at: usize, w: f32, out: &mut [f32]) {
     let n = out.len();
-    match v {
-        KvData::F32(d) => {
-            for (o, x) in out.iter_mut().zip(&d[at..at + n]) {
-                *o += w * x;
-            }
-        }
-        KvData::F16(d) => super::simd::axpy_f16_fn()(&d[at..at + n], w, out),
+    for (o, x) in out.iter_mut().zip(&v[at..at + n]) {
+        *o += w * x;
     }
 }
 
@@ -348,6 +337,20 @@ fn matmul_group(
     Ok(())
 }
 
+/// In-place softmax.
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xi, oi) in x.chunks(d).zip(out.chunks_mut(d)) {
@@ -475,32 +478,24 @@ pub fn forward(
                 let len = pos0 + i + 1;
                 let sc = &mut sc[..len];
                 let base = cache_ref.at(li, 0) + kv_off;
-                match &cache_ref.k {
-                    KvData::F16(k) => attn_scores(&k[base..], cache_ref.kv_dim, qh, scale, sc),
-                    k => {
-                        for (p, v) in sc.iter_mut().enumerate() {
-                            *v = k_dot(k, cache_ref.at(li, p) + kv_off, qh) * scale;
-                        }
+                match (&cache_ref.k, &cache_ref.v) {
+                    (KvData::F16(k), KvData::F16(v)) => {
+                        attn_scores(&k[base..], cache_ref.kv_dim, qh, scale, sc);
+                        softmax(sc);
+                        attn_mix(&v[base..], cache_ref.kv_dim, sc, out);
                     }
-                }
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for v in sc.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                for v in sc.iter_mut() {
-                    *v *= inv;
-                }
-                match &cache_ref.v {
-                    KvData::F16(v) => attn_mix(&v[base..], cache_ref.kv_dim, sc, out),
-                    v => {
+                    (KvData::F32(k), KvData::F32(v)) => {
+                        for (p, s) in sc.iter_mut().enumerate() {
+                            *s = k_dot(k, cache_ref.at(li, p) + kv_off, qh) * scale;
+                        }
+                        softmax(sc);
                         out.fill(0.0);
                         for (p, &w) in sc.iter().enumerate() {
                             v_axpy(v, cache_ref.at(li, p) + kv_off, w, out);
                         }
                     }
+                    // K and V always share a type (`KvCache::new`).
+                    _ => out.fill(0.0),
                 }
             });
         matmul(

@@ -171,18 +171,10 @@ impl Engine {
         )?;
         w.add::<u64>("rng", &[4], &state.rng)?;
         let shape = [n, kv_dim as u64];
-        for l in 0..self.model.config.n_layer {
-            let span = l * per_layer..(l + 1) * per_layer;
-            match &state.kv {
-                KvRows::F32 { k, v } => {
-                    w.add::<f32>(&format!("kv.k.{l}"), &shape, &k[span.clone()])?;
-                    w.add::<f32>(&format!("kv.v.{l}"), &shape, &v[span])?;
-                }
-                KvRows::F16 { k, v } => {
-                    w.add::<f16>(&format!("kv.k.{l}"), &shape, &k[span.clone()])?;
-                    w.add::<f16>(&format!("kv.v.{l}"), &shape, &v[span])?;
-                }
-            }
+        let layers = self.model.config.n_layer;
+        match &state.kv {
+            KvRows::F32 { k, v } => write_kv(&mut w, layers, &shape, per_layer, k, v)?,
+            KvRows::F16 { k, v } => write_kv(&mut w, layers, &shape, per_layer, k, v)?,
         }
         w.finish()?;
         Ok(())
@@ -266,6 +258,24 @@ impl Engine {
         let st = self.read_state(reader)?;
         self.put_state(name, Arc::new(st))
     }
+}
+
+/// Each layer's K and V rows (`per_layer` values each) as `kv.k.<l>` /
+/// `kv.v.<l>` of `shape`.
+fn write_kv<T: crate::element::Element>(
+    w: &mut Writer,
+    layers: usize,
+    shape: &[u64],
+    per_layer: usize,
+    k: &[T],
+    v: &[T],
+) -> Result<()> {
+    for l in 0..layers {
+        let span = l * per_layer..(l + 1) * per_layer;
+        w.add::<T>(&format!("kv.k.{l}"), shape, &k[span.clone()])?;
+        w.add::<T>(&format!("kv.v.{l}"), shape, &v[span])?;
+    }
+    Ok(())
 }
 
 /// A temporary file path, removed on drop.
@@ -499,6 +509,21 @@ fn read_vec<T: crate::element::Element>(
         .map_err(|e| malformed(format!("{name}: {e}")))
 }
 
+/// Every layer's K and V, each `shape`, packed layer after layer.
+fn read_kv<T: crate::element::Element>(
+    reader: &Reader,
+    n_layer: usize,
+    shape: &[u64],
+    total: usize,
+) -> Result<(Vec<T>, Vec<T>)> {
+    let (mut k, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for l in 0..n_layer {
+        k.extend(read_vec::<T>(reader, &format!("kv.k.{l}"), shape)?);
+        v.extend(read_vec::<T>(reader, &format!("kv.v.{l}"), shape)?);
+    }
+    Ok((k, v))
+}
+
 /// The state in a snapshot whose description is `info`, after checking
 /// every part's digest and shape.
 pub fn read_state(reader: &Reader, info: &SnapshotInfo) -> Result<State> {
@@ -538,19 +563,11 @@ pub fn read_state(reader: &Reader, info: &SnapshotInfo) -> Result<State> {
         .ok_or_else(|| malformed("the KV size overflows"))?;
     let kv = match info.kv_type {
         KvType::F32 => {
-            let (mut k, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total));
-            for l in 0..info.n_layer {
-                k.extend(read_vec::<f32>(reader, &format!("kv.k.{l}"), &shape)?);
-                v.extend(read_vec::<f32>(reader, &format!("kv.v.{l}"), &shape)?);
-            }
+            let (k, v) = read_kv::<f32>(reader, info.n_layer, &shape, total)?;
             KvRows::F32 { k, v }
         }
         KvType::F16 => {
-            let (mut k, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total));
-            for l in 0..info.n_layer {
-                k.extend(read_vec::<f16>(reader, &format!("kv.k.{l}"), &shape)?);
-                v.extend(read_vec::<f16>(reader, &format!("kv.v.{l}"), &shape)?);
-            }
+            let (k, v) = read_kv::<f16>(reader, info.n_layer, &shape, total)?;
             KvRows::F16 { k, v }
         }
     };
