@@ -1,16 +1,30 @@
 //! `NativeEngine`: the CPU inference engine. Every call that computes
 //! releases the GIL; generation is step-wise (`start`, then `next_token`)
 //! so Python drives the loop and Ctrl-C lands between tokens.
+//!
+//! Concurrency: the engine sits behind a mutex, taken with the GIL
+//! released, so calls from several threads serialise instead of failing
+//! ("Already borrowed"). A generation ("run") holds the context from
+//! `start` until it ends: calls from other threads that change the context
+//! (another `start`, `eval`, `reset`, `restore_*`, `use_state`) wait for it
+//! (GIL released); the thread that started the run may keep calling, and
+//! a `start`, `reset`, `restore_*` or `use_state` of its own ends the run
+//! first (as interrupted), so a forgotten stream cannot deadlock its
+//! thread. Reading calls (tokens, snapshot, states...) never wait for a
+//! run, only for the token being computed.
 
 use crate::convert::to_pyerr;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use ztensor::engine::{
-    snapshot, Engine, EngineOptions, GenerateParams, Generation, KvType, SamplerConfig,
+    snapshot, CancelHandle, Engine, EngineOptions, GenerateParams, Generation, KvType,
+    SamplerConfig, StopReason,
 };
 use ztensor::Reader;
 
@@ -46,10 +60,137 @@ impl SnapshotSource {
     }
 }
 
-#[pyclass(module = "ztensor._native")]
+/// A generation in progress: it holds the context until it ends.
+struct Run {
+    id: u64,
+    owner: ThreadId,
+    generation: Generation,
+    params: GenerateParams,
+    new_state: Option<String>,
+}
+
+/// How an ended run finished, kept until `end_run` collects it.
+struct Outcome {
+    text: String,
+    stop_reason: Option<StopReason>,
+    produced: usize,
+    saved: bool,
+}
+
+struct Core {
+    engine: Engine,
+    run: Option<Run>,
+    outcomes: HashMap<u64, Outcome>,
+    next_id: u64,
+}
+
+impl Core {
+    fn new(engine: Engine) -> Core {
+        Core {
+            engine,
+            run: None,
+            outcomes: HashMap::new(),
+            next_id: 1,
+        }
+    }
+}
+
+/// (id, text, position, logprob, is_special, is_eos, stop_reason).
+type TokenTuple = (u32, String, usize, f32, bool, bool, Option<&'static str>);
+/// (text, stop_reason, tokens produced, new state stored).
+type OutcomeTuple = (String, Option<&'static str>, usize, bool);
+
+#[pyclass(module = "ztensor._native", frozen)]
 pub struct NativeEngine {
-    inner: Engine,
-    generation: Option<(Generation, GenerateParams)>,
+    core: Mutex<Core>,
+    /// Signalled whenever a run ends.
+    idle: Condvar,
+    /// Cancel handles of the running generation, reachable without
+    /// waiting for the token being computed.
+    cancels: Mutex<HashMap<u64, CancelHandle>>,
+}
+
+fn relock<T>(r: std::sync::LockResult<T>) -> T {
+    // A panic inside a call cannot leave the engine half-updated in a way
+    // later calls trust (every mutation checks its inputs first), so a
+    // poisoned lock is taken over rather than turned into a second panic.
+    r.unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl NativeEngine {
+    fn wrap(engine: Engine) -> NativeEngine {
+        NativeEngine {
+            core: Mutex::new(Core::new(engine)),
+            idle: Condvar::new(),
+            cancels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        relock(self.core.lock())
+    }
+
+    /// Runs `f` on the engine with the GIL released (reading calls: they
+    /// wait only for the call in progress, not for a run).
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Core) -> ztensor::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| f(&mut self.lock())).map_err(to_pyerr)
+    }
+
+    /// Runs `f` once no other thread's run holds the context; a run of
+    /// this thread is ended first (as interrupted) when `end_own` is set.
+    fn exclusive<T: Send>(
+        &self,
+        py: Python<'_>,
+        end_own: bool,
+        f: impl FnOnce(&mut Core) -> ztensor::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let me = std::thread::current().id();
+            let mut core = self.lock();
+            while core.run.as_ref().is_some_and(|r| r.owner != me) {
+                core = relock(self.idle.wait(core));
+            }
+            if end_own && core.run.is_some() {
+                if let Some(r) = core.run.as_mut() {
+                    r.generation.end(StopReason::Interrupted);
+                }
+                self.close_run(&mut core)?;
+            }
+            f(&mut core)
+        })
+        .map_err(to_pyerr)
+    }
+
+    /// Moves the active (ended) run to the outcomes, storing its new state
+    /// if it ran to its natural end, and wakes waiting threads.
+    fn close_run(&self, core: &mut Core) -> ztensor::Result<()> {
+        let Some(run) = core.run.take() else {
+            return Ok(());
+        };
+        relock(self.cancels.lock()).remove(&run.id);
+        self.idle.notify_all();
+        let saved = match &run.new_state {
+            Some(name) => core.engine.commit_state(&run.generation, name),
+            None => Ok(false),
+        };
+        let outcome = Outcome {
+            text: run.generation.text.clone(),
+            stop_reason: run.generation.stop_reason(),
+            produced: run.generation.produced,
+            saved: *saved.as_ref().unwrap_or(&false),
+        };
+        core.outcomes.insert(run.id, outcome);
+        saved.map(|_| ())
+    }
+}
+
+/// `explicit`, or else the engine's current setting.
+fn pick<T: Copy>(explicit: Option<T>, current: T) -> T {
+    explicit.unwrap_or(current)
 }
 
 #[pymethods]
@@ -82,14 +223,21 @@ impl NativeEngine {
         let inner = py
             .detach(|| Engine::open(&path, options))
             .map_err(to_pyerr)?;
-        Ok(NativeEngine {
-            inner,
-            generation: None,
-        })
+        Ok(NativeEngine::wrap(inner))
     }
 
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = &self.inner.model.config;
+        let (engine_model, n_ctx, n_threads, kv, tok) = self.with(py, |c| {
+            let e = &c.engine;
+            Ok((
+                e.model.clone(),
+                e.n_ctx(),
+                e.n_threads,
+                e.cache.kind().name(),
+                e.tokenizer.clone(),
+            ))
+        })?;
+        let c = &engine_model.config;
         let d = PyDict::new(py);
         d.set_item("arch", &c.arch)?;
         d.set_item("n_vocab", c.n_vocab)?;
@@ -97,125 +245,218 @@ impl NativeEngine {
         d.set_item("n_layer", c.n_layer)?;
         d.set_item("n_head", c.n_head)?;
         d.set_item("n_head_kv", c.n_head_kv)?;
-        d.set_item("n_ctx", self.inner.n_ctx())?;
+        d.set_item("n_ctx", n_ctx)?;
         d.set_item("n_ctx_train", c.n_ctx_train)?;
-        d.set_item("n_threads", self.inner.n_threads)?;
-        d.set_item("kv_dtype", self.inner.cache.kind().name())?;
-        d.set_item("bos", self.inner.tokenizer.bos)?;
-        d.set_item("eos", self.inner.tokenizer.eos)?;
-        d.set_item("add_bos", self.inner.tokenizer.add_bos)?;
+        d.set_item("n_threads", n_threads)?;
+        d.set_item("kv_dtype", kv)?;
+        d.set_item("bos", tok.bos)?;
+        d.set_item("eos", tok.eos)?;
+        d.set_item("add_bos", tok.add_bos)?;
         d.set_item("kernel", ztensor::engine::simd::kernel_name())?;
         Ok(d)
     }
 
     #[pyo3(signature = (text, add_bos = None, parse_special = true))]
-    fn tokenize(&self, text: &str, add_bos: Option<bool>, parse_special: bool) -> Vec<u32> {
-        self.inner.tokenize(text, add_bos, parse_special)
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_bos: Option<bool>,
+        parse_special: bool,
+    ) -> PyResult<Vec<u32>> {
+        let text = text.to_string();
+        self.with(py, |c| Ok(c.engine.tokenize(&text, add_bos, parse_special)))
     }
 
-    fn detokenize(&self, ids: Vec<u32>) -> String {
-        self.inner.detokenize(&ids)
+    fn detokenize(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
+        self.with(py, |c| Ok(c.engine.detokenize(&ids)))
     }
 
-    fn token_text(&self, id: u32) -> String {
-        let mut b = Vec::new();
-        self.inner.tokenizer.token_bytes(id, true, &mut b);
-        String::from_utf8_lossy(&b).into_owned()
+    fn token_text(&self, py: Python<'_>, id: u32) -> PyResult<String> {
+        self.with(py, |c| {
+            let mut b = Vec::new();
+            c.engine.tokenizer.token_bytes(id, true, &mut b);
+            Ok(String::from_utf8_lossy(&b).into_owned())
+        })
     }
 
-    fn tokens(&self) -> Vec<u32> {
-        self.inner.tokens.clone()
+    fn tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        self.with(py, |c| Ok(c.engine.tokens.clone()))
+    }
+
+    /// The sampler settings a generation uses for arguments it omits.
+    fn sampler<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(py, |c| Ok(c.engine.sampler.clone()))?;
+        sampler_dict(py, &s)
     }
 
     #[pyo3(signature = (tokens, all_logits = true))]
     fn eval<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         tokens: Vec<u32>,
         all_logits: bool,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let v = self.inner.model.config.n_vocab;
-        let inner = &mut self.inner;
-        if all_logits {
-            let n = tokens.len();
-            let logits = py.detach(|| inner.eval(&tokens)).map_err(to_pyerr)?;
-            return PyArray1::from_vec(py, logits).reshape([n, v]);
-        }
-        py.detach(|| inner.prefill(&tokens)).map_err(to_pyerr)?;
-        let rows = usize::from(!inner.last_logits.is_empty() && !tokens.is_empty());
-        let last = if rows == 1 {
-            inner.last_logits.clone()
-        } else {
-            Vec::new()
-        };
-        PyArray1::from_vec(py, last).reshape([rows, v])
+        let (rows, v, logits) = self.exclusive(py, false, |c| {
+            let e = &mut c.engine;
+            let v = e.model.config.n_vocab;
+            if all_logits {
+                let n = tokens.len();
+                return Ok((n, v, e.eval(&tokens)?));
+            }
+            e.prefill(&tokens)?;
+            let rows = usize::from(!e.last_logits.is_empty() && !tokens.is_empty());
+            let last = if rows == 1 {
+                e.last_logits.clone()
+            } else {
+                Vec::new()
+            };
+            Ok((rows, v, last))
+        })?;
+        PyArray1::from_vec(py, logits).reshape([rows, v])
     }
 
-    fn reset(&mut self) {
-        self.inner.reset();
-        self.generation = None;
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.exclusive(py, true, |c| {
+            c.engine.reset();
+            Ok(())
+        })
     }
 
+    /// Starts a run and returns its id. Sampler settings left `None` take
+    /// the engine's current ones (the last run's or a restored
+    /// snapshot's). `from_state` is switched to first; `new_state` is
+    /// stored when the run reaches its natural end, never otherwise.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n, stop, seed))]
+    #[pyo3(signature = (prompt, max_tokens, temperature = None, top_k = None, top_p = None, min_p = None, repeat_penalty = None, frequency_penalty = None, presence_penalty = None, penalty_last_n = None, stop = Vec::new(), seed = None, from_state = None, new_state = None))]
     fn start(
-        &mut self,
+        &self,
         py: Python<'_>,
         prompt: &str,
         max_tokens: usize,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        min_p: f32,
-        repeat_penalty: f32,
-        frequency_penalty: f32,
-        presence_penalty: f32,
-        penalty_last_n: usize,
+        temperature: Option<f32>,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        min_p: Option<f32>,
+        repeat_penalty: Option<f32>,
+        frequency_penalty: Option<f32>,
+        presence_penalty: Option<f32>,
+        penalty_last_n: Option<usize>,
         stop: Vec<String>,
         seed: Option<u64>,
-    ) -> PyResult<()> {
-        let params = GenerateParams {
-            max_tokens,
-            sampler: SamplerConfig {
-                temperature,
-                top_k,
-                top_p,
-                min_p,
-                repeat_penalty,
-                frequency_penalty,
-                presence_penalty,
-                penalty_last_n,
-            },
-            stop,
-            seed,
-        };
-        let inner = &mut self.inner;
-        let g = py
-            .detach(|| inner.start(prompt, &params))
-            .map_err(to_pyerr)?;
-        self.generation = Some((g, params));
-        Ok(())
+        from_state: Option<String>,
+        new_state: Option<String>,
+    ) -> PyResult<u64> {
+        let prompt = prompt.to_string();
+        self.exclusive(py, true, |c| {
+            if let Some(name) = &from_state {
+                c.engine.use_state(name)?;
+            }
+            let cur = &c.engine.sampler;
+            let sampler = SamplerConfig {
+                temperature: pick(temperature, cur.temperature),
+                top_k: pick(top_k, cur.top_k),
+                top_p: pick(top_p, cur.top_p),
+                min_p: pick(min_p, cur.min_p),
+                repeat_penalty: pick(repeat_penalty, cur.repeat_penalty),
+                frequency_penalty: pick(frequency_penalty, cur.frequency_penalty),
+                presence_penalty: pick(presence_penalty, cur.presence_penalty),
+                penalty_last_n: pick(penalty_last_n, cur.penalty_last_n),
+            };
+            let params = GenerateParams {
+                max_tokens,
+                sampler,
+                stop,
+                seed,
+            };
+            let generation = c.engine.start(&prompt, &params)?;
+            let id = c.next_id;
+            c.next_id += 1;
+            relock(self.cancels.lock()).insert(id, generation.cancel_handle());
+            c.run = Some(Run {
+                id,
+                owner: std::thread::current().id(),
+                generation,
+                params,
+                new_state,
+            });
+            Ok(id)
+        })
     }
 
-    /// The next token as (id, text, position, logprob, is_special), or None.
-    #[allow(clippy::type_complexity)]
-    fn next_token(&mut self, py: Python<'_>) -> PyResult<Option<(u32, String, usize, f32, bool)>> {
-        let Some((g, params)) = self.generation.as_mut() else {
-            return Ok(None);
-        };
-        let inner = &mut self.inner;
-        let t = py
-            .detach(|| inner.next_token(g, params))
-            .map_err(to_pyerr)?;
-        Ok(t.map(|t| (t.id, t.text, t.position, t.logprob, t.is_special)))
+    /// The next token of run `run_id`, or None once it has ended (or was
+    /// ended by another call).
+    fn next_token(&self, py: Python<'_>, run_id: u64) -> PyResult<Option<TokenTuple>> {
+        self.with(py, |c| {
+            let Core { engine, run, .. } = &mut *c;
+            let Some(r) = run.as_mut().filter(|r| r.id == run_id) else {
+                return Ok(None);
+            };
+            let step = engine.next_token(&mut r.generation, &r.params);
+            let done = r.generation.is_done();
+            let t = match step {
+                Ok(t) => t,
+                Err(e) => {
+                    // A failed step ends the run, with no stop reason and
+                    // no new state.
+                    let _ = self.close_run(c);
+                    return Err(e);
+                }
+            };
+            if done {
+                self.close_run(c)?;
+            }
+            Ok(t.map(|t| {
+                (
+                    t.id,
+                    t.text,
+                    t.position,
+                    t.logprob,
+                    t.is_special,
+                    t.is_eos,
+                    t.stop_reason.map(StopReason::name),
+                )
+            }))
+        })
+    }
+
+    /// Ends run `run_id` (as interrupted if it is still going: nothing is
+    /// stored) and returns (text, stop_reason, tokens produced, new state
+    /// stored), or None for an unknown or already collected run.
+    fn end_run(&self, py: Python<'_>, run_id: u64) -> PyResult<Option<OutcomeTuple>> {
+        self.with(py, |c| {
+            if let Some(r) = c.run.as_mut().filter(|r| r.id == run_id) {
+                r.generation.end(StopReason::Interrupted);
+                self.close_run(c)?;
+            }
+            Ok(c.outcomes.remove(&run_id).map(|o| {
+                (
+                    o.text,
+                    o.stop_reason.map(StopReason::name),
+                    o.produced,
+                    o.saved,
+                )
+            }))
+        })
+    }
+
+    /// Asks run `run_id` to stop before its next token (from any thread,
+    /// without waiting for the token being computed). True if it was
+    /// running.
+    fn interrupt(&self, run_id: u64) -> bool {
+        match relock(self.cancels.lock()).get(&run_id) {
+            Some(h) => {
+                h.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Saves the context to `path` (atomic).
     #[pyo3(signature = (path, compress = false))]
     fn snapshot(&self, py: Python<'_>, path: PathBuf, compress: bool) -> PyResult<()> {
-        let inner = &self.inner;
-        py.detach(|| inner.snapshot(&path, compress))
-            .map_err(to_pyerr)
+        self.with(py, |c| c.engine.snapshot(&path, compress))
     }
 
     #[pyo3(signature = (compress = false))]
@@ -224,30 +465,21 @@ impl NativeEngine {
         py: Python<'py>,
         compress: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let inner = &self.inner;
-        let b = py
-            .detach(|| inner.snapshot_bytes(compress))
-            .map_err(to_pyerr)?;
+        let b = self.with(py, |c| c.engine.snapshot_bytes(compress))?;
         Ok(PyBytes::new(py, &b))
     }
 
     /// Replaces the context with a snapshot file's (checked first).
-    fn restore_path(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        let inner = &mut self.inner;
-        py.detach(|| snapshot::open(&path).and_then(|r| inner.restore(&r)))
-            .map_err(to_pyerr)?;
-        self.generation = None;
-        Ok(())
+    fn restore_path(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let reader = py.detach(|| snapshot::open(&path)).map_err(to_pyerr)?;
+        self.exclusive(py, true, |c| c.engine.restore(&reader))
     }
 
     /// Replaces the context with a snapshot held in memory.
-    fn restore_bytes(&mut self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
+    fn restore_bytes(&self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
         let blob: Arc<[u8]> = Arc::from(blob);
-        let inner = &mut self.inner;
-        py.detach(|| snapshot::from_bytes(blob).and_then(|r| inner.restore(&r)))
-            .map_err(to_pyerr)?;
-        self.generation = None;
-        Ok(())
+        let reader = py.detach(|| snapshot::from_bytes(blob)).map_err(to_pyerr)?;
+        self.exclusive(py, true, |c| c.engine.restore(&reader))
     }
 
     /// A new engine from a snapshot file or bytes.
@@ -266,10 +498,7 @@ impl NativeEngine {
                 Engine::from_snapshot(&r, model_path.as_deref(), n_threads)
             })
             .map_err(to_pyerr)?;
-        Ok(NativeEngine {
-            inner,
-            generation: None,
-        })
+        Ok(NativeEngine::wrap(inner))
     }
 
     /// A snapshot's description, without loading the model.
@@ -297,61 +526,60 @@ impl NativeEngine {
         d.set_item("n_vocab", info.n_vocab)?;
         d.set_item("tokens_count", info.tokens_count)?;
         d.set_item("created", info.created)?;
+        d.set_item("sampler", sampler_dict(py, &info.sampler)?)?;
         Ok(d)
     }
 
     /// The path of the model file, when it was opened from one.
-    fn model_path(&self) -> String {
-        self.inner
-            .model
-            .reader
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default()
+    fn model_path(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |c| {
+            Ok(c.engine
+                .model
+                .reader
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default())
+        })
     }
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
-        let inner = &self.inner;
-        py.detach(|| inner.model.fingerprint().map(str::to_string))
+        let model = self.with(py, |c| Ok(c.engine.model.clone()))?;
+        py.detach(|| model.fingerprint().map(str::to_string))
             .map_err(to_pyerr)
     }
 
-    fn save_state(&mut self, name: &str) -> PyResult<()> {
-        self.inner.save_state(name).map_err(to_pyerr)?;
-        Ok(())
+    fn save_state(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let name = name.to_string();
+        self.with(py, |c| c.engine.save_state(&name).map(|_| ()))
     }
 
-    fn use_state(&mut self, name: &str) -> PyResult<()> {
-        self.inner.use_state(name).map_err(to_pyerr)?;
-        self.generation = None;
-        Ok(())
+    fn use_state(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let name = name.to_string();
+        self.exclusive(py, true, |c| c.engine.use_state(&name))
     }
 
     #[pyo3(signature = (name = None))]
     fn fork(&self, py: Python<'_>, name: Option<String>) -> PyResult<NativeEngine> {
-        let inner = &self.inner;
-        let forked = py
-            .detach(|| inner.fork(name.as_deref()))
-            .map_err(to_pyerr)?;
-        Ok(NativeEngine {
-            inner: forked,
-            generation: None,
-        })
+        let forked = self.with(py, |c| c.engine.fork(name.as_deref()))?;
+        Ok(NativeEngine::wrap(forked))
     }
 
     /// (name, tokens_count, created, token ids of the last 64 positions).
-    fn list_states(&self) -> Vec<(String, usize, u64, Vec<u32>)> {
-        self.inner
-            .states()
-            .map(|(n, st)| {
-                let tail = st.tokens[st.tokens.len().saturating_sub(64)..].to_vec();
-                (n.to_string(), st.tokens.len(), st.created, tail)
-            })
-            .collect()
+    fn list_states(&self, py: Python<'_>) -> PyResult<Vec<(String, usize, u64, Vec<u32>)>> {
+        self.with(py, |c| {
+            Ok(c.engine
+                .states()
+                .map(|(n, st)| {
+                    let tail = st.tokens[st.tokens.len().saturating_sub(64)..].to_vec();
+                    (n.to_string(), st.tokens.len(), st.created, tail)
+                })
+                .collect())
+        })
     }
 
-    fn delete_state(&mut self, name: &str) -> PyResult<()> {
-        self.inner.delete_state(name).map_err(to_pyerr)
+    fn delete_state(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let name = name.to_string();
+        self.with(py, |c| c.engine.delete_state(&name))
     }
 
     #[pyo3(signature = (name, path, compress = false))]
@@ -362,25 +590,30 @@ impl NativeEngine {
         path: PathBuf,
         compress: bool,
     ) -> PyResult<()> {
-        let inner = &self.inner;
-        py.detach(|| inner.dump_state(name, &path, compress))
-            .map_err(to_pyerr)
+        let name = name.to_string();
+        self.with(py, |c| c.engine.dump_state(&name, &path, compress))
     }
 
-    fn load_state(&mut self, py: Python<'_>, name: &str, source: SnapshotArg<'_>) -> PyResult<()> {
+    fn load_state(&self, py: Python<'_>, name: &str, source: SnapshotArg<'_>) -> PyResult<()> {
         let source = SnapshotSource::from(source);
-        let inner = &mut self.inner;
-        py.detach(|| source.open().and_then(|r| inner.load_state(name, &r)))
-            .map_err(to_pyerr)
+        let name = name.to_string();
+        let reader = py.detach(|| source.open()).map_err(to_pyerr)?;
+        self.with(py, |c| c.engine.load_state(&name, &reader))
     }
+}
 
-    /// The text of the current generation (cut before a stop string).
-    fn generated_text(&self) -> String {
-        self.generation
-            .as_ref()
-            .map(|(g, _)| g.text.clone())
-            .unwrap_or_default()
-    }
+/// Sampler settings as a dict keyed like `generate`'s arguments.
+fn sampler_dict<'py>(py: Python<'py>, s: &SamplerConfig) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("temperature", s.temperature)?;
+    d.set_item("top_k", s.top_k)?;
+    d.set_item("top_p", s.top_p)?;
+    d.set_item("min_p", s.min_p)?;
+    d.set_item("repeat_penalty", s.repeat_penalty)?;
+    d.set_item("frequency_penalty", s.frequency_penalty)?;
+    d.set_item("presence_penalty", s.presence_penalty)?;
+    d.set_item("penalty_last_n", s.penalty_last_n)?;
+    Ok(d)
 }
 
 /// Dequantizes `data` (a `dense` f32/f16/bf16 or `gguf.<type>/1` payload)

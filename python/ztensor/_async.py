@@ -5,11 +5,16 @@ engine, so the event loop stays responsive."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from .engine import Engine, Token
+from .engine import Engine, GenerateResult, Token
+
+_T = TypeVar("_T")
 
 
 class AsyncEngine:
@@ -18,41 +23,75 @@ class AsyncEngine:
     existing engine with `AsyncEngine.wrap(engine)`."""
 
     def __init__(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
-        self.engine = Engine(path, **kwargs)
+        self._setup(Engine(path, **kwargs))
+
+    def _setup(self, engine: Engine) -> None:
+        self.engine = engine
         self._lock = asyncio.Lock()
+        # One worker thread per engine: the engine's runs belong to the
+        # thread that started them, so all of ours come from one thread.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ztensor-engine")
 
     @classmethod
     def wrap(cls, engine: Engine) -> AsyncEngine:
         a = cls.__new__(cls)
-        a.engine = engine
-        a._lock = asyncio.Lock()
+        a._setup(engine)
         return a
 
-    async def generate(self, prompt: str = "", **kwargs: Any) -> str:
-        """`Engine.generate`, awaited."""
+    async def _call(self, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, functools.partial(func, *args, **kwargs))
+
+    def interrupt(self, exec_id: str) -> bool:
+        """Stops run `exec_id` before its next token (`Engine.interrupt`).
+
+        Args:
+            exec_id: The id passed to `stream`/`generate`.
+
+        Returns:
+            True if a run with that id was pending or running.
+        """
+        return self.engine.interrupt(exec_id)
+
+    async def generate(self, prompt: str = "", **kwargs: Any) -> GenerateResult:
+        """`Engine.generate`, awaited. Cancelling the awaiting task
+        interrupts the run (no new state is stored)."""
+        exec_id = kwargs.pop("exec_id", None) or uuid.uuid4().hex
         async with self._lock:
-            return await asyncio.to_thread(self.engine.generate, prompt, **kwargs)
+            fut = self._call(self.engine.generate, prompt, exec_id=exec_id, **kwargs)
+            task = asyncio.ensure_future(fut)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self.engine.interrupt(exec_id)
+                await asyncio.gather(task, return_exceptions=True)
+                raise
 
     async def stream(self, prompt: str = "", **kwargs: Any) -> AsyncIterator[Token]:
         """`Engine.stream` as an async iterator: each token is computed in
-        a worker thread and yielded as soon as it is ready."""
+        a worker thread and yielded as soon as it is ready. Leaving the
+        loop early (or cancelling) ends the run as interrupted."""
         async with self._lock:
             it = self.engine.stream(prompt, **kwargs)
             done = object()
-            while True:
-                tok = await asyncio.to_thread(next, it, done)
-                if tok is done:
-                    return
-                assert isinstance(tok, Token)
-                yield tok
+            try:
+                while True:
+                    tok = await self._call(next, it, done)
+                    if tok is done:
+                        return
+                    assert isinstance(tok, Token)
+                    yield tok
+            finally:
+                it.cancel()
+                await self._call(it.close)
 
     async def snapshot(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
         async with self._lock:
-            await asyncio.to_thread(self.engine.snapshot, path, compress=compress)
+            await self._call(self.engine.snapshot, path, compress=compress)
 
     async def snapshot_bytes(self, *, compress: bool = False) -> bytes:
         async with self._lock:
-            return await asyncio.to_thread(self.engine.snapshot_bytes, compress=compress)
+            return await self._call(self.engine.snapshot_bytes, compress=compress)
 
     @classmethod
     async def restore(
@@ -71,4 +110,4 @@ class AsyncEngine:
     async def restore_into(self, path: str | os.PathLike[str]) -> None:
         """Replaces this engine's context with a snapshot's."""
         async with self._lock:
-            await asyncio.to_thread(self.engine.restore, path)
+            await self._call(self.engine.restore, path)

@@ -16,18 +16,23 @@ and leaves the engine usable.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
+import threading
+import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import ZTensorKeyError
+from ._errors import SnapshotError, ZTensorKeyError, ZTensorValueError
 from ._native import NativeEngine
 from ._native import dequantize as _dequantize
 from ._reader import Reader
@@ -35,12 +40,18 @@ from ._reader import Reader
 __all__ = [
     "AsyncEngine",
     "Engine",
+    "GenerateResult",
+    "SamplerSettings",
     "SnapshotInfo",
     "StateInfo",
     "Token",
     "TokenBatch",
+    "TokenStream",
     "dequantize",
 ]
+
+#: The stop reasons a generation reports.
+STOP_REASONS = ("eos", "stop", "length", "interrupted")
 
 _R = TypeVar("_R")
 
@@ -65,6 +76,28 @@ class _hybridmethod(Generic[_R]):
 
 
 @dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler settings a generation uses for the arguments it omits:
+    the engine's last run's, or a restored snapshot's."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    penalty_last_n: int
+
+    @classmethod
+    def _from_native(cls, d: dict[str, Any]) -> SamplerSettings:
+        # The engine keeps float32; show each as its shortest decimal
+        # (0.9, not 0.8999999761581421).
+        f = {k: float(str(np.float32(v))) for k, v in d.items() if isinstance(v, float)}
+        return cls(**{**d, **f})
+
+
+@dataclass(frozen=True)
 class SnapshotInfo:
     """What a snapshot file says about itself (read without the model)."""
 
@@ -82,6 +115,7 @@ class SnapshotInfo:
     kv_dtype: str
     n_vocab: int
     created: int
+    sampler: SamplerSettings
 
 
 @dataclass(frozen=True)
@@ -117,6 +151,7 @@ class Token:
     logprob: float = 0.0
     is_special: bool = False
     eos: bool = False
+    stop_reason: str | None = None
 
     @classmethod
     def with_text(cls, id: int, text: str, position: int, logprob: float = 0.0) -> Token:
@@ -133,13 +168,16 @@ class Token:
 
     def to_dict(self) -> dict[str, Any]:
         """The token's fields as a dict."""
-        return {
+        d: dict[str, Any] = {
             "id": self.id,
             "position": self.position,
             "text": self.text,
             "logprob": self.logprob,
             "is_special": self.is_special,
         }
+        if self.stop_reason is not None:
+            d["stop_reason"] = self.stop_reason
+        return d
 
     def encode(self) -> bytes:
         """The token as UTF-8 JSON."""
@@ -187,6 +225,176 @@ class TokenBatch:
         return self.metadata.get(key)
 
 
+
+class GenerateResult(str):
+    """The text `Engine.generate` returns (cut before a stop string), a
+    `str` carrying how the run ended in `metadata`: `stop_reason` (`"eos"`,
+    `"stop"`, `"length"` or `"interrupted"`), `exec_id`, `tokens` (how many
+    were produced) and `state_saved` (`"true"` when `new_state` was
+    stored)."""
+
+    metadata: dict[str, str]
+
+    def __new__(cls, text: str, metadata: dict[str, str]) -> GenerateResult:
+        obj = super().__new__(cls, text)
+        obj.metadata = dict(metadata)
+        return obj
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run ended (see `metadata`)."""
+        return self.metadata.get("stop_reason")
+
+    @property
+    def exec_id(self) -> str:
+        """The run's id."""
+        return self.metadata["exec_id"]
+
+
+class TokenStream(Iterator[Token]):
+    """The tokens of one run (`Engine.stream`), produced as they are
+    iterated. The run starts at the first `next()`; it holds the engine's
+    context until it ends: other threads' generations wait for it.
+
+    Attributes:
+        exec_id: The run's id (`Engine.interrupt(exec_id)` stops it).
+        stop_reason: Set when the run has ended: `"eos"`, `"stop"`,
+            `"length"` or `"interrupted"` (`cancel`, `Engine.interrupt`,
+            or closed before its end); None while it runs, and after a
+            failure (the exception tells why).
+        text: The generated text once ended (cut before a stop string).
+        tokens_count: Tokens produced once ended.
+        state_saved: True once `new_state` was stored; only a run that
+            reaches its natural end (eos, stop string, length) stores it.
+    """
+
+    def __init__(self, engine: Engine, exec_id: str, start: dict[str, Any]) -> None:
+        self.exec_id = exec_id
+        self.stop_reason: str | None = None
+        self.text = ""
+        self.tokens_count = 0
+        self.state_saved = False
+        self._native = engine._native
+        self._registry = engine._runs
+        self._registry_lock = engine._runs_lock
+        self._start = start
+        self._run: int | None = None
+        self._cancelled = False
+        self._done = False
+        self._lock = threading.RLock()
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> Token:
+        if self._done:
+            raise StopIteration
+        if self._run is None:
+            self._begin()
+            if self._done:
+                raise StopIteration
+        assert self._run is not None
+        try:
+            step = self._native.next_token(self._run)
+        except BaseException:
+            self._end()
+            raise
+        if step is None:
+            self._end()
+            raise StopIteration
+        tid, text, position, logprob, special, eos, reason = step
+        if reason is not None:
+            self._end()
+        return Token(tid, position, text, logprob, special, eos, reason)
+
+    def _begin(self) -> None:
+        with self._lock:
+            cancelled = self._cancelled
+        if cancelled:
+            self._done = True
+            self.stop_reason = "interrupted"
+            self._unregister()
+            return
+        try:
+            run = self._native.start(**self._start)
+        except BaseException:
+            self._done = True
+            self._unregister()
+            raise
+        with self._lock:
+            self._run = run
+            cancelled = self._cancelled
+        if cancelled:
+            self._native.interrupt(run)
+
+    def _end(self) -> None:
+        """Ends the run (as interrupted if still going) and collects how
+        it finished."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            run = self._run
+        try:
+            if run is not None:
+                out = self._native.end_run(run)
+                if out is not None:
+                    self.text, self.stop_reason, self.tokens_count, self.state_saved = out
+        finally:
+            self._unregister()
+
+    def _unregister(self) -> None:
+        with self._registry_lock:
+            ref = self._registry.get(self.exec_id)
+            if ref is not None and ref() in (self, None):
+                del self._registry[self.exec_id]
+
+    def cancel(self) -> None:
+        """Stops the run before its next token (from any thread); its
+        `stop_reason` becomes `"interrupted"` and no new state is stored.
+        A stream not started yet ends without running."""
+        with self._lock:
+            self._cancelled = True
+            run = None if self._done else self._run
+        if run is not None:
+            self._native.interrupt(run)
+
+    def close(self) -> None:
+        """Ends the run now: an unfinished run ends as `"interrupted"` and
+        stores no new state."""
+        if not self._done:
+            self._end()
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+@contextlib.contextmanager
+def _snapshot_io(what: str) -> Iterator[None]:
+    """File errors while writing or reading a snapshot (or the model it
+    names) become `SnapshotError` (fault `"io"`), chained to the OS error."""
+    try:
+        yield
+    except SnapshotError:
+        raise
+    except OSError as exc:
+        err = SnapshotError(f"{what}: {exc}")
+        err.fault = "io"
+        raise err from exc
+
+
 class Engine:
     """A model with its context (tokens, KV cache, sampler RNG).
 
@@ -207,16 +415,20 @@ class Engine:
         kv_dtype: str = "f16",
         seed: int = 0,
     ) -> None:
-        self._native = NativeEngine(os.fspath(path), n_ctx, n_threads, kv_dtype, seed)
-        self._info: dict[str, Any] = self._native.info()
-        self.path = os.fspath(path)
+        self._setup(NativeEngine(os.fspath(path), n_ctx, n_threads, kv_dtype, seed))
+
+    def _setup(self, native: NativeEngine) -> None:
+        self._native = native
+        self._info: dict[str, Any] = native.info()
+        # Resolved (absolute), as snapshots record it.
+        self.path = native.model_path()
+        self._runs: dict[str, weakref.ref[TokenStream]] = {}
+        self._runs_lock = threading.RLock()
 
     @classmethod
-    def _from_native(cls, native: NativeEngine, path: str) -> Engine:
+    def _from_native(cls, native: NativeEngine, path: str | None = None) -> Engine:
         e = cls.__new__(cls)
-        e._native = native
-        e._info = native.info()
-        e.path = path
+        e._setup(native)
         return e
 
     # --- snapshots -------------------------------------------------------
@@ -225,11 +437,13 @@ class Engine:
         """Saves the context (used KV rows, tokens, last logits, sampler
         settings, live RNG) to a `.zt` file, atomically. `compress` stores
         the parts zstd-compressed."""
-        self._native.snapshot(os.fspath(path), compress)
+        with _snapshot_io(f"writing snapshot {os.fspath(path)!r}"):
+            self._native.snapshot(os.fspath(path), compress)
 
     def snapshot_bytes(self, *, compress: bool = False) -> bytes:
         """The snapshot as bytes."""
-        return self._native.snapshot_bytes(compress)
+        with _snapshot_io("writing the snapshot"):
+            return self._native.snapshot_bytes(compress)
 
     @_hybridmethod
     def restore(
@@ -245,13 +459,14 @@ class Engine:
         unchanged); returns the engine. On the class: builds a new engine
         from the model at `model_path` (default: the path the snapshot
         records) with the snapshot's context length and KV type."""
-        if isinstance(target, Engine):
-            target._native.restore_path(os.fspath(path))
-            return target
-        native = NativeEngine.from_snapshot(
-            os.fspath(path), None if model_path is None else os.fspath(model_path), n_threads
-        )
-        return target._from_native(native, native.model_path())
+        with _snapshot_io(f"restoring snapshot {os.fspath(path)!r}"):
+            if isinstance(target, Engine):
+                target._native.restore_path(os.fspath(path))
+                return target
+            native = NativeEngine.from_snapshot(
+                os.fspath(path), None if model_path is None else os.fspath(model_path), n_threads
+            )
+        return target._from_native(native)
 
     @_hybridmethod
     def restore_bytes(
@@ -264,18 +479,23 @@ class Engine:
         """`restore` from bytes held in memory (no temporary file). On the
         class, `model_path` names the model to load."""
         if isinstance(target, Engine):
-            target._native.restore_bytes(bytes(blob))
+            with _snapshot_io("restoring the snapshot"):
+                target._native.restore_bytes(bytes(blob))
             return target
         if model_path is None:
             raise TypeError("Engine.restore_bytes needs model_path=")
-        native = NativeEngine.from_snapshot(bytes(blob), os.fspath(model_path), n_threads)
-        return target._from_native(native, native.model_path())
+        with _snapshot_io("restoring the snapshot"):
+            native = NativeEngine.from_snapshot(bytes(blob), os.fspath(model_path), n_threads)
+        return target._from_native(native)
 
     @staticmethod
     def snapshot_info(source: str | os.PathLike[str] | bytes) -> SnapshotInfo:
         """A snapshot's description, read without loading the model."""
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
-        return SnapshotInfo(**NativeEngine.snapshot_info(src))
+        with _snapshot_io("reading the snapshot"):
+            d = NativeEngine.snapshot_info(src)
+        d["sampler"] = SamplerSettings._from_native(d["sampler"])
+        return SnapshotInfo(**d)
 
     @property
     def fingerprint(self) -> str:
@@ -292,7 +512,7 @@ class Engine:
     def fork(self, name: str | None = None) -> Engine:
         """A new, independent engine continuing from state `name` (or from
         the current context), sharing this engine's mapped weights."""
-        return self._from_native(self._native.fork(name), self.path)
+        return self._from_native(self._native.fork(name))
 
     def list_states(self) -> list[StateInfo]:
         """The stored states, by name."""
@@ -316,13 +536,15 @@ class Engine:
         self, name: str, path: str | os.PathLike[str], *, compress: bool = False
     ) -> None:
         """Writes stored state `name` as a snapshot file."""
-        self._native.dump_state(name, os.fspath(path), compress)
+        with _snapshot_io(f"writing state {name!r} to {os.fspath(path)!r}"):
+            self._native.dump_state(name, os.fspath(path), compress)
 
     def load_state(self, name: str, source: str | os.PathLike[str] | bytes) -> StateInfo:
         """Reads a snapshot (file or bytes) into stored state `name`,
         checked against this engine; the context is not changed."""
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
-        self._native.load_state(name, src)
+        with _snapshot_io(f"reading state {name!r}"):
+            self._native.load_state(name, src)
         return self.get_state(name)
 
     def _state_info(self, name: str, count: int, created: int, tail: list[int]) -> StateInfo:
@@ -368,117 +590,135 @@ class Engine:
         """Forgets the context (the RNG continues)."""
         self._native.reset()
 
+    @property
+    def sampler(self) -> SamplerSettings:
+        """The sampler settings used for arguments a generation omits: the
+        last run's, or a restored snapshot's (defaults on a new engine)."""
+        return SamplerSettings._from_native(self._native.sampler())
+
+    def interrupt(self, exec_id: str) -> bool:
+        """Stops the run `exec_id` before its next token, from any thread.
+
+        The run ends with stop reason `"interrupted"` and stores no new
+        state. A run that has not started yet ends without running.
+
+        Args:
+            exec_id: The id given to (or made by) `stream`/`generate`.
+
+        Returns:
+            True if a run with that id was pending or running.
+        """
+        with self._runs_lock:
+            ref = self._runs.get(exec_id)
+        run = None if ref is None else ref()
+        if run is None or run.stop_reason is not None:
+            return False
+        run.cancel()
+        return True
+
     def stream(
         self,
         prompt: str = "",
         max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repeat_penalty: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
         *,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        penalty_last_n: int = 64,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        penalty_last_n: int | None = None,
         from_state: str | None = None,
         new_state: str | None = None,
-    ) -> Iterator[Token]:
+        exec_id: str | None = None,
+    ) -> TokenStream:
         """Continues the context with `prompt` and yields tokens as they are
         produced. An empty prompt just continues; `seed` reseeds the RNG
-        (omitted, the live RNG continues). Stops at `max_tokens`, EOS, a
-        stop string (the token completing it is not yielded) or a full
-        context. `from_state` first switches to that stored state;
-        `new_state` stores the context reached at the end."""
-        if from_state is not None:
-            self._native.use_state(from_state)
-        try:
-            yield from self._stream(
-                prompt,
-                max_tokens,
-                temperature,
-                top_k,
-                top_p,
-                min_p,
-                repeat_penalty,
-                stop,
-                seed,
-                frequency_penalty,
-                presence_penalty,
-                penalty_last_n,
-            )
-        finally:
-            if new_state is not None:
-                self._native.save_state(new_state)
-
-    def _stream(
-        self,
-        prompt: str,
-        max_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        repeat_penalty: float,
-        stop: list[str] | None,
-        seed: int | None,
-        frequency_penalty: float,
-        presence_penalty: float,
-        penalty_last_n: int,
-    ) -> Iterator[Token]:
-        self._native.start(
-            prompt,
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            frequency_penalty,
-            presence_penalty,
-            penalty_last_n,
-            list(stop or []),
-            seed,
-        )
-        eos = self._info["eos"]
-        while True:
-            step = self._native.next_token()
-            if step is None:
-                return
-            tid, text, position, logprob, special = step
-            yield Token(tid, position, text, logprob, special, tid == eos)
+        (omitted, the live RNG continues). Sampler settings left None keep
+        the engine's (`Engine.sampler`: the last run's or a restored
+        snapshot's; on a new engine temperature 0.8, top_k 40, top_p 0.95,
+        min_p 0.05, no penalties over the last 64). Stops at `max_tokens`,
+        EOS (yielded, `is_eos()`), a stop string (the token completing it
+        is yielded with its text cut before it) or a full context; the last
+        token carries `stop_reason`. `from_state` first switches to that
+        stored state; `new_state` stores the context reached at the end,
+        only if the run reaches its natural end (not after an error, an
+        interrupt or an early `close()`). `exec_id` names the run for
+        `Engine.interrupt` (default: a new uuid); the returned
+        `TokenStream` also has `cancel()`. Runs from other threads wait
+        for this one to end."""
+        if exec_id is None:
+            exec_id = uuid.uuid4().hex
+        start = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "min_p": min_p,
+            "repeat_penalty": repeat_penalty,
+            "frequency_penalty": frequency_penalty,
+            "presence_penalty": presence_penalty,
+            "penalty_last_n": penalty_last_n,
+            "stop": list(stop or []),
+            "seed": seed,
+            "from_state": from_state,
+            "new_state": new_state,
+        }
+        with self._runs_lock:
+            ref = self._runs.get(exec_id)
+            live = None if ref is None else ref()
+            if live is not None and not live._done:
+                raise ZTensorValueError(f"a run with exec_id {exec_id!r} is still going")
+            run = TokenStream(self, exec_id, start)
+            self._runs[exec_id] = weakref.ref(run)
+        return run
 
     def stream_batches(
-        self, prompt: str = "", batch_size: int = 8, **kwargs: Any
+        self,
+        prompt: str = "",
+        batch_size: int = 8,
+        *,
+        sequence_id: int = 0,
+        **kwargs: Any,
     ) -> Iterator[TokenBatch]:
-        """Like `stream`, grouping tokens into `TokenBatch`es; the last one
-        has `is_final` set."""
-        batch = TokenBatch()
-        for tok in self.stream(prompt, **kwargs):
-            batch.add(tok)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = TokenBatch()
+        """Like `stream`, grouping tokens into `TokenBatch`es of
+        `sequence_id`; the last one has `is_final` set and its metadata
+        holds `stop_reason` and `exec_id`."""
+        run = self.stream(prompt, **kwargs)
+        with run:
+            batch = TokenBatch(sequence_id=sequence_id)
+            for tok in run:
+                batch.add(tok)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = TokenBatch(sequence_id=sequence_id)
         batch.is_final = True
+        batch.set_metadata("exec_id", run.exec_id)
+        if run.stop_reason is not None:
+            batch.set_metadata("stop_reason", run.stop_reason)
         yield batch
 
     def generate(
         self,
         prompt: str = "",
         max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repeat_penalty: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
         **kwargs: Any,
-    ) -> str:
-        """Generates and returns the text (cut before a stop string)."""
-        for _ in self.stream(
+    ) -> GenerateResult:
+        """Generates and returns the text (cut before a stop string), as a
+        `GenerateResult`: a `str` whose `metadata` tells how the run ended
+        (`stop_reason`, `exec_id`, `tokens`, `state_saved`)."""
+        run = self.stream(
             prompt,
             max_tokens,
             temperature,
@@ -489,9 +729,18 @@ class Engine:
             stop,
             seed,
             **kwargs,
-        ):
-            pass
-        return self._native.generated_text()
+        )
+        with run:
+            for _ in run:
+                pass
+        meta = {
+            "exec_id": run.exec_id,
+            "tokens": str(run.tokens_count),
+            "state_saved": "true" if run.state_saved else "false",
+        }
+        if run.stop_reason is not None:
+            meta["stop_reason"] = run.stop_reason
+        return GenerateResult(run.text, meta)
 
     def __repr__(self) -> str:
         i = self._info

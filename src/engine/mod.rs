@@ -21,7 +21,8 @@ pub use model::{Config, Model};
 pub use sampler::{Rng, SamplerConfig};
 pub use snapshot::{SnapshotInfo, State};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
@@ -59,7 +60,66 @@ pub struct Token {
     /// Log-probability under the model (softmax of the raw logits).
     pub logprob: f32,
     pub is_special: bool,
+    /// The model's end-of-sequence token: yielded as the last token of a
+    /// generation that ends there, with empty text, and not added to the
+    /// context.
     pub is_eos: bool,
+    /// Set on the last token of a generation that ends at a token (EOS, a
+    /// stop string, `max_tokens` or a full context); an interrupted
+    /// generation ends between tokens, see [`Generation::stop_reason`].
+    pub stop_reason: Option<StopReason>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// The text reached one of the stop strings (it is cut before it).
+    Stop,
+    /// `max_tokens` were produced or the context is full.
+    Length,
+    /// Cancelled through a [`CancelHandle`] (or stopped by the caller).
+    Interrupted,
+}
+
+impl StopReason {
+    /// `"eos"`, `"stop"`, `"length"` or `"interrupted"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Stop => "stop",
+            StopReason::Length => "length",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+
+    /// True when the generation ran to its natural end (everything but
+    /// [`StopReason::Interrupted`]): only then is a new state stored.
+    pub fn is_success(self) -> bool {
+        self != StopReason::Interrupted
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Stops a [`Generation`] from another thread: the generation ends before
+/// its next token with [`StopReason::Interrupted`].
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// What to generate.
@@ -116,8 +176,10 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens a `.zt` or GGUF model.
+    /// The path is resolved (absolute, symlinks followed) first, so that
+    /// snapshots record where the model really is.
     pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
-        Engine::from_reader(Reader::open(path)?, options)
+        Engine::from_reader(Reader::open(resolve_path(path.as_ref()))?, options)
     }
 
     pub fn from_reader(reader: Reader, options: EngineOptions) -> Result<Engine> {
@@ -366,17 +428,27 @@ impl Engine {
         Ok(Generation::default())
     }
 
-    /// Produces the next token of a generation, or `None` when it ended
-    /// (max tokens, EOS, a stop string, or a full context). The token that
-    /// completes a stop string is not returned; `Generation::text` is cut
-    /// before the stop string.
+    /// Produces the next token of a generation, or `None` when it has
+    /// ended. The last token carries the [`StopReason`]: EOS is yielded
+    /// (empty text, not added to the context); the token completing a stop
+    /// string is yielded with its text cut before the stop string (and
+    /// `Generation::text` is cut there too); the `max_tokens`-th token, or
+    /// the one filling the context, ends with `Length`. A cancelled
+    /// generation ends before its next token with `Interrupted`.
     pub fn next_token(
         &mut self,
         g: &mut Generation,
         params: &GenerateParams,
     ) -> Result<Option<Token>> {
-        if g.done || g.produced >= params.max_tokens || self.tokens.len() >= self.cache.n_ctx {
-            g.finish();
+        if g.done {
+            return Ok(None);
+        }
+        if g.cancel.is_cancelled() {
+            g.end(StopReason::Interrupted);
+            return Ok(None);
+        }
+        if g.produced >= params.max_tokens || self.tokens.len() >= self.cache.n_ctx {
+            g.end(StopReason::Length);
             return Ok(None);
         }
         let id = sampler::sample(
@@ -387,18 +459,29 @@ impl Engine {
             &mut self.work,
         );
         let logprob = sampler::logprob(&self.last_logits, id as usize);
-        let is_eos = Some(id) == self.tokenizer.eos;
-        if is_eos {
-            g.finish();
-            return Ok(None);
+        let position = self.tokens.len();
+        let is_special = self.tokenizer.is_control(id);
+        if Some(id) == self.tokenizer.eos {
+            g.produced += 1;
+            let text = g.end(StopReason::Eos);
+            return Ok(Some(Token {
+                id,
+                text,
+                position,
+                logprob,
+                is_special,
+                is_eos: true,
+                stop_reason: Some(StopReason::Eos),
+            }));
         }
         g.bytes.clear();
         self.tokenizer.token_bytes(id, false, &mut g.bytes);
-        let piece = g.stream.push(&g.bytes);
-        let position = self.tokens.len();
+        let mut piece = g.stream.push(&g.bytes);
         self.run(&[id])?;
         g.produced += 1;
+        let before = g.text.len();
         g.text.push_str(&piece);
+        let mut stop_reason = None;
         if let Some(cut) = params
             .stop
             .iter()
@@ -406,17 +489,37 @@ impl Engine {
             .min()
         {
             g.text.truncate(cut);
+            piece.truncate(cut.saturating_sub(before));
             g.done = true;
-            return Ok(None);
+            g.stop_reason = Some(StopReason::Stop);
+            stop_reason = g.stop_reason;
+        } else if g.produced >= params.max_tokens || self.tokens.len() >= self.cache.n_ctx {
+            piece.push_str(&g.end(StopReason::Length));
+            stop_reason = g.stop_reason;
         }
         Ok(Some(Token {
             id,
             text: piece,
             position,
             logprob,
-            is_special: self.tokenizer.is_control(id),
-            is_eos,
+            is_special,
+            is_eos: false,
+            stop_reason,
         }))
+    }
+
+    /// Stores the context as state `name` when `g` ran to its natural end
+    /// (EOS, a stop string, the length limit) and returns true; an
+    /// unfinished, interrupted or failed generation stores nothing (an
+    /// older state of that name stays).
+    pub fn commit_state(&mut self, g: &Generation, name: &str) -> Result<bool> {
+        match g.stop_reason {
+            Some(r) if r.is_success() => {
+                self.save_state(name)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Runs a whole generation, calling `on_token` for each token (return
@@ -425,17 +528,37 @@ impl Engine {
         &mut self,
         prompt: &str,
         params: &GenerateParams,
-        mut on_token: impl FnMut(&Token) -> bool,
+        on_token: impl FnMut(&Token) -> bool,
     ) -> Result<String> {
+        Ok(self.run_generation(prompt, params, on_token)?.text)
+    }
+
+    /// `generate`, returning the finished [`Generation`] (text, token
+    /// count, stop reason). `on_token` returning `false` ends it as
+    /// `Interrupted`.
+    pub fn run_generation(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+        mut on_token: impl FnMut(&Token) -> bool,
+    ) -> Result<Generation> {
         let mut g = self.start(prompt, params)?;
         while let Some(t) = self.next_token(&mut g, params)? {
             if !on_token(&t) {
+                g.end(StopReason::Interrupted);
                 break;
             }
         }
-        g.finish();
-        Ok(g.text)
+        Ok(g)
     }
+}
+
+/// `path` made absolute and resolved (symlinks followed) when it exists,
+/// else made absolute against the working directory, else as given.
+pub(crate) fn resolve_path(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The state of one generation (see [`Engine::start`]).
@@ -443,23 +566,41 @@ impl Engine {
 pub struct Generation {
     /// Text generated so far.
     pub text: String,
-    /// Tokens produced so far.
+    /// Tokens produced so far (an EOS token included).
     pub produced: usize,
     done: bool,
+    stop_reason: Option<StopReason>,
+    cancel: CancelHandle,
     stream: tokenizer::Utf8Stream,
     bytes: Vec<u8>,
 }
 
 impl Generation {
-    fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            let rest = self.stream.finish();
-            self.text.push_str(&rest);
+    /// Ends the generation for `reason` (the first reason sticks) and
+    /// returns the text still held back by the UTF-8 stream, which is also
+    /// appended to `text`.
+    pub fn end(&mut self, reason: StopReason) -> String {
+        if self.done {
+            return String::new();
         }
+        self.done = true;
+        self.stop_reason = Some(reason);
+        let rest = self.stream.finish();
+        self.text.push_str(&rest);
+        rest
     }
 
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Why the generation ended (`None` while it runs).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason
+    }
+
+    /// A handle that stops this generation from another thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
     }
 }

@@ -62,6 +62,9 @@ pub struct SnapshotInfo {
     pub n_vocab: usize,
     pub tokens_count: usize,
     pub created: u64,
+    /// The sampler settings of the run that was saved; restoring applies
+    /// them as the engine's defaults.
+    pub sampler: SamplerConfig,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -124,8 +127,11 @@ fn sampler_value(s: &SamplerConfig) -> Result<Value> {
 impl Engine {
     fn describe(&self, state: &State) -> Result<Value> {
         let c = &self.model.config;
+        // Absolute, so the snapshot restores from any working directory
+        // (`Engine::open` resolved it already; a reader opened by the caller
+        // may hold a relative path).
         let path = match self.model.reader.path() {
-            Some(p) => Value::text(p.to_string_lossy().as_ref()),
+            Some(p) => Value::text(super::resolve_path(p).to_string_lossy().as_ref()),
             None => Value::Null,
         };
         let desc = Value::text_map([
@@ -389,6 +395,7 @@ pub fn read_info(reader: &Reader) -> Result<SnapshotInfo> {
         n_vocab: size(desc, "n_vocab")?,
         tokens_count: size(desc, "n_tokens")?,
         created: uint(desc, "created")?,
+        sampler: read_sampler(desc)?,
     };
     let shape = &reader.object("tokens").map_err(wrap)?.shape;
     if shape.as_slice() != [info.tokens_count as u64] {
@@ -571,16 +578,12 @@ pub fn read_state(reader: &Reader, info: &SnapshotInfo) -> Result<State> {
             KvRows::F16 { k, v }
         }
     };
-    let desc = reader
-        .attributes()
-        .and_then(|a| a.get(ATTRIBUTE))
-        .ok_or_else(|| malformed(format!("no {ATTRIBUTE} attribute")))?;
     Ok(State {
         tokens,
         kv,
         last_logits,
         rng,
-        sampler: read_sampler(desc)?,
+        sampler: info.sampler.clone(),
         created: info.created,
     })
 }
