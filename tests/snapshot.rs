@@ -371,3 +371,102 @@ fn a_gguf_and_its_conversion_share_the_fingerprint() {
     f.restore(&Reader::from_bytes(blob).unwrap()).unwrap();
     assert_eq!(f.tokens, e.tokens);
 }
+
+/// Issue 11.7: the model path is stored resolved (a relative path still
+/// restores from anywhere) and the sampler settings are shown and restored.
+#[test]
+fn snapshots_record_the_resolved_model_path_and_the_sampler() {
+    // A relative path with a detour, as a user might type it (tests run in
+    // the package directory).
+    let relative = PathBuf::from("src/bin/zt/../zt/assets/llama-tiny-q8_0.zt");
+    let options = EngineOptions {
+        n_ctx: 64,
+        n_threads: 1,
+        kv_type: KvType::F16,
+        seed: 0,
+    };
+    let mut e = Engine::open(&relative, options).unwrap();
+    let p = params(4, Some(7));
+    run(&mut e, PROMPT, &p);
+    let path = tmp("resolved.zt");
+    e.snapshot(&path, false).unwrap();
+    let info = ztensor::engine::snapshot::read_info(&Reader::open(&path).unwrap()).unwrap();
+    let stored = PathBuf::from(info.model_path.unwrap());
+    assert!(stored.is_absolute(), "{}", stored.display());
+    assert_eq!(stored, std::fs::canonicalize(tiny_model()).unwrap());
+    assert_eq!(info.sampler, p.sampler);
+    let restored = Engine::from_snapshot(&Reader::open(&path).unwrap(), None, 1).unwrap();
+    assert_eq!(restored.sampler, p.sampler);
+    assert_eq!(restored.tokens, e.tokens);
+}
+
+/// Issue 11.5/11.6/11.8: why a generation ended, EOS yielded, cancel from
+/// another thread, and a new state stored only after a natural end.
+#[test]
+fn generations_report_their_stop_reason_and_commit_states_only_on_success() {
+    use ztensor::engine::StopReason;
+    let mut e = engine(KvType::F32, 64);
+    let eos = e.tokenizer.eos.unwrap();
+    let mut ids = e.tokenize(PROMPT, None, true);
+    ids.push(eos);
+    e.eval(&ids).unwrap();
+    // A window holding only EOS and a strongly negative presence penalty
+    // make EOS the greedy choice.
+    let mut to_eos = params(5, None);
+    to_eos.sampler.temperature = 0.0;
+    to_eos.sampler.presence_penalty = -1000.0;
+    to_eos.sampler.penalty_last_n = 1;
+    let n = e.tokens.len();
+    let mut g = e.start("", &to_eos).unwrap();
+    let t = e.next_token(&mut g, &to_eos).unwrap().unwrap();
+    assert!(t.is_eos && t.id == eos && t.position == n);
+    assert_eq!(t.stop_reason, Some(StopReason::Eos));
+    assert_eq!(e.next_token(&mut g, &to_eos).unwrap(), None);
+    assert_eq!(g.stop_reason(), Some(StopReason::Eos));
+    assert_eq!(e.tokens.len(), n, "EOS is not added to the context");
+    assert!(e.commit_state(&g, "after-eos").unwrap());
+
+    // Length: the max_tokens-th token says so.
+    let p = params(3, Some(1));
+    let g = e.run_generation("", &p, |_| true).unwrap();
+    assert_eq!((g.stop_reason(), g.produced), (Some(StopReason::Length), 3));
+
+    // Cancelled from another thread: ends before its next token, and a new
+    // state is not stored.
+    let p = params(40, Some(1));
+    let mut g = e.start(" and", &p).unwrap();
+    assert!(e.next_token(&mut g, &p).unwrap().is_some());
+    let handle = g.cancel_handle();
+    std::thread::spawn(move || handle.cancel()).join().unwrap();
+    assert_eq!(e.next_token(&mut g, &p).unwrap(), None);
+    assert_eq!(g.stop_reason(), Some(StopReason::Interrupted));
+    assert!(!e.commit_state(&g, "cut").unwrap());
+    // Stopped by the caller: interrupted as well.
+    let g = e.run_generation("", &p, |_| false).unwrap();
+    assert_eq!(g.stop_reason(), Some(StopReason::Interrupted));
+    assert!(!e.commit_state(&g, "cut").unwrap());
+    let names: Vec<&str> = e.states().map(|(n, _)| n).collect();
+    assert_eq!(names, ["after-eos"]);
+
+    // A stop string: the tokens' texts add up to the cut text.
+    e.reset();
+    let mut p = params(30, Some(5));
+    p.sampler.temperature = 0.0;
+    let full = e.run_generation(PROMPT, &p, |_| true).unwrap().text;
+    let stop: String = full.chars().skip(4).take(3).collect();
+    p.stop = vec![stop.clone()];
+    e.reset();
+    let mut streamed = String::new();
+    let mut last = None;
+    let g = e
+        .run_generation(PROMPT, &p, |t| {
+            streamed.push_str(&t.text);
+            last = t.stop_reason;
+            true
+        })
+        .unwrap();
+    assert_eq!(g.stop_reason(), Some(StopReason::Stop));
+    assert_eq!(last, Some(StopReason::Stop));
+    assert_eq!(g.text, full[..full.find(&stop).unwrap()]);
+    assert_eq!(streamed, g.text);
+}

@@ -172,3 +172,123 @@ def test_dequantization_equals_the_gguf_package() -> None:
         "q5_k",
         "q6_k",
     }
+
+
+TINY = Path(__file__).resolve().parents[2] / "src" / "bin" / "zt" / "assets" / "llama-tiny-q8_0.zt"
+
+
+class TestStopReasons:
+    """Issue 11.8: every run says why it stopped, on its last token, its
+    `TokenStream`, its final `TokenBatch` and `generate`'s result."""
+
+    def eos_engine(self) -> tuple[Engine, dict[str, object]]:
+        # A strongly negative presence penalty over a window holding only
+        # EOS makes EOS the greedy choice.
+        e = Engine(TINY, n_ctx=64, n_threads=1)
+        e.eval(e.tokenize("hello world") + [e.info["eos"]])
+        kw: dict[str, object] = {
+            "temperature": 0.0,
+            "presence_penalty": -1000.0,
+            "penalty_last_n": 1,
+        }
+        return e, kw
+
+    def test_eos_is_yielded_and_ends_the_run(self) -> None:
+        e, kw = self.eos_engine()
+        n = len(e.tokens)
+        toks = list(e.stream("", max_tokens=5, **kw))  # type: ignore[arg-type]
+        assert len(toks) == 1 and toks[0].is_eos() and toks[0].id == e.info["eos"]
+        assert toks[0].stop_reason == "eos" and toks[0].position == n
+        assert len(e.tokens) == n  # EOS is not added to the context
+        e.eval([e.info["eos"]])
+        r = e.generate("", max_tokens=5, **kw)  # type: ignore[arg-type]
+        assert r == "" and r.stop_reason == "eos" and r.metadata["tokens"] == "1"
+
+    def test_length_stop_and_batches(self) -> None:
+        e = Engine(TINY, n_ctx=128, seed=1)
+        toks = list(e.stream("the quick", max_tokens=6, temperature=0.0))
+        assert [t.stop_reason for t in toks] == [None] * 5 + ["length"]
+        e.reset()
+        full = e.generate("the quick", max_tokens=30, temperature=0.0)
+        assert full.stop_reason == "length" and isinstance(full, str)
+        stop = full[7:10]
+        e.reset()
+        s = e.stream("the quick", max_tokens=30, temperature=0.0, stop=[stop])
+        streamed = list(s)
+        want = full[: full.index(stop)]
+        assert s.stop_reason == "stop" and streamed[-1].stop_reason == "stop"
+        assert "".join(t.text for t in streamed) == want == s.text
+        e.reset()
+        cut = e.generate("the quick", max_tokens=30, temperature=0.0, stop=[stop])
+        assert cut == want and cut.stop_reason == "stop"
+        # A full context ends with "length" too.
+        small = Engine(TINY, n_ctx=8)
+        last = list(small.stream("the quick", max_tokens=50, temperature=0.0))[-1]
+        assert last.stop_reason == "length" and last.position == 7
+        e.reset()
+        batches = list(e.stream_batches("the quick", batch_size=4, sequence_id=7, max_tokens=10))
+        assert {b.sequence_id for b in batches} == {7}
+        assert batches[-1].is_final and batches[-1].get_metadata("stop_reason") == "length"
+        assert batches[-1].get_metadata("exec_id")
+
+
+class TestInterruptAndConcurrency:
+    """Issue 11.6: a run has an id and can be stopped from another thread;
+    concurrent calls on one engine serialise instead of "Already borrowed"."""
+
+    def test_interrupt_by_id_from_another_thread(self) -> None:
+        import threading
+        import time
+
+        e = Engine(TINY, n_ctx=256, n_threads=1, seed=3)
+        out: list[object] = []
+        t = threading.Thread(
+            target=lambda: out.append(e.generate("hello", max_tokens=250, exec_id="job"))
+        )
+        t.start()
+        deadline = time.monotonic() + 30
+        while not e.interrupt("job"):
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.001)
+        t.join(30)
+        (r,) = out
+        assert isinstance(r, str) and r.stop_reason == "interrupted"  # type: ignore[attr-defined]
+        assert not e.interrupt("job") and not e.interrupt("unknown")
+        # The cancel handle of a stream; cancelling before the start runs nothing.
+        s = e.stream("", max_tokens=50)
+        first = next(s)
+        s.cancel()
+        assert list(s) == [] and s.stop_reason == "interrupted"
+        assert len(e.tokens) == first.position + 1
+        n = len(e.tokens)
+        s = e.stream("more text", max_tokens=5)
+        s.cancel()
+        assert list(s) == [] and len(e.tokens) == n
+
+    def test_concurrent_runs_serialise(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        e = Engine(TINY, n_ctx=256, n_threads=1)
+        e.eval(e.tokenize("Once upon a time"))
+        e.save_state("base")
+
+        def run(seed: int) -> str:
+            return e.generate("", max_tokens=15, from_state="base", seed=seed, temperature=0.9)
+
+        want = [run(seed) for seed in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(run, range(6)))
+            reads = [pool.submit(lambda: (e.tokens, e.tokenize("abc"))) for _ in range(6)]
+            assert all(f.result()[1] == e.tokenize("abc") for f in reads)
+        assert got == want
+
+    def test_a_second_stream_on_the_same_thread_ends_the_first(self) -> None:
+        e = Engine(TINY, n_ctx=128)
+        first = e.stream("hello", max_tokens=20)
+        next(first)
+        assert len(list(e.stream("", max_tokens=3, temperature=0.0))) == 3
+        assert list(first) == [] and first.stop_reason == "interrupted"
+        with pytest.raises(ztensor.ZTensorValueError):
+            s = e.stream("", exec_id="same")
+            next(s)
+            e.stream("", exec_id="same")

@@ -189,3 +189,127 @@ def test_async_engine_streams_and_restores(tmp_path: Path, whole: list[int]) -> 
     toks, text = asyncio.run(main())
     assert head + toks == whole
     assert isinstance(text, str)
+
+
+class TestNewStateOnlyOnSuccess:
+    """Issue 11.5: `new_state` is stored when the run reaches its natural end,
+    never after an error, an interrupt, Ctrl-C or an early close (seed 001)."""
+
+    def engine(self, n_ctx: int = 128) -> Engine:
+        e = Engine(MODEL, n_ctx=n_ctx, n_threads=2, seed=1)
+        e.eval(e.tokenize(PROMPT))
+        e.save_state("base")
+        return e
+
+    def names(self, e: Engine) -> set[str]:
+        return {s.name for s in e.list_states()}
+
+    def test_a_failed_run_stores_nothing(self) -> None:
+        e = self.engine(n_ctx=16)
+        with pytest.raises(ztensor.ZTensorError):
+            list(e.stream("x " * 40, max_tokens=4, new_state="after"))
+        with pytest.raises(ztensor.ZTensorError):
+            e.generate("x " * 40, max_tokens=4, new_state="after")
+        assert self.names(e) == {"base"}
+
+    def test_ctrl_c_and_an_early_close_store_nothing(self) -> None:
+        e = self.engine()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in e.stream("", max_tokens=20, from_state="base", new_state="ctrl-c"):
+                raise KeyboardInterrupt
+        s = e.stream("", max_tokens=20, from_state="base", new_state="closed")
+        next(s)
+        s.close()
+        assert s.stop_reason == "interrupted" and not s.state_saved
+        gen = e.stream_batches("", batch_size=2, max_tokens=20, new_state="batches")
+        next(gen)
+        gen.close()
+        assert self.names(e) == {"base"}
+
+    def test_an_interrupted_run_stores_nothing_and_a_finished_one_does(self) -> None:
+        e = self.engine()
+        s = e.stream("", max_tokens=20, from_state="base", new_state="cut", exec_id="job")
+        next(s)
+        assert e.interrupt("job")
+        assert list(s) == [] and s.stop_reason == "interrupted"
+        r = e.generate("", max_tokens=5, from_state="base", new_state="done", temperature=0.0)
+        assert r.metadata["state_saved"] == "true" and r.stop_reason == "length"
+        assert self.names(e) == {"base", "done"}
+        assert e.get_state("done").tokens_count == e.get_state("base").tokens_count + 5
+
+    def test_async_engine_stores_only_finished_runs(self) -> None:
+        e = self.engine()
+
+        async def main() -> None:
+            a = AsyncEngine.wrap(e)
+            async for _ in a.stream("", max_tokens=20, from_state="base", new_state="early"):
+                break
+            await asyncio.sleep(0)
+            r = await a.generate("", max_tokens=3, from_state="base", new_state="full")
+            assert r.stop_reason == "length"
+
+        asyncio.run(main())
+        assert self.names(e) == {"base", "full"}
+
+
+class TestSnapshotPathsAndSettings:
+    """Issue 11.7: the model path is stored resolved, the sampler settings
+    are re-applied and shown, file errors raise `SnapshotError`."""
+
+    def test_a_relative_model_path_restores_from_another_directory(self, tmp_path: Path) -> None:
+        import os
+        import shutil
+
+        (tmp_path / "models").mkdir()
+        shutil.copy(MODEL, tmp_path / "models" / "m.zt")
+        os.chdir(tmp_path / "models")
+        e = Engine("m.zt", n_ctx=64, n_threads=1)
+        head = ids(e, PROMPT, 4, 7)
+        snapshot.dump(e, tmp_path / "s.zt")
+        info = snapshot.snapshot_info(tmp_path / "s.zt")
+        assert info.model_path == str((tmp_path / "models" / "m.zt").resolve())
+        assert e.path == info.model_path
+        os.chdir(tmp_path)
+        restored = snapshot.load(tmp_path / "s.zt")
+        assert restored.fingerprint == e.fingerprint
+        assert restored.tokens == e.tokens and len(head) == 4
+
+    def test_sampler_settings_are_restored_and_shown(
+        self, tmp_path: Path, whole: list[int]
+    ) -> None:
+        from ztensor.engine import SamplerSettings
+
+        e, _ = first_part()
+        e.snapshot(tmp_path / "s.zt")
+        want = SamplerSettings(0.9, 40, 0.95, 0.05, 1.1, 0.0, 0.0, 64)
+        assert snapshot.snapshot_info(tmp_path / "s.zt").sampler == want
+        restored = snapshot.load(tmp_path / "s.zt")
+        assert restored.sampler == want
+        # A default continuation goes on exactly like the original run.
+        assert [t.id for t in restored.stream("", max_tokens=N - K)] == whole[K:]
+        # Explicit arguments win.
+        greedy = Engine(MODEL, n_ctx=128).restore(tmp_path / "s.zt")
+        got = [t.id for t in greedy.stream("", max_tokens=6, temperature=0.0)]
+        again = snapshot.load(tmp_path / "s.zt")
+        assert got == [t.id for t in again.stream("", max_tokens=6, temperature=0.0)]
+        assert greedy.sampler.temperature == 0.0 and greedy.sampler.repeat_penalty == 1.1
+
+    def test_file_errors_raise_snapshot_error_chained_to_the_os_error(self, tmp_path: Path) -> None:
+        e, _ = first_part()
+        with pytest.raises(ztensor.SnapshotError) as info:
+            snapshot.dump(e, tmp_path / "no-such-dir" / "s.zt")
+        assert isinstance(info.value.__cause__, OSError) and info.value.fault == "io"
+        with pytest.raises(ztensor.SnapshotError) as info:
+            snapshot.load(tmp_path / "missing.zt")
+        assert isinstance(info.value.__cause__, FileNotFoundError)
+        e.snapshot(tmp_path / "s.zt")
+        with pytest.raises(ztensor.SnapshotError) as info:
+            snapshot.load(tmp_path / "s.zt", model_path=tmp_path / "gone.zt")
+        assert isinstance(info.value.__cause__, FileNotFoundError)
+        with pytest.raises(ztensor.SnapshotError):
+            snapshot.snapshot_info(tmp_path / "missing.zt")
+        with pytest.raises(ztensor.SnapshotError):
+            e.load_state("x", tmp_path / "missing.zt")
+        e.save_state("a")
+        with pytest.raises(ztensor.SnapshotError):
+            e.dump_state("a", tmp_path / "no-such-dir" / "a.zt")

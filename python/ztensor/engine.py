@@ -225,7 +225,6 @@ class TokenBatch:
         return self.metadata.get(key)
 
 
-
 class GenerateResult(str):
     """The text `Engine.generate` returns (cut before a stop string), a
     `str` carrying how the run ended in `metadata`: `stop_reason` (`"eos"`,

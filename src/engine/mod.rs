@@ -463,7 +463,8 @@ impl Engine {
         let is_special = self.tokenizer.is_control(id);
         if Some(id) == self.tokenizer.eos {
             g.produced += 1;
-            let text = g.end(StopReason::Eos);
+            g.end(StopReason::Eos);
+            let text = g.take_rest();
             return Ok(Some(Token {
                 id,
                 text,
@@ -476,30 +477,45 @@ impl Engine {
         }
         g.bytes.clear();
         self.tokenizer.token_bytes(id, false, &mut g.bytes);
-        let mut piece = g.stream.push(&g.bytes);
+        let piece = g.stream.push(&g.bytes);
         self.run(&[id])?;
         g.produced += 1;
-        let before = g.text.len();
         g.text.push_str(&piece);
         let mut stop_reason = None;
-        if let Some(cut) = params
+        let text = if let Some(cut) = params
             .stop
             .iter()
             .filter_map(|s| g.text.find(s.as_str()))
             .min()
         {
-            g.text.truncate(cut);
-            piece.truncate(cut.saturating_sub(before));
+            // The text from where a stop string could begin was held back,
+            // so the cut is never before what was already given out.
+            g.text.truncate(cut.max(g.yielded));
             g.done = true;
             g.stop_reason = Some(StopReason::Stop);
             stop_reason = g.stop_reason;
+            g.take_rest()
         } else if g.produced >= params.max_tokens || self.tokens.len() >= self.cache.n_ctx {
-            piece.push_str(&g.end(StopReason::Length));
+            g.end(StopReason::Length);
             stop_reason = g.stop_reason;
-        }
+            g.take_rest()
+        } else {
+            // Hold back a tail that may be the start of a stop string.
+            let tail = &g.text[g.yielded..];
+            let hold = params
+                .stop
+                .iter()
+                .map(|s| stop_prefix_len(tail, s))
+                .max()
+                .unwrap_or(0);
+            let end = g.text.len() - hold;
+            let out = g.text[g.yielded..end].to_string();
+            g.yielded = end;
+            out
+        };
         Ok(Some(Token {
             id,
-            text: piece,
+            text,
             position,
             logprob,
             is_special,
@@ -553,6 +569,15 @@ impl Engine {
     }
 }
 
+/// The length of the longest proper prefix of `stop` that `tail` ends
+/// with (0 if none).
+fn stop_prefix_len(tail: &str, stop: &str) -> usize {
+    (1..stop.len().min(tail.len() + 1))
+        .rev()
+        .find(|&k| stop.is_char_boundary(k) && tail.ends_with(&stop[..k]))
+        .unwrap_or(0)
+}
+
 /// `path` made absolute and resolved (symlinks followed) when it exists,
 /// else made absolute against the working directory, else as given.
 pub(crate) fn resolve_path(path: &Path) -> PathBuf {
@@ -568,6 +593,9 @@ pub struct Generation {
     pub text: String,
     /// Tokens produced so far (an EOS token included).
     pub produced: usize,
+    /// Bytes of `text` given out with tokens (a tail that may begin a stop
+    /// string is held back until it is known not to).
+    yielded: usize,
     done: bool,
     stop_reason: Option<StopReason>,
     cancel: CancelHandle,
@@ -588,6 +616,13 @@ impl Generation {
         let rest = self.stream.finish();
         self.text.push_str(&rest);
         rest
+    }
+
+    /// The text not given out yet.
+    fn take_rest(&mut self) -> String {
+        let start = self.yielded.min(self.text.len());
+        self.yielded = self.text.len();
+        self.text[start..].to_string()
     }
 
     pub fn is_done(&self) -> bool {
