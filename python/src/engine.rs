@@ -99,6 +99,8 @@ impl Core {
 type TokenTuple = (u32, String, usize, f32, bool, bool, Option<&'static str>);
 /// (text, stop_reason, tokens produced, new state stored).
 type OutcomeTuple = (String, Option<&'static str>, usize, bool);
+/// (name, tokens_count, created, token ids of the last 64 positions).
+type StateRow = (String, usize, u64, Vec<u32>);
 
 #[pyclass(module = "ztensor._native", frozen)]
 pub struct NativeEngine {
@@ -565,7 +567,7 @@ impl NativeEngine {
     }
 
     /// (name, tokens_count, created, token ids of the last 64 positions).
-    fn list_states(&self, py: Python<'_>) -> PyResult<Vec<(String, usize, u64, Vec<u32>)>> {
+    fn list_states(&self, py: Python<'_>) -> PyResult<Vec<StateRow>> {
         self.with(py, |c| {
             Ok(c.engine
                 .states()
