@@ -1,8 +1,9 @@
 """torch.distributed.checkpoint on `.zt` files (ztensor.torch.dcp).
 
-The distributed tests follow PyTorch's own CPU recipe: ranks are spawned with
-`torch.multiprocessing` and join a gloo process group through a file://
-rendezvous. The model is sharded with FSDP2 (`fully_shard`, whose parameters
+The distributed tests follow PyTorch's own CPU recipe: ranks are started with
+`torch.multiprocessing` (forked where the platform can, as PyTorch's
+`MultiProcessTestCase` does, since a spawned child re-imports torch; spawned
+elsewhere) and join a gloo process group through a file:// rendezvous. The model is sharded with FSDP2 (`fully_shard`, whose parameters
 and optimizer state are DTensors) and a few tensors are placed by hand with
 `distribute_tensor` (Shard(0), Shard(1), Replicate) so resharding crosses
 both dimensions. Expected values are computed by the ranks (full tensors) and
@@ -188,8 +189,15 @@ def _kill_worker(rank: int, world: int, root: str, ckpt: str) -> None:
     dist.destroy_process_group()
 
 
+_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+def _start(target: Any, world: int, *args: Any) -> None:
+    mp.start_processes(target, args=(world, *args), nprocs=world, join=True, start_method=_START)
+
+
 def _run_ranks(target: Any, world: int, *args: Any, expect_ok: bool = True) -> list[int | None]:
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(_START)
     procs = [ctx.Process(target=target, args=(rank, world, *args)) for rank in range(world)]
     for p in procs:
         p.start()
@@ -229,7 +237,7 @@ def _template(expected: dict[str, Any]) -> dict[str, Any]:
 class TestDistributed:
     def test_save_on_2_load_on_2_1_and_3(self, tmp_path: Path) -> None:
         root = str(tmp_path)
-        mp.spawn(_save_worker, args=(2, root), nprocs=2, join=True)
+        _start(_save_worker, 2, root)
         for ckpt in ("raw", "zstd"):
             files = sorted(os.listdir(tmp_path / ckpt))
             assert METADATA_FILE in files
@@ -259,7 +267,7 @@ class TestDistributed:
             assert state["optim"]["param_groups"][0]["lr"] == 1e-2
 
         # 2 -> 3: three ranks, each tensor sharded along the other dimension.
-        mp.spawn(_load3_worker, args=(3, root), nprocs=3, join=True)
+        _start(_load3_worker, 3, root)
 
     def test_rank_killed_mid_save(self, tmp_path: Path) -> None:
         fresh = tmp_path / "fresh"

@@ -175,29 +175,29 @@ class _Checker:
     def fail(self, where: str, msg: str) -> CheckpointError:
         return CheckpointError(f"{self.source}: {where}: {msg}")
 
-    def dict(self, v: Any, where: str) -> dict[str, Any]:
+    def map_(self, v: Any, where: str) -> dict[str, Any]:
         if not isinstance(v, dict):
             raise self.fail(where, f"expected a map, got {type(v).__name__}")
         return v
 
-    def list(self, v: Any, where: str, limit: int | None = None) -> list[Any]:
+    def list_(self, v: Any, where: str, limit: int | None = None) -> list[Any]:
         if not isinstance(v, list):
             raise self.fail(where, f"expected a list, got {type(v).__name__}")
         if limit is not None and len(v) > limit:
             raise self.fail(where, f"{len(v)} entries, more than the limit {limit}")
         return v
 
-    def str(self, v: Any, where: str, limit: int = MAX_NAME_BYTES) -> str:
+    def text(self, v: Any, where: str, limit: int = MAX_NAME_BYTES) -> str:
         if not isinstance(v, str):
             raise self.fail(where, f"expected a string, got {type(v).__name__}")
         if len(v.encode()) > limit:
             raise self.fail(where, f"{len(v.encode())} bytes, more than the limit {limit}")
         return v
 
-    def opt_str(self, v: Any, where: str) -> str | None:
-        return None if v is None else self.str(v, where)
+    def opt_text(self, v: Any, where: str) -> str | None:
+        return None if v is None else self.text(v, where)
 
-    def int(self, v: Any, where: str, upper: int | None = None) -> int:
+    def count(self, v: Any, where: str, upper: int | None = None) -> int:
         if not isinstance(v, int) or isinstance(v, bool):
             raise self.fail(where, f"expected an integer, got {type(v).__name__}")
         if v < 0 or (upper is not None and v >= upper):
@@ -205,11 +205,11 @@ class _Checker:
             raise self.fail(where, f"{v} is outside {bound}")
         return v
 
-    def ints(self, v: Any, where: str, n: int | None = None) -> list[int]:
-        items = self.list(v, where, MAX_RANK)
+    def counts(self, v: Any, where: str, n: int | None = None) -> list[int]:
+        items = self.list_(v, where, MAX_RANK)
         if n is not None and len(items) != n:
             raise self.fail(where, f"{len(items)} dimensions, the tensor has {n}")
-        return [self.int(x, f"{where}[{i}]") for i, x in enumerate(items)]
+        return [self.count(x, f"{where}[{i}]") for i, x in enumerate(items)]
 
     def key(self, d: dict[str, Any], k: str, where: str) -> Any:
         if k not in d:
@@ -245,34 +245,34 @@ def decode(doc: Any, source: str) -> tuple[Any, str, list[tuple[str, int]]]:
 
     torch = _torch()
     c = _Checker(source)
-    root = c.dict(doc, "metadata")
+    root = c.map_(doc, "metadata")
     fmt = c.key(root, "format", "metadata")
     if fmt != FORMAT:
         raise c.fail("format", f"{fmt!r} is not {FORMAT!r}")
-    save_id = c.str(c.key(root, "save_id", "metadata"), "save_id")
+    save_id = c.text(c.key(root, "save_id", "metadata"), "save_id")
     if not SAVE_ID.match(save_id):
         raise c.fail("save_id", f"{save_id!r} is not 32 lowercase hex digits")
-    version = c.str(c.key(root, "dcp_version", "metadata"), "dcp_version", 32)
+    version = c.text(c.key(root, "dcp_version", "metadata"), "dcp_version", 32)
     files: list[tuple[str, int]] = []
-    for i, f in enumerate(c.list(c.key(root, "files", "metadata"), "files")):
+    for i, f in enumerate(c.list_(c.key(root, "files", "metadata"), "files")):
         w = f"files[{i}]"
-        f = c.dict(f, w)
-        name = c.str(c.key(f, "name", w), f"{w}.name")
+        f = c.map_(f, w)
+        name = c.text(c.key(f, "name", w), f"{w}.name")
         if not DATA_FILE.match(name) or not name.startswith(save_id):
             raise c.fail(f"{w}.name", f"{name!r} is not a data file name of save {save_id}")
-        files.append((name, c.int(c.key(f, "size", w), f"{w}.size")))
+        files.append((name, c.count(c.key(f, "size", w), f"{w}.size")))
 
     def locate(e: dict[str, Any], w: str) -> ItemLocation:
-        k = c.int(c.key(e, "file", w), f"{w}.file", len(files))
-        tensor = c.str(c.key(e, "tensor", w), f"{w}.tensor")
+        k = c.count(c.key(e, "file", w), f"{w}.file", len(files))
+        tensor = c.text(c.key(e, "tensor", w), f"{w}.tensor")
         return ItemLocation(files[k][0], tensor, files[k][1])
 
     state: dict[str, Any] = {}
     storage: dict[Any, ItemLocation] = {}
-    for i, e in enumerate(c.list(c.key(root, "entries", "metadata"), "entries")):
+    for i, e in enumerate(c.list_(c.key(root, "entries", "metadata"), "entries")):
         w = f"entries[{i}]"
-        e = c.dict(e, w)
-        fqn = c.str(c.key(e, "fqn", w), f"{w}.fqn")
+        e = c.map_(e, w)
+        fqn = c.text(c.key(e, "fqn", w), f"{w}.fqn")
         if fqn in state:
             raise c.fail(f"{w}.fqn", f"{fqn!r} appears twice")
         kind = c.key(e, "kind", w)
@@ -282,17 +282,17 @@ def decode(doc: Any, source: str) -> tuple[Any, str, list[tuple[str, int]]]:
             continue
         if kind != "tensor":
             raise c.fail(f"{w}.kind", f"{kind!r} is neither 'tensor' nor 'bytes'")
-        dtype = _dtype(c.str(c.key(e, "dtype", w), f"{w}.dtype"), f"{source}: {w}.dtype")
+        dtype = _dtype(c.text(c.key(e, "dtype", w), f"{w}.dtype"), f"{source}: {w}.dtype")
         grad = c.key(e, "requires_grad", w)
         if not isinstance(grad, bool):
             raise c.fail(f"{w}.requires_grad", f"expected a boolean, got {type(grad).__name__}")
-        size = c.ints(c.key(e, "size", w), f"{w}.size")
+        size = c.counts(c.key(e, "size", w), f"{w}.size")
         chunks = []
-        for j, ch in enumerate(c.list(c.key(e, "chunks", w), f"{w}.chunks")):
+        for j, ch in enumerate(c.list_(c.key(e, "chunks", w), f"{w}.chunks")):
             cw = f"{w}.chunks[{j}]"
-            ch = c.dict(ch, cw)
-            offsets = c.ints(c.key(ch, "offsets", cw), f"{cw}.offsets", len(size))
-            sizes = c.ints(c.key(ch, "sizes", cw), f"{cw}.sizes", len(size))
+            ch = c.map_(ch, cw)
+            offsets = c.counts(c.key(ch, "offsets", cw), f"{cw}.offsets", len(size))
+            sizes = c.counts(c.key(ch, "sizes", cw), f"{cw}.sizes", len(size))
             for d, (o, n, full) in enumerate(zip(offsets, sizes, size)):
                 if o + n > full:
                     raise c.fail(
@@ -309,13 +309,13 @@ def decode(doc: Any, source: str) -> tuple[Any, str, list[tuple[str, int]]]:
     sm_doc = root.get("storage_meta")
     storage_meta = None
     if sm_doc is not None:
-        sm = c.dict(sm_doc, "storage_meta")
-        modules = c.list(sm.get("modules", []), "storage_meta.modules")
+        sm = c.map_(sm_doc, "storage_meta")
+        modules = c.list_(sm.get("modules", []), "storage_meta.modules")
         storage_meta = StorageMeta(
-            checkpoint_id=c.opt_str(sm.get("checkpoint_id"), "storage_meta.checkpoint_id"),
-            save_id=c.opt_str(sm.get("save_id"), "storage_meta.save_id"),
-            load_id=c.opt_str(sm.get("load_id"), "storage_meta.load_id"),
-            modules=[c.str(m, f"storage_meta.modules[{i}]") for i, m in enumerate(modules)],
+            checkpoint_id=c.opt_text(sm.get("checkpoint_id"), "storage_meta.checkpoint_id"),
+            save_id=c.opt_text(sm.get("save_id"), "storage_meta.save_id"),
+            load_id=c.opt_text(sm.get("load_id"), "storage_meta.load_id"),
+            modules=[c.text(m, f"storage_meta.modules[{i}]") for i, m in enumerate(modules)],
         )
     metadata = Metadata(
         state_dict_metadata=state,
@@ -331,11 +331,11 @@ def _decode_planner_data(c: _Checker, v: Any) -> dict[str, tuple[str | int, ...]
     if v is None:
         return None
     out: dict[str, tuple[str | int, ...]] = {}
-    for k, path in c.dict(v, "planner_data").items():
+    for k, path in c.map_(v, "planner_data").items():
         w = f"planner_data[{k!r}]"
-        parts = c.list(path, w, MAX_RANK)
+        parts = c.list_(path, w, MAX_RANK)
         for i, p in enumerate(parts):
             if isinstance(p, bool) or not isinstance(p, (str, int)):
                 raise c.fail(f"{w}[{i}]", f"expected a string or integer, got {type(p).__name__}")
-        out[c.str(k, "planner_data key")] = tuple(parts)
+        out[c.text(k, "planner_data key")] = tuple(parts)
     return out
