@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _dtypes
-from ._errors import ZTensorValueError
-from ._reader import Reader, TensorMetadata
-from ._writer import Writer
+from .. import _dtypes
+from .._errors import ZTensorValueError
+from .._reader import Reader, TensorMetadata
+from .._writer import Writer
 
 if TYPE_CHECKING:
     import torch
