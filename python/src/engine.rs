@@ -89,7 +89,7 @@ impl NativeEngine {
     }
 
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = &self.inner.model.config;
+        let c = &self.inner.model().config;
         let d = PyDict::new(py);
         d.set_item("arch", &c.arch)?;
         d.set_item("n_vocab", c.n_vocab)?;
@@ -99,12 +99,12 @@ impl NativeEngine {
         d.set_item("n_head_kv", c.n_head_kv)?;
         d.set_item("n_ctx", self.inner.n_ctx())?;
         d.set_item("n_ctx_train", c.n_ctx_train)?;
-        d.set_item("n_threads", self.inner.n_threads)?;
-        d.set_item("kv_dtype", self.inner.cache.kind().name())?;
-        d.set_item("bos", self.inner.tokenizer.bos)?;
-        d.set_item("eos", self.inner.tokenizer.eos)?;
-        d.set_item("add_bos", self.inner.tokenizer.add_bos)?;
-        d.set_item("kernel", ztensor::engine::simd::kernel_name())?;
+        d.set_item("n_threads", self.inner.n_threads())?;
+        d.set_item("kv_dtype", self.inner.kv_type().name())?;
+        d.set_item("bos", self.inner.tokenizer().bos)?;
+        d.set_item("eos", self.inner.tokenizer().eos)?;
+        d.set_item("add_bos", self.inner.tokenizer().add_bos)?;
+        d.set_item("kernel", ztensor::engine::kernel_name())?;
         Ok(d)
     }
 
@@ -119,12 +119,12 @@ impl NativeEngine {
 
     fn token_text(&self, id: u32) -> String {
         let mut b = Vec::new();
-        self.inner.tokenizer.token_bytes(id, true, &mut b);
+        self.inner.tokenizer().token_bytes(id, true, &mut b);
         String::from_utf8_lossy(&b).into_owned()
     }
 
     fn tokens(&self) -> Vec<u32> {
-        self.inner.tokens.clone()
+        self.inner.tokens().to_vec()
     }
 
     #[pyo3(signature = (tokens, all_logits = true))]
@@ -134,7 +134,7 @@ impl NativeEngine {
         tokens: Vec<u32>,
         all_logits: bool,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let v = self.inner.model.config.n_vocab;
+        let v = self.inner.config().n_vocab;
         let inner = &mut self.inner;
         if all_logits {
             let n = tokens.len();
@@ -142,9 +142,9 @@ impl NativeEngine {
             return PyArray1::from_vec(py, logits).reshape([n, v]);
         }
         py.detach(|| inner.prefill(&tokens)).map_err(to_pyerr)?;
-        let rows = usize::from(!inner.last_logits.is_empty() && !tokens.is_empty());
+        let rows = usize::from(!inner.last_logits().is_empty() && !tokens.is_empty());
         let last = if rows == 1 {
-            inner.last_logits.clone()
+            inner.last_logits().to_vec()
         } else {
             Vec::new()
         };
@@ -303,7 +303,7 @@ impl NativeEngine {
     /// The path of the model file, when it was opened from one.
     fn model_path(&self) -> String {
         self.inner
-            .model
+            .model()
             .reader
             .path()
             .map(|p| p.to_string_lossy().into_owned())
@@ -312,7 +312,7 @@ impl NativeEngine {
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
         let inner = &self.inner;
-        py.detach(|| inner.model.fingerprint().map(str::to_string))
+        py.detach(|| inner.model().fingerprint().map(str::to_string))
             .map_err(to_pyerr)
     }
 
@@ -400,7 +400,7 @@ pub fn dequantize<'py>(
     })?;
     let bytes = data.as_slice()?;
     let mut out = vec![0f32; n];
-    py.detach(|| ztensor::engine::quant::dequant_row(t, bytes, &mut out))
+    py.detach(|| ztensor::engine::dequant_row(t, bytes, &mut out))
         .map_err(to_pyerr)?;
     Ok(PyArray1::from_vec(py, out))
 }
