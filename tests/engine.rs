@@ -136,7 +136,7 @@ fn greedy_continuations_match() {
             .collect();
         let mut e = Engine::open(&path, opts()).unwrap();
         let mut logits = e.eval(&ref_tokens(model)).unwrap();
-        let v = e.model.config.n_vocab;
+        let v = e.config().n_vocab;
         let mut got = Vec::new();
         for _ in 0..want.len() {
             let last = &logits[logits.len() - v..];
@@ -186,10 +186,10 @@ fn tokenizer_cases_match_llama_cpp() {
         for c in cases["cases"].as_array().unwrap() {
             let text = c["text"].as_str().unwrap();
             let special = c["parse_special"].as_bool().unwrap();
-            let got = e.tokenizer.encode(text, false, special);
+            let got = e.tokenizer().encode(text, false, special);
             assert_eq!(got, ids(&c["ids"]), "{model}: {text:?}");
             assert_eq!(
-                e.tokenizer.encode(text, true, special),
+                e.tokenizer().encode(text, true, special),
                 ids(&c["ids_add_special"]),
                 "{model}: {text:?} (add_special)"
             );
@@ -259,7 +259,7 @@ fn token_by_token_decoding_matches_the_reference() {
                 .join(format!("ref_logits_gguf_{t}.npy")),
         );
         let mut e = Engine::open(&path, opts()).unwrap();
-        let v = e.model.config.n_vocab;
+        let v = e.config().n_vocab;
         // Every quantized fixture has q4_k/q6_k/q8_0/q4_0 tensors (the
         // output is q6_k), which take the integer path.
         let exact = t == "f16";

@@ -98,7 +98,7 @@ fn restore_continues_token_for_token() {
         drop(e);
         let r = Reader::open(&path).unwrap();
         let mut restored = Engine::from_snapshot(&r, Some(&tiny_model()), 1).unwrap();
-        assert_eq!(restored.cache.kind(), kv);
+        assert_eq!(restored.kv_type(), kv);
         ids.extend(rest(&mut restored));
         assert_eq!(ids, whole, "file, {}", kv.name());
 
@@ -130,7 +130,7 @@ fn restore_continues_token_for_token() {
 fn states_are_listed_dumped_loaded_and_deleted() {
     let (mut e, _) = first_part(KvType::F16);
     let st = e.save_state("a").unwrap();
-    assert_eq!(st.tokens, e.tokens);
+    assert_eq!(st.tokens, e.tokens());
     let path = tmp("state-a.zt");
     e.dump_state("a", &path, true).unwrap();
     e.load_state("b", &Reader::open(&path).unwrap()).unwrap();
@@ -148,12 +148,12 @@ fn snapshot_info_reads_without_the_model() {
     let path = tmp("info.zt");
     e.snapshot(&path, false).unwrap();
     let info = ztensor::engine::snapshot::read_info(&Reader::open(&path).unwrap()).unwrap();
-    assert_eq!(info.tokens_count, e.tokens.len());
+    assert_eq!(info.tokens_count, e.tokens().len());
     assert_eq!(info.n_ctx, 128);
     assert_eq!(info.arch, "llama");
     assert_eq!(info.kv_type, KvType::F16);
-    assert_eq!(info.model_fingerprint, e.model.fingerprint().unwrap());
-    assert_eq!(info.tokenizer_digest, e.tokenizer.digest());
+    assert_eq!(info.model_fingerprint, e.model().fingerprint().unwrap());
+    assert_eq!(info.tokenizer_digest, e.tokenizer().digest());
     assert_eq!(
         info.model_path.as_deref(),
         Some(tiny_model().to_string_lossy().as_ref())
@@ -221,7 +221,7 @@ fn bad_snapshots_are_refused_and_leave_the_engine_as_it_was() {
     let good = tmp("good.zt");
     donor.snapshot(&good, false).unwrap();
     let bytes = std::fs::read(&good).unwrap();
-    let n_vocab = donor.model.config.n_vocab as u32;
+    let n_vocab = donor.config().n_vocab as u32;
 
     let mut cases: Vec<(&str, PathBuf, SnapshotFault)> = Vec::new();
     let truncated = tmp("truncated.zt");
@@ -301,7 +301,7 @@ fn bad_snapshots_are_refused_and_leave_the_engine_as_it_was() {
     // must generate exactly what an untouched twin generates.
     let mut e = engine(KvType::F16, 128);
     run(&mut e, "The engine's own", &params(4, Some(5)));
-    let before = (e.tokens.clone(), e.last_logits.clone(), e.rng.state);
+    let before = (e.tokens().to_vec(), e.last_logits().to_vec(), e.rng_state());
     for (what, path, want) in &cases {
         let err = match ztensor::engine::snapshot::open(path) {
             Err(err) => err,
@@ -309,7 +309,7 @@ fn bad_snapshots_are_refused_and_leave_the_engine_as_it_was() {
         };
         assert_eq!(fault_of(err), *want, "{what}");
         assert_eq!(
-            (e.tokens.clone(), e.last_logits.clone(), e.rng.state),
+            (e.tokens().to_vec(), e.last_logits().to_vec(), e.rng_state()),
             before,
             "{what}"
         );
@@ -369,7 +369,7 @@ fn a_gguf_and_its_conversion_share_the_fingerprint() {
     let blob = e.snapshot_bytes(false).unwrap();
     let mut f = Engine::open(&zt, o).unwrap();
     f.restore(&Reader::from_bytes(blob).unwrap()).unwrap();
-    assert_eq!(f.tokens, e.tokens);
+    assert_eq!(f.tokens(), e.tokens());
 }
 
 /// Issue 11.7: the model path is stored resolved (a relative path still

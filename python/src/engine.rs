@@ -232,11 +232,11 @@ impl NativeEngine {
         let (engine_model, n_ctx, n_threads, kv, tok) = self.with(py, |c| {
             let e = &c.engine;
             Ok((
-                e.model.clone(),
+                e.model().clone(),
                 e.n_ctx(),
-                e.n_threads,
-                e.cache.kind().name(),
-                e.tokenizer.clone(),
+                e.n_threads(),
+                e.kv_type().name(),
+                e.tokenizer().clone(),
             ))
         })?;
         let c = &engine_model.config;
@@ -254,7 +254,7 @@ impl NativeEngine {
         d.set_item("bos", tok.bos)?;
         d.set_item("eos", tok.eos)?;
         d.set_item("add_bos", tok.add_bos)?;
-        d.set_item("kernel", ztensor::engine::simd::kernel_name())?;
+        d.set_item("kernel", ztensor::engine::kernel_name())?;
         Ok(d)
     }
 
@@ -277,18 +277,18 @@ impl NativeEngine {
     fn token_text(&self, py: Python<'_>, id: u32) -> PyResult<String> {
         self.with(py, |c| {
             let mut b = Vec::new();
-            c.engine.tokenizer.token_bytes(id, true, &mut b);
+            c.engine.tokenizer().token_bytes(id, true, &mut b);
             Ok(String::from_utf8_lossy(&b).into_owned())
         })
     }
 
     fn tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
-        self.with(py, |c| Ok(c.engine.tokens.clone()))
+        self.with(py, |c| Ok(c.engine.tokens().to_vec()))
     }
 
     /// The sampler settings a generation uses for arguments it omits.
     fn sampler<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.with(py, |c| Ok(c.engine.sampler.clone()))?;
+        let s = self.with(py, |c| Ok(c.engine.sampler().clone()))?;
         sampler_dict(py, &s)
     }
 
@@ -301,15 +301,15 @@ impl NativeEngine {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (rows, v, logits) = self.exclusive(py, false, |c| {
             let e = &mut c.engine;
-            let v = e.model.config.n_vocab;
+            let v = e.config().n_vocab;
             if all_logits {
                 let n = tokens.len();
                 return Ok((n, v, e.eval(&tokens)?));
             }
             e.prefill(&tokens)?;
-            let rows = usize::from(!e.last_logits.is_empty() && !tokens.is_empty());
+            let rows = usize::from(!e.last_logits().is_empty() && !tokens.is_empty());
             let last = if rows == 1 {
-                e.last_logits.clone()
+                e.last_logits().to_vec()
             } else {
                 Vec::new()
             };
@@ -354,7 +354,7 @@ impl NativeEngine {
             if let Some(name) = &from_state {
                 c.engine.use_state(name)?;
             }
-            let cur = &c.engine.sampler;
+            let cur = &c.engine.sampler();
             let sampler = SamplerConfig {
                 temperature: pick(temperature, cur.temperature),
                 top_k: pick(top_k, cur.top_k),
@@ -536,7 +536,7 @@ impl NativeEngine {
     fn model_path(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |c| {
             Ok(c.engine
-                .model
+                .model()
                 .reader
                 .path()
                 .map(|p| p.to_string_lossy().into_owned())
@@ -545,7 +545,7 @@ impl NativeEngine {
     }
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
-        let model = self.with(py, |c| Ok(c.engine.model.clone()))?;
+        let model = self.with(py, |c| Ok(c.engine.model().clone()))?;
         py.detach(|| model.fingerprint().map(str::to_string))
             .map_err(to_pyerr)
     }
@@ -635,7 +635,7 @@ pub fn dequantize<'py>(
     })?;
     let bytes = data.as_slice()?;
     let mut out = vec![0f32; n];
-    py.detach(|| ztensor::engine::quant::dequant_row(t, bytes, &mut out))
+    py.detach(|| ztensor::engine::dequant_row(t, bytes, &mut out))
         .map_err(to_pyerr)?;
     Ok(PyArray1::from_vec(py, out))
 }

@@ -2,22 +2,33 @@
 //! `.zt` (converted from GGUF) or read from GGUF through the same reader.
 //! Weights are used in place from the memory map; quantized blocks are
 //! computed straight from their stored bytes.
+//!
+//! Laid out by concept, data flowing one way: `arch` (one file per model
+//! family) → `attention`, `matmul`, `ops` → `kernels` (SIMD with scalar
+//! twins, one table chosen at start-up) and `quant` (block formats and
+//! scalar decoders) → `kv` (the cache). `weights` binds each tensor to its
+//! bytes at load; `sampler`, `snapshot` and `tokenizer` serve the
+//! [`Engine`] below.
 
-pub mod forward;
-pub mod int8;
-pub mod model;
+pub mod arch;
+mod attention;
+pub(crate) mod kernels;
+pub mod kv;
+mod matmul;
+pub mod ops;
 pub mod quant;
 pub mod sampler;
-pub mod simd;
-pub mod simd_dequant;
-pub mod simd_dot;
 pub mod snapshot;
 pub mod tokenizer;
+pub mod weights;
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
-pub use forward::{KvCache, KvRows, KvType};
-pub use model::{Config, Model};
+pub use arch::{Config, Model};
+pub use kernels::kernel_name;
+pub use kv::{KvCache, KvRows, KvType};
+pub use matmul::dequant_row;
+pub use quant::WeightType;
 pub use sampler::{Rng, SamplerConfig};
 pub use snapshot::{SnapshotInfo, State};
 use std::collections::BTreeMap;
@@ -144,21 +155,25 @@ impl Default for GenerateParams {
 }
 
 /// A model with its context: tokens, KV cache, last logits and RNG.
+///
+/// Its state is private: the tokens and the KV rows only change together,
+/// through [`Engine::eval`], generation, restore and reset.
 pub struct Engine {
     /// Shared (read-only) with the engine's forks.
-    pub model: Arc<Model>,
-    pub tokenizer: Arc<Tokenizer>,
-    pub cache: KvCache,
-    scratch: forward::Scratch,
-    pool: rayon::ThreadPool,
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    cache: KvCache,
+    scratch: arch::Scratch,
+    /// Shared with the engine's forks.
+    pool: Arc<rayon::ThreadPool>,
     /// Every token in the context, in order.
-    pub tokens: Vec<u32>,
+    tokens: Vec<u32>,
     /// Logits after the last token (empty before the first eval).
-    pub last_logits: Vec<f32>,
-    pub rng: Rng,
+    last_logits: Vec<f32>,
+    rng: Rng,
     /// The sampler settings of the last generation (kept in snapshots).
-    pub sampler: SamplerConfig,
-    pub n_threads: usize,
+    sampler: SamplerConfig,
+    n_threads: usize,
     /// Named immutable states (see [`Engine::save_state`]).
     states: BTreeMap<String, Arc<State>>,
     work: sampler::SampleScratch,
@@ -197,15 +212,17 @@ impl Engine {
                 c.n_vocab
             )));
         }
-        Engine::with_parts(model, tokenizer, &options)
+        Engine::with_parts(model, tokenizer, &options, None)
     }
 
     /// An engine with an empty context over a loaded model and tokenizer
-    /// (shared, not copied).
+    /// (shared, not copied), on `pool` when given (a fork shares its
+    /// parent's) or on a new pool of `options.n_threads`.
     fn with_parts(
         model: Arc<Model>,
         tokenizer: Arc<Tokenizer>,
         options: &EngineOptions,
+        pool: Option<Arc<rayon::ThreadPool>>,
     ) -> Result<Engine> {
         let c = &model.config;
         let n_ctx = match options.n_ctx {
@@ -217,15 +234,20 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .build()
-            .map_err(|e| Error::usage(format!("thread pool: {e}")))?;
+        let pool = match pool {
+            Some(p) => p,
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n_threads)
+                    .build()
+                    .map_err(|e| Error::usage(format!("thread pool: {e}")))?,
+            ),
+        };
         Ok(Engine {
             model,
             tokenizer,
             cache,
-            scratch: forward::Scratch::default(),
+            scratch: arch::Scratch::default(),
             pool,
             tokens: Vec::new(),
             last_logits: Vec::new(),
@@ -319,15 +341,19 @@ impl Engine {
 
     /// A new, independent engine continuing from state `name` (or from the
     /// current context when `None`). It shares this engine's mapped
-    /// weights and tokenizer, has its own KV cache and thread pool, and
+    /// weights, tokenizer and thread pool, has its own KV cache, and
     /// starts with the same stored states.
     pub fn fork(&self, name: Option<&str>) -> Result<Engine> {
         let st = match name {
             Some(n) => self.state(n)?,
             None => Arc::new(self.capture()?),
         };
-        let mut e =
-            Engine::with_parts(self.model.clone(), self.tokenizer.clone(), &self.options())?;
+        let mut e = Engine::with_parts(
+            self.model.clone(),
+            self.tokenizer.clone(),
+            &self.options(),
+            Some(self.pool.clone()),
+        )?;
         e.states = self.states.clone();
         e.restore_state(&st)?;
         Ok(e)
@@ -335,6 +361,49 @@ impl Engine {
 
     pub fn n_ctx(&self) -> usize {
         self.cache.n_ctx
+    }
+
+    /// The loaded model (shared with forks).
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Every token in the context, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Logits after the last token (empty before the first eval).
+    pub fn last_logits(&self) -> &[f32] {
+        &self.last_logits
+    }
+
+    /// Element type of the KV cache.
+    pub fn kv_type(&self) -> KvType {
+        self.cache.kind()
+    }
+
+    /// Worker threads of the engine's pool.
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+
+    /// The RNG's live state (kept in snapshots).
+    pub fn rng_state(&self) -> [u64; 4] {
+        self.rng.state
+    }
+
+    /// The sampler settings of the last generation.
+    pub fn sampler(&self) -> &SamplerConfig {
+        &self.sampler
     }
 
     /// Tokenizes; `add_bos: None` follows the model's own setting.
@@ -394,7 +463,7 @@ impl Engine {
             pool,
             ..
         } = self;
-        pool.install(|| forward::forward(model, cache, scratch, tokens, pos0, all, out))?;
+        pool.install(|| model.forward(cache, scratch, tokens, pos0, all, out))?;
         self.tokens.extend_from_slice(tokens);
         Ok(())
     }

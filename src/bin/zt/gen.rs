@@ -132,7 +132,7 @@ enum ChatFormat {
 
 fn chat_format(e: &Engine) -> ChatFormat {
     let template = e
-        .model
+        .model()
         .reader
         .attributes()
         .and_then(|a| a.get("tokenizer.chat_template"))
@@ -213,7 +213,7 @@ pub fn bench(
     runs: usize,
 ) -> Result<()> {
     let mut e = open(args, 0)?;
-    let v = e.model.config.n_vocab as u32;
+    let v = e.config().n_vocab as u32;
     let need = prompt_tokens + gen_tokens + 1;
     if need > e.n_ctx() {
         return Err(Error::Usage(format!(
@@ -222,19 +222,19 @@ pub fn bench(
         )));
     }
     // A fixed, model-independent prompt: BOS then a spread of ids.
-    let bos = e.tokenizer.bos.unwrap_or(0);
+    let bos = e.tokenizer().bos.unwrap_or(0);
     let prompt: Vec<u32> = std::iter::once(bos)
         .chain((1..prompt_tokens as u32).map(|i| (i * 7919 + 13) % v))
         .collect();
     println!(
         "model: {} {} layers, n_embd {}, vocab {}; kernel {}; {} threads; KV {}",
-        e.model.config.arch,
-        e.model.config.n_layer,
-        e.model.config.n_embd,
+        e.config().arch,
+        e.config().n_layer,
+        e.config().n_embd,
         v,
-        ztensor::engine::simd::kernel_name(),
-        e.n_threads,
-        e.cache.kind().name()
+        ztensor::engine::kernel_name(),
+        e.n_threads(),
+        e.kv_type().name()
     );
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {

@@ -7,112 +7,7 @@
 //! whole super-block in int32 and convert once. The scalar twin does the
 //! same integer arithmetic without SIMD.
 
-use super::quant::{f16_at, scale_min_k4, WeightType};
-use std::sync::OnceLock;
-
-/// How activations are grouped for a weight type's integer kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ActBlocks {
-    /// 32 values per scale; `s` holds each block's Σq.
-    #[default]
-    B32,
-    /// 256 values per scale; `s` holds Σq of every 16.
-    K256,
-}
-
-impl ActBlocks {
-    fn len(self) -> usize {
-        match self {
-            ActBlocks::B32 => 32,
-            ActBlocks::K256 => 256,
-        }
-    }
-
-    fn sum_len(self) -> usize {
-        match self {
-            ActBlocks::B32 => 32,
-            ActBlocks::K256 => 16,
-        }
-    }
-}
-
-/// The activation layout of a weight type's integer kernel, or `None`
-/// when the type has none (it then takes the f32 path).
-pub fn act_blocks(t: WeightType) -> Option<ActBlocks> {
-    match t {
-        WeightType::Q8_0 | WeightType::Q4_0 => Some(ActBlocks::B32),
-        WeightType::Q4K | WeightType::Q6K => Some(ActBlocks::K256),
-        _ => None,
-    }
-}
-
-/// Whether the integer path covers a weight type for rows of `cols`.
-pub fn supports(t: WeightType, cols: usize) -> bool {
-    act_blocks(t).is_some_and(|b| cols.is_multiple_of(b.len()) && cols > 0)
-}
-
-/// One or more activation vectors of `cols` values, quantized.
-#[derive(Debug, Default, Clone)]
-pub struct QAct {
-    pub blocks: ActBlocks,
-    pub cols: usize,
-    pub d: Vec<f32>,
-    pub q: Vec<i8>,
-    /// Σq per 32 (B32) or per 16 (K256); at most 32 · 127, so i16.
-    pub s: Vec<i16>,
-}
-
-/// One quantized vector of a [`QAct`].
-#[derive(Debug, Clone, Copy)]
-pub struct QRow<'a> {
-    /// Scale of each block.
-    pub d: &'a [f32],
-    pub q: &'a [i8],
-    /// Σq per 32 (B32) or per 16 (K256).
-    pub s: &'a [i16],
-}
-
-impl QAct {
-    /// Quantizes the vectors of `x` (each `cols` long, `cols` a multiple
-    /// of the block length): per block `d = max|x| / 127`, `q = round(x / d)`.
-    pub fn quantize(&mut self, blocks: ActBlocks, x: &[f32], cols: usize) {
-        let (bl, sl) = (blocks.len(), blocks.sum_len());
-        self.blocks = blocks;
-        self.cols = cols;
-        self.d.clear();
-        self.s.clear();
-        self.q.resize(x.len(), 0);
-        for (xs, qs) in x.chunks_exact(bl).zip(self.q.chunks_exact_mut(bl)) {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (o, v) in qs.iter_mut().zip(xs) {
-                *o = (v * id).round().clamp(-127.0, 127.0) as i8;
-            }
-            self.d.push(d);
-            self.s.extend(
-                qs.chunks_exact(sl)
-                    .map(|c| c.iter().map(|&q| q as i16).sum::<i16>()),
-            );
-        }
-    }
-
-    /// Number of vectors.
-    pub fn rows(&self) -> usize {
-        self.q.len().checked_div(self.cols).unwrap_or(0)
-    }
-
-    /// Vector `i`.
-    pub fn row(&self, i: usize) -> QRow<'_> {
-        let nd = self.cols / self.blocks.len();
-        let ns = self.cols / self.blocks.sum_len();
-        QRow {
-            d: &self.d[i * nd..(i + 1) * nd],
-            q: &self.q[i * self.cols..(i + 1) * self.cols],
-            s: &self.s[i * ns..(i + 1) * ns],
-        }
-    }
-}
+use crate::engine::quant::{f16_at, scale_min_k4, QRow, WeightType};
 
 /// `row · x` with `x` quantized in the weight type's activation layout.
 pub type IntDotFn = fn(WeightType, &[u8], QRow) -> f32;
@@ -204,40 +99,9 @@ pub fn rows_dot_scalar(t: WeightType, rows: &[u8], row_bytes: usize, a: QRow, ou
     }
 }
 
-/// The many-row kernel for this CPU (detected once): sizes are checked
-/// once for the whole run of rows, not per row.
-pub fn rows_dot_fn() -> RowsDotFn {
-    static CHOSEN: OnceLock<RowsDotFn> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            return x86::rows_dot_avx2_safe as RowsDotFn;
-        }
-        rows_dot_scalar as RowsDotFn
-    })
-}
-
-/// The kernel for this CPU (detected once).
-pub fn row_dot_fn() -> IntDotFn {
-    static CHOSEN: OnceLock<IntDotFn> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            return x86::row_dot_avx2_safe as IntDotFn;
-        }
-        row_dot_scalar as IntDotFn
-    })
-}
-
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::super::simd::hsum;
+pub(super) mod x86 {
+    use super::super::f32::hsum;
     use super::{QRow, WeightType};
     use std::arch::x86_64::*;
 
@@ -282,7 +146,10 @@ mod x86 {
 
     pub fn rows_dot_avx2_safe(t: WeightType, rows: &[u8], rb: usize, a: QRow, out: &mut [f32]) {
         let whole = out.len().checked_mul(rb).is_some_and(|n| n <= rows.len());
-        if !whole || !fits(t, &rows[..rb.min(rows.len())], &a) || super::act_blocks(t).is_none() {
+        if !whole
+            || !fits(t, &rows[..rb.min(rows.len())], &a)
+            || crate::engine::quant::act_blocks(t).is_none()
+        {
             return super::rows_dot_scalar(t, rows, rb, a, out);
         }
         for (j, o) in out.iter_mut().enumerate() {
@@ -652,7 +519,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::quant;
+    use crate::engine::quant::{self, act_blocks, QAct};
     use proptest::prelude::*;
 
     fn row(t: WeightType, seed: &[u8], n: usize) -> Vec<u8> {
@@ -683,9 +550,9 @@ mod tests {
                 a.quantize(act_blocks(t).unwrap(), &x, 512);
                 let r = row(t, &seed, 512);
                 let scalar = row_dot_scalar(t, &r, a.row(0));
-                let simd = row_dot_fn()(t, &r, a.row(0));
+                let simd = (super::super::get().int_row_dot)(t, &r, a.row(0));
                 let mut w = vec![0f32; 512];
-                quant::dequant_row(t, &r, &mut w).unwrap();
+                quant::dequant_row_scalar(t, &r, &mut w);
                 let mag: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;
                 let exact: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
                 prop_assert!((scalar - simd).abs() <= 1e-4 * mag, "{}: {scalar} vs {simd}", t.name());
@@ -699,7 +566,7 @@ mod tests {
                     rows[at..at + 2].copy_from_slice(&h.to_le_bytes());
                 }
                 let (mut many, mut twin) = ([0f32; 3], [0f32; 3]);
-                rows_dot_fn()(t, &rows, r.len(), a.row(0), &mut many);
+                (super::super::get().int_rows_dot)(t, &rows, r.len(), a.row(0), &mut many);
                 rows_dot_scalar(t, &rows, r.len(), a.row(0), &mut twin);
                 for (x, y) in many.iter().zip(&twin) {
                     prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()) * mag, "{}: {x} vs {y}", t.name());

@@ -5,9 +5,8 @@
 //! f16, q8_0, q4_0, q4_1, q4_k, q5_k and q6_k; the scalar twin of each is
 //! dequantize-then-dot, and the tests bound their difference.
 
-use super::quant::{self, WeightType, MAX_BLOCK};
-use super::simd;
-use std::sync::OnceLock;
+use super::f32 as simd;
+use crate::engine::quant::{self, WeightType, MAX_BLOCK};
 
 /// `row · x` for a row of `x.len()` elements of type `t`.
 pub type RowDotFn = fn(WeightType, &[u8], &[f32]) -> f32;
@@ -29,27 +28,12 @@ pub fn row_dot_scalar(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
     sum
 }
 
-/// The kernel for this CPU (detected once).
-pub fn row_dot_fn() -> RowDotFn {
-    static CHOSEN: OnceLock<RowDotFn> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            return x86::row_dot_avx2_safe as RowDotFn;
-        }
-        generic as RowDotFn
-    })
-}
-
 /// Dequantize with the best dequantizer, dot with the best dot.
-fn generic(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
+pub(super) fn generic(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
     let step = t.chunk_elems();
     let mut buf = [0f32; MAX_BLOCK];
-    let dequant = super::simd_dequant::dequant_fn();
-    let dot = simd::dot_fn();
+    let dequant = super::get().dequant;
+    let dot = super::get().dot;
     let mut sum = 0f32;
     let (mut at, mut byte) = (0usize, 0usize);
     while at < x.len() {
@@ -64,11 +48,11 @@ fn generic(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::super::quant::{f16_at, scale_min_k4};
-    use super::super::simd::hsum;
-    use super::super::simd_dequant::x86::u8x8;
+pub(super) mod x86 {
+    use super::super::dequant::x86::u8x8;
+    use super::super::f32::hsum;
     use super::WeightType;
+    use crate::engine::quant::{f16_at, scale_min_k4};
     use std::arch::x86_64::*;
 
     pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], x: &[f32]) -> f32 {
@@ -336,10 +320,10 @@ mod tests {
                     }
                 }
                 let want = row_dot_scalar(t, &row, &xs);
-                let got = row_dot_fn()(t, &row, &xs);
+                let got = (super::super::get().row_dot)(t, &row, &xs);
                 // Bound: f32 rounding of a sum of |terms|.
                 let mut deq = vec![0f32; n];
-                quant::dequant_row(t, &row, &mut deq).unwrap();
+                crate::engine::quant::dequant_row_scalar(t, &row, &mut deq);
                 let mag: f32 = deq.iter().zip(&xs).map(|(a, b)| (a * b).abs()).sum::<f32>() + 1e-3;
                 prop_assert!((want - got).abs() <= 2e-5 * mag, "{}: {want} vs {got} (mag {mag})", t.name());
             }

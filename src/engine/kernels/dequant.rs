@@ -4,27 +4,14 @@
 //! kernel (no fused multiply-add), so results are bit-identical; the tests
 //! compare them on random blocks.
 
-use super::quant::{self, WeightType};
-use std::sync::OnceLock;
+use crate::engine::quant::WeightType;
 
 /// Dequantizes one chunk (see [`quant::dequant_chunk`]).
 pub type DequantFn = fn(WeightType, &[u8], &mut [f32]);
 
-/// The dequantizer for this CPU (detected once).
-pub fn dequant_fn() -> DequantFn {
-    static CHOSEN: OnceLock<DequantFn> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c") {
-            return x86::dequant_avx2_safe as DequantFn;
-        }
-        quant::dequant_chunk as DequantFn
-    })
-}
-
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::super::quant::{self, f16_at, scale_min_k4, WeightType};
+    use crate::engine::quant::{self, f16_at, scale_min_k4, WeightType};
     use std::arch::x86_64::*;
 
     pub fn dequant_avx2_safe(t: WeightType, b: &[u8], out: &mut [f32]) {
@@ -317,11 +304,11 @@ mod tests {
                 let n = t.block_elems().max(256);
                 let b = block(t, &seed, n);
                 let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
-                quant::dequant_row(t, &b, &mut want).unwrap();
+                crate::engine::quant::dequant_row_scalar(t, &b, &mut want);
                 let step = if t.block_elems() == 1 { 256 } else { t.block_elems() };
                 let bytes = t.row_bytes(step).unwrap();
                 for (o, c) in got.chunks_mut(step).zip(b.chunks(bytes)) {
-                    dequant_fn()(t, c, o);
+                    (super::super::get().dequant)(t, c, o);
                 }
                 for (i, (w, g)) in want.iter().zip(&got).enumerate() {
                     prop_assert!(w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan()), "{} [{i}]: {w} vs {g}", t.name());

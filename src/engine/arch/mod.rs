@@ -1,0 +1,317 @@
+//! Model architectures. Each family lives in its own file with its
+//! hyper-parameters, tensor list and layer forward; [`Arch`] picks one
+//! from `general.architecture` at load. Adding an architecture is one file
+//! and one arm of [`Arch`].
+//!
+//! Data flows one way: an architecture calls `ops`, `attention` and
+//! `matmul`, which call the kernels and read the KV cache.
+
+pub(crate) mod llama;
+
+use super::kv::KvCache;
+use super::ops;
+use super::quant::QAct;
+use super::weights::{Loader, Weight};
+use crate::cbor::Value;
+use crate::error::{Error, Result};
+use crate::reader::Reader;
+use std::sync::{Arc, OnceLock};
+
+/// Hyper-parameters every architecture has, from the model's metadata
+/// (`<arch>.*` keys); family-specific ones live with the family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+}
+
+pub(crate) fn bad_key(key: &str, detail: impl Into<String>) -> Error {
+    Error::Unsupported(format!("model metadata {key}: {}", detail.into()))
+}
+
+pub(crate) fn uint(attrs: &Value, key: &str) -> Result<Option<usize>> {
+    match attrs.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad_key(
+                    key,
+                    format!("expected an unsigned integer, found {}", v.kind()),
+                )
+            }),
+    }
+}
+
+pub(crate) fn need_uint(attrs: &Value, key: &str) -> Result<usize> {
+    uint(attrs, key)?.ok_or_else(|| bad_key(key, "missing"))
+}
+
+pub(crate) fn float(attrs: &Value, key: &str) -> Result<Option<f32>> {
+    match attrs.get(key) {
+        None => Ok(None),
+        Some(Value::Float(x)) => Ok(Some(*x as f32)),
+        Some(v) => Err(bad_key(
+            key,
+            format!("expected a float, found {}", v.kind()),
+        )),
+    }
+}
+
+/// A sane bound for every size read from metadata.
+const MAX_DIM: usize = 1 << 20;
+
+impl Config {
+    pub fn from_attributes(attrs: &Value) -> Result<Config> {
+        let arch = attrs
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_key("general.architecture", "missing or not text"))?
+            .to_string();
+        Arch::check_name(&arch)?;
+        let k = |s: &str| format!("{arch}.{s}");
+        let n_embd = need_uint(attrs, &k("embedding_length"))?;
+        let n_head = need_uint(attrs, &k("attention.head_count"))?;
+        let n_head_kv = uint(attrs, &k("attention.head_count_kv"))?.unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad_key(
+                &k("attention.head_count_kv"),
+                format!("{n_head} heads cannot share {n_head_kv} kv heads"),
+            ));
+        }
+        let head_dim = match uint(attrs, &k("attention.key_length"))? {
+            Some(d) => d,
+            None if n_embd % n_head == 0 => n_embd / n_head,
+            None => {
+                return Err(bad_key(
+                    &k("embedding_length"),
+                    "not a multiple of the head count",
+                ))
+            }
+        };
+        if uint(attrs, &k("attention.value_length"))?.is_some_and(|v| v != head_dim) {
+            return Err(bad_key(
+                &k("attention.value_length"),
+                "differs from key_length",
+            ));
+        }
+        let rope_dim = uint(attrs, &k("rope.dimension_count"))?.unwrap_or(head_dim);
+        let n_vocab = match uint(attrs, &k("vocab_size"))? {
+            Some(v) => v,
+            None => match attrs.get("tokenizer.ggml.tokens") {
+                Some(Value::Array(t)) => t.len(),
+                _ => return Err(bad_key("tokenizer.ggml.tokens", "missing")),
+            },
+        };
+        let cfg = Config {
+            n_vocab,
+            n_embd,
+            n_layer: need_uint(attrs, &k("block_count"))?,
+            n_ff: need_uint(attrs, &k("feed_forward_length"))?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ctx_train: uint(attrs, &k("context_length"))?.unwrap_or(2048),
+            rms_eps: float(attrs, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            rope_base: float(attrs, &k("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_dim,
+            arch: arch.clone(),
+        };
+        for (name, v) in [
+            ("embedding_length", cfg.n_embd),
+            ("block_count", cfg.n_layer),
+            ("feed_forward_length", cfg.n_ff),
+            ("head_dim", cfg.head_dim),
+            ("vocab_size", cfg.n_vocab),
+        ] {
+            if v == 0 || v > MAX_DIM {
+                return Err(bad_key(&k(name), format!("{v} is outside 1..={MAX_DIM}")));
+            }
+        }
+        if cfg.rope_dim > cfg.head_dim || !cfg.rope_dim.is_multiple_of(2) {
+            return Err(bad_key(
+                &k("rope.dimension_count"),
+                format!("{} does not fit head dim {}", cfg.rope_dim, cfg.head_dim),
+            ));
+        }
+        if !(cfg.rms_eps > 0.0 && cfg.rope_base > 0.0) {
+            return Err(bad_key(
+                &k("rope.freq_base"),
+                "rms epsilon and rope base must be positive",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+/// The architectures the engine runs.
+#[derive(Debug)]
+pub(crate) enum Arch {
+    Llama(llama::Llama),
+}
+
+impl Arch {
+    /// An error unless the engine runs `general.architecture` = `name`.
+    fn check_name(name: &str) -> Result<()> {
+        match name {
+            "llama" | "qwen2" => Ok(()),
+            other => Err(Error::Unsupported(format!(
+                "architecture {other:?}; the engine runs llama (Llama, Mistral, TinyLlama) and qwen2"
+            ))),
+        }
+    }
+
+    fn load(attrs: &Value, c: &Config, w: &Loader) -> Result<Arch> {
+        Arch::check_name(&c.arch)?;
+        Ok(Arch::Llama(llama::Llama::load(attrs, c, w)?))
+    }
+}
+
+/// Buffers reused across forward calls (grown, never shrunk).
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub x: Vec<f32>,
+    pub xn: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub scores: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub tmp: Vec<f32>,
+    pub qa: QAct,
+}
+
+/// The first `n` values of `v`, grown to fit.
+pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// The embedding rows of `tokens` into `x` (`n_embd` each).
+pub(crate) fn embed(w: &Weight, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+    let d = w.cols;
+    for (i, &t) in tokens.iter().enumerate() {
+        w.dequant_row(t as usize, &mut x[i * d..(i + 1) * d])?;
+    }
+    Ok(())
+}
+
+/// Final norm and LM head over the last (or every) row of `s.x`.
+pub(crate) fn head(
+    s: &mut Scratch,
+    norm: &[f32],
+    eps: f32,
+    lm_head: &Weight,
+    n: usize,
+    all: bool,
+    logits: &mut Vec<f32>,
+) -> Result<()> {
+    let d = norm.len();
+    let first = if all { 0 } else { n - 1 };
+    let rows = n - first;
+    ops::rms_norm(
+        &s.x[first * d..n * d],
+        norm,
+        eps,
+        sized(&mut s.xn, rows * d),
+    );
+    logits.resize(rows * lm_head.rows, 0.0);
+    super::matmul::matmul(lm_head, &s.xn, rows, logits, &mut s.tmp, &mut s.qa)
+}
+
+/// The loaded model: weights bound to their bytes in the reader's map.
+#[derive(Debug)]
+pub struct Model {
+    pub reader: Arc<Reader>,
+    pub config: Config,
+    pub(crate) arch: Arch,
+    /// The weights' fingerprint, computed (or read from the cache in the
+    /// attributes) on first use.
+    fingerprint: OnceLock<String>,
+}
+
+impl Model {
+    /// Loads and validates a model from an open reader: every tensor the
+    /// architecture uses is resolved here, or the load fails.
+    pub fn load(reader: Reader) -> Result<Model> {
+        let reader = Arc::new(reader);
+        let attrs = reader
+            .attributes()
+            .ok_or_else(|| Error::Unsupported("the file has no model metadata".into()))?;
+        let config = Config::from_attributes(attrs)?;
+        let arch = Arch::load(attrs, &config, &Loader::new(reader.clone()))?;
+        Ok(Model {
+            reader,
+            config,
+            arch,
+            fingerprint: OnceLock::new(),
+        })
+    }
+
+    /// The full-content fingerprint of the model's tensors (see
+    /// [`crate::fingerprint`]): cached by convert, else computed once.
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let f = crate::fingerprint::of(&self.reader)?;
+        Ok(self.fingerprint.get_or_init(|| f))
+    }
+
+    /// Runs `tokens` at positions `pos0..`, storing their K/V in `cache`;
+    /// writes the logits of the last token (or of every token when `all`)
+    /// to `logits` (`n_vocab` per row).
+    pub(crate) fn forward(
+        &self,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        tokens: &[u32],
+        pos0: usize,
+        all: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            logits.clear();
+            return Ok(());
+        }
+        if pos0 + n > cache.n_ctx {
+            return Err(Error::usage(format!(
+                "context full: {} + {n} tokens exceed n_ctx {}",
+                pos0, cache.n_ctx
+            )));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(Error::usage(format!(
+                "token id {t} is outside the vocabulary of {}",
+                c.n_vocab
+            )));
+        }
+        match &self.arch {
+            Arch::Llama(a) => a.forward(c, cache, s, tokens, pos0, all, logits),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Weight × activation products, dispatched by weight type to the chosen
+//! kernels: decoding quantizes the activation once and takes the integer
+//! kernels where the type has one; prefill dequantizes rows once per batch
+//! into f32 tiles. Also the checked whole-row dequantizer.
+
+use super::kernels;
+use super::quant::{self, QAct, WeightType};
+use super::weights::Weight;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// Dequantizes a whole row of `out.len()` elements.
+pub fn dequant_row(t: WeightType, row: &[u8], out: &mut [f32]) -> Result<()> {
+    let need = t.row_bytes(out.len()).ok_or_else(|| {
+        Error::usage(format!(
+            "{} elements are not whole {} blocks",
+            out.len(),
+            t.name()
+        ))
+    })?;
+    if row.len() != need {
+        return Err(Error::usage(format!(
+            "{} row of {} bytes, need {need}",
+            t.name(),
+            row.len()
+        )));
+    }
+    let step = t.chunk_elems();
+    let bytes = t.row_bytes(step.min(out.len())).unwrap_or(0);
+    let dequant = kernels::get().dequant;
+    for (o, b) in out.chunks_mut(step).zip(row.chunks(bytes.max(1))) {
+        dequant(t, b, o);
+    }
+    Ok(())
+}
+
+/// Dot products of one weight row with `out.len()` activation vectors
+/// packed in `xs` (vector `k` is `xs[k * cols..(k + 1) * cols]`), written
+/// to `out[k]`. The row is dequantized one chunk at a time and each chunk
+/// is used for every vector, so a batch reads the weights once.
+pub fn row_dots(t: WeightType, row: &[u8], xs: &[f32], cols: usize, out: &mut [f32]) {
+    if out.len() == 1 {
+        // Decoding: one vector, fused kernel.
+        out[0] = (kernels::get().row_dot)(t, row, &xs[..cols]);
+        return;
+    }
+    // A batch (prefill): dequantize the row once into this thread's
+    // buffer, then one long dot product per vector.
+    thread_local! {
+        static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dot = kernels::get().dot;
+    let dequant = kernels::get().dequant;
+    ROW.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(cols, 0.0);
+        let step = t.chunk_elems();
+        let nb = t.row_bytes(step.min(cols)).unwrap_or(0);
+        for (o, b) in buf.chunks_mut(step).zip(row.chunks(nb.max(1))) {
+            dequant(t, b, o);
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = dot(&buf, &xs[k * cols..(k + 1) * cols]);
+        }
+    });
+}
+
+/// Dot products of 4 consecutive weight rows (`rows`, `4 × row_bytes`)
+/// with the `n` vectors of `xs`: `out[r * n + k] = row_r · x_k`.
+pub fn rows4_dots(t: WeightType, rows: &[u8], xs: &[f32], cols: usize, n: usize, out: &mut [f32]) {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dequant = kernels::get().dequant;
+    let tile = kernels::get().tile4x2;
+    let dot = kernels::get().dot;
+    let rb = rows.len() / 4;
+    ROWS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(4 * cols, 0.0);
+        let step = t.chunk_elems();
+        let nb = t.row_bytes(step.min(cols)).unwrap_or(0);
+        for r in 0..4 {
+            let dst = &mut buf[r * cols..(r + 1) * cols];
+            for (o, b) in dst
+                .chunks_mut(step)
+                .zip(rows[r * rb..(r + 1) * rb].chunks(nb.max(1)))
+            {
+                dequant(t, b, o);
+            }
+        }
+        let w = [
+            &buf[..cols],
+            &buf[cols..2 * cols],
+            &buf[2 * cols..3 * cols],
+            &buf[3 * cols..],
+        ];
+        let mut k = 0;
+        if let Some(tile4) = kernels::get().tile4x4 {
+            while k + 4 <= n {
+                let xs4: [&[f32]; 4] =
+                    std::array::from_fn(|j| &xs[(k + j) * cols..(k + j + 1) * cols]);
+                let o = tile4(w, xs4, cols);
+                for r in 0..4 {
+                    out[r * n + k..r * n + k + 4].copy_from_slice(&o[r]);
+                }
+                k += 4;
+            }
+        }
+        while k + 2 <= n {
+            let xs2 = [
+                &xs[k * cols..(k + 1) * cols],
+                &xs[(k + 1) * cols..(k + 2) * cols],
+            ];
+            let o = tile(w, xs2, cols);
+            for r in 0..4 {
+                out[r * n + k] = o[r][0];
+                out[r * n + k + 1] = o[r][1];
+            }
+            k += 2;
+        }
+        if k < n {
+            for r in 0..4 {
+                out[r * n + k] = dot(w[r], &xs[k * cols..(k + 1) * cols]);
+            }
+        }
+    });
+}
+
+/// Rows per parallel task in a matmul.
+const ROWS_PER_TASK: usize = 16;
+
+/// `out[i] = W · x[i]` for the `n` vectors of `x` (each `w.cols` long).
+/// One vector (decoding) on a type the integer kernels cover: `x` is
+/// quantized to 8 bits once and every row is an int8 dot product.
+pub(crate) fn matmul(
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+    qa: &mut QAct,
+) -> Result<()> {
+    let bytes = w.bytes();
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    if let Some(blocks) =
+        quant::act_blocks(w.wtype).filter(|_| quant::supports(w.wtype, cols) && n == 1)
+    {
+        qa.quantize(blocks, &x[..n * cols], cols);
+        let qa = &*qa;
+        let dot = kernels::get().int_rows_dot;
+        let a = qa.row(0);
+        out[..rows]
+            .par_chunks_mut(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let r = c * ROWS_PER_TASK;
+                dot(
+                    w.wtype,
+                    &bytes[r * rb..(r + chunk.len()) * rb],
+                    rb,
+                    a,
+                    chunk,
+                );
+            });
+        return Ok(());
+    }
+    let t = sized(tmp, rows * n);
+    if n > 1 && rows % 4 == 0 {
+        // Prefill: 4 rows at a time dequantized into this thread's buffer,
+        // then 4 × 2 tiles of dot products.
+        t.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (g, dst) in chunk.chunks_mut(4 * n).enumerate() {
+                    let r0 = c * ROWS_PER_TASK + 4 * g;
+                    rows4_dots(w.wtype, &bytes[r0 * rb..(r0 + 4) * rb], x, cols, n, dst);
+                }
+            });
+    } else {
+        t.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (j, dst) in chunk.chunks_mut(n).enumerate() {
+                    let r = c * ROWS_PER_TASK + j;
+                    row_dots(w.wtype, &bytes[r * rb..(r + 1) * rb], x, cols, dst);
+                }
+            });
+    }
+    transpose_into(t, rows, n, out);
+    Ok(())
+}
+
+/// `out[i][r] = t[r][i]` for `t` of `rows × n`.
+fn transpose_into(t: &[f32], rows: usize, n: usize, out: &mut [f32]) {
+    for i in 0..n {
+        for r in 0..rows {
+            out[i * rows + r] = t[r * n + i];
+        }
+    }
+}
+
+/// Up to three matrices applied to the same input (Q/K/V, gate/up). When
+/// decoding on the integer path with one activation layout, the input is
+/// quantized once and all rows go through one parallel pass (one wake-up
+/// of the pool instead of one per matrix); otherwise one matmul each.
+pub(crate) fn matmul_group(
+    jobs: &mut [(&Weight, &mut [f32])],
+    x: &[f32],
+    n: usize,
+    tmp: &mut Vec<f32>,
+    qa: &mut QAct,
+) -> Result<()> {
+    let Some(first) = jobs.first().map(|(w, _)| *w) else {
+        return Ok(());
+    };
+    let blocks = quant::act_blocks(first.wtype);
+    let fused = n == 1
+        && jobs.len() <= 3
+        && blocks.is_some()
+        && jobs.iter().all(|(w, _)| {
+            quant::act_blocks(w.wtype) == blocks
+                && w.cols == first.cols
+                && quant::supports(w.wtype, w.cols)
+        });
+    let Some(blocks) = blocks.filter(|_| fused) else {
+        for (w, out) in jobs.iter_mut() {
+            matmul(w, x, n, out, tmp, qa)?;
+        }
+        return Ok(());
+    };
+    let mut bytes: [&[u8]; 3] = [&[]; 3];
+    for (b, (w, _)) in bytes.iter_mut().zip(jobs.iter()) {
+        *b = w.bytes();
+    }
+    qa.quantize(blocks, &x[..first.cols], first.cols);
+    let a = qa.row(0);
+    let dot = kernels::get().int_rows_dot;
+    jobs.par_iter_mut()
+        .zip(bytes.par_iter())
+        .flat_map(|((w, out), &b)| {
+            let w: &Weight = w;
+            out[..w.rows]
+                .par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .map(move |(c, chunk)| (w, b, c, chunk))
+        })
+        .for_each(|(w, b, c, chunk)| {
+            let (rb, r) = (w.row_bytes, c * ROWS_PER_TASK);
+            dot(w.wtype, &b[r * rb..(r + chunk.len()) * rb], rb, a, chunk);
+        });
+    Ok(())
+}

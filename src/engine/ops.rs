@@ -1,0 +1,174 @@
+//! The element-wise and per-row operations of a transformer layer: norms,
+//! softmax, rotary embeddings, biases and gated activations.
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// RMS norm of each `w.len()`-long row of `x` into `out`, times `w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xi, oi) in x.chunks(d).zip(out.chunks_mut(d)) {
+        let ms = xi.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / d as f64;
+        let s = 1.0 / ((ms as f32) + eps).sqrt();
+        for ((o, v), g) in oi.iter_mut().zip(xi).zip(w) {
+            *o = v * s * g;
+        }
+    }
+}
+
+/// RMS norm of each `w.len()`-long row of `x` in place (per-head norms).
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for xi in x.chunks_mut(d) {
+        let ms = xi.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / d as f64;
+        let s = 1.0 / ((ms as f32) + eps).sqrt();
+        for (v, g) in xi.iter_mut().zip(w) {
+            *v = *v * s * g;
+        }
+    }
+}
+
+/// `x += b` for every `b.len()`-long row of `x`.
+pub fn add_bias(x: &mut [f32], b: Option<&Vec<f32>>) {
+    if let Some(b) = b {
+        for row in x.chunks_mut(b.len()) {
+            for (o, v) in row.iter_mut().zip(b) {
+                *o += v;
+            }
+        }
+    }
+}
+
+/// `x += y`.
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// RoPE pairing: adjacent values (llama, whose Q/K rows llama.cpp's
+/// converter permuted) or halves of the head (qwen2, gemma3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    Normal,
+    Neox,
+}
+
+/// θ_i / pos for each rotated pair: base^(−2i/d) / freq_factor_i.
+pub fn rope_inv_freq(base: f32, rope_dim: usize, factors: Option<&[f32]>) -> Vec<f64> {
+    (0..rope_dim / 2)
+        .map(|p| {
+            let inv = (base as f64).powf(-2.0 * p as f64 / rope_dim as f64);
+            inv / factors.map_or(1.0, |f| f[p] as f64)
+        })
+        .collect()
+}
+
+/// Rotates the first `2 · inv_freq.len()` values of every `head_dim`-long
+/// head of each token's `n_heads` heads; token `i` is at `pos0 + i`.
+pub fn rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    inv_freq: &[f64],
+    style: RopeStyle,
+    pos0: usize,
+) {
+    let rd = 2 * inv_freq.len();
+    for (i, tok) in x.chunks_mut(n_heads * head_dim).enumerate() {
+        let pos = (pos0 + i) as f64;
+        for (p, f) in inv_freq.iter().enumerate() {
+            let (s, co) = (pos * f).sin_cos();
+            let (s, co) = (s as f32, co as f32);
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * p, 2 * p + 1),
+                RopeStyle::Neox => (p, p + rd / 2),
+            };
+            for head in tok.chunks_mut(head_dim) {
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * co - x1 * s;
+                head[b] = x0 * s + x1 * co;
+            }
+        }
+    }
+}
+
+/// `g = silu(g) · u` (SwiGLU).
+pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (g, u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `g = gelu(g) · u` with the tanh approximation (GeGLU).
+pub fn gelu_tanh_mul(g: &mut [f32], u: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, u) in g.iter_mut().zip(u) {
+        let x = *g;
+        let t = (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh();
+        *g = 0.5 * x * (1.0 + t) * u;
+    }
+}
+
+/// `x = cap · tanh(x / cap)`.
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = cap * (*v / cap).tanh();
+    }
+}
+
+/// `x *= s`.
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x.iter_mut() {
+        *v *= s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut x = [1.0f32, 3.0, 2.0, -1.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[2] && x[2] > x[0] && x[0] > x[3]);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_keeps_norm() {
+        let inv = rope_inv_freq(10000.0, 8, None);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let mut x = orig.clone();
+            rope(&mut x, 2, 8, &inv, style, 0);
+            assert_eq!(x, orig);
+            rope(&mut x, 2, 8, &inv, style, 7);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = x.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        let mut g = [0.0f32, 1.0, -1.0, 3.0];
+        gelu_tanh_mul(&mut g, &[1.0; 4]);
+        let want = [0.0f32, 0.841_192, -0.158_808, 2.996_363];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+}
