@@ -396,8 +396,8 @@ fn snapshots_record_the_resolved_model_path_and_the_sampler() {
     assert_eq!(stored, std::fs::canonicalize(tiny_model()).unwrap());
     assert_eq!(info.sampler, p.sampler);
     let restored = Engine::from_snapshot(&Reader::open(&path).unwrap(), None, 1).unwrap();
-    assert_eq!(restored.sampler, p.sampler);
-    assert_eq!(restored.tokens, e.tokens);
+    assert_eq!(*restored.sampler(), p.sampler);
+    assert_eq!(restored.tokens(), e.tokens());
 }
 
 /// Issue 11.5/11.6/11.8: why a generation ended, EOS yielded, cancel from
@@ -406,7 +406,7 @@ fn snapshots_record_the_resolved_model_path_and_the_sampler() {
 fn generations_report_their_stop_reason_and_commit_states_only_on_success() {
     use ztensor::engine::StopReason;
     let mut e = engine(KvType::F32, 64);
-    let eos = e.tokenizer.eos.unwrap();
+    let eos = e.tokenizer().eos.unwrap();
     let mut ids = e.tokenize(PROMPT, None, true);
     ids.push(eos);
     e.eval(&ids).unwrap();
@@ -416,14 +416,14 @@ fn generations_report_their_stop_reason_and_commit_states_only_on_success() {
     to_eos.sampler.temperature = 0.0;
     to_eos.sampler.presence_penalty = -1000.0;
     to_eos.sampler.penalty_last_n = 1;
-    let n = e.tokens.len();
+    let n = e.tokens().len();
     let mut g = e.start("", &to_eos).unwrap();
     let t = e.next_token(&mut g, &to_eos).unwrap().unwrap();
     assert!(t.is_eos && t.id == eos && t.position == n);
     assert_eq!(t.stop_reason, Some(StopReason::Eos));
     assert_eq!(e.next_token(&mut g, &to_eos).unwrap(), None);
     assert_eq!(g.stop_reason(), Some(StopReason::Eos));
-    assert_eq!(e.tokens.len(), n, "EOS is not added to the context");
+    assert_eq!(e.tokens().len(), n, "EOS is not added to the context");
     assert!(e.commit_state(&g, "after-eos").unwrap());
 
     // Length: the max_tokens-th token says so.
