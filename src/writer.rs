@@ -797,17 +797,37 @@ impl Writer {
         self.add_object(name, object)
     }
 
-    /// Adds `name` as another name for `target`'s blobs (tied weights).
+    /// Adds `name` as another name for `target`'s blobs (tied weights),
+    /// declared with the [`manifest::ALIAS_OF`] attribute (naming the
+    /// first name of the data when `target` is itself an alias) so loaders
+    /// can tell a tie from canonical dedup of equal bytes.
     pub fn add_alias(&mut self, name: &str, target: &str) -> Result<()> {
-        let object = self
-            .manifest
-            .objects
-            .get(target)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: "object",
-                name: target.to_string(),
-            })?;
+        let mut object =
+            self.manifest
+                .objects
+                .get(target)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    kind: "object",
+                    name: target.to_string(),
+                })?;
+        let root = match self.manifest.declared_alias(target) {
+            Some(root) => root.to_string(),
+            None => target.to_string(),
+        };
+        let mut entries = match object.attributes.take() {
+            Some(Value::Map(entries)) => entries,
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "{target}: attributes are a {}, not a map",
+                    other.kind()
+                )))
+            }
+            None => Vec::new(),
+        };
+        entries.retain(|(k, _)| k.as_str() != Some(manifest::ALIAS_OF));
+        entries.push((Value::text(manifest::ALIAS_OF), Value::Text(root)));
+        object.attributes = Some(Value::map(entries)?);
         self.add_object(name, object)
     }
 

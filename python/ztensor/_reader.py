@@ -34,6 +34,9 @@ class TensorMetadata:
         endianness: Always `'little'` (the format is little-endian).
         checksum: The main part's digest string, if any.
         attributes: The tensor's attributes (metadata), if any.
+        alias_of: The tensor this one is a declared alias of (tied
+            weights: same dtype, shape and stored bytes), or None. Tensors
+            that merely share stored bytes (canonical dedup) are not aliases.
     """
 
     __slots__ = (
@@ -47,6 +50,7 @@ class TensorMetadata:
         "endianness",
         "checksum",
         "attributes",
+        "alias_of",
         "_type",
     )
 
@@ -68,6 +72,7 @@ class TensorMetadata:
         self.endianness: str | None = "little"
         self.checksum: str | None = main["digest"]
         self.attributes: Any = info["attributes"]
+        self.alias_of: str | None = info.get("alias_of")
 
     @property
     def dtype(self) -> np.dtype[Any]:

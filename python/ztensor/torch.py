@@ -86,10 +86,6 @@ def _tensor_from_reader(reader: Reader, meta: TensorMetadata, device: str = "cpu
     return out.to(device) if str(device) != "cpu" else out
 
 
-def _blob_key(meta: TensorMetadata) -> tuple[int, int]:
-    return (meta.offset, meta.size)
-
-
 def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     return (
         t.device,
@@ -169,22 +165,38 @@ def _mapped_tensor(r: Reader, meta: TensorMetadata, storage: Any) -> torch.Tenso
 
 
 def _load_all(r: Reader, device: str | Any) -> dict[str, torch.Tensor]:
+    """Every tensor of `r`. Only names the file declares as aliases of
+    another (same dtype, shape and blobs) share that tensor; any other
+    names whose blobs coincide (canonical dedup of equal bytes) get their
+    own dtype, shape and memory."""
     out: dict[str, torch.Tensor] = {}
-    by_blob: dict[tuple[int, int], torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    mapped_blobs: set[tuple[int, int]] = set()
     storage = _mapped_storage(r)
     for meta in r.tensors:
-        key = _blob_key(meta)
-        if meta.layout == "dense" and key in by_blob and meta.size > 0:
-            out[meta.name] = by_blob[key]
+        if meta.alias_of is not None:
+            aliases[meta.name] = meta.alias_of
             continue
         mapped = _mapped_tensor(r, meta, storage) if meta.layout == "dense" else None
-        if mapped is not None:
-            tensor = mapped if str(device) == "cpu" else mapped.to(device)
-        else:
+        if mapped is None:
             tensor = _tensor_from_reader(r, meta, str(device))
-        if meta.layout == "dense":
-            by_blob[key] = tensor
+        else:
+            blob = (meta.offset, meta.size)
+            if blob in mapped_blobs and meta.size > 0:
+                mapped = mapped.clone()  # the mapping's pages already belong to another name
+            mapped_blobs.add(blob)
+            tensor = mapped if str(device) == "cpu" else mapped.to(device)
         out[meta.name] = tensor
+    for name, target in aliases.items():
+        root = target
+        for _ in range(len(aliases)):  # a hostile file may chain or loop aliases
+            if root not in aliases:
+                break
+            root = aliases[root]
+        if root in out:
+            out[name] = out[root]
+        else:
+            out[name] = _tensor_from_reader(r, r.metadata(name), str(device))
     return out
 
 
