@@ -612,8 +612,13 @@ impl Writer {
         }
         if let Some(a) = &object.attributes {
             manifest::check_attributes("object", a).map_err(usage)?;
-            if a.depth() > 28 {
-                return Err(Error::usage("attributes nest too deeply"));
+            // An object's attributes map sits at depth 3 of the manifest.
+            if a.depth() > crate::cbor::MAX_DEPTH - 3 {
+                return Err(Error::usage(format!(
+                    "{name}: attributes nest {} levels, at most {}",
+                    a.depth(),
+                    crate::cbor::MAX_DEPTH - 3
+                )));
             }
         }
         layout::validate_object(name, object).map_err(usage)
@@ -857,8 +862,13 @@ impl Writer {
     /// Sets the file-level attributes (a map with text keys).
     pub fn set_attributes(&mut self, attributes: Value) -> Result<()> {
         manifest::check_attributes("file", &attributes).map_err(|e| Error::usage(e.to_string()))?;
-        if attributes.depth() > 30 {
-            return Err(Error::usage("attributes nest too deeply"));
+        // The file's attributes map sits at depth 1 of the manifest.
+        if attributes.depth() > crate::cbor::MAX_DEPTH - 1 {
+            return Err(Error::usage(format!(
+                "file attributes nest {} levels, at most {}",
+                attributes.depth(),
+                crate::cbor::MAX_DEPTH - 1
+            )));
         }
         self.manifest.attributes = Some(attributes);
         Ok(())

@@ -548,3 +548,17 @@ pub fn to_safetensors(r: &Reader, output: &Path) -> Result<ExportReport> {
         bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_longer_than_the_gguf_reader_takes_are_refused() {
+        assert!(check_string_len(gguf::MAX_STRING, "k").is_ok());
+        assert!(matches!(
+            check_string_len(gguf::MAX_STRING + 1, "k"),
+            Err(Error::Unsupported(_))
+        ));
+    }
+}
