@@ -95,9 +95,17 @@ class StateInfo:
 
 
 def dequantize(reader: Reader, name: str) -> npt.NDArray[np.float32]:
-    """A weight as float32 in its logical shape: dense f32/f16/bf16, or the
-    ggml blocks of a `gguf.<type>/1` object (q4_0 ... q8_0, q2_k ... q6_k),
-    decoded with the engine's own kernels."""
+    """A weight as float32 in its logical shape.
+
+    Args:
+        reader: An open file.
+        name: A dense f32/f16/bf16 tensor, or the ggml blocks of a
+            `gguf.<type>/1` object (q4_0 ... q8_0, q2_k ... q6_k), decoded
+            with the engine's own kernels.
+
+    Returns:
+        The values as float32.
+    """
     meta = reader.metadata(name)
     obj = reader._native_reader().object(name)
     part = obj["parts"]["data"]
@@ -120,19 +128,41 @@ class Token:
 
     @classmethod
     def with_text(cls, id: int, text: str, position: int, logprob: float = 0.0) -> Token:
-        """A token from its id, text and position."""
+        """A token from its id, text and position.
+
+        Args:
+            id: Token id.
+            text: Its text.
+            position: Its position in the context.
+            logprob: Log-probability the model gave it.
+
+        Returns:
+            The token.
+        """
         return cls(id=id, position=position, text=text, logprob=logprob)
 
     def prob(self) -> float:
-        """The probability the model gave this token (exp of `logprob`)."""
+        """The probability the model gave this token.
+
+        Returns:
+            exp(`logprob`).
+        """
         return math.exp(self.logprob)
 
     def is_eos(self) -> bool:
-        """True for the model's end-of-sequence token."""
+        """Whether this is the model's end-of-sequence token.
+
+        Returns:
+            True for EOS.
+        """
         return self.eos
 
     def to_dict(self) -> dict[str, Any]:
-        """The token's fields as a dict."""
+        """The token's fields as a dict.
+
+        Returns:
+            id, position, text, logprob and is_special.
+        """
         return {
             "id": self.id,
             "position": self.position,
@@ -142,7 +172,11 @@ class Token:
         }
 
     def encode(self) -> bytes:
-        """The token as UTF-8 JSON."""
+        """The token as UTF-8 JSON.
+
+        Returns:
+            The JSON bytes of `to_dict()`.
+        """
         return json.dumps(self.to_dict()).encode()
 
 
@@ -157,9 +191,23 @@ class TokenBatch:
 
     @classmethod
     def from_tokens(cls, tokens: list[Token], sequence_id: int = 0) -> TokenBatch:
+        """A batch of the given tokens.
+
+        Args:
+            tokens: The tokens (copied into a new list).
+            sequence_id: The sequence they belong to.
+
+        Returns:
+            The batch.
+        """
         return cls(sequence_id=sequence_id, tokens=list(tokens))
 
     def add(self, token: Token) -> None:
+        """Appends a token.
+
+        Args:
+            token: The token to append.
+        """
         self.tokens.append(token)
 
     def __len__(self) -> int:
@@ -169,21 +217,55 @@ class TokenBatch:
         return iter(self.tokens)
 
     def is_empty(self) -> bool:
+        """Whether the batch holds no tokens.
+
+        Returns:
+            True when empty.
+        """
         return not self.tokens
 
     def text(self) -> str:
+        """The batch's text.
+
+        Returns:
+            The tokens' texts, concatenated.
+        """
         return "".join(t.text for t in self.tokens)
 
     def token_ids(self) -> list[int]:
+        """The batch's token ids.
+
+        Returns:
+            The ids, in order.
+        """
         return [t.id for t in self.tokens]
 
     def positions(self) -> list[int]:
+        """The batch's context positions.
+
+        Returns:
+            The positions, in order.
+        """
         return [t.position for t in self.tokens]
 
     def set_metadata(self, key: str, value: str) -> None:
+        """Sets one metadata entry.
+
+        Args:
+            key: Entry name.
+            value: Entry value.
+        """
         self.metadata[key] = value
 
     def get_metadata(self, key: str) -> str | None:
+        """One metadata entry.
+
+        Args:
+            key: Entry name.
+
+        Returns:
+            Its value, or None.
+        """
         return self.metadata.get(key)
 
 
@@ -223,12 +305,26 @@ class Engine:
 
     def snapshot(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
         """Saves the context (used KV rows, tokens, last logits, sampler
-        settings, live RNG) to a `.zt` file, atomically. `compress` stores
-        the parts zstd-compressed."""
+        settings, live RNG) to a `.zt` file, atomically.
+
+        Args:
+            path: Target path.
+            compress: Store the parts zstd-compressed.
+
+        Raises:
+            SnapshotError: The file cannot be written.
+        """
         self._native.snapshot(os.fspath(path), compress)
 
     def snapshot_bytes(self, *, compress: bool = False) -> bytes:
-        """The snapshot as bytes."""
+        """The snapshot as bytes.
+
+        Args:
+            compress: Store the parts zstd-compressed.
+
+        Returns:
+            The snapshot file's bytes.
+        """
         return self._native.snapshot_bytes(compress)
 
     @_hybridmethod
@@ -239,12 +335,26 @@ class Engine:
         model_path: str | os.PathLike[str] | None = None,
         n_threads: int = 0,
     ) -> Engine:
-        """On an engine: replaces its context with the snapshot's, after
-        checking the model fingerprint, tokenizer, shapes, token ids and
-        digests (on failure `SnapshotError` is raised and the engine is
-        unchanged); returns the engine. On the class: builds a new engine
-        from the model at `model_path` (default: the path the snapshot
-        records) with the snapshot's context length and KV type."""
+        """Restores a snapshot file.
+
+        On an engine: replaces its context with the snapshot's, after checking
+        the model fingerprint, tokenizer, shapes, token ids and digests (on
+        failure the engine is unchanged). On the class: builds a new engine from
+        the model at `model_path` with the snapshot's context length and KV type.
+
+        Args:
+            path: The snapshot file.
+            model_path: On the class, the model to load (default: the path the
+                snapshot records).
+            n_threads: On the class, worker threads (0: all cores).
+
+        Returns:
+            The engine (this one, or the new one).
+
+        Raises:
+            SnapshotError: The snapshot is invalid or does not match the model
+                (`FingerprintMismatchError` for other weights).
+        """
         if isinstance(target, Engine):
             target._native.restore_path(os.fspath(path))
             return target
@@ -261,8 +371,20 @@ class Engine:
         model_path: str | os.PathLike[str] | None = None,
         n_threads: int = 0,
     ) -> Engine:
-        """`restore` from bytes held in memory (no temporary file). On the
-        class, `model_path` names the model to load."""
+        """`restore` from bytes held in memory (no temporary file).
+
+        Args:
+            blob: The snapshot's bytes.
+            model_path: On the class, the model to load (required there).
+            n_threads: On the class, worker threads (0: all cores).
+
+        Returns:
+            The engine (this one, or the new one).
+
+        Raises:
+            TypeError: Called on the class without `model_path`.
+            SnapshotError: The snapshot is invalid or does not match the model.
+        """
         if isinstance(target, Engine):
             target._native.restore_bytes(bytes(blob))
             return target
@@ -273,7 +395,17 @@ class Engine:
 
     @staticmethod
     def snapshot_info(source: str | os.PathLike[str] | bytes) -> SnapshotInfo:
-        """A snapshot's description, read without loading the model."""
+        """A snapshot's description, read without loading the model.
+
+        Args:
+            source: A snapshot file path or its bytes.
+
+        Returns:
+            The snapshot's `SnapshotInfo`.
+
+        Raises:
+            SnapshotError: The source is not a valid snapshot.
+        """
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
         return SnapshotInfo(**NativeEngine.snapshot_info(src))
 
@@ -285,42 +417,108 @@ class Engine:
     # --- forkable states -------------------------------------------------
 
     def save_state(self, name: str) -> StateInfo:
-        """Stores the context as an immutable state named `name`."""
+        """Stores the context as an immutable state.
+
+        Args:
+            name: The state's name.
+
+        Returns:
+            The stored state's `StateInfo`.
+        """
         self._native.save_state(name)
         return self.get_state(name)
 
     def fork(self, name: str | None = None) -> Engine:
-        """A new, independent engine continuing from state `name` (or from
-        the current context), sharing this engine's mapped weights."""
+        """A new, independent engine sharing this engine's mapped weights.
+
+        Args:
+            name: The stored state to continue from (None: the current context).
+
+        Returns:
+            The new engine.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         return self._from_native(self._native.fork(name), self.path)
 
     def list_states(self) -> list[StateInfo]:
-        """The stored states, by name."""
+        """The stored states.
+
+        Returns:
+            Their `StateInfo`s, by name.
+        """
         return [self._state_info(*row) for row in self._native.list_states()]
 
     def get_state(self, name: str) -> StateInfo:
-        """One stored state (`ZTensorKeyError` if there is none)."""
+        """One stored state.
+
+        Args:
+            name: The state's name.
+
+        Returns:
+            Its `StateInfo`.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         for row in self._native.list_states():
             if row[0] == name:
                 return self._state_info(*row)
         raise ZTensorKeyError(f"state not found: {name!r}")
 
     def delete_state(self, name: str) -> None:
+        """Deletes a stored state.
+
+        Args:
+            name: The state's name.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         self._native.delete_state(name)
 
     def use_state(self, name: str) -> None:
-        """Replaces the context with stored state `name`."""
+        """Replaces the context with a stored state.
+
+        Args:
+            name: The state's name.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         self._native.use_state(name)
 
     def dump_state(
         self, name: str, path: str | os.PathLike[str], *, compress: bool = False
     ) -> None:
-        """Writes stored state `name` as a snapshot file."""
+        """Writes a stored state as a snapshot file.
+
+        Args:
+            name: The state's name.
+            path: Target path.
+            compress: Store the parts zstd-compressed.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         self._native.dump_state(name, os.fspath(path), compress)
 
     def load_state(self, name: str, source: str | os.PathLike[str] | bytes) -> StateInfo:
-        """Reads a snapshot (file or bytes) into stored state `name`,
-        checked against this engine; the context is not changed."""
+        """Reads a snapshot into a stored state, checked against this engine; the
+        context is not changed.
+
+        Args:
+            name: The state's name.
+            source: A snapshot file path or its bytes.
+
+        Returns:
+            The stored state's `StateInfo`.
+
+        Raises:
+            SnapshotError: The snapshot is invalid or does not match the model
+                (`FingerprintMismatchError` for other weights).
+        """
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
         self._native.load_state(name, src)
         return self.get_state(name)
@@ -336,10 +534,12 @@ class Engine:
 
     @property
     def n_ctx(self) -> int:
+        """The context length in tokens."""
         return int(self._info["n_ctx"])
 
     @property
     def n_vocab(self) -> int:
+        """The vocabulary size."""
         return int(self._info["n_vocab"])
 
     @property
@@ -350,18 +550,41 @@ class Engine:
     def tokenize(
         self, text: str, add_bos: bool | None = None, parse_special: bool = True
     ) -> list[int]:
-        """Token ids of `text`; `add_bos=None` follows the model's setting."""
+        """Token ids of a text.
+
+        Args:
+            text: The text.
+            add_bos: Prepend BOS; None follows the model's setting.
+            parse_special: Turn control-token texts into their ids.
+
+        Returns:
+            The token ids.
+        """
         return self._native.tokenize(text, add_bos, parse_special)
 
     def detokenize(self, ids: list[int]) -> str:
-        """Text of `ids` (control tokens give nothing)."""
+        """Text of token ids (control tokens give nothing).
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         return self._native.detokenize(list(ids))
 
     def eval(self, tokens: list[int], all_logits: bool = True) -> npt.NDArray[np.float32]:
-        """Appends `tokens` to the context; returns the logits of every new
-        position, shape `(len(tokens), n_vocab)`. With `all_logits=False`
-        only the last position's row is computed (shape `(1, n_vocab)`,
-        or `(0, n_vocab)` for no tokens): a faster prompt prefill."""
+        """Appends tokens to the context and computes their logits.
+
+        Args:
+            tokens: Token ids to append.
+            all_logits: Compute every new position's logits; False computes
+                only the last position's row (a faster prompt prefill).
+
+        Returns:
+            Logits of shape `(len(tokens), n_vocab)`, or `(1, n_vocab)` (`(0,
+            n_vocab)` for no tokens) without `all_logits`.
+        """
         return self._native.eval(list(tokens), all_logits)
 
     def reset(self) -> None:
@@ -387,11 +610,30 @@ class Engine:
         new_state: str | None = None,
     ) -> Iterator[Token]:
         """Continues the context with `prompt` and yields tokens as they are
-        produced. An empty prompt just continues; `seed` reseeds the RNG
-        (omitted, the live RNG continues). Stops at `max_tokens`, EOS, a
-        stop string (the token completing it is not yielded) or a full
-        context. `from_state` first switches to that stored state;
-        `new_state` stores the context reached at the end."""
+        produced.
+
+        Stops at `max_tokens`, EOS, a stop string (the token completing it is
+        not yielded) or a full context.
+
+        Args:
+            prompt: Text to append first; empty just continues.
+            max_tokens: Most tokens to generate.
+            temperature: Sampling temperature (0: greedy).
+            top_k: Keep the k most likely tokens (0: all).
+            top_p: Nucleus sampling mass.
+            min_p: Drop tokens below this fraction of the top probability.
+            repeat_penalty: Penalty for recently seen tokens (1: none).
+            stop: Strings that end the generation.
+            seed: Reseed the RNG (None: the live RNG continues).
+            frequency_penalty: Subtracted per earlier occurrence.
+            presence_penalty: Subtracted once for any earlier occurrence.
+            penalty_last_n: How many recent tokens the penalties look at.
+            from_state: Switch to this stored state first.
+            new_state: Store the context reached at the end under this name.
+
+        Returns:
+            An iterator of `Token`s.
+        """
         if from_state is not None:
             self._native.use_state(from_state)
         try:
@@ -453,8 +695,16 @@ class Engine:
     def stream_batches(
         self, prompt: str = "", batch_size: int = 8, **kwargs: Any
     ) -> Iterator[TokenBatch]:
-        """Like `stream`, grouping tokens into `TokenBatch`es; the last one
-        has `is_final` set."""
+        """Like `stream`, grouping tokens into `TokenBatch`es.
+
+        Args:
+            prompt: Text to append first.
+            batch_size: Tokens per batch.
+            **kwargs: The sampling arguments of `stream`.
+
+        Returns:
+            An iterator of batches; the last one has `is_final` set.
+        """
         batch = TokenBatch()
         for tok in self.stream(prompt, **kwargs):
             batch.add(tok)
@@ -477,7 +727,23 @@ class Engine:
         seed: int | None = None,
         **kwargs: Any,
     ) -> str:
-        """Generates and returns the text (cut before a stop string)."""
+        """Generates and returns the text (cut before a stop string).
+
+        Args:
+            prompt: Text to append first; empty just continues.
+            max_tokens: Most tokens to generate.
+            temperature: Sampling temperature (0: greedy).
+            top_k: Keep the k most likely tokens (0: all).
+            top_p: Nucleus sampling mass.
+            min_p: Drop tokens below this fraction of the top probability.
+            repeat_penalty: Penalty for recently seen tokens (1: none).
+            stop: Strings that end the generation.
+            seed: Reseed the RNG (None: the live RNG continues).
+            **kwargs: The keyword-only arguments of `stream`.
+
+        Returns:
+            The generated text.
+        """
         for _ in self.stream(
             prompt,
             max_tokens,

@@ -120,7 +120,20 @@ def save_file(
     filename: str | os.PathLike[str],
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Saves a dict of tensors; tensors that are the same view are stored once."""
+    """Saves a dict of tensors to `filename` (atomically).
+
+    Tensors that are the same view of the same storage are stored once and
+    declared aliases, so they load back tied.
+
+    Args:
+        tensors: Name → tensor (any device; sparse tensors are refused).
+        filename: Target path.
+        metadata: File-level metadata (a JSON-like dict).
+
+    Raises:
+        ZTensorValueError: A tensor is sparse or has an unsupported dtype.
+        ZTensorError: The file cannot be written.
+    """
     with Writer(filename, metadata=_metadata(metadata)) as w:
         _write(w, tensors)
 
@@ -128,8 +141,25 @@ def save_file(
 def load_file(
     filename: str | os.PathLike[str], device: str | Any = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """Loads every tensor onto `device`. Names stored as one blob (tied
-    weights) come back as the same tensor object."""
+    """Loads every tensor of a file onto `device`.
+
+    Raw dense tensors on the CPU map the file copy-on-write (no copy until
+    written). Names the file declares as aliases (tied weights, same dtype
+    and shape) come back as one tensor object; every other name gets its
+    own dtype, shape and memory, even when canonical dedup stored its bytes
+    once.
+
+    Args:
+        filename: Path of a `.zt` (or other readable) file.
+        device: Target device, e.g. `"cpu"` or `"cuda:0"`.
+
+    Returns:
+        Name → tensor (sparse layouts as torch sparse tensors).
+
+    Raises:
+        ZTensorFileNotFoundError: The file does not exist.
+        FormatError: The file is not valid.
+    """
     with Reader(filename) as r:
         return _load_all(r, device)
 
@@ -201,7 +231,18 @@ def _load_all(r: Reader, device: str | Any) -> dict[str, torch.Tensor]:
 
 
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
-    """Serialises a dict of tensors to the bytes of a `.zt` file."""
+    """Serialises a dict of tensors to the bytes of a `.zt` file.
+
+    Args:
+        tensors: Name → tensor.
+        metadata: File-level metadata (a JSON-like dict).
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ZTensorValueError: A tensor is sparse or has an unsupported dtype.
+    """
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "tensors.zt")
         with Writer(path, metadata=_metadata(metadata), durable=False) as w:
@@ -211,7 +252,18 @@ def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = Non
 
 
 def load(data: bytes, device: str | Any = "cpu") -> dict[str, torch.Tensor]:
-    """Loads every tensor from the bytes of a `.zt` file."""
+    """Loads every tensor from the bytes of a `.zt` file.
+
+    Args:
+        data: The file's bytes.
+        device: Target device.
+
+    Returns:
+        Name → tensor; declared aliases share one tensor, as in `load_file`.
+
+    Raises:
+        FormatError: The bytes are not a valid file.
+    """
     with Reader.from_bytes(data) as r:
         return _load_all(r, device)
 
@@ -223,7 +275,19 @@ def save_model(
     force_contiguous: bool = True,
 ) -> None:
     """Saves a model's state dict. Shared (tied) parameters are stored once,
-    under every name, and come back tied."""
+    under every name, declared as aliases, and come back tied.
+
+    Args:
+        model: The module to save.
+        filename: Target path.
+        metadata: File-level metadata (a JSON-like dict).
+        force_contiguous: Store non-contiguous tensors as contiguous copies;
+            if False they are refused.
+
+    Raises:
+        ZTensorValueError: A tensor is not contiguous (and
+            `force_contiguous` is False) or has an unsupported dtype.
+    """
     state = model.state_dict(keep_vars=False)
     tensors = {}
     for name, t in state.items():
@@ -240,12 +304,19 @@ def load_model(
 ) -> tuple[list[str], list[str]]:
     """Loads weights into `model`.
 
+    Args:
+        model: The module to fill (its parameters are copied into).
+        filename: Path of the file.
+        strict: Raise when the file's names and the model's differ.
+        device: Device to load the tensors onto before copying.
+
     Returns:
         (missing, unexpected): names the model has that the file lacks, and
         names the file has that the model lacks.
 
     Raises:
         RuntimeError: `strict` and the names differ.
+        FormatError: The file is not valid.
     """
     state = load_file(filename, device=device)
     model_keys = set(model.state_dict().keys())
