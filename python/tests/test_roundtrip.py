@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import pytest
-import scipy.sparse
 
 from ztensor import Reader, UnsupportedError, Writer
 from ztensor import numpy as ztnp
 
 torch = pytest.importorskip("torch")
+ml_dtypes = pytest.importorskip("ml_dtypes")
+scipy = pytest.importorskip("scipy")
+pytest.importorskip("scipy.sparse")
 
 NUMPY_DTYPES: list[Any] = [
     np.float64,
