@@ -147,7 +147,7 @@ fn gguf_dims(name: &str, shape: &[u64], t: GgmlType) -> Result<Vec<u64>> {
             "{name}: GGUF element counts fit in i64; shape {shape:?} does not"
         )));
     }
-    if dims[0] % t.block_elems != 0 {
+    if !dims[0].is_multiple_of(t.block_elems) {
         return Err(Error::Unsupported(format!(
             "{name}: GGUF rows must be whole {}-element {} blocks; the innermost dimension is {}",
             t.block_elems, t.name, dims[0]
