@@ -167,7 +167,7 @@ def load_file(
 def _mapped_storage(r: Reader) -> Any:
     """The whole file as a private (copy-on-write) mapped torch storage, or
     None for readers not opened from a file."""
-    if not os.path.isfile(r._path):
+    if r._path == "<bytes>" or not os.path.isfile(r._path):
         return None
     torch = _torch()
     return torch.UntypedStorage.from_file(
