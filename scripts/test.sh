@@ -51,6 +51,24 @@ fi
 (cd python && "../$PYVENV/bin/python" -m mypy ztensor && "../$PYVENV/bin/python" -m mypy.stubtest ztensor._native)
 ZT_REQUIRE_INTEROP=1 "$PYVENV/bin/python" -m pytest -q python/tests
 
+step "python package on the lowest declared Python (3.9): import and smoke test"
+PY39=""
+for cand in "${PYTHON39:-}" python3.9 "$(pyenv root 2>/dev/null)"/versions/3.9*/bin/python3.9; do
+    if [ -n "$cand" ] && "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
+        PY39="$cand"
+        break
+    fi
+done
+if [ -n "$PY39" ]; then
+    V39=.venv-py39
+    [ -x "$V39/bin/python" ] || "$PY39" -m venv "$V39"
+    "$V39/bin/python" -m pip install --quiet --disable-pip-version-check "maturin==1.16.0" "numpy>=1.24"
+    (cd python && VIRTUAL_ENV="$PWD/../$V39" "../$V39/bin/maturin" develop --release --locked --quiet)
+    "$V39/bin/python" python/tests/smoke_py39.py
+else
+    echo "no Python 3.9 on this machine (set PYTHON39): skipped"
+fi
+
 step "fuzz targets (${FUZZ_SECONDS}s each)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet

@@ -20,6 +20,11 @@ pub const ZSTD_SEEKABLE: &str = "zt.zstd-seekable/1";
 pub const DENSE: &str = "dense";
 pub const SPARSE_CSR: &str = "zt.sparse_csr/1";
 pub const SPARSE_COO: &str = "zt.sparse_coo/1";
+/// The object attribute by which a file declares an object to be another
+/// name of an earlier object's data (tied weights). Identical blob
+/// references alone do not tie: canonical dedup also shares the blobs of
+/// tensors that merely hold the same bytes.
+pub const ALIAS_OF: &str = "zt.alias_of";
 
 /// A byte range in a file: `[offset, length]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,6 +223,24 @@ fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
 }
 
 impl Manifest {
+    /// The object `name` is a declared alias of, when a loader may hand out
+    /// one shared (writable) buffer for both: `name` carries
+    /// [`ALIAS_OF`] naming another object that exists and has the same
+    /// shape, layout and parts (dtype, logical type, blob, shard, encoding,
+    /// digest). Anything else, including identical blobs without the
+    /// declaration, gets its own memory.
+    pub fn declared_alias(&self, name: &str) -> Option<&str> {
+        let object = self.objects.get(name)?;
+        let (target_name, target) = self
+            .objects
+            .get_key_value(object.attribute(ALIAS_OF)?.as_str()?)?;
+        let same = target_name != name
+            && target.shape == object.shape
+            && target.layout == object.layout
+            && target.parts == object.parts;
+        same.then_some(target_name.as_str())
+    }
+
     /// Decodes and schema-checks manifest bytes in one pass (no value
     /// tree for the objects). `base` is the manifest's offset in its file,
     /// for error offsets.

@@ -377,6 +377,13 @@ impl Reader {
             })
     }
 
+    /// The object `name` is a declared alias of (tied weights), if any:
+    /// only then may a loader share one writable buffer between the two
+    /// names. See [`crate::manifest::Manifest::declared_alias`].
+    pub fn declared_alias(&self, name: &str) -> Option<&str> {
+        self.manifest.declared_alias(name)
+    }
+
     fn part(&self, name: &str, role: &str) -> Result<(&Object, &Part)> {
         let object = self.object(name)?;
         let part = object.parts.get(role).ok_or_else(|| Error::NotFound {

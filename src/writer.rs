@@ -612,8 +612,13 @@ impl Writer {
         }
         if let Some(a) = &object.attributes {
             manifest::check_attributes("object", a).map_err(usage)?;
-            if a.depth() > 28 {
-                return Err(Error::usage("attributes nest too deeply"));
+            // An object's attributes map sits at depth 3 of the manifest.
+            if a.depth() > crate::cbor::MAX_DEPTH - 3 {
+                return Err(Error::usage(format!(
+                    "{name}: attributes nest {} levels, at most {}",
+                    a.depth(),
+                    crate::cbor::MAX_DEPTH - 3
+                )));
             }
         }
         layout::validate_object(name, object).map_err(usage)
@@ -797,17 +802,37 @@ impl Writer {
         self.add_object(name, object)
     }
 
-    /// Adds `name` as another name for `target`'s blobs (tied weights).
+    /// Adds `name` as another name for `target`'s blobs (tied weights),
+    /// declared with the [`manifest::ALIAS_OF`] attribute (naming the
+    /// first name of the data when `target` is itself an alias) so loaders
+    /// can tell a tie from canonical dedup of equal bytes.
     pub fn add_alias(&mut self, name: &str, target: &str) -> Result<()> {
-        let object = self
-            .manifest
-            .objects
-            .get(target)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: "object",
-                name: target.to_string(),
-            })?;
+        let mut object =
+            self.manifest
+                .objects
+                .get(target)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    kind: "object",
+                    name: target.to_string(),
+                })?;
+        let root = match self.manifest.declared_alias(target) {
+            Some(root) => root.to_string(),
+            None => target.to_string(),
+        };
+        let mut entries = match object.attributes.take() {
+            Some(Value::Map(entries)) => entries,
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "{target}: attributes are a {}, not a map",
+                    other.kind()
+                )))
+            }
+            None => Vec::new(),
+        };
+        entries.retain(|(k, _)| k.as_str() != Some(manifest::ALIAS_OF));
+        entries.push((Value::text(manifest::ALIAS_OF), Value::Text(root)));
+        object.attributes = Some(Value::map(entries)?);
         self.add_object(name, object)
     }
 
@@ -837,8 +862,13 @@ impl Writer {
     /// Sets the file-level attributes (a map with text keys).
     pub fn set_attributes(&mut self, attributes: Value) -> Result<()> {
         manifest::check_attributes("file", &attributes).map_err(|e| Error::usage(e.to_string()))?;
-        if attributes.depth() > 30 {
-            return Err(Error::usage("attributes nest too deeply"));
+        // The file's attributes map sits at depth 1 of the manifest.
+        if attributes.depth() > crate::cbor::MAX_DEPTH - 1 {
+            return Err(Error::usage(format!(
+                "file attributes nest {} levels, at most {}",
+                attributes.depth(),
+                crate::cbor::MAX_DEPTH - 1
+            )));
         }
         self.manifest.attributes = Some(attributes);
         Ok(())

@@ -199,3 +199,149 @@ fn foreign_files_are_read_only() {
     ));
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&src).unwrap());
 }
+
+/// A `.zt` file of the given f32 tensors and file attributes.
+fn zt_of(file: &str, tensors: &[(&str, &[u64])], attrs: Option<Value>) -> PathBuf {
+    let path = tmp(file);
+    let mut w = Writer::create(&path).unwrap();
+    for (name, shape) in tensors {
+        let n: u64 = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        w.add(name, shape, &data).unwrap();
+    }
+    if let Some(a) = attrs {
+        w.set_attributes(a).unwrap();
+    }
+    w.finish().unwrap();
+    path
+}
+
+/// Exports `src` to `out`, which must then open with our reader and hold
+/// the same tensor bytes.
+fn exports_and_reopens(src: &Path, out: &Path) {
+    export(src, out).unwrap();
+    let (a, b) = (Reader::open(src).unwrap(), Reader::open(out).unwrap());
+    for name in a.names() {
+        assert_eq!(
+            a.part_bytes(name, "data").unwrap(),
+            b.part_bytes(name, "data").unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// Issue 11 item 2: a tensor named `__metadata__` would be read back as the
+/// metadata map (safetensors 0.8 and our reader refuse the file).
+#[test]
+fn safetensors_export_refuses_the_metadata_name() {
+    let attrs = Value::text_map([("format", Value::text("pt"))]).unwrap();
+    let zt = zt_of(
+        "meta.zt",
+        &[("__metadata__", &[2]), ("w", &[2])],
+        Some(attrs),
+    );
+    assert_unsupported_and_absent(&zt, &tmp("meta.safetensors"));
+    let ok = zt_of("meta-ok.zt", &[("__metadata__x", &[2])], None);
+    exports_and_reopens(&ok, &tmp("meta-ok.safetensors"));
+}
+
+/// Issue 11 item 3: GGUF tensor names hold at most 63 bytes.
+#[test]
+fn gguf_export_refuses_names_longer_than_63_bytes() {
+    let long = "blk.0.".to_string() + &"x".repeat(76); // 82 bytes
+    let zt = zt_of("long.zt", &[(&long, &[4])], None);
+    assert_unsupported_and_absent(&zt, &tmp("long.gguf"));
+    let at_limit = "n".repeat(63);
+    let zt = zt_of("limit.zt", &[(&at_limit, &[4])], None);
+    exports_and_reopens(&zt, &tmp("limit.gguf"));
+}
+
+/// `general.alignment` must be what the reader accepts (a power-of-two
+/// u32), and the data is placed by it, or by 32 when it is absent.
+#[test]
+fn gguf_export_checks_the_alignment_key() {
+    let with = |v: Value| Some(Value::text_map([("general.alignment", v)]).unwrap());
+    for (i, bad) in [
+        Value::Uint(48),
+        Value::Uint(0),
+        Value::text("64"),
+        Value::Uint(1 << 32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let zt = zt_of(&format!("align{i}.zt"), &[("t", &[3])], with(bad));
+        assert_unsupported_and_absent(&zt, &tmp(&format!("align{i}.gguf")));
+    }
+    // Recorded as u64 (a type the reader refuses for this key).
+    let record = Value::text_map([(
+        "types",
+        Value::text_map([("general.alignment", Value::text("u64"))]).unwrap(),
+    )])
+    .unwrap();
+    let attrs =
+        Value::text_map([("general.alignment", Value::Uint(64)), ("gguf", record)]).unwrap();
+    let zt = zt_of("align-u64.zt", &[("t", &[3])], Some(attrs));
+    assert_unsupported_and_absent(&zt, &tmp("align-u64.gguf"));
+    let zt = zt_of(
+        "align64.zt",
+        &[("t", &[3]), ("u", &[5])],
+        with(Value::Uint(64)),
+    );
+    exports_and_reopens(&zt, &tmp("align64.gguf"));
+    // A recorded alignment without the key: readers place the data by 32.
+    let record = Value::text_map([("alignment", Value::Uint(64))]).unwrap();
+    let attrs = Value::text_map([("gguf", record)]).unwrap();
+    let zt = zt_of(
+        "align-record.zt",
+        &[("a", &[3]), ("b", &[5]), ("c", &[7])],
+        Some(attrs),
+    );
+    exports_and_reopens(&zt, &tmp("align-record.gguf"));
+}
+
+/// Rows of a quantized type are whole blocks, and element counts fit i64.
+#[test]
+fn gguf_export_checks_rows_and_element_counts() {
+    let zt = tmp("rows.zt");
+    let mut w = Writer::create(&zt).unwrap();
+    // 64 elements (two q8_0 blocks) as 4 rows of 16: a valid .zt object
+    // that GGUF cannot hold.
+    w.add_gguf("q", &[4, 16], "q8_0", 32, 34, &[0u8; 68])
+        .unwrap();
+    w.finish().unwrap();
+    assert_unsupported_and_absent(&zt, &tmp("rows.gguf"));
+    let zt = tmp("rows-ok.zt");
+    let mut w = Writer::create(&zt).unwrap();
+    w.add_gguf("q", &[2, 32], "q8_0", 32, 34, &[0u8; 68])
+        .unwrap();
+    w.finish().unwrap();
+    exports_and_reopens(&zt, &tmp("rows-ok.gguf"));
+
+    let zt = tmp("count.zt");
+    let mut w = Writer::create(&zt).unwrap();
+    w.add::<f32>("e", &[0, 1 << 62, 4], &[]).unwrap();
+    w.finish().unwrap();
+    assert_unsupported_and_absent(&zt, &tmp("count.gguf"));
+}
+
+/// safetensors holds whole bytes (an odd count of f4 values is not) and a
+/// header of at most 100,000,000 bytes.
+#[test]
+fn safetensors_export_checks_whole_bytes_and_header_size() {
+    let f4 = ztensor::ElementType::logical(ztensor::LogicalType::F4E2M1);
+    let zt = tmp("f4.zt");
+    let mut w = Writer::create(&zt).unwrap();
+    w.add_bytes("odd", &[3], f4.clone(), &[0x21, 0x03]).unwrap();
+    w.finish().unwrap();
+    assert_unsupported_and_absent(&zt, &tmp("f4.safetensors"));
+    let zt = tmp("f4-even.zt");
+    let mut w = Writer::create(&zt).unwrap();
+    w.add_bytes("even", &[4], f4, &[0x21, 0x43]).unwrap();
+    w.finish().unwrap();
+    exports_and_reopens(&zt, &tmp("f4-even.safetensors"));
+
+    let big = Value::text_map([("notes", Value::text("n".repeat(100_000_000)))]).unwrap();
+    let zt = zt_of("header.zt", &[("t", &[1])], Some(big));
+    assert_unsupported_and_absent(&zt, &tmp("header.safetensors"));
+}

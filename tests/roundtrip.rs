@@ -276,6 +276,49 @@ fn canonical_output_is_reproducible_and_deduplicated() {
     .is_err());
 }
 
+/// Issue 11 item 1: canonical dedup shares blobs between tensors that only
+/// hold the same bytes; only `add_alias` declares a tie, and a declaration
+/// whose target differs in dtype, shape or blobs ties nothing.
+#[test]
+fn only_declared_aliases_with_equal_type_and_shape_are_ties() {
+    let path = temp_path();
+    let mut w = Writer::create_with(&path, WriteOptions::canonical()).unwrap();
+    w.add("a", &[4], &[0f32; 4]).unwrap();
+    w.add("b", &[4], &[0i32; 4]).unwrap();
+    w.add("c", &[2, 2], &[0f32; 4]).unwrap();
+    w.add("d", &[4], &[0f32; 4]).unwrap();
+    w.add_alias("e", "a").unwrap();
+    w.add_alias("f", "e").unwrap(); // an alias of an alias names the first name
+    w.finish().unwrap();
+    let r = Reader::open(&path).unwrap();
+    let blob = |n: &str| r.object(n).unwrap().parts["data"].blob;
+    for n in ["b", "c", "d", "e", "f"] {
+        assert_eq!(blob(n), blob("a"), "{n} shares a's blob");
+    }
+    for n in ["a", "b", "c", "d"] {
+        assert_eq!(r.declared_alias(n), None, "{n} is deduplicated, not tied");
+    }
+    assert_eq!(r.declared_alias("e"), Some("a"));
+    assert_eq!(r.declared_alias("f"), Some("a"));
+    assert_eq!(r.object("b").unwrap().parts["data"].etype.dtype, DType::I32);
+    assert_eq!(r.object("c").unwrap().shape, vec![2, 2]);
+
+    // A declaration naming a tensor of another dtype or shape is no tie.
+    let mut m = r.manifest().clone();
+    let declare = |o: &mut ztensor::Object, target: &str| {
+        o.attributes = Some(
+            ztensor::Value::text_map([("zt.alias_of", ztensor::Value::text(target))]).unwrap(),
+        );
+    };
+    declare(m.objects.get_mut("b").unwrap(), "a");
+    declare(m.objects.get_mut("c").unwrap(), "a");
+    declare(m.objects.get_mut("d").unwrap(), "d");
+    declare(m.objects.get_mut("a").unwrap(), "missing");
+    for n in ["a", "b", "c", "d"] {
+        assert_eq!(m.declared_alias(n), None, "{n}");
+    }
+}
+
 #[test]
 fn sharded_model_reads_through_its_shards() {
     let root = temp_path();

@@ -121,6 +121,7 @@ impl NativeReader {
             None => py.None().into_bound(py),
         };
         d.set_item("attributes", attrs)?;
+        d.set_item("alias_of", self.inner.declared_alias(name))?;
         Ok(d)
     }
 

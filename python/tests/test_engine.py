@@ -22,156 +22,162 @@ def ref_tokens(model: str) -> list[int]:
     return list(json.loads((REF / model / "ref_tokens.json").read_text()))
 
 
-@pytest.mark.parametrize(
-    "stem",
-    ["llama-tiny-f32", "qwen2-tiny-f16", "llama-k-q4_k_m", "llama-k-q6_k", "qwen2-tiny-q8_0"],
-)
-def test_logits_match_the_reference(stem: str, tmp_path: Path) -> None:
-    model, kind = stem.rsplit("-", 1)
-    want = np.load(REF / model / f"ref_logits_gguf_{kind}.npy")
-    zt = tmp_path / "m.zt"
-    ztensor.convert(FIXTURES / "gguf" / f"{stem}.gguf", zt)
-    for path in (FIXTURES / "gguf" / f"{stem}.gguf", zt):
-        e = Engine(path, n_ctx=64, n_threads=2, kv_dtype="f32")
-        got = e.eval(ref_tokens(model))
-        assert got.shape == want.shape
-        assert np.abs(got - want).max() < 1e-4
+class TestReferenceParity:
+    """The engine agrees with llama.cpp and the gguf package."""
 
-
-def test_tokenizer_matches_llama_cpp() -> None:
-    for model in ("llama-tiny", "qwen2-tiny-bpe"):
-        cases = json.loads((REF / model / "tokenize_cases.json").read_text())
-        e = Engine(FIXTURES / "gguf" / cases["gguf"], n_ctx=32)
-        for c in cases["cases"]:
-            ids = e.tokenize(c["text"], add_bos=False, parse_special=c["parse_special"])
-            assert ids == c["ids"], c["text"]
-            assert e.detokenize(ids) == c["detok"]
-        assert e.tokenize("hello") == cases["cases"][1]["ids_add_special"]
-
-
-def test_generation_is_deterministic_and_streams() -> None:
-    path = FIXTURES / "gguf" / "llama-tiny-f16.gguf"
-    a = Engine(path, n_ctx=128, seed=7)
-    text = a.generate("hello world", max_tokens=12, temperature=0.9)
-    b = Engine(path, n_ctx=128, seed=7)
-    toks = list(b.stream("hello world", max_tokens=12, temperature=0.9))
-    assert "".join(t.text for t in toks) == text
-    assert len(toks) <= 12 and all(isinstance(t, Token) for t in toks)
-    assert [t.position for t in toks] == list(range(toks[0].position, toks[0].position + len(toks)))
-    assert all(0.0 < t.prob() <= 1.0 for t in toks)
-    # An explicit seed restarts the same stream; an empty prompt continues.
-    a.reset()
-    assert a.generate("hello world", max_tokens=12, temperature=0.9, seed=7) == text
-    n = len(a.tokens)
-    a.generate("", max_tokens=3, temperature=0.0)
-    assert len(a.tokens) == n + 3
-    # Greedy equals the fixture's greedy continuation.
-    g = json.loads((REF / "llama-tiny" / "greedy.json").read_text())
-    want = g["by_type"]["f16"]["transformers_gguf_weights"]["tokens"]
-    e = Engine(path, n_ctx=128, kv_dtype="f32")
-    e.eval(ref_tokens("llama-tiny"))
-    got = [t.id for t in e.stream("", max_tokens=len(want), temperature=0.0)]
-    assert got == want
-
-
-def test_stop_strings_and_batches() -> None:
-    e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=128, seed=1)
-    full = e.generate("the quick", max_tokens=30, temperature=0.0)
-    stop = full[5:8]
-    e.reset()
-    cut = e.generate("the quick", max_tokens=30, temperature=0.0, stop=[stop])
-    assert cut == full[: full.index(stop)]
-    e.reset()
-    batches = list(e.stream_batches("the quick", batch_size=4, max_tokens=10, temperature=0.0))
-    assert batches[-1].is_final and not any(b.is_final for b in batches[:-1])
-    assert "".join(b.text() for b in batches) == full[: len("".join(b.text() for b in batches))]
-
-
-def test_token_and_batch_surface() -> None:
-    t = Token(id=42, position=0, text="hello", logprob=-0.5, is_special=False)
-    assert abs(t.prob() - 0.6065) < 1e-3 and not t.is_eos()
-    assert t.to_dict()["text"] == "hello" and json.loads(t.encode())["id"] == 42
-    batch = TokenBatch.from_tokens(
-        [
-            Token.with_text(1, "Hello", 0),
-            Token.with_text(2, " ", 1),
-            Token.with_text(3, "World", 2),
-        ],
-        sequence_id=1,
+    @pytest.mark.parametrize(
+        "stem",
+        ["llama-tiny-f32", "qwen2-tiny-f16", "llama-k-q4_k_m", "llama-k-q6_k", "qwen2-tiny-q8_0"],
     )
-    assert (len(batch), batch.text(), batch.token_ids(), batch.positions()) == (
-        3,
-        "Hello World",
-        [1, 2, 3],
-        [0, 1, 2],
-    )
-    batch.set_metadata("model", "tiny")
-    assert batch.get_metadata("model") == "tiny" and not batch.is_empty()
+    def test_logits_match_the_reference(self, stem: str, tmp_path: Path) -> None:
+        model, kind = stem.rsplit("-", 1)
+        want = np.load(REF / model / f"ref_logits_gguf_{kind}.npy")
+        zt = tmp_path / "m.zt"
+        ztensor.convert(FIXTURES / "gguf" / f"{stem}.gguf", zt)
+        for path in (FIXTURES / "gguf" / f"{stem}.gguf", zt):
+            e = Engine(path, n_ctx=64, n_threads=2, kv_dtype="f32")
+            got = e.eval(ref_tokens(model))
+            assert got.shape == want.shape
+            assert np.abs(got - want).max() < 1e-4
+
+    def test_tokenizer_matches_llama_cpp(self) -> None:
+        for model in ("llama-tiny", "qwen2-tiny-bpe"):
+            cases = json.loads((REF / model / "tokenize_cases.json").read_text())
+            e = Engine(FIXTURES / "gguf" / cases["gguf"], n_ctx=32)
+            for c in cases["cases"]:
+                ids = e.tokenize(c["text"], add_bos=False, parse_special=c["parse_special"])
+                assert ids == c["ids"], c["text"]
+                assert e.detokenize(ids) == c["detok"]
+            assert e.tokenize("hello") == cases["cases"][1]["ids_add_special"]
+
+    def test_dequantization_equals_the_gguf_package(self) -> None:
+        """Every quantized tensor of every fixture, decoded by our kernels and
+        by `gguf.quants.dequantize`."""
+        gguf = pytest.importorskip("gguf")
+        from gguf.quants import dequantize as reference
+
+        from ztensor.engine import dequantize
+
+        checked: set[str] = set()
+        for path in sorted((FIXTURES / "gguf").glob("*.gguf")):
+            r = ztensor.open(path)
+            for t in gguf.GGUFReader(path).tensors:
+                kind = t.tensor_type.name.lower()
+                if kind in ("f32",) and len(t.shape) == 1:
+                    continue
+                want = reference(t.data, t.tensor_type).reshape(
+                    tuple(reversed([int(d) for d in t.shape]))
+                )
+                got = dequantize(r, t.name)
+                np.testing.assert_array_equal(
+                    got, want.astype(np.float32), err_msg=f"{path.name}:{t.name}"
+                )
+                checked.add(kind)
+        assert checked >= {
+            "f16",
+            "q8_0",
+            "q4_0",
+            "q4_1",
+            "q5_0",
+            "q5_1",
+            "q2_k",
+            "q3_k",
+            "q4_k",
+            "q5_k",
+            "q6_k",
+        }
 
 
-def test_ctrl_c_stops_between_tokens_and_the_engine_survives() -> None:
-    e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=256, seed=3)
-    seen = 0
-    with pytest.raises(KeyboardInterrupt):
-        for _ in e.stream("hello", max_tokens=200, temperature=0.8):
-            seen += 1
-            if seen == 3:
-                signal.raise_signal(signal.SIGINT)
-    assert seen == 3
-    before = len(e.tokens)
-    e.generate("", max_tokens=2, temperature=0.0)
-    assert len(e.tokens) == before + 2
+class TestGeneration:
+    """Generation: determinism, streaming, stop strings, interrupts."""
+
+    def test_generation_is_deterministic_and_streams(self) -> None:
+        path = FIXTURES / "gguf" / "llama-tiny-f16.gguf"
+        a = Engine(path, n_ctx=128, seed=7)
+        text = a.generate("hello world", max_tokens=12, temperature=0.9)
+        b = Engine(path, n_ctx=128, seed=7)
+        toks = list(b.stream("hello world", max_tokens=12, temperature=0.9))
+        assert "".join(t.text for t in toks) == text
+        assert len(toks) <= 12 and all(isinstance(t, Token) for t in toks)
+        assert [t.position for t in toks] == list(
+            range(toks[0].position, toks[0].position + len(toks))
+        )
+        assert all(0.0 < t.prob() <= 1.0 for t in toks)
+        # An explicit seed restarts the same stream; an empty prompt continues.
+        a.reset()
+        assert a.generate("hello world", max_tokens=12, temperature=0.9, seed=7) == text
+        n = len(a.tokens)
+        a.generate("", max_tokens=3, temperature=0.0)
+        assert len(a.tokens) == n + 3
+        # Greedy equals the fixture's greedy continuation.
+        g = json.loads((REF / "llama-tiny" / "greedy.json").read_text())
+        want = g["by_type"]["f16"]["transformers_gguf_weights"]["tokens"]
+        e = Engine(path, n_ctx=128, kv_dtype="f32")
+        e.eval(ref_tokens("llama-tiny"))
+        got = [t.id for t in e.stream("", max_tokens=len(want), temperature=0.0)]
+        assert got == want
+
+    def test_stop_strings_and_batches(self) -> None:
+        e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=128, seed=1)
+        full = e.generate("the quick", max_tokens=30, temperature=0.0)
+        stop = full[5:8]
+        e.reset()
+        cut = e.generate("the quick", max_tokens=30, temperature=0.0, stop=[stop])
+        assert cut == full[: full.index(stop)]
+        e.reset()
+        batches = list(e.stream_batches("the quick", batch_size=4, max_tokens=10, temperature=0.0))
+        assert batches[-1].is_final and not any(b.is_final for b in batches[:-1])
+        assert "".join(b.text() for b in batches) == full[: len("".join(b.text() for b in batches))]
+
+    def test_ctrl_c_stops_between_tokens_and_the_engine_survives(self) -> None:
+        e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=256, seed=3)
+        seen = 0
+        with pytest.raises(KeyboardInterrupt):
+            for _ in e.stream("hello", max_tokens=200, temperature=0.8):
+                seen += 1
+                if seen == 3:
+                    signal.raise_signal(signal.SIGINT)
+        assert seen == 3
+        before = len(e.tokens)
+        e.generate("", max_tokens=2, temperature=0.0)
+        assert len(e.tokens) == before + 2
 
 
-def test_bad_inputs_raise() -> None:
-    e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=8)
-    with pytest.raises(ztensor.ZTensorError):
-        e.eval([10_000])
-    with pytest.raises(ztensor.ZTensorError):
-        e.eval(list(range(9)))
-    assert e.tokens == []
-    with pytest.raises(ztensor.UnsupportedError):
-        Engine(FIXTURES / "safetensors" / "llama-tiny" / "model.safetensors")
-    with pytest.raises(ValueError):
-        Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", kv_dtype="int8")
+class TestSurface:
+    """The Token/TokenBatch surface and input errors."""
 
+    def test_token_and_batch_surface(self) -> None:
+        t = Token(id=42, position=0, text="hello", logprob=-0.5, is_special=False)
+        assert abs(t.prob() - 0.6065) < 1e-3 and not t.is_eos()
+        assert t.to_dict()["text"] == "hello" and json.loads(t.encode())["id"] == 42
+        batch = TokenBatch.from_tokens(
+            [
+                Token.with_text(1, "Hello", 0),
+                Token.with_text(2, " ", 1),
+                Token.with_text(3, "World", 2),
+            ],
+            sequence_id=1,
+        )
+        assert (len(batch), batch.text(), batch.token_ids(), batch.positions()) == (
+            3,
+            "Hello World",
+            [1, 2, 3],
+            [0, 1, 2],
+        )
+        batch.set_metadata("model", "tiny")
+        assert batch.get_metadata("model") == "tiny" and not batch.is_empty()
 
-def test_dequantization_equals_the_gguf_package() -> None:
-    """Every quantized tensor of every fixture, decoded by our kernels and
-    by `gguf.quants.dequantize`."""
-    import gguf
-    from gguf.quants import dequantize as reference
-
-    from ztensor.engine import dequantize
-
-    checked: set[str] = set()
-    for path in sorted((FIXTURES / "gguf").glob("*.gguf")):
-        r = ztensor.open(path)
-        for t in gguf.GGUFReader(path).tensors:
-            kind = t.tensor_type.name.lower()
-            if kind in ("f32",) and len(t.shape) == 1:
-                continue
-            want = reference(t.data, t.tensor_type).reshape(
-                tuple(reversed([int(d) for d in t.shape]))
-            )
-            got = dequantize(r, t.name)
-            np.testing.assert_array_equal(
-                got, want.astype(np.float32), err_msg=f"{path.name}:{t.name}"
-            )
-            checked.add(kind)
-    assert checked >= {
-        "f16",
-        "q8_0",
-        "q4_0",
-        "q4_1",
-        "q5_0",
-        "q5_1",
-        "q2_k",
-        "q3_k",
-        "q4_k",
-        "q5_k",
-        "q6_k",
-    }
+    def test_bad_inputs_raise(self) -> None:
+        e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=8)
+        with pytest.raises(ztensor.ZTensorError):
+            e.eval([10_000])
+        with pytest.raises(ztensor.ZTensorError):
+            e.eval(list(range(9)))
+        assert e.tokens == []
+        with pytest.raises(ztensor.UnsupportedError):
+            Engine(FIXTURES / "safetensors" / "llama-tiny" / "model.safetensors")
+        with pytest.raises(ValueError):
+            Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", kv_dtype="int8")
 
 
 TINY = Path(__file__).resolve().parents[2] / "src" / "bin" / "zt" / "assets" / "llama-tiny-q8_0.zt"

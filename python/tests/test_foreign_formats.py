@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy as np
 import pytest
-from safetensors.numpy import load_file as st_load
 
 import ztensor
+
+gguf = pytest.importorskip("gguf")
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -78,107 +78,126 @@ def our_tensors(r: ztensor.Reader) -> list[tuple[str, str, list[int], int, bytes
     return out
 
 
-@pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
-def test_gguf_reader_agrees_with_the_gguf_package(path: Path) -> None:
-    r = ztensor.open(path)
-    assert r.format == "gguf"
-    attrs = r.attributes
-    ref = reference_fields(path)
-    assert attrs["gguf"]["keys"] == list(ref)
-    for key, (kind, value) in ref.items():
-        assert attrs["gguf"]["types"][key] == kind, key
-        assert attrs[key] == value, key
-    assert our_tensors(r) == reference_tensors(path)
+class TestGguf:
+    """GGUF read, convert, export and quantized types, against the gguf package."""
+
+    @pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
+    def test_gguf_reader_agrees_with_the_gguf_package(self, path: Path) -> None:
+        r = ztensor.open(path)
+        assert r.format == "gguf"
+        attrs = r.attributes
+        ref = reference_fields(path)
+        assert attrs["gguf"]["keys"] == list(ref)
+        for key, (kind, value) in ref.items():
+            assert attrs["gguf"]["types"][key] == kind, key
+            assert attrs[key] == value, key
+        assert our_tensors(r) == reference_tensors(path)
+
+    @pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
+    def test_convert_then_export_rebuilds_the_gguf(self, path: Path, tmp_path: Path) -> None:
+        report = ztensor.convert(path, tmp_path / "m.zt")
+        assert report["format"] == "gguf"
+        ztensor.export(tmp_path / "m.zt", tmp_path / "m.gguf")
+        back = tmp_path / "m.gguf"
+        assert reference_fields(back) == reference_fields(path)
+        ours = [(n, t, s, b) for n, t, s, _, b in reference_tensors(back)]
+        assert ours == [(n, t, s, b) for n, t, s, _, b in reference_tensors(path)]
+        assert back.read_bytes() == path.read_bytes()
+
+    def test_gguf_writer_files_with_quantized_types(self, tmp_path: Path) -> None:
+        """Files written by `gguf.GGUFWriter`, incl. quantized blocks it makes."""
+        from gguf.quants import quantize
+
+        path = tmp_path / "w.gguf"
+        w = gguf.GGUFWriter(path, "llama")
+        w.add_uint32("test.u32", 7)
+        w.add_int8("test.i8", -3)
+        w.add_float64("test.f64", 0.1)
+        w.add_bool("test.flag", True)
+        w.add_array("test.names", ["a", "bc", ""])
+        w.add_array("test.ints", [1, 2, 3])
+        rng = np.random.default_rng(0)
+        w.add_tensor("dense", rng.standard_normal((4, 64), dtype=np.float32))
+        w.add_tensor("ints", np.arange(6, dtype=np.int32).reshape(2, 3))
+        for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
+            data = rng.standard_normal((2, 64), dtype=np.float32)
+            w.add_tensor(f"q_{qtype.name}", quantize(data, qtype), raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+        r = ztensor.open(path)
+        assert our_tensors(r) == reference_tensors(path)
+        ref = reference_fields(path)
+        assert {k: r.attributes[k] for k in ref} == {k: v for k, (_, v) in ref.items()}
+        assert r.metadata("q_Q8_0").layout == "gguf.q8_0/1"
+        ztensor.convert(path, tmp_path / "w.zt")
+        ztensor.export(tmp_path / "w.zt", tmp_path / "back.gguf")
+        assert (tmp_path / "back.gguf").read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("path", GGUF_FILES, ids=[p.stem for p in GGUF_FILES])
-def test_convert_then_export_rebuilds_the_gguf(path: Path, tmp_path: Path) -> None:
-    report = ztensor.convert(path, tmp_path / "m.zt")
-    assert report["format"] == "gguf"
-    ztensor.export(tmp_path / "m.zt", tmp_path / "m.gguf")
-    back = tmp_path / "m.gguf"
-    assert reference_fields(back) == reference_fields(path)
-    ours = [(n, t, s, b) for n, t, s, _, b in reference_tensors(back)]
-    assert ours == [(n, t, s, b) for n, t, s, _, b in reference_tensors(path)]
-    assert back.read_bytes() == path.read_bytes()
+class TestOtherFormats:
+    """npz, npy and legacy ztensor files."""
+
+    def test_npz_and_npy_open_like_numpy(self) -> None:
+        for name in ("stored.npz", "deflated.npz"):
+            want = np.load(NPZ / name)
+            with ztensor.open(NPZ / name) as r:
+                assert r.format == "npz"
+                assert sorted(r.keys()) == sorted(want.files)
+                for key in want.files:
+                    np.testing.assert_array_equal(r[key], want[key])
+                    assert r[key].dtype == want[key].dtype
+        np.testing.assert_array_equal(
+            ztensor.open(NPZ / "one.npy")["array"], np.load(NPZ / "one.npy")
+        )
+
+    def test_refused_npy_files_raise_format_errors(self) -> None:
+        for name, rule in [
+            ("object.npy", "npy-descr"),
+            ("big_endian.npy", "npy-descr"),
+            ("fortran.npy", "npy-fortran"),
+        ]:
+            with pytest.raises(ztensor.FormatError) as e:
+                ztensor.open(NPZ / name)
+            assert e.value.rule == rule
+
+    def test_legacy_files_open_and_convert(self, tmp_path: Path) -> None:
+        r = ztensor.open(LEGACY / "v1_raw.zt")
+        assert r.format == "ztensor-1"
+        np.testing.assert_array_equal(r["ids"], np.arange(-5, 5, dtype=np.int32))
+        assert r.read_tensor("csr", to="numpy") is not None
+        assert ztensor.open(LEGACY / "v01.zt").format == "ztensor-0.1"
+        report = ztensor.convert(LEGACY / "v1_mixed.zt", tmp_path / "m.zt", compress=True)
+        assert report["format"] == "ztensor-1"
+        with ztensor.Reader(tmp_path / "m.zt") as z:
+            np.testing.assert_array_equal(z["u8"], np.arange(7, dtype=np.uint8))
 
 
-def test_gguf_writer_files_with_quantized_types(tmp_path: Path) -> None:
-    """Files written by `gguf.GGUFWriter`, incl. quantized blocks it makes."""
-    from gguf.quants import quantize
+class TestExport:
+    """Exports other readers open, or a refusal before any file exists."""
 
-    path = tmp_path / "w.gguf"
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_uint32("test.u32", 7)
-    w.add_int8("test.i8", -3)
-    w.add_float64("test.f64", 0.1)
-    w.add_bool("test.flag", True)
-    w.add_array("test.names", ["a", "bc", ""])
-    w.add_array("test.ints", [1, 2, 3])
-    rng = np.random.default_rng(0)
-    w.add_tensor("dense", rng.standard_normal((4, 64), dtype=np.float32))
-    w.add_tensor("ints", np.arange(6, dtype=np.int32).reshape(2, 3))
-    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
-        data = rng.standard_normal((2, 64), dtype=np.float32)
-        w.add_tensor(f"q_{qtype.name}", quantize(data, qtype), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    def test_export_to_safetensors_loads_in_safetensors(self, tmp_path: Path) -> None:
+        st_numpy = pytest.importorskip("safetensors.numpy")
+        ztensor.export(NPZ / "stored.npz", tmp_path / "a.safetensors")
+        got = st_numpy.load_file(tmp_path / "a.safetensors")
+        want = np.load(NPZ / "stored.npz")
+        assert sorted(got) == sorted(want.files)
+        for key in want.files:
+            np.testing.assert_array_equal(got[key], want[key])
+        # And the safetensors file opens through ztensor.open too.
+        with ztensor.open(tmp_path / "a.safetensors") as r:
+            assert r.format == "safetensors"
+            np.testing.assert_array_equal(r["weight"], want["weight"])
 
-    r = ztensor.open(path)
-    assert our_tensors(r) == reference_tensors(path)
-    ref = reference_fields(path)
-    assert {k: r.attributes[k] for k in ref} == {k: v for k, (_, v) in ref.items()}
-    assert r.metadata("q_Q8_0").layout == "gguf.q8_0/1"
-    ztensor.convert(path, tmp_path / "w.zt")
-    ztensor.export(tmp_path / "w.zt", tmp_path / "back.gguf")
-    assert (tmp_path / "back.gguf").read_bytes() == path.read_bytes()
-
-
-def test_npz_and_npy_open_like_numpy() -> None:
-    for name in ("stored.npz", "deflated.npz"):
-        want = np.load(NPZ / name)
-        with ztensor.open(NPZ / name) as r:
-            assert r.format == "npz"
-            assert sorted(r.keys()) == sorted(want.files)
-            for key in want.files:
-                np.testing.assert_array_equal(r[key], want[key])
-                assert r[key].dtype == want[key].dtype
-    np.testing.assert_array_equal(ztensor.open(NPZ / "one.npy")["array"], np.load(NPZ / "one.npy"))
-
-
-def test_refused_npy_files_raise_format_errors() -> None:
-    for name, rule in [
-        ("object.npy", "npy-descr"),
-        ("big_endian.npy", "npy-descr"),
-        ("fortran.npy", "npy-fortran"),
-    ]:
-        with pytest.raises(ztensor.FormatError) as e:
-            ztensor.open(NPZ / name)
-        assert e.value.rule == rule
-
-
-def test_legacy_files_open_and_convert(tmp_path: Path) -> None:
-    r = ztensor.open(LEGACY / "v1_raw.zt")
-    assert r.format == "ztensor-1"
-    np.testing.assert_array_equal(r["ids"], np.arange(-5, 5, dtype=np.int32))
-    assert r.read_tensor("csr", to="numpy") is not None
-    assert ztensor.open(LEGACY / "v01.zt").format == "ztensor-0.1"
-    report = ztensor.convert(LEGACY / "v1_mixed.zt", tmp_path / "m.zt", compress=True)
-    assert report["format"] == "ztensor-1"
-    with ztensor.Reader(tmp_path / "m.zt") as z:
-        np.testing.assert_array_equal(z["u8"], np.arange(7, dtype=np.uint8))
-
-
-def test_export_to_safetensors_loads_in_safetensors(tmp_path: Path) -> None:
-    ztensor.export(NPZ / "stored.npz", tmp_path / "a.safetensors")
-    got = st_load(tmp_path / "a.safetensors")
-    want = np.load(NPZ / "stored.npz")
-    assert sorted(got) == sorted(want.files)
-    for key in want.files:
-        np.testing.assert_array_equal(got[key], want[key])
-    # And the safetensors file opens through ztensor.open too.
-    with ztensor.open(tmp_path / "a.safetensors") as r:
-        assert r.format == "safetensors"
-        np.testing.assert_array_equal(r["weight"], want["weight"])
+    def test_names_the_target_cannot_hold_are_refused(self, tmp_path: Path) -> None:
+        """Issue 11 items 2 and 3: `__metadata__` in safetensors, a name over
+        63 bytes in GGUF; no output file appears."""
+        with ztensor.Writer(tmp_path / "m.zt", metadata={"format": "pt"}) as w:
+            w.add_tensor("__metadata__", np.zeros(2, np.float32))
+            w.add_tensor("blk.0." + "x" * 76, np.zeros(2, np.float32))
+        for out in ("m.safetensors", "m.gguf"):
+            with pytest.raises(ztensor.UnsupportedError):
+                ztensor.export(tmp_path / "m.zt", tmp_path / out)
+            assert not (tmp_path / out).exists()

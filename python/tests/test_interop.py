@@ -8,11 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 from ztensor import Reader, Writer
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
 
 UPSTREAM = os.environ.get("ZT_INTEROP_PYTHON")
 REQUIRED = os.environ.get("ZT_REQUIRE_INTEROP") == "1"

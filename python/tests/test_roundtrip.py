@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import pytest
-import scipy.sparse
 
 from ztensor import Reader, UnsupportedError, Writer
 from ztensor import numpy as ztnp
 
 torch = pytest.importorskip("torch")
+ml_dtypes = pytest.importorskip("ml_dtypes")
+scipy = pytest.importorskip("scipy")
+pytest.importorskip("scipy.sparse")
 
 NUMPY_DTYPES: list[Any] = [
     np.float64,
@@ -233,6 +234,60 @@ class TestTorchHelpers:
         save_file({"x": x, "same": x}, "shared.zt")
         loaded = load_file("shared.zt")
         assert loaded["x"] is loaded["same"]
+
+    def test_canonical_dedup_does_not_tie_different_tensors(self) -> None:
+        """Issue 11 item 1: equal bytes stored once are not tied weights."""
+        from ztensor.torch import load, load_file, load_model
+
+        with Writer("c.zt", canonical=True) as w:
+            w.add_tensor("a", np.zeros(4, np.float32))
+            w.add_tensor("b", np.zeros(4, np.int32))
+            w.add_tensor("c", np.zeros((2, 2), np.float32))
+            w.add_tensor("d", np.zeros(4, np.float32))
+        with Reader("c.zt") as r:
+            assert len({r.metadata(n).offset for n in "abcd"}) == 1  # one blob
+            assert all(r.metadata(n).alias_of is None for n in "abcd")
+        with open("c.zt", "rb") as f:
+            data = f.read()
+        for state in (load_file("c.zt"), load(data)):
+            assert (state["a"].dtype, tuple(state["a"].shape)) == (torch.float32, (4,))
+            assert (state["b"].dtype, tuple(state["b"].shape)) == (torch.int32, (4,))
+            assert (state["c"].dtype, tuple(state["c"].shape)) == (torch.float32, (2, 2))
+            assert (state["d"].dtype, tuple(state["d"].shape)) == (torch.float32, (4,))
+            state["a"][0] = 1.0
+            state["b"][1] = 7
+            assert state["d"].tolist() == [0.0] * 4
+            assert state["c"].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+            assert state["b"].tolist() == [0, 7, 0, 0]
+        with open("c.zt", "rb") as f:
+            assert f.read() == data  # copy-on-write: the file is untouched
+
+        class Two(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.a = torch.nn.Parameter(torch.ones(4))
+                self.d = torch.nn.Parameter(torch.ones(4))
+
+        with Writer("m.zt", canonical=True) as w:
+            w.add_tensor("a", np.zeros(4, np.float32))
+            w.add_tensor("d", np.zeros(4, np.float32))
+        model = Two()
+        assert load_model(model, "m.zt") == ([], [])
+        assert model.a.data_ptr() != model.d.data_ptr()
+
+    def test_declared_alias_ties_only_equal_dtype_and_shape(self) -> None:
+        from ztensor.torch import load_file
+
+        with Writer("a.zt") as w:
+            w.add_tensor("w", np.arange(4, dtype=np.float32))
+            w.add_alias("tied", "w")
+            w.add_alias("tied2", "tied")
+        with Reader("a.zt") as r:
+            assert r.metadata("tied").alias_of == "w"
+            assert r.metadata("tied2").alias_of == "w"
+            assert r.metadata("w").alias_of is None
+        state = load_file("a.zt")
+        assert state["tied"] is state["w"] and state["tied2"] is state["w"]
 
     def test_strict_load_model(self) -> None:
         from ztensor.torch import load_model, save_file

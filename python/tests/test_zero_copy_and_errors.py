@@ -105,8 +105,7 @@ class TestErrors:
     def test_bf16_without_ml_dtypes_says_what_to_install(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import ml_dtypes
-
+        ml_dtypes = pytest.importorskip("ml_dtypes")
         with Writer("b.zt") as w:
             w.add_tensor("b", np.ones(3, dtype=ml_dtypes.bfloat16))
         monkeypatch.setitem(sys.modules, "ml_dtypes", None)

@@ -34,6 +34,14 @@ class AsyncEngine:
 
     @classmethod
     def wrap(cls, engine: Engine) -> AsyncEngine:
+        """Wraps an existing engine.
+
+        Args:
+            engine: The engine to drive from asyncio.
+
+        Returns:
+            An async engine sharing `engine`.
+        """
         a = cls.__new__(cls)
         a._setup(engine)
         return a
@@ -54,8 +62,18 @@ class AsyncEngine:
         return self.engine.interrupt(exec_id)
 
     async def generate(self, prompt: str = "", **kwargs: Any) -> GenerateResult:
-        """`Engine.generate`, awaited. Cancelling the awaiting task
-        interrupts the run (no new state is stored)."""
+        """`Engine.generate`, awaited.
+
+        Cancelling the awaiting task interrupts the run (no new state is
+        stored).
+
+        Args:
+            prompt: Text to continue.
+            **kwargs: Sampling arguments of `Engine.generate`.
+
+        Returns:
+            The generated text as a `GenerateResult`.
+        """
         exec_id = kwargs.pop("exec_id", None) or uuid.uuid4().hex
         async with self._lock:
             fut = self._call(self.engine.generate, prompt, exec_id=exec_id, **kwargs)
@@ -68,9 +86,19 @@ class AsyncEngine:
                 raise
 
     async def stream(self, prompt: str = "", **kwargs: Any) -> AsyncIterator[Token]:
-        """`Engine.stream` as an async iterator: each token is computed in
-        a worker thread and yielded as soon as it is ready. Leaving the
-        loop early (or cancelling) ends the run as interrupted."""
+        """`Engine.stream` as an async iterator.
+
+        Each token is computed in a worker thread and yielded as soon as it
+        is ready. Leaving the loop early (or cancelling) ends the run as
+        interrupted.
+
+        Args:
+            prompt: Text to continue.
+            **kwargs: Sampling arguments of `Engine.stream`.
+
+        Returns:
+            An async iterator of `Token`s.
+        """
         async with self._lock:
             it = self.engine.stream(prompt, **kwargs)
             done = object()
@@ -86,10 +114,24 @@ class AsyncEngine:
                 await self._call(it.close)
 
     async def snapshot(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
+        """`Engine.snapshot`, awaited.
+
+        Args:
+            path: Target `.zt` path.
+            compress: Store the parts zstd-compressed.
+        """
         async with self._lock:
             await self._call(self.engine.snapshot, path, compress=compress)
 
     async def snapshot_bytes(self, *, compress: bool = False) -> bytes:
+        """`Engine.snapshot_bytes`, awaited.
+
+        Args:
+            compress: Store the parts zstd-compressed.
+
+        Returns:
+            The snapshot's bytes.
+        """
         async with self._lock:
             return await self._call(self.engine.snapshot_bytes, compress=compress)
 
@@ -101,13 +143,26 @@ class AsyncEngine:
         model_path: str | os.PathLike[str] | None = None,
         n_threads: int = 0,
     ) -> AsyncEngine:
-        """A new async engine from a snapshot file (see `Engine.restore`)."""
+        """A new async engine from a snapshot file (see `Engine.restore`).
+
+        Args:
+            path: The snapshot file.
+            model_path: The model to load (default: the recorded path).
+            n_threads: Worker threads (0: all cores).
+
+        Returns:
+            The new async engine.
+        """
         engine = await asyncio.to_thread(
             Engine.restore, path, model_path=model_path, n_threads=n_threads
         )
         return cls.wrap(engine)
 
     async def restore_into(self, path: str | os.PathLike[str]) -> None:
-        """Replaces this engine's context with a snapshot's."""
+        """Replaces this engine's context with a snapshot's.
+
+        Args:
+            path: The snapshot file.
+        """
         async with self._lock:
             await self._call(self.engine.restore, path)

@@ -69,7 +69,14 @@ BY_LONG = {t.long: t for t in _TYPES}
 
 
 def ml_dtypes_module() -> Any:
-    """Imports ml_dtypes or explains how to get it."""
+    """Imports ml_dtypes or explains how to get it.
+
+    Returns:
+        The `ml_dtypes` module.
+
+    Raises:
+        UnsupportedError: ml_dtypes is not installed.
+    """
     try:
         import ml_dtypes
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -80,7 +87,17 @@ def ml_dtypes_module() -> Any:
 
 
 def from_core(core: str) -> ElementType:
-    """Looks up a core type name; unknown (e.g. packed f4) types are refused."""
+    """Looks up a core type name; unknown (e.g. packed f4) types are refused.
+
+    Args:
+        core: The format's type name (`'f32'`, `'bf16'`, ...).
+
+    Returns:
+        Its element type.
+
+    Raises:
+        UnsupportedError: The type has no NumPy equivalent.
+    """
     try:
         return BY_CORE[core]
     except KeyError:
@@ -90,7 +107,17 @@ def from_core(core: str) -> ElementType:
 
 
 def numpy_dtype(t: ElementType) -> np.dtype[Any]:
-    """The NumPy dtype users see for a type (ml_dtypes for bf16 and fp8)."""
+    """The NumPy dtype users see for a type (ml_dtypes for bf16 and fp8).
+
+    Args:
+        t: The element type.
+
+    Returns:
+        The NumPy dtype.
+
+    Raises:
+        UnsupportedError: The type needs ml_dtypes, which is not installed.
+    """
     if t.core == "bool":
         return np.dtype(np.bool_)
     if t.ml_dtype is not None:
@@ -99,7 +126,17 @@ def numpy_dtype(t: ElementType) -> np.dtype[Any]:
 
 
 def from_numpy(dtype: np.dtype[Any]) -> ElementType:
-    """The element type of a NumPy dtype."""
+    """The element type of a NumPy dtype.
+
+    Args:
+        dtype: A NumPy dtype.
+
+    Returns:
+        Its element type.
+
+    Raises:
+        ZTensorValueError: A big-endian or unsupported dtype.
+    """
     if dtype == np.bool_:
         return BY_CORE["bool"]
     name = dtype.name

@@ -34,6 +34,9 @@ class TensorMetadata:
         endianness: Always `'little'` (the format is little-endian).
         checksum: The main part's digest string, if any.
         attributes: The tensor's attributes (metadata), if any.
+        alias_of: The tensor this one is a declared alias of (tied
+            weights: same dtype, shape and stored bytes), or None. Tensors
+            that merely share stored bytes (canonical dedup) are not aliases.
     """
 
     __slots__ = (
@@ -47,6 +50,7 @@ class TensorMetadata:
         "endianness",
         "checksum",
         "attributes",
+        "alias_of",
         "_type",
     )
 
@@ -68,10 +72,15 @@ class TensorMetadata:
         self.endianness: str | None = "little"
         self.checksum: str | None = main["digest"]
         self.attributes: Any = info["attributes"]
+        self.alias_of: str | None = info.get("alias_of")
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        """The NumPy dtype of the values (ml_dtypes types for bf16/fp8)."""
+        """The NumPy dtype of the values (ml_dtypes types for bf16/fp8).
+
+        Raises:
+            UnsupportedError: The element type has no NumPy dtype.
+        """
         if self._type is None:
             raise UnsupportedError(
                 f"{self.name!r}: element type {self.dtype_str!r} has no NumPy dtype"
@@ -149,7 +158,17 @@ class Reader:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reader:
-        """Opens a file held in memory."""
+        """Opens a file held in memory.
+
+        Args:
+            data: The file's bytes (copied once).
+
+        Returns:
+            A reader over the bytes.
+
+        Raises:
+            FormatError: The bytes are not a valid file.
+        """
         self = cls.__new__(cls)
         self._native = NativeReader.from_bytes(bytes(data))
         self._path = "<bytes>"
@@ -211,11 +230,21 @@ class Reader:
         return self._native_reader().attributes()
 
     def keys(self) -> list[str]:
-        """Tensor names (like a dict)."""
+        """Tensor names (like a dict).
+
+        Returns:
+            All tensor names, sorted.
+        """
         return self.tensor_names
 
     def metadata(self, name: str) -> TensorMetadata:
         """Metadata of one tensor.
+
+        Args:
+            name: Tensor name.
+
+        Returns:
+            Its `TensorMetadata`.
 
         Raises:
             ZTensorKeyError: No tensor has that name (also a KeyError).
@@ -238,6 +267,12 @@ class Reader:
 
         Returns:
             The tensor in the requested framework.
+
+        Raises:
+            ZTensorKeyError: No tensor has that name.
+            ZTensorValueError: `to` is neither `'numpy'` nor `'torch'`.
+            UnsupportedError: The element type or layout cannot be decoded.
+            FormatError: The stored data breaks a rule of its layout.
         """
         meta = self.metadata(name)
         if to == "torch":
@@ -253,15 +288,34 @@ class Reader:
         return self._dense(meta, copy=copy)
 
     def get_slice(self, name: str) -> _RowSlice:
-        """A lazy view: `get_slice(name)[a:b]` reads only rows a..b (only
-        the zstd frames covering them, when compressed)."""
+        """A lazy view: `get_slice(name)[a:b]` reads only rows a..b (only the
+        zstd frames covering them, when compressed).
+
+        Args:
+            name: Name of a dense tensor.
+
+        Returns:
+            A sliceable view; indexing it returns NumPy arrays.
+
+        Raises:
+            ZTensorKeyError: No tensor has that name.
+            ZTensorValueError: The tensor is not dense.
+        """
         meta = self.metadata(name)
         if meta.layout != "dense":
             raise ZTensorValueError(f"{name!r} is {meta.layout}; only dense tensors slice by rows")
         return _RowSlice(self, meta)
 
     def verify(self) -> dict[str, int]:
-        """Checks every digest, zstd frame and data rule of the file."""
+        """Checks every digest, zstd frame and data rule of the file.
+
+        Returns:
+            Counts of what was checked (e.g. parts, digests, bytes).
+
+        Raises:
+            ChecksumError: A digest or zstd checksum does not match.
+            FormatError: A data rule is broken.
+        """
         return self._native_reader().verify()
 
     # -- internals ---------------------------------------------------------

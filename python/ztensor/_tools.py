@@ -4,12 +4,14 @@ export to GGUF or safetensors."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Union
 
 from . import _native
 from ._reader import Reader
 
-PathLike = str | os.PathLike[str]
+# typing.Union, not `str | ...`: this alias is evaluated at import time and
+# the package supports Python 3.9.
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def open(path: PathLike, *, backend: str = "mmap") -> Reader:  # noqa: A001 - ztensor.open
@@ -18,6 +20,17 @@ def open(path: PathLike, *, backend: str = "mmap") -> Reader:  # noqa: A001 - zt
     The format is detected from the file's first bytes, never its name.
     Files of other formats are read-only and use the same interface as
     `.zt` files: zero-copy arrays, row slices, metadata and attributes.
+
+    Args:
+        path: The file.
+        backend: `'mmap'` (default) or `'pread'`.
+
+    Returns:
+        A `Reader`.
+
+    Raises:
+        ZTensorFileNotFoundError: The file does not exist.
+        FormatError: The file is not valid in its detected format.
     """
     return Reader(path, backend=backend)
 
@@ -47,6 +60,11 @@ def convert(
     Returns:
         A report: format, tensors, quantized, metadata_keys, input_bytes,
         output_bytes.
+
+    Raises:
+        FormatError: The input is not valid.
+        ZTensorError: A name or value the `.zt` writer refuses, or an I/O
+            error; no output file is left.
     """
     level = 3 if compress is True else (int(compress) if compress else None)
     return _native.convert(os.fspath(src), os.fspath(dst), level, checksum or "none", align)
@@ -56,6 +74,21 @@ def export(src: PathLike, dst: PathLike) -> dict[str, int]:
     """Writes `src` as GGUF or safetensors, chosen by `dst`'s extension.
 
     A `.zt` converted from GGUF exports to a file identical to the original.
-    Returns tensors, metadata_keys, skipped_attributes and bytes.
+    Every limit the target's readers enforce (GGUF tensor names of at most
+    63 bytes, 4 dimensions, whole quantization blocks per row, the alignment
+    key; safetensors' reserved `__metadata__` name, whole bytes, header size)
+    is checked before the output file is created.
+
+    Args:
+        src: Input file.
+        dst: Output path ending in `.gguf` or `.safetensors`.
+
+    Returns:
+        A report: tensors, metadata_keys, skipped_attributes and bytes.
+
+    Raises:
+        UnsupportedError: Something the target format cannot hold; no output
+            file is created.
+        ZTensorValueError: `dst` has neither extension.
     """
     return _native.export(os.fspath(src), os.fspath(dst))

@@ -158,7 +158,21 @@ class Writer:
         *,
         checksum: Any = _DEFAULT,
     ) -> None:
-        """Adds a CSR matrix from its `data`, `indices` and `indptr` arrays."""
+        """Adds a CSR matrix from its `data`, `indices` and `indptr` arrays.
+
+        Args:
+            name: Unique tensor name.
+            values: The non-zero values.
+            indices: Column index of each value (sorted within a row).
+            indptr: Row start offsets into `values` (`rows + 1` entries).
+            shape: `(rows, cols)`.
+            compress: False/0 (raw), True (zstd level 3) or a level 1-22.
+            checksum: Digest for this tensor (default: the writer's).
+
+        Raises:
+            ZTensorValueError: Negative or non-integer indices, a duplicate name,
+                an unsupported dtype, or indices that break the CSR rules.
+        """
         vals, t = _to_numpy(values)
         rows, cols = (int(d) for d in shape)
         self._w().add_csr(
@@ -182,7 +196,20 @@ class Writer:
         *,
         checksum: Any = _DEFAULT,
     ) -> None:
-        """Adds a COO tensor; `indices` has shape `(ndim, nnz)`."""
+        """Adds a COO tensor.
+
+        Args:
+            name: Unique tensor name.
+            values: The non-zero values.
+            indices: Coordinates, shape `(ndim, nnz)`.
+            shape: The tensor's dimensions.
+            compress: False/0 (raw), True (zstd level 3) or a level 1-22.
+            checksum: Digest for this tensor (default: the writer's).
+
+        Raises:
+            ZTensorValueError: `indices` is not `(ndim, nnz)`, a coordinate is
+                out of range or repeated, a duplicate name or unsupported dtype.
+        """
         vals, t = _to_numpy(values)
         idx = np.asarray(indices)
         dims = [int(d) for d in shape]
@@ -199,15 +226,42 @@ class Writer:
         )
 
     def add_alias(self, name: str, target: str) -> None:
-        """Stores `name` as another name of `target`'s data (tied weights)."""
+        """Stores `name` as another name of `target`'s data (tied weights).
+
+        The file declares the alias, so loaders (`ztensor.torch`) return one
+        shared tensor for both names.
+
+        Args:
+            name: The new, unique name.
+            target: An existing tensor of this writer.
+
+        Raises:
+            ZTensorKeyError: `target` was not added.
+            ZTensorValueError: `name` is taken or not a valid name.
+        """
         self._w().add_alias(name, target)
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
-        """Sets the file-level metadata."""
+        """Sets the file-level metadata.
+
+        Args:
+            metadata: A JSON-like dict (text keys).
+
+        Raises:
+            ZTensorValueError: A key is not valid text or values nest too deeply.
+        """
         self._w().set_attributes(metadata)
 
     def finalize(self) -> int:
-        """Writes the index and moves the file into place; returns its size."""
+        """Writes the index and moves the file into place.
+
+        Returns:
+            The file's size in bytes.
+
+        Raises:
+            ZTensorValueError: The writer is already finalized.
+            ZTensorError: The file cannot be written.
+        """
         native = self._w()
         self._native = None
         return native.finish()

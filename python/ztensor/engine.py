@@ -129,9 +129,17 @@ class StateInfo:
 
 
 def dequantize(reader: Reader, name: str) -> npt.NDArray[np.float32]:
-    """A weight as float32 in its logical shape: dense f32/f16/bf16, or the
-    ggml blocks of a `gguf.<type>/1` object (q4_0 ... q8_0, q2_k ... q6_k),
-    decoded with the engine's own kernels."""
+    """A weight as float32 in its logical shape.
+
+    Args:
+        reader: An open file.
+        name: A dense f32/f16/bf16 tensor, or the ggml blocks of a
+            `gguf.<type>/1` object (q4_0 ... q8_0, q2_k ... q6_k), decoded
+            with the engine's own kernels.
+
+    Returns:
+        The values as float32.
+    """
     meta = reader.metadata(name)
     obj = reader._native_reader().object(name)
     part = obj["parts"]["data"]
@@ -155,19 +163,42 @@ class Token:
 
     @classmethod
     def with_text(cls, id: int, text: str, position: int, logprob: float = 0.0) -> Token:
-        """A token from its id, text and position."""
+        """A token from its id, text and position.
+
+        Args:
+            id: Token id.
+            text: Its text.
+            position: Its position in the context.
+            logprob: Log-probability the model gave it.
+
+        Returns:
+            The token.
+        """
         return cls(id=id, position=position, text=text, logprob=logprob)
 
     def prob(self) -> float:
-        """The probability the model gave this token (exp of `logprob`)."""
+        """The probability the model gave this token.
+
+        Returns:
+            exp(`logprob`).
+        """
         return math.exp(self.logprob)
 
     def is_eos(self) -> bool:
-        """True for the model's end-of-sequence token."""
+        """Whether this is the model's end-of-sequence token.
+
+        Returns:
+            True for EOS.
+        """
         return self.eos
 
     def to_dict(self) -> dict[str, Any]:
-        """The token's fields as a dict."""
+        """The token's fields as a dict.
+
+        Returns:
+            id, position, text, logprob, is_special and, on the last token of
+            a run, stop_reason.
+        """
         d: dict[str, Any] = {
             "id": self.id,
             "position": self.position,
@@ -180,7 +211,11 @@ class Token:
         return d
 
     def encode(self) -> bytes:
-        """The token as UTF-8 JSON."""
+        """The token as UTF-8 JSON.
+
+        Returns:
+            The JSON bytes of `to_dict()`.
+        """
         return json.dumps(self.to_dict()).encode()
 
 
@@ -195,9 +230,23 @@ class TokenBatch:
 
     @classmethod
     def from_tokens(cls, tokens: list[Token], sequence_id: int = 0) -> TokenBatch:
+        """A batch of the given tokens.
+
+        Args:
+            tokens: The tokens (copied into a new list).
+            sequence_id: The sequence they belong to.
+
+        Returns:
+            The batch.
+        """
         return cls(sequence_id=sequence_id, tokens=list(tokens))
 
     def add(self, token: Token) -> None:
+        """Appends a token.
+
+        Args:
+            token: The token to append.
+        """
         self.tokens.append(token)
 
     def __len__(self) -> int:
@@ -207,21 +256,55 @@ class TokenBatch:
         return iter(self.tokens)
 
     def is_empty(self) -> bool:
+        """Whether the batch holds no tokens.
+
+        Returns:
+            True when empty.
+        """
         return not self.tokens
 
     def text(self) -> str:
+        """The batch's text.
+
+        Returns:
+            The tokens' texts, concatenated.
+        """
         return "".join(t.text for t in self.tokens)
 
     def token_ids(self) -> list[int]:
+        """The batch's token ids.
+
+        Returns:
+            The ids, in order.
+        """
         return [t.id for t in self.tokens]
 
     def positions(self) -> list[int]:
+        """The batch's context positions.
+
+        Returns:
+            The positions, in order.
+        """
         return [t.position for t in self.tokens]
 
     def set_metadata(self, key: str, value: str) -> None:
+        """Sets one metadata entry.
+
+        Args:
+            key: Entry name.
+            value: Entry value.
+        """
         self.metadata[key] = value
 
     def get_metadata(self, key: str) -> str | None:
+        """One metadata entry.
+
+        Args:
+            key: Entry name.
+
+        Returns:
+            Its value, or None.
+        """
         return self.metadata.get(key)
 
 
@@ -434,13 +517,30 @@ class Engine:
 
     def snapshot(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
         """Saves the context (used KV rows, tokens, last logits, sampler
-        settings, live RNG) to a `.zt` file, atomically. `compress` stores
-        the parts zstd-compressed."""
+        settings, live RNG) to a `.zt` file, atomically.
+
+        Args:
+            path: Target path.
+            compress: Store the parts zstd-compressed.
+
+        Raises:
+            SnapshotError: The file cannot be written (fault "io").
+        """
         with _snapshot_io(f"writing snapshot {os.fspath(path)!r}"):
             self._native.snapshot(os.fspath(path), compress)
 
     def snapshot_bytes(self, *, compress: bool = False) -> bytes:
-        """The snapshot as bytes."""
+        """The snapshot as bytes.
+
+        Args:
+            compress: Store the parts zstd-compressed.
+
+        Returns:
+            The snapshot file's bytes.
+
+        Raises:
+            SnapshotError: The snapshot cannot be written (fault "io").
+        """
         with _snapshot_io("writing the snapshot"):
             return self._native.snapshot_bytes(compress)
 
@@ -452,12 +552,28 @@ class Engine:
         model_path: str | os.PathLike[str] | None = None,
         n_threads: int = 0,
     ) -> Engine:
-        """On an engine: replaces its context with the snapshot's, after
-        checking the model fingerprint, tokenizer, shapes, token ids and
-        digests (on failure `SnapshotError` is raised and the engine is
-        unchanged); returns the engine. On the class: builds a new engine
-        from the model at `model_path` (default: the path the snapshot
-        records) with the snapshot's context length and KV type."""
+        """Restores a snapshot file.
+
+        On an engine: replaces its context with the snapshot's, after checking
+        the model fingerprint, tokenizer, shapes, token ids and digests (on
+        failure the engine is unchanged). On the class: builds a new engine from
+        the model at `model_path` with the snapshot's context length and KV type.
+        The snapshot's sampler settings become the engine's defaults.
+
+        Args:
+            path: The snapshot file.
+            model_path: On the class, the model to load (default: the resolved
+                path the snapshot records).
+            n_threads: On the class, worker threads (0: all cores).
+
+        Returns:
+            The engine (this one, or the new one).
+
+        Raises:
+            SnapshotError: The snapshot is invalid, unreadable (fault "io") or
+                does not match the model (`FingerprintMismatchError` for other
+                weights).
+        """
         with _snapshot_io(f"restoring snapshot {os.fspath(path)!r}"):
             if isinstance(target, Engine):
                 target._native.restore_path(os.fspath(path))
@@ -475,8 +591,20 @@ class Engine:
         model_path: str | os.PathLike[str] | None = None,
         n_threads: int = 0,
     ) -> Engine:
-        """`restore` from bytes held in memory (no temporary file). On the
-        class, `model_path` names the model to load."""
+        """`restore` from bytes held in memory (no temporary file).
+
+        Args:
+            blob: The snapshot's bytes.
+            model_path: On the class, the model to load (required there).
+            n_threads: On the class, worker threads (0: all cores).
+
+        Returns:
+            The engine (this one, or the new one).
+
+        Raises:
+            TypeError: Called on the class without `model_path`.
+            SnapshotError: The snapshot is invalid or does not match the model.
+        """
         if isinstance(target, Engine):
             with _snapshot_io("restoring the snapshot"):
                 target._native.restore_bytes(bytes(blob))
@@ -489,7 +617,17 @@ class Engine:
 
     @staticmethod
     def snapshot_info(source: str | os.PathLike[str] | bytes) -> SnapshotInfo:
-        """A snapshot's description, read without loading the model."""
+        """A snapshot's description, read without loading the model.
+
+        Args:
+            source: A snapshot file path or its bytes.
+
+        Returns:
+            The snapshot's `SnapshotInfo`.
+
+        Raises:
+            SnapshotError: The source is not a valid snapshot.
+        """
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
         with _snapshot_io("reading the snapshot"):
             d = NativeEngine.snapshot_info(src)
@@ -504,43 +642,110 @@ class Engine:
     # --- forkable states -------------------------------------------------
 
     def save_state(self, name: str) -> StateInfo:
-        """Stores the context as an immutable state named `name`."""
+        """Stores the context as an immutable state.
+
+        Args:
+            name: The state's name.
+
+        Returns:
+            The stored state's `StateInfo`.
+        """
         self._native.save_state(name)
         return self.get_state(name)
 
     def fork(self, name: str | None = None) -> Engine:
-        """A new, independent engine continuing from state `name` (or from
-        the current context), sharing this engine's mapped weights."""
+        """A new, independent engine sharing this engine's mapped weights.
+
+        Args:
+            name: The stored state to continue from (None: the current context).
+
+        Returns:
+            The new engine.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         return self._from_native(self._native.fork(name))
 
     def list_states(self) -> list[StateInfo]:
-        """The stored states, by name."""
+        """The stored states.
+
+        Returns:
+            Their `StateInfo`s, by name.
+        """
         return [self._state_info(*row) for row in self._native.list_states()]
 
     def get_state(self, name: str) -> StateInfo:
-        """One stored state (`ZTensorKeyError` if there is none)."""
+        """One stored state.
+
+        Args:
+            name: The state's name.
+
+        Returns:
+            Its `StateInfo`.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         for row in self._native.list_states():
             if row[0] == name:
                 return self._state_info(*row)
         raise ZTensorKeyError(f"state not found: {name!r}")
 
     def delete_state(self, name: str) -> None:
+        """Deletes a stored state.
+
+        Args:
+            name: The state's name.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         self._native.delete_state(name)
 
     def use_state(self, name: str) -> None:
-        """Replaces the context with stored state `name`."""
+        """Replaces the context with a stored state.
+
+        Args:
+            name: The state's name.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+        """
         self._native.use_state(name)
 
     def dump_state(
         self, name: str, path: str | os.PathLike[str], *, compress: bool = False
     ) -> None:
-        """Writes stored state `name` as a snapshot file."""
+        """Writes a stored state as a snapshot file.
+
+        Args:
+            name: The state's name.
+            path: Target path.
+            compress: Store the parts zstd-compressed.
+
+        Raises:
+            ZTensorKeyError: No state has that name.
+            SnapshotError: The file cannot be written (fault "io").
+        """
         with _snapshot_io(f"writing state {name!r} to {os.fspath(path)!r}"):
             self._native.dump_state(name, os.fspath(path), compress)
 
     def load_state(self, name: str, source: str | os.PathLike[str] | bytes) -> StateInfo:
-        """Reads a snapshot (file or bytes) into stored state `name`,
-        checked against this engine; the context is not changed."""
+        """Reads a snapshot into a stored state, checked against this engine; the
+        context is not changed.
+
+        Args:
+            name: The state's name.
+            source: A snapshot file path or its bytes.
+
+        Returns:
+            The stored state's `StateInfo`.
+
+        Raises:
+            SnapshotError: The snapshot is invalid or does not match the model
+                (`FingerprintMismatchError` for other weights).
+        """
         src: str | bytes = source if isinstance(source, bytes) else os.fspath(source)
         with _snapshot_io(f"reading state {name!r}"):
             self._native.load_state(name, src)
@@ -557,10 +762,12 @@ class Engine:
 
     @property
     def n_ctx(self) -> int:
+        """The context length in tokens."""
         return int(self._info["n_ctx"])
 
     @property
     def n_vocab(self) -> int:
+        """The vocabulary size."""
         return int(self._info["n_vocab"])
 
     @property
@@ -571,18 +778,41 @@ class Engine:
     def tokenize(
         self, text: str, add_bos: bool | None = None, parse_special: bool = True
     ) -> list[int]:
-        """Token ids of `text`; `add_bos=None` follows the model's setting."""
+        """Token ids of a text.
+
+        Args:
+            text: The text.
+            add_bos: Prepend BOS; None follows the model's setting.
+            parse_special: Turn control-token texts into their ids.
+
+        Returns:
+            The token ids.
+        """
         return self._native.tokenize(text, add_bos, parse_special)
 
     def detokenize(self, ids: list[int]) -> str:
-        """Text of `ids` (control tokens give nothing)."""
+        """Text of token ids (control tokens give nothing).
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         return self._native.detokenize(list(ids))
 
     def eval(self, tokens: list[int], all_logits: bool = True) -> npt.NDArray[np.float32]:
-        """Appends `tokens` to the context; returns the logits of every new
-        position, shape `(len(tokens), n_vocab)`. With `all_logits=False`
-        only the last position's row is computed (shape `(1, n_vocab)`,
-        or `(0, n_vocab)` for no tokens): a faster prompt prefill."""
+        """Appends tokens to the context and computes their logits.
+
+        Args:
+            tokens: Token ids to append.
+            all_logits: Compute every new position's logits; False computes
+                only the last position's row (a faster prompt prefill).
+
+        Returns:
+            Logits of shape `(len(tokens), n_vocab)`, or `(1, n_vocab)` (`(0,
+            n_vocab)` for no tokens) without `all_logits`.
+        """
         return self._native.eval(list(tokens), all_logits)
 
     def reset(self) -> None:
@@ -635,20 +865,43 @@ class Engine:
         exec_id: str | None = None,
     ) -> TokenStream:
         """Continues the context with `prompt` and yields tokens as they are
-        produced. An empty prompt just continues; `seed` reseeds the RNG
-        (omitted, the live RNG continues). Sampler settings left None keep
-        the engine's (`Engine.sampler`: the last run's or a restored
-        snapshot's; on a new engine temperature 0.8, top_k 40, top_p 0.95,
-        min_p 0.05, no penalties over the last 64). Stops at `max_tokens`,
-        EOS (yielded, `is_eos()`), a stop string (the token completing it
-        is yielded with its text cut before it) or a full context; the last
-        token carries `stop_reason`. `from_state` first switches to that
-        stored state; `new_state` stores the context reached at the end,
-        only if the run reaches its natural end (not after an error, an
-        interrupt or an early `close()`). `exec_id` names the run for
-        `Engine.interrupt` (default: a new uuid); the returned
-        `TokenStream` also has `cancel()`. Runs from other threads wait
-        for this one to end."""
+        produced.
+
+        Stops at `max_tokens`, EOS (yielded, `is_eos()`), a stop string (the
+        token completing it is yielded with its text cut before it) or a full
+        context; the last token carries `stop_reason`. Runs from other threads
+        wait for this one to end.
+
+        Args:
+            prompt: Text to append first; empty just continues.
+            max_tokens: Most tokens to generate.
+            temperature: Sampling temperature (0: greedy). Sampler settings
+                left None keep the engine's (`Engine.sampler`: the last run's
+                or a restored snapshot's; on a new engine temperature 0.8,
+                top_k 40, top_p 0.95, min_p 0.05, no penalties over the last
+                64).
+            top_k: Keep the k most likely tokens (0: all).
+            top_p: Nucleus sampling mass.
+            min_p: Drop tokens below this fraction of the top probability.
+            repeat_penalty: Penalty for recently seen tokens (1: none).
+            stop: Strings that end the generation.
+            seed: Reseed the RNG (None: the live RNG continues).
+            frequency_penalty: Subtracted per earlier occurrence.
+            presence_penalty: Subtracted once for any earlier occurrence.
+            penalty_last_n: How many recent tokens the penalties look at.
+            from_state: Switch to this stored state first.
+            new_state: Store the context reached at the end under this name,
+                only if the run reaches its natural end (not after an error,
+                an interrupt or an early `close()`).
+            exec_id: Names the run for `Engine.interrupt` (default: a new uuid).
+
+        Returns:
+            A `TokenStream`: an iterator of `Token`s with `cancel()`,
+            `stop_reason` and `exec_id`.
+
+        Raises:
+            ZTensorValueError: A run with this `exec_id` is still going.
+        """
         if exec_id is None:
             exec_id = uuid.uuid4().hex
         start = {
@@ -684,9 +937,18 @@ class Engine:
         sequence_id: int = 0,
         **kwargs: Any,
     ) -> Iterator[TokenBatch]:
-        """Like `stream`, grouping tokens into `TokenBatch`es of
-        `sequence_id`; the last one has `is_final` set and its metadata
-        holds `stop_reason` and `exec_id`."""
+        """Like `stream`, grouping tokens into `TokenBatch`es.
+
+        Args:
+            prompt: Text to append first.
+            batch_size: Tokens per batch.
+            sequence_id: The batches' `sequence_id`.
+            **kwargs: The sampling arguments of `stream`.
+
+        Returns:
+            An iterator of batches; the last one has `is_final` set and its
+            metadata holds `stop_reason` and `exec_id`.
+        """
         run = self.stream(prompt, **kwargs)
         with run:
             batch = TokenBatch(sequence_id=sequence_id)
@@ -714,9 +976,24 @@ class Engine:
         seed: int | None = None,
         **kwargs: Any,
     ) -> GenerateResult:
-        """Generates and returns the text (cut before a stop string), as a
-        `GenerateResult`: a `str` whose `metadata` tells how the run ended
-        (`stop_reason`, `exec_id`, `tokens`, `state_saved`)."""
+        """Generates and returns the text (cut before a stop string).
+
+        Args:
+            prompt: Text to append first; empty just continues.
+            max_tokens: Most tokens to generate.
+            temperature: Sampling temperature (0: greedy; None: the engine's).
+            top_k: Keep the k most likely tokens (0: all).
+            top_p: Nucleus sampling mass.
+            min_p: Drop tokens below this fraction of the top probability.
+            repeat_penalty: Penalty for recently seen tokens (1: none).
+            stop: Strings that end the generation.
+            seed: Reseed the RNG (None: the live RNG continues).
+            **kwargs: The keyword-only arguments of `stream`.
+
+        Returns:
+            A `GenerateResult`: the text as a `str` whose `metadata` tells how
+            the run ended (`stop_reason`, `exec_id`, `tokens`, `state_saved`).
+        """
         run = self.stream(
             prompt,
             max_tokens,

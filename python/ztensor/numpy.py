@@ -25,6 +25,10 @@ def save_file(
         filename: Target path.
         metadata: File-level metadata.
         compress: False, True (zstd level 3) or a level 1-22.
+
+    Raises:
+        ZTensorValueError: An unsupported dtype or compression level.
+        ZTensorError: The file cannot be written.
     """
     with Writer(filename, metadata=metadata) as w:
         for name, arr in tensors.items():
@@ -32,16 +36,38 @@ def save_file(
 
 
 def load_file(filename: str | os.PathLike[str], copy: bool = False) -> dict[str, Any]:
-    """Loads every tensor: read-only zero-copy views unless `copy`.
+    """Loads every tensor of a file.
 
-    Sparse tensors come back as scipy sparse matrices.
+    Args:
+        filename: Path of the file.
+        copy: Return writable copies instead of read-only zero-copy views.
+
+    Returns:
+        Name → array; sparse tensors as scipy sparse matrices. Without
+        `copy` the views are read-only, so names whose bytes are stored once
+        cannot change each other.
+
+    Raises:
+        ZTensorFileNotFoundError: The file does not exist.
+        FormatError: The file is not valid.
     """
     with Reader(filename) as r:
         return {name: r.read_tensor(name, copy=copy) for name in r.tensor_names}
 
 
 def save(tensors: dict[str, np.ndarray], metadata: dict[str, Any] | None = None) -> bytes:
-    """Serialises a dict of arrays to the bytes of a `.zt` file."""
+    """Serialises a dict of arrays to the bytes of a `.zt` file.
+
+    Args:
+        tensors: Name → array.
+        metadata: File-level metadata.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ZTensorValueError: An unsupported dtype.
+    """
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "tensors.zt")
         with Writer(path, metadata=metadata, durable=False) as w:
@@ -52,6 +78,16 @@ def save(tensors: dict[str, np.ndarray], metadata: dict[str, Any] | None = None)
 
 
 def load(data: bytes) -> dict[str, Any]:
-    """Loads every tensor from the bytes of a `.zt` file."""
+    """Loads every tensor from the bytes of a `.zt` file.
+
+    Args:
+        data: The file's bytes.
+
+    Returns:
+        Name → array (read-only views of the bytes).
+
+    Raises:
+        FormatError: The bytes are not a valid file.
+    """
     with Reader.from_bytes(data) as r:
         return {name: r.read_tensor(name) for name in r.tensor_names}

@@ -13,12 +13,21 @@
 //! become `__metadata__` (other attribute values have no safetensors
 //! form and are left out, and counted in the report).
 //!
+//! Every limit the matching reader (ours, and llama.cpp's or safetensors')
+//! enforces is checked before the output file is created, so an export
+//! either writes a file its readers open or fails and leaves nothing:
+//! GGUF tensor names of at most 63 bytes, at most 4 dimensions, element
+//! counts within `i64`, rows whole blocks of a quantized type, strings
+//! within 1 GiB, `general.alignment` a power-of-two `u32` (the data is
+//! placed by it, or by 32 when it is absent); safetensors names other than
+//! `__metadata__`, whole-byte tensors, a header within 100,000,000 bytes.
+//!
 //! Both write to a temp file and rename it into place.
 
 use crate::cbor::Value;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgmlType;
+use crate::formats::gguf::{self, GgmlType};
 use crate::formats::safetensors;
 use crate::reader::Reader;
 use crate::writer::AtomicFile;
@@ -91,9 +100,60 @@ fn attr_entries(r: &Reader) -> &[(Value, Value)] {
 
 // ---------------------------------------------------------------- GGUF
 
-fn gguf_string(out: &mut Vec<u8>, s: &str) {
+/// Appends a GGUF string; `what` names it in the error for one longer than
+/// the reader's 1 GiB limit.
+fn gguf_string(out: &mut Vec<u8>, s: &str, what: &str) -> Result<()> {
+    check_string_len(s.len() as u64, what)?;
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn check_string_len(len: u64, what: &str) -> Result<()> {
+    if len > gguf::MAX_STRING {
+        return Err(Error::Unsupported(format!(
+            "{what}: a {len}-byte string exceeds GGUF's {}-byte limit",
+            gguf::MAX_STRING
+        )));
+    }
+    Ok(())
+}
+
+/// The GGUF tensor rules the readers check, for object `name`: returns the
+/// GGUF dimensions (innermost first).
+fn gguf_dims(name: &str, shape: &[u64], t: GgmlType) -> Result<Vec<u64>> {
+    if name.len() > gguf::MAX_TENSOR_NAME {
+        return Err(Error::Unsupported(format!(
+            "{name:?}: a GGUF tensor name holds at most {} bytes, this one has {}",
+            gguf::MAX_TENSOR_NAME,
+            name.len()
+        )));
+    }
+    if shape.len() > gguf::MAX_DIMS as usize {
+        return Err(Error::Unsupported(format!(
+            "{name}: GGUF holds at most {} dimensions, not {}",
+            gguf::MAX_DIMS,
+            shape.len()
+        )));
+    }
+    let dims: Vec<u64> = if shape.is_empty() {
+        vec![1]
+    } else {
+        shape.iter().rev().copied().collect()
+    };
+    let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if elements.is_none_or(|n| n > i64::MAX as u64) {
+        return Err(Error::Unsupported(format!(
+            "{name}: GGUF element counts fit in i64; shape {shape:?} does not"
+        )));
+    }
+    if !dims[0].is_multiple_of(t.block_elems) {
+        return Err(Error::Unsupported(format!(
+            "{name}: GGUF rows must be whole {}-element {} blocks; the innermost dimension is {}",
+            t.block_elems, t.name, dims[0]
+        )));
+    }
+    Ok(dims)
 }
 
 /// The GGUF type name to use for a value with no recorded type.
@@ -199,7 +259,7 @@ fn gguf_scalar(out: &mut Vec<u8>, t: &str, v: &Value, key: &str) -> Result<()> {
             Value::Bool(b) => out.push(*b as u8),
             _ => return Err(bad()),
         },
-        "string" => gguf_string(out, v.as_str().ok_or_else(bad)?),
+        "string" => gguf_string(out, v.as_str().ok_or_else(bad)?, key)?,
         _ => return Err(bad()),
     }
     Ok(())
@@ -222,6 +282,9 @@ fn gguf_value(out: &mut Vec<u8>, t: &str, v: &Value, key: &str) -> Result<()> {
         out.extend_from_slice(&eid.to_le_bytes());
         out.extend_from_slice(&(items.len() as u64).to_le_bytes());
         for it in items {
+            if let Some(text) = it.as_str() {
+                check_string_len(text.len() as u64, key)?;
+            }
             gguf_scalar(out, elem, it, key)?;
         }
         return Ok(());
@@ -313,18 +376,23 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
             .filter_map(|(k, _)| k.as_str())
             .filter(|k| *k != "gguf" && *k != crate::fingerprint::FINGERPRINT_KEY),
     );
-    let alignment = match value_of("general.alignment").and_then(Value::as_u64) {
-        Some(a) => a,
-        None => record
-            .and_then(|g| g.get("alignment"))
-            .and_then(Value::as_u64)
-            .unwrap_or(32),
+    let type_of = |k: &str, v: &Value| match types.and_then(|t| t.get(k)).and_then(Value::as_str) {
+        Some(t) => Ok(t.to_string()),
+        None => infer_type(v).map_err(|e| Error::Unsupported(format!("{k}: {e}"))),
     };
-    if alignment == 0 || !alignment.is_power_of_two() {
-        return Err(Error::Unsupported(format!(
-            "GGUF alignment {alignment} is not a power of two"
-        )));
-    }
+    // Readers place the data by `general.alignment` (a power-of-two u32),
+    // or by 32 when the key is absent: the export pads by the same value.
+    let alignment = match value_of("general.alignment") {
+        None => gguf::DEFAULT_ALIGNMENT,
+        Some(v) => match (v.as_u64(), type_of("general.alignment", v)?.as_str()) {
+            (Some(a), "u32") if a.is_power_of_two() && a <= u32::MAX as u64 => a,
+            (_, t) => {
+                return Err(Error::Unsupported(format!(
+                    "general.alignment must be a non-zero power-of-two u32, not {v} as {t}"
+                )))
+            }
+        },
+    };
     let tensors = ordered(names_in(record, "tensors"), r.names());
 
     let mut head = Vec::new();
@@ -334,11 +402,8 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
     head.extend_from_slice(&(keys.len() as u64).to_le_bytes());
     for k in &keys {
         let v = value_of(k).ok_or_else(|| Error::usage(format!("attribute {k:?} is missing")))?;
-        let t = match types.and_then(|t| t.get(k)).and_then(Value::as_str) {
-            Some(t) => t.to_string(),
-            None => infer_type(v).map_err(|e| Error::Unsupported(format!("{k}: {e}")))?,
-        };
-        gguf_string(&mut head, k);
+        let t = type_of(k, v)?;
+        gguf_string(&mut head, k, "metadata key")?;
         gguf_value(&mut head, &t, v, k)?;
     }
     let mut offset = 0u64;
@@ -346,24 +411,14 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
     for name in &tensors {
         let o = r.object(name)?;
         let t = ggml_type(r, name)?;
-        if o.shape.len() > 4 {
-            return Err(Error::Unsupported(format!(
-                "{name}: GGUF holds at most 4 dimensions, not {}",
-                o.shape.len()
-            )));
-        }
+        let dims = gguf_dims(name, &o.shape, t)?;
         let size = r.dense_len(name).or_else(|_| {
             o.parts
                 .get("data")
                 .map(|p| p.decoded_size())
                 .ok_or_else(|| Error::usage(format!("{name}: no data part")))
         })?;
-        gguf_string(&mut head, name);
-        let dims: Vec<u64> = if o.shape.is_empty() {
-            vec![1]
-        } else {
-            o.shape.iter().rev().copied().collect()
-        };
+        gguf_string(&mut head, name, "tensor name")?;
         head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for d in &dims {
             head.extend_from_slice(&d.to_le_bytes());
@@ -436,19 +491,44 @@ pub fn to_safetensors(r: &Reader, output: &Path) -> Result<ExportReport> {
                 p.etype
             ))
         })?;
+        if *name == "__metadata__" {
+            return Err(Error::Unsupported(
+                "a tensor named \"__metadata__\" has no safetensors form (the name holds the file's metadata)"
+                    .into(),
+            ));
+        }
         let size = p.decoded_size();
+        let bits = o
+            .num_elements()
+            .checked_mul(safetensors::bits(dtype).unwrap_or(8));
+        if bits != size.checked_mul(8) {
+            return Err(Error::Unsupported(format!(
+                "{name}: safetensors stores whole bytes; {} {dtype} elements are not",
+                o.num_elements()
+            )));
+        }
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| Error::usage("tensor data too large"))?;
         let entry = serde_json::json!({
             "dtype": dtype,
             "shape": o.shape,
-            "data_offsets": [offset, offset + size],
+            "data_offsets": [offset, end],
         });
         header.insert(name.to_string(), entry);
-        offset += size;
+        offset = end;
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
         .map_err(|e| Error::usage(format!("encoding the header: {e}")))?;
     // Pad with spaces so the data starts 8-byte aligned.
     json.resize(json.len().div_ceil(8) * 8, b' ');
+    if json.len() as u64 > safetensors::MAX_HEADER {
+        return Err(Error::Unsupported(format!(
+            "the safetensors header would be {} bytes; readers accept at most {}",
+            json.len(),
+            safetensors::MAX_HEADER
+        )));
+    }
     let mut out = Out {
         file: AtomicFile::create(output)?,
         pos: 0,
@@ -467,4 +547,18 @@ pub fn to_safetensors(r: &Reader, output: &Path) -> Result<ExportReport> {
         skipped_attributes: skipped,
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_longer_than_the_gguf_reader_takes_are_refused() {
+        assert!(check_string_len(gguf::MAX_STRING, "k").is_ok());
+        assert!(matches!(
+            check_string_len(gguf::MAX_STRING + 1, "k"),
+            Err(Error::Unsupported(_))
+        ));
+    }
 }

@@ -14,12 +14,13 @@ use std::collections::HashSet;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 /// Longest string we accept (as ggml: 1 GiB), on top of the bytes-left bound.
-const MAX_STRING: u64 = 1 << 30;
+pub(crate) const MAX_STRING: u64 = 1 << 30;
 /// Longest tensor name (ggml's `GGML_MAX_NAME` is 64 including the NUL).
-const MAX_TENSOR_NAME: usize = 63;
+pub(crate) const MAX_TENSOR_NAME: usize = 63;
 /// Highest tensor rank GGUF allows.
-const MAX_DIMS: u32 = 4;
-const DEFAULT_ALIGNMENT: u64 = 32;
+pub(crate) const MAX_DIMS: u32 = 4;
+/// The alignment when `general.alignment` is absent.
+pub(crate) const DEFAULT_ALIGNMENT: u64 = 32;
 
 fn err(rule: &'static str, offset: u64, detail: impl Into<String>) -> Error {
     Error::Foreign {

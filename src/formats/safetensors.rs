@@ -171,7 +171,7 @@ pub fn dtype_name(etype: &ElementType) -> Option<&'static str> {
 }
 
 /// Bits per element of a safetensors dtype.
-fn bits(dtype: &str) -> Option<u64> {
+pub(crate) fn bits(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" | "F8_E4M3FNUZ"
         | "F8_E5M2FNUZ" => 8,

@@ -86,10 +86,6 @@ def _tensor_from_reader(reader: Reader, meta: TensorMetadata, device: str = "cpu
     return out.to(device) if str(device) != "cpu" else out
 
 
-def _blob_key(meta: TensorMetadata) -> tuple[int, int]:
-    return (meta.offset, meta.size)
-
-
 def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     return (
         t.device,
@@ -124,7 +120,20 @@ def save_file(
     filename: str | os.PathLike[str],
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Saves a dict of tensors; tensors that are the same view are stored once."""
+    """Saves a dict of tensors to `filename` (atomically).
+
+    Tensors that are the same view of the same storage are stored once and
+    declared aliases, so they load back tied.
+
+    Args:
+        tensors: Name → tensor (any device; sparse tensors are refused).
+        filename: Target path.
+        metadata: File-level metadata (a JSON-like dict).
+
+    Raises:
+        ZTensorValueError: A tensor is sparse or has an unsupported dtype.
+        ZTensorError: The file cannot be written.
+    """
     with Writer(filename, metadata=_metadata(metadata)) as w:
         _write(w, tensors)
 
@@ -132,8 +141,25 @@ def save_file(
 def load_file(
     filename: str | os.PathLike[str], device: str | Any = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """Loads every tensor onto `device`. Names stored as one blob (tied
-    weights) come back as the same tensor object."""
+    """Loads every tensor of a file onto `device`.
+
+    Raw dense tensors on the CPU map the file copy-on-write (no copy until
+    written). Names the file declares as aliases (tied weights, same dtype
+    and shape) come back as one tensor object; every other name gets its
+    own dtype, shape and memory, even when canonical dedup stored its bytes
+    once.
+
+    Args:
+        filename: Path of a `.zt` (or other readable) file.
+        device: Target device, e.g. `"cpu"` or `"cuda:0"`.
+
+    Returns:
+        Name → tensor (sparse layouts as torch sparse tensors).
+
+    Raises:
+        ZTensorFileNotFoundError: The file does not exist.
+        FormatError: The file is not valid.
+    """
     with Reader(filename) as r:
         return _load_all(r, device)
 
@@ -141,7 +167,7 @@ def load_file(
 def _mapped_storage(r: Reader) -> Any:
     """The whole file as a private (copy-on-write) mapped torch storage, or
     None for readers not opened from a file."""
-    if not os.path.isfile(r._path):
+    if r._path == "<bytes>" or not os.path.isfile(r._path):
         return None
     torch = _torch()
     return torch.UntypedStorage.from_file(
@@ -169,27 +195,54 @@ def _mapped_tensor(r: Reader, meta: TensorMetadata, storage: Any) -> torch.Tenso
 
 
 def _load_all(r: Reader, device: str | Any) -> dict[str, torch.Tensor]:
+    """Every tensor of `r`. Only names the file declares as aliases of
+    another (same dtype, shape and blobs) share that tensor; any other
+    names whose blobs coincide (canonical dedup of equal bytes) get their
+    own dtype, shape and memory."""
     out: dict[str, torch.Tensor] = {}
-    by_blob: dict[tuple[int, int], torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    mapped_blobs: set[tuple[int, int]] = set()
     storage = _mapped_storage(r)
     for meta in r.tensors:
-        key = _blob_key(meta)
-        if meta.layout == "dense" and key in by_blob and meta.size > 0:
-            out[meta.name] = by_blob[key]
+        if meta.alias_of is not None:
+            aliases[meta.name] = meta.alias_of
             continue
         mapped = _mapped_tensor(r, meta, storage) if meta.layout == "dense" else None
-        if mapped is not None:
-            tensor = mapped if str(device) == "cpu" else mapped.to(device)
-        else:
+        if mapped is None:
             tensor = _tensor_from_reader(r, meta, str(device))
-        if meta.layout == "dense":
-            by_blob[key] = tensor
+        else:
+            blob = (meta.offset, meta.size)
+            if blob in mapped_blobs and meta.size > 0:
+                mapped = mapped.clone()  # the mapping's pages already belong to another name
+            mapped_blobs.add(blob)
+            tensor = mapped if str(device) == "cpu" else mapped.to(device)
         out[meta.name] = tensor
+    for name, target in aliases.items():
+        root = target
+        for _ in range(len(aliases)):  # a hostile file may chain or loop aliases
+            if root not in aliases:
+                break
+            root = aliases[root]
+        if root in out:
+            out[name] = out[root]
+        else:
+            out[name] = _tensor_from_reader(r, r.metadata(name), str(device))
     return out
 
 
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
-    """Serialises a dict of tensors to the bytes of a `.zt` file."""
+    """Serialises a dict of tensors to the bytes of a `.zt` file.
+
+    Args:
+        tensors: Name → tensor.
+        metadata: File-level metadata (a JSON-like dict).
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ZTensorValueError: A tensor is sparse or has an unsupported dtype.
+    """
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "tensors.zt")
         with Writer(path, metadata=_metadata(metadata), durable=False) as w:
@@ -199,7 +252,18 @@ def save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = Non
 
 
 def load(data: bytes, device: str | Any = "cpu") -> dict[str, torch.Tensor]:
-    """Loads every tensor from the bytes of a `.zt` file."""
+    """Loads every tensor from the bytes of a `.zt` file.
+
+    Args:
+        data: The file's bytes.
+        device: Target device.
+
+    Returns:
+        Name → tensor; declared aliases share one tensor, as in `load_file`.
+
+    Raises:
+        FormatError: The bytes are not a valid file.
+    """
     with Reader.from_bytes(data) as r:
         return _load_all(r, device)
 
@@ -211,7 +275,19 @@ def save_model(
     force_contiguous: bool = True,
 ) -> None:
     """Saves a model's state dict. Shared (tied) parameters are stored once,
-    under every name, and come back tied."""
+    under every name, declared as aliases, and come back tied.
+
+    Args:
+        model: The module to save.
+        filename: Target path.
+        metadata: File-level metadata (a JSON-like dict).
+        force_contiguous: Store non-contiguous tensors as contiguous copies;
+            if False they are refused.
+
+    Raises:
+        ZTensorValueError: A tensor is not contiguous (and
+            `force_contiguous` is False) or has an unsupported dtype.
+    """
     state = model.state_dict(keep_vars=False)
     tensors = {}
     for name, t in state.items():
@@ -228,12 +304,19 @@ def load_model(
 ) -> tuple[list[str], list[str]]:
     """Loads weights into `model`.
 
+    Args:
+        model: The module to fill (its parameters are copied into).
+        filename: Path of the file.
+        strict: Raise when the file's names and the model's differ.
+        device: Device to load the tensors onto before copying.
+
     Returns:
         (missing, unexpected): names the model has that the file lacks, and
         names the file has that the model lacks.
 
     Raises:
         RuntimeError: `strict` and the names differ.
+        FormatError: The file is not valid.
     """
     state = load_file(filename, device=device)
     model_keys = set(model.state_dict().keys())
