@@ -4,6 +4,7 @@
 //! computed straight from their stored bytes.
 
 pub mod forward;
+pub mod grammar;
 pub mod int8;
 pub mod model;
 pub mod quant;
