@@ -119,6 +119,11 @@ impl TokenMask {
         &self.grammar
     }
 
+    /// Forget every memoised answer (e.g. to measure cold cost).
+    pub fn clear_memo(&mut self) {
+        self.memo.clear();
+    }
+
     /// Number of trie nodes (for diagnostics).
     pub fn trie_nodes(&self) -> usize {
         self.trie.edges.len()
