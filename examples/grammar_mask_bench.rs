@@ -66,7 +66,9 @@ mod bench {
                 if ty == 3 {
                     Vec::new() // control tokens print nothing
                 } else {
-                    s.chars().map(|c| map.get(&c).copied().unwrap_or(b'?')).collect()
+                    s.chars()
+                        .map(|c| map.get(&c).copied().unwrap_or(b'?'))
+                        .collect()
                 }
             })
             .collect();
@@ -106,7 +108,8 @@ mod bench {
         let ids = tokenize(vocab, doc.as_bytes());
         let n = ids.len() + 1;
         let mut logits = vec![0.0f32; vocab.len()];
-        let (mut hit, mut miss, mut cold, mut warm) = (0.0, 0.0, 0.0, 0.0);
+        let (mut hit, mut miss, mut cold, mut warm, mut one) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut trans_warm = 0.0;
         let mut r = Recognizer::new(g).expect("recogniser");
         let mut n_allowed = 0usize;
         for step in 0..n {
@@ -117,6 +120,10 @@ mod bench {
             }
             logits[want as usize] = 100.0;
             let st = r.snapshot();
+            mask.clear_all();
+            let t = Instant::now();
+            assert!(mask.allowed(&st, want));
+            one += t.elapsed().as_secs_f64();
             mask.clear_memo();
             let t = Instant::now();
             let got = mask.greedy(&st, &logits).expect("allowed");
@@ -134,13 +141,17 @@ mod bench {
             let t = Instant::now();
             let _ = mask.greedy(&st, &worst);
             miss += t.elapsed().as_secs_f64();
-            mask.clear_memo();
+            mask.clear_all();
             let t = Instant::now();
             n_allowed += mask.allowed_tokens(&st).expect("allowed").len();
             cold += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let _ = mask.allowed_tokens(&st);
             warm += t.elapsed().as_secs_f64();
+            mask.clear_memo();
+            let t = Instant::now();
+            let _ = mask.allowed_tokens(&st);
+            trans_warm += t.elapsed().as_secs_f64();
             if want != eos {
                 r.accept_bytes(&vocab[want as usize]).expect("accepted");
             }
@@ -152,23 +163,52 @@ mod bench {
             build * 1e3,
             n_allowed / n
         );
-        println!("  greedy, best token allowed (lazy, cold memo) {}", per_token(hit, n));
-        println!("  greedy, all top logits refused (cold memo)   {}", per_token(miss, n));
-        println!("  full mask, cold memo                         {}", per_token(cold, n));
-        println!("  full mask, memoised state                    {}", per_token(warm, n));
+        println!(
+            "  one allowed() check, cold memo               {}",
+            per_token(one, n)
+        );
+        println!(
+            "  greedy, best token allowed (lazy, cold memo) {}",
+            per_token(hit, n)
+        );
+        println!(
+            "  greedy, all top logits refused (cold memo)   {}",
+            per_token(miss, n)
+        );
+        println!(
+            "  full mask, all caches cold                   {}",
+            per_token(cold, n)
+        );
+        println!(
+            "  full mask, new state, transitions cached     {}",
+            per_token(trans_warm, n)
+        );
+        println!(
+            "  full mask, memoised state                    {}",
+            per_token(warm, n)
+        );
     }
 
     pub fn run() {
         let path = std::env::args().nth(1).unwrap_or_else(|| {
             let dir = std::env::var("ZT_MODEL_CACHE").unwrap_or_else(|_| {
-                format!("{}/.cache/ztensor-models", std::env::var("HOME").unwrap_or_default())
+                format!(
+                    "{}/.cache/ztensor-models",
+                    std::env::var("HOME").unwrap_or_default()
+                )
             });
             format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf")
         });
         let (vocab, eos) = vocab(&path);
         let doc = r#"{"name": "Ada Lovelace", "born": 1815, "fields": ["mathematics", "computing"], "notes": {"first program": true, "quote": "That brain of mine is something more than merely mortal"}}"#;
         let json = include_str!("../tests/data/grammars/json.gbnf");
-        walk("json.gbnf", Grammar::parse(json).expect("json.gbnf"), &vocab, eos, doc);
+        walk(
+            "json.gbnf",
+            Grammar::parse(json).expect("json.gbnf"),
+            &vocab,
+            eos,
+            doc,
+        );
         let schema = serde_json::json!({
             "type": "object",
             "properties": {

@@ -108,8 +108,10 @@ fn esc(c: char) -> String {
     match c {
         '"' | '\\' | '[' | ']' => format!("\\{c}"),
         c if c.is_ascii() => c.to_string(),
-        c if (c as u32) < 0x1_0000 && c as u32 % 2 == 0 => format!("\\u{:04X}", c as u32),
-        c if c as u32 % 3 == 0 => format!("\\U{:08X}", c as u32),
+        c if (c as u32) < 0x1_0000 && (c as u32).is_multiple_of(2) => {
+            format!("\\u{:04X}", c as u32)
+        }
+        c if (c as u32).is_multiple_of(3) => format!("\\U{:08X}", c as u32),
         c => c.to_string(),
     }
 }

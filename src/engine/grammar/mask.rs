@@ -62,6 +62,51 @@ impl Trie {
     }
 }
 
+/// Interned parser states and the byte transitions seen between them, so a
+/// state reached again (typical inside strings) is stepped by a lookup.
+#[derive(Debug, Clone, Default)]
+struct Transitions {
+    ids: HashMap<GrammarState, u32>,
+    states: Vec<GrammarState>,
+    next: HashMap<(u32, u8), u32>,
+}
+
+const DEAD: u32 = u32::MAX;
+/// Interned states kept before the transition cache is reset.
+const MAX_INTERNED: usize = 1 << 16;
+
+impl Transitions {
+    fn intern(&mut self, s: GrammarState) -> u32 {
+        if let Some(&id) = self.ids.get(&s) {
+            return id;
+        }
+        let id = self.states.len() as u32;
+        self.ids.insert(s.clone(), id);
+        self.states.push(s);
+        id
+    }
+
+    /// Make room before a query; ids stay valid until the next call.
+    fn reserve(&mut self) {
+        if self.states.len() > MAX_INTERNED {
+            *self = Transitions::default();
+        }
+    }
+
+    /// Step interned state `id` by byte `b` (None: rejected or a limit hit).
+    fn step(&mut self, g: &Grammar, id: u32, b: u8) -> Option<u32> {
+        if let Some(&t) = self.next.get(&(id, b)) {
+            return (t != DEAD).then_some(t);
+        }
+        let t = match self.states[id as usize].step(g, b) {
+            Ok(Some(s)) => self.intern(s),
+            _ => DEAD,
+        };
+        self.next.insert((id, b), t);
+        (t != DEAD).then_some(t)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Memo {
     known: Vec<u8>,
@@ -77,6 +122,7 @@ pub struct TokenMask {
     is_eos: Vec<bool>,
     trie: Trie,
     memo: HashMap<GrammarState, Memo>,
+    trans: Transitions,
 }
 
 impl TokenMask {
@@ -106,6 +152,7 @@ impl TokenMask {
             is_eos,
             trie,
             memo: HashMap::new(),
+            trans: Transitions::default(),
         })
     }
 
@@ -119,9 +166,15 @@ impl TokenMask {
         &self.grammar
     }
 
-    /// Forget every memoised answer (e.g. to measure cold cost).
+    /// Forget the per-state answers (the byte-transition cache stays).
     pub fn clear_memo(&mut self) {
         self.memo.clear();
+    }
+
+    /// Forget every cached answer and transition (to measure cold cost).
+    pub fn clear_all(&mut self) {
+        self.memo.clear();
+        self.trans = Transitions::default();
     }
 
     /// Number of trie nodes (for diagnostics).
@@ -140,7 +193,7 @@ impl TokenMask {
         })
     }
 
-    fn check(&self, state: &GrammarState, token: u32) -> bool {
+    fn check(&mut self, state: &GrammarState, token: u32) -> bool {
         let Some(bytes) = self.vocab.get(token as usize) else {
             return false;
         };
@@ -150,16 +203,13 @@ impl TokenMask {
         if bytes.is_empty() {
             return false;
         }
-        let g = &self.grammar;
-        let mut st = match state.step(g, bytes[0]) {
-            Ok(Some(s)) => s,
-            _ => return false,
-        };
-        for &b in &bytes[1..] {
-            st = match st.step(g, b) {
-                Ok(Some(s)) => s,
-                _ => return false,
-            };
+        self.trans.reserve();
+        let mut id = self.trans.intern(state.clone());
+        for &b in bytes {
+            match self.trans.step(&self.grammar, id, b) {
+                Some(next) => id = next,
+                None => return false,
+            }
         }
         true
     }
@@ -208,18 +258,19 @@ impl TokenMask {
             return Ok(full);
         }
         let mut yes = vec![false; self.vocab.len()];
-        let g = &self.grammar;
-        // Depth-first over the trie; each frame: node, state at that node,
-        // next edge to try.
-        let mut frames: Vec<(usize, GrammarState, usize)> = vec![(0, state.clone(), 0)];
+        self.trans.reserve();
+        let root = self.trans.intern(state.clone());
+        // Depth-first over the trie; each frame: node, interned state at
+        // that node, next edge to try.
+        let mut frames: Vec<(usize, u32, usize)> = vec![(0, root, 0)];
         while let Some(frame) = frames.last_mut() {
-            let (node, i) = (frame.0, frame.2);
+            let (node, sid, i) = *frame;
             let Some(&(b, child)) = self.trie.edges[node].get(i) else {
                 frames.pop();
                 continue;
             };
             frame.2 += 1;
-            if let Ok(Some(next)) = frame.1.step(g, b) {
+            if let Some(next) = self.trans.step(&self.grammar, sid, b) {
                 for &t in &self.trie.ends[child as usize] {
                     yes[t as usize] = true;
                 }
@@ -291,16 +342,15 @@ impl TokenMask {
         };
         // Fast path: the arg-max alone.
         if k == 1 {
-            let mut best: Option<u32> = None;
-            for (i, l) in logits.iter().enumerate() {
-                if !l.is_nan() && best.is_none_or(|b| *l > logits[b as usize]) {
-                    best = Some(i as u32);
+            let (mut best, mut best_v) = (usize::MAX, f32::NEG_INFINITY);
+            for (i, &l) in logits.iter().enumerate() {
+                if l > best_v {
+                    best = i;
+                    best_v = l;
                 }
             }
-            if let Some(b) = best {
-                if self.allowed(state, b) {
-                    return Ok(vec![b]);
-                }
+            if best != usize::MAX && self.allowed(state, best as u32) {
+                return Ok(vec![best as u32]);
             }
         }
         let mut ids: Vec<u32> = (0..logits.len() as u32)
