@@ -69,11 +69,19 @@ struct Transitions {
     ids: HashMap<GrammarState, u32>,
     states: Vec<GrammarState>,
     next: HashMap<(u32, u8), u32>,
+    /// Stack entries held by `states` (each is stored twice).
+    entries: usize,
 }
 
 const DEAD: u32 = u32::MAX;
-/// Interned states kept before the transition cache is reset.
+/// Interned states, and stack entries in them, kept before the transition
+/// cache is reset (bounds its memory whatever the grammar).
 const MAX_INTERNED: usize = 1 << 16;
+const MAX_INTERNED_ENTRIES: usize = 1 << 22;
+
+fn entries(s: &GrammarState) -> usize {
+    s.stacks.iter().map(|x| x.len() + 1).sum()
+}
 
 impl Transitions {
     fn intern(&mut self, s: GrammarState) -> u32 {
@@ -81,6 +89,7 @@ impl Transitions {
             return id;
         }
         let id = self.states.len() as u32;
+        self.entries += entries(&s);
         self.ids.insert(s.clone(), id);
         self.states.push(s);
         id
@@ -88,23 +97,40 @@ impl Transitions {
 
     /// Make room before a query; ids stay valid until the next call.
     fn reserve(&mut self) {
-        if self.states.len() > MAX_INTERNED {
+        if self.states.len() > MAX_INTERNED || self.entries > MAX_INTERNED_ENTRIES {
             *self = Transitions::default();
         }
     }
 
-    /// Step interned state `id` by byte `b` (None: rejected or a limit hit).
-    fn step(&mut self, g: &Grammar, id: u32, b: u8) -> Option<u32> {
+    /// Step interned state `id` by byte `b`: `Ok(None)` when rejected or a
+    /// recogniser limit is hit, `Err(())` when the cache is full mid-query
+    /// (the caller then steps without it).
+    fn step(&mut self, g: &Grammar, id: u32, b: u8) -> std::result::Result<Option<u32>, ()> {
         if let Some(&t) = self.next.get(&(id, b)) {
-            return (t != DEAD).then_some(t);
+            return Ok((t != DEAD).then_some(t));
+        }
+        if self.states.len() > MAX_INTERNED || self.entries > MAX_INTERNED_ENTRIES {
+            return Err(());
         }
         let t = match self.states[id as usize].step(g, b) {
             Ok(Some(s)) => self.intern(s),
             _ => DEAD,
         };
         self.next.insert((id, b), t);
-        (t != DEAD).then_some(t)
+        Ok((t != DEAD).then_some(t))
     }
+}
+
+/// Step without the cache (used when it overflows).
+fn step_plain(g: &Grammar, s: &GrammarState, bytes: &[u8]) -> bool {
+    let mut st = s.clone();
+    for &b in bytes {
+        st = match st.step(g, b) {
+            Ok(Some(n)) => n,
+            _ => return false,
+        };
+    }
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +209,9 @@ impl TokenMask {
     }
 
     fn memo_for(&mut self, state: &GrammarState) -> &mut Memo {
-        if self.memo.len() >= MEMO_STATES && !self.memo.contains_key(state) {
+        // A huge state (pathological grammar) is memoised alone.
+        let huge = entries(state) > MAX_INTERNED_ENTRIES / MEMO_STATES;
+        if (self.memo.len() >= MEMO_STATES || huge) && !self.memo.contains_key(state) {
             self.memo.clear();
         }
         let n = self.vocab.len();
@@ -207,8 +235,9 @@ impl TokenMask {
         let mut id = self.trans.intern(state.clone());
         for &b in bytes {
             match self.trans.step(&self.grammar, id, b) {
-                Some(next) => id = next,
-                None => return false,
+                Ok(Some(next)) => id = next,
+                Ok(None) => return false,
+                Err(()) => return step_plain(&self.grammar, state, bytes),
             }
         }
         true
@@ -246,6 +275,52 @@ impl TokenMask {
         Err(GrammarError::NoTokenAllowed)
     }
 
+    /// Tokens whose bytes the grammar accepts from `state`, walking the trie
+    /// through the transition cache (None if the cache overflowed).
+    fn trie_walk_cached(&mut self, state: &GrammarState) -> Option<Vec<bool>> {
+        let mut yes = vec![false; self.vocab.len()];
+        self.trans.reserve();
+        let root = self.trans.intern(state.clone());
+        // Depth-first; each frame: node, interned state there, next edge.
+        let mut frames: Vec<(usize, u32, usize)> = vec![(0, root, 0)];
+        while let Some(frame) = frames.last_mut() {
+            let (node, sid, i) = *frame;
+            let Some(&(b, child)) = self.trie.edges[node].get(i) else {
+                frames.pop();
+                continue;
+            };
+            frame.2 += 1;
+            if let Some(next) = self.trans.step(&self.grammar, sid, b).ok()? {
+                for &t in &self.trie.ends[child as usize] {
+                    yes[t as usize] = true;
+                }
+                frames.push((child as usize, next, 0));
+            }
+        }
+        Some(yes)
+    }
+
+    /// The same walk holding states in the frames (memory: trie depth).
+    fn trie_walk_plain(&self, state: &GrammarState) -> Vec<bool> {
+        let mut yes = vec![false; self.vocab.len()];
+        let mut frames: Vec<(usize, GrammarState, usize)> = vec![(0, state.clone(), 0)];
+        while let Some(frame) = frames.last_mut() {
+            let (node, i) = (frame.0, frame.2);
+            let Some(&(b, child)) = self.trie.edges[node].get(i) else {
+                frames.pop();
+                continue;
+            };
+            frame.2 += 1;
+            if let Ok(Some(next)) = frame.1.step(&self.grammar, b) {
+                for &t in &self.trie.ends[child as usize] {
+                    yes[t as usize] = true;
+                }
+                frames.push((child as usize, next, 0));
+            }
+        }
+        yes
+    }
+
     /// Every allowed token id, ascending (memoised per state).
     pub fn allowed_tokens(&mut self, state: &GrammarState) -> Result<Arc<Vec<u32>>> {
         if state.fingerprint != self.grammar.fingerprint() {
@@ -257,26 +332,14 @@ impl TokenMask {
         if let Some(full) = self.memo.get(state).and_then(|m| m.full.clone()) {
             return Ok(full);
         }
-        let mut yes = vec![false; self.vocab.len()];
-        self.trans.reserve();
-        let root = self.trans.intern(state.clone());
-        // Depth-first over the trie; each frame: node, interned state at
-        // that node, next edge to try.
-        let mut frames: Vec<(usize, u32, usize)> = vec![(0, root, 0)];
-        while let Some(frame) = frames.last_mut() {
-            let (node, sid, i) = *frame;
-            let Some(&(b, child)) = self.trie.edges[node].get(i) else {
-                frames.pop();
-                continue;
-            };
-            frame.2 += 1;
-            if let Some(next) = self.trans.step(&self.grammar, sid, b) {
-                for &t in &self.trie.ends[child as usize] {
-                    yes[t as usize] = true;
-                }
-                frames.push((child as usize, next, 0));
+        let yes = match self.trie_walk_cached(state) {
+            Some(yes) => yes,
+            None => {
+                self.trans = Transitions::default();
+                self.trie_walk_plain(state)
             }
-        }
+        };
+        let mut yes = yes;
         let can_end = state.can_end();
         for (t, e) in self.is_eos.iter().enumerate() {
             if *e {
@@ -383,5 +446,44 @@ impl TokenMask {
             return Err(GrammarError::NoTokenAllowed);
         }
         Ok(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::grammar::Recognizer;
+
+    #[test]
+    fn cached_and_plain_trie_walks_agree() {
+        let g = Arc::new(
+            Grammar::parse("root ::= \"{\" ( [a-z] | \"é\" | \"\\\\\" [nt] )* \"}\" [ ]?")
+                .expect("compiles"),
+        );
+        let vocab: Vec<Vec<u8>> = ["{", "a", "ab", "é", "\\", "\\n", "}", "} ", "x}", "{a"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .chain([vec![0xC3], vec![0xA9, b'}']])
+            .collect();
+        let mut m = TokenMask::new(g.clone(), &vocab, &[]).expect("mask");
+        let mut r = Recognizer::new(g).expect("recogniser");
+        for piece in [&b"{"[..], b"a", b"\\", b"n", &[0xC3], &[0xA9], b"}"] {
+            let st = r.snapshot();
+            let cached = m.trie_walk_cached(&st).expect("fits");
+            assert_eq!(cached, m.trie_walk_plain(&st));
+            for (t, bytes) in vocab.iter().enumerate() {
+                assert_eq!(cached[t], step_plain(&m.grammar, &st, bytes), "{t}");
+            }
+            r.accept_bytes(piece).expect("piece");
+        }
+        // A full cache makes a step give up (Err), not answer wrongly, and
+        // token checks then fall back on plain stepping.
+        let mut r = Recognizer::new(m.grammar.clone()).expect("recogniser");
+        r.accept_bytes(b"{").expect("brace");
+        m.clear_all();
+        let id = m.trans.intern(r.snapshot());
+        m.trans.entries = MAX_INTERNED_ENTRIES + 1;
+        assert_eq!(m.trans.step(&m.grammar.clone(), id, b'a'), Err(()));
+        assert!(m.check(r.state(), 1) && !m.check(r.state(), 0));
     }
 }
