@@ -502,7 +502,7 @@ fn instance_strategy() -> impl Strategy<Value = Value> {
             any::<bool>().prop_map(Value::Bool),
             Just(json!({"x": 1}))
         ]),
-        proptest::option::of((1000u32..9999, 1u32..=12, 1u32..=31)),
+        proptest::option::of((1000u32..9999, 1u32..=12, 1u32..=28)),
         proptest::option::of(any::<u128>()),
         proptest::option::of(any::<f64>().prop_filter("finite", |f| f.is_finite())),
         proptest::option::of(node_strategy()),

@@ -53,13 +53,15 @@ const LIBRARY: &[(&str, &str)] = &[
         "array",
         r#""[" space (value ("," space value)*)? "]" space"#,
     ),
+    // Day ranges per month; February stops at 28 (29 needs the year).
     (
         "date",
-        r#"[0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" [01])"#,
+        r#"[0-9]{4} "-" (("0" [13578] | "1" [02]) "-" ("0" [1-9] | [12] [0-9] | "3" [01]) | ("0" [469] | "11") "-" ("0" [1-9] | [12] [0-9] | "30") | "02" "-" ("0" [1-9] | "1" [0-9] | "2" [0-8]))"#,
     ),
+    // No leap second: "60" is valid only at particular instants.
     (
         "time",
-        r#"([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" ([0-5] [0-9] | "60") ("." [0-9]+)? ([Zz] | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])"#,
+        r#"([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]+)? ([Zz] | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])"#,
     ),
     ("date-time", r#"date [Tt] time"#),
     (
@@ -273,6 +275,14 @@ impl<'a> Conv<'a> {
                 let Some(items) = list.as_array().filter(|a| !a.is_empty()) else {
                     return unsupported(kw, &format!("{ptr}/{kw}"), "must be a non-empty array");
                 };
+                if kw == "oneOf" && !super::one_of::disjoint(self.root, items) {
+                    return unsupported(
+                        kw,
+                        &format!("{ptr}/{kw}"),
+                        "branches may overlap (exactly-one cannot be enforced); \
+                         they must differ in JSON type or be distinct const/enum values",
+                    );
+                }
                 let mut alts = Vec::new();
                 for (i, s) in items.iter().enumerate() {
                     let sub = self.fresh(&format!("{name}-{i}"));

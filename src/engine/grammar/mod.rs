@@ -21,6 +21,7 @@ mod gbnf;
 mod int_range;
 mod json_schema;
 mod mask;
+mod one_of;
 mod recognizer;
 
 pub use gbnf::Grammar;
