@@ -12,6 +12,7 @@
 
 pub mod arch;
 mod attention;
+pub mod grammar;
 pub(crate) mod kernels;
 pub mod kv;
 mod matmul;
