@@ -36,6 +36,9 @@ use std::path::Path;
 use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
+/// Control tokens that end a turn besides EOS.
+const END_OF_TURN: [&str; 1] = ["<end_of_turn>"];
+
 /// How to set an engine up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -114,6 +117,10 @@ pub struct Engine {
     /// The sampler settings of the last generation (kept in snapshots).
     sampler: SamplerConfig,
     n_threads: usize,
+    /// Tokens that end a generation: EOS and the chat end-of-turn marker
+    /// of the vocabulary (Gemma's `<end_of_turn>`), as llama.cpp's
+    /// end-of-generation set.
+    eog: Vec<u32>,
     /// Named immutable states (see [`Engine::save_state`]).
     states: BTreeMap<String, Arc<State>>,
     work: sampler::SampleScratch,
@@ -181,7 +188,16 @@ impl Engine {
                     .map_err(|e| Error::usage(format!("thread pool: {e}")))?,
             ),
         };
+        let mut eog: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for marker in END_OF_TURN {
+            if let [id] = tokenizer.encode(marker, false, true)[..] {
+                if tokenizer.is_control(id) && !eog.contains(&id) {
+                    eog.push(id);
+                }
+            }
+        }
         Ok(Engine {
+            eog,
             model,
             tokenizer,
             cache,
@@ -456,7 +472,7 @@ impl Engine {
             &mut self.work,
         );
         let logprob = sampler::logprob(&self.last_logits, id as usize);
-        let is_eos = Some(id) == self.tokenizer.eos;
+        let is_eos = self.eog.contains(&id);
         if is_eos {
             g.finish();
             return Ok(None);
