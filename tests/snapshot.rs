@@ -293,6 +293,15 @@ fn bad_snapshots_are_refused_and_leave_the_engine_as_it_was() {
     rewrite(&good, &p, |d| set(d, "n_layer", Value::Uint(3)), same);
     cases.push(("layer count", p, SnapshotFault::Incompatible));
 
+    let p = tmp("kv-layout.zt");
+    rewrite(
+        &good,
+        &p,
+        |d| set(d, "kv_layout", Value::text("ring:512")),
+        same,
+    );
+    cases.push(("KV layout", p, SnapshotFault::Incompatible));
+
     let p = tmp("version.zt");
     rewrite(&good, &p, |d| set(d, "version", Value::Uint(99)), same);
     cases.push(("version", p, SnapshotFault::Malformed));

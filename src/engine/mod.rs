@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
+/// Control tokens that end a turn besides EOS.
+const END_OF_TURN: [&str; 1] = ["<end_of_turn>"];
+
 /// How to set an engine up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -175,6 +178,10 @@ pub struct Engine {
     /// The sampler settings of the last generation (kept in snapshots).
     sampler: SamplerConfig,
     n_threads: usize,
+    /// Tokens that end a generation: EOS and the chat end-of-turn marker
+    /// of the vocabulary (Gemma's `<end_of_turn>`), as llama.cpp's
+    /// end-of-generation set.
+    eog: Vec<u32>,
     /// Named immutable states (see [`Engine::save_state`]).
     states: BTreeMap<String, Arc<State>>,
     work: sampler::SampleScratch,
@@ -244,7 +251,16 @@ impl Engine {
                     .map_err(|e| Error::usage(format!("thread pool: {e}")))?,
             ),
         };
+        let mut eog: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for marker in END_OF_TURN {
+            if let [id] = tokenizer.encode(marker, false, true)[..] {
+                if tokenizer.is_control(id) && !eog.contains(&id) {
+                    eog.push(id);
+                }
+            }
+        }
         Ok(Engine {
+            eog,
             model,
             tokenizer,
             cache,
@@ -531,7 +547,7 @@ impl Engine {
         let logprob = sampler::logprob(&self.last_logits, id as usize);
         let position = self.tokens.len();
         let is_special = self.tokenizer.is_control(id);
-        if Some(id) == self.tokenizer.eos {
+        if self.eog.contains(&id) {
             g.produced += 1;
             g.end(StopReason::Eos);
             let text = g.take_rest();

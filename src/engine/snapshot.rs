@@ -59,6 +59,9 @@ pub struct SnapshotInfo {
     pub n_layer: usize,
     pub kv_dim: usize,
     pub kv_type: KvType,
+    /// How the cache held each layer's rows (`"full"`; snapshots written
+    /// before the field existed are full).
+    pub kv_layout: String,
     pub n_vocab: usize,
     pub tokens_count: usize,
     pub created: u64,
@@ -149,6 +152,7 @@ impl Engine {
             ("n_layer", Value::Uint(c.n_layer as u64)),
             ("kv_dim", Value::Uint(c.kv_dim() as u64)),
             ("kv_dtype", Value::text(state.kv.kind().name())),
+            ("kv_layout", Value::text(self.model.kv_layout())),
             ("n_vocab", Value::Uint(c.n_vocab as u64)),
             ("n_tokens", Value::Uint(state.tokens.len() as u64)),
             ("created", Value::Uint(state.created)),
@@ -392,6 +396,10 @@ pub fn read_info(reader: &Reader) -> Result<SnapshotInfo> {
         n_layer: size(desc, "n_layer")?,
         kv_dim: size(desc, "kv_dim")?,
         kv_type,
+        kv_layout: match desc.get("kv_layout") {
+            None => "full".to_string(),
+            Some(_) => text(desc, "kv_layout")?,
+        },
         n_vocab: size(desc, "n_vocab")?,
         tokens_count: size(desc, "n_tokens")?,
         created: uint(desc, "created")?,
@@ -447,6 +455,13 @@ pub fn check_info(engine: &Engine, info: &SnapshotInfo) -> Result<()> {
                 "{what} is {theirs} in the snapshot, {ours} in this engine"
             )));
         }
+    }
+    let layout = engine.model.kv_layout();
+    if info.kv_layout != layout {
+        return Err(incompatible(format!(
+            "the KV layout is {:?} in the snapshot, {layout:?} in this engine",
+            info.kv_layout
+        )));
     }
     Ok(())
 }

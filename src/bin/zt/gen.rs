@@ -127,6 +127,8 @@ enum ChatFormat {
     Llama3,
     Llama2,
     Zephyr,
+    /// Gemma's turns (`gemma3` files carry no template).
+    Gemma,
     Plain,
 }
 
@@ -146,6 +148,10 @@ fn chat_format(e: &Engine) -> ChatFormat {
         ChatFormat::Llama2
     } else if template.contains("<|user|>") {
         ChatFormat::Zephyr
+    } else if template.contains("<start_of_turn>")
+        || (template.is_empty() && e.config().arch == "gemma3")
+    {
+        ChatFormat::Gemma
     } else {
         ChatFormat::Plain
     }
@@ -166,6 +172,15 @@ fn turn(format: ChatFormat, first: bool, user: &str) -> (String, Vec<String>) {
         ),
         ChatFormat::Llama2 => (format!("[INST] {user} [/INST]"), vec!["</s>".into(), "[INST]".into()]),
         ChatFormat::Zephyr => (format!("<|user|>\n{user}</s>\n<|assistant|>\n"), vec!["</s>".into()]),
+        // The model's `<end_of_turn>` ends generation without entering the
+        // context, so later turns close the model's turn first.
+        ChatFormat::Gemma => (
+            format!(
+                "{}<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n",
+                if first { "" } else { "<end_of_turn>\n" }
+            ),
+            vec!["<end_of_turn>".into()],
+        ),
         ChatFormat::Plain => (
             format!("{}User: {user}\nAssistant:", if first { "" } else { "\n" }),
             vec!["\nUser:".into()],

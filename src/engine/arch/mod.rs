@@ -6,6 +6,7 @@
 //! Data flows one way: an architecture calls `ops`, `attention` and
 //! `matmul`, which call the kernels and read the KV cache.
 
+pub(crate) mod gemma3;
 pub(crate) mod llama;
 
 use super::kv::KvCache;
@@ -168,22 +169,36 @@ impl Config {
 #[derive(Debug)]
 pub(crate) enum Arch {
     Llama(llama::Llama),
+    Gemma3(gemma3::Gemma3),
 }
 
 impl Arch {
     /// An error unless the engine runs `general.architecture` = `name`.
     fn check_name(name: &str) -> Result<()> {
         match name {
-            "llama" | "qwen2" => Ok(()),
+            "llama" | "qwen2" | "gemma3" => Ok(()),
             other => Err(Error::Unsupported(format!(
-                "architecture {other:?}; the engine runs llama (Llama, Mistral, TinyLlama) and qwen2"
+                "architecture {other:?}; the engine runs llama (Llama, Mistral, TinyLlama), qwen2 and gemma3"
             ))),
         }
     }
 
     fn load(attrs: &Value, c: &Config, w: &Loader) -> Result<Arch> {
         Arch::check_name(&c.arch)?;
-        Ok(Arch::Llama(llama::Llama::load(attrs, c, w)?))
+        if c.arch == "gemma3" {
+            Ok(Arch::Gemma3(gemma3::Gemma3::load(attrs, c, w)?))
+        } else {
+            Ok(Arch::Llama(llama::Llama::load(attrs, c, w)?))
+        }
+    }
+
+    /// How the KV cache holds each layer's rows (recorded in snapshots,
+    /// checked on restore): `"full"`, every position of every layer.
+    pub(crate) fn kv_layout(&self) -> &'static str {
+        match self {
+            Arch::Llama(_) => "full",
+            Arch::Gemma3(_) => gemma3::KV_LAYOUT,
+        }
     }
 }
 
@@ -272,6 +287,11 @@ impl Model {
 
     /// The full-content fingerprint of the model's tensors (see
     /// [`crate::fingerprint`]): cached by convert, else computed once.
+    /// How the KV cache holds each layer (see `snapshot`).
+    pub fn kv_layout(&self) -> &'static str {
+        self.arch.kv_layout()
+    }
+
     pub fn fingerprint(&self) -> Result<&str> {
         if let Some(f) = self.fingerprint.get() {
             return Ok(f);
@@ -312,6 +332,7 @@ impl Model {
         }
         match &self.arch {
             Arch::Llama(a) => a.forward(c, cache, s, tokens, pos0, all, logits),
+            Arch::Gemma3(a) => a.forward(c, cache, s, tokens, pos0, all, logits),
         }
     }
 }
