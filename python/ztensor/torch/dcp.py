@@ -29,6 +29,7 @@ import dataclasses
 import io
 import os
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -470,10 +471,18 @@ class ZtStorageReader(StorageReader):
         try:
             if not shape:
                 return _to_torch(r._storage_array(meta, copy=True), t)
-            rows = r._native_reader().rows(meta.name, offsets[0], offsets[0] + lengths[0])
+            if meta.encoding == "raw":
+                # A read-only view of the mapped file: only the pages of the
+                # rows copied below are read, and they are copied once.
+                view = r._storage_array(meta, copy=False)[offsets[0] : offsets[0] + lengths[0]]
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*not writable.*")
+                    out = _to_torch(view, t)
+            else:  # only the zstd frames covering the rows are decoded
+                rows = r._native_reader().rows(meta.name, offsets[0], offsets[0] + lengths[0])
+                out = _to_torch(rows.view(t.storage).reshape((lengths[0], *shape[1:])), t)
         except ZTensorError as e:
             raise CheckpointError(f"{where}: {e}") from e
-        out = _to_torch(rows.view(t.storage).reshape((lengths[0], *shape[1:])), t)
         for d in range(1, len(shape)):
             if offsets[d] or lengths[d] != shape[d]:
                 out = out.narrow(d, offsets[d], lengths[d])
