@@ -441,8 +441,21 @@ class TestHostileCheckpoint:
         e["size"] = [60, 4]
         e["chunks"][0]["sizes"] = [60, 4]
         self._rewrite(ckpt, doc)
-        with pytest.raises(BaseException, match="passes the stored shape"):
+        with pytest.raises(
+            BaseException, match=r"stored shape \(6, 4\), the metadata says \(60, 4\)"
+        ):
             dcp.load({"w": torch.empty(60, 4), "obj": None}, storage_reader=ZtStorageReader(ckpt))
+
+    def test_chunk_shape_differs_from_stored(self, ckpt: Path) -> None:
+        doc = self._doc(ckpt)
+        e = next(e for e in doc["entries"] if e["kind"] == "tensor")
+        e["size"] = [3, 4]
+        e["chunks"][0]["sizes"] = [3, 4]
+        self._rewrite(ckpt, doc)
+        with pytest.raises(
+            BaseException, match=r"stored shape \(6, 4\), the metadata says \(3, 4\)"
+        ):
+            dcp.load({"w": torch.empty(3, 4), "obj": None}, storage_reader=ZtStorageReader(ckpt))
 
     def test_data_file_missing_truncated_or_foreign(self, ckpt: Path, tmp_path: Path) -> None:
         data = next(f for f in os.listdir(ckpt) if f != METADATA_FILE)
