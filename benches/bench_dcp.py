@@ -7,7 +7,7 @@ Each layer saves the same state dict (bf16 weight matrices shaped like a
 small transformer, plus an f32 optimizer-like moment per weight) from one
 process, then loads it two ways:
   * load: one process loads everything (1 -> 1);
-  * 2 ranks: two processes (gloo, file:// rendezvous) each load half the
+  * 2 ranks: two processes from a fork server (gloo, file:// rendezvous) each load half the
     rows of every tensor into a Shard(0) DTensor (1 -> 2 resharding); the
     slowest rank's time.
 Runs alternate between layers; the median of `--repeat` runs is printed,
@@ -69,10 +69,12 @@ def disk_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
-def _half_worker(rank: int, world: int, root: str, name: str, path: str, q: Any) -> None:
+def _half_worker(
+    rank: int, world: int, pg_file: str, name: str, path: str, shapes: Any, q: Any
+) -> None:
     dist.init_process_group(
         "gloo",
-        init_method=f"file://{root}/pg-{name.replace(' ', '_')}-{time.monotonic_ns()}",
+        init_method=f"file://{pg_file}",
         rank=rank,
         world_size=world,
         timeout=timedelta(seconds=300),
@@ -81,12 +83,9 @@ def _half_worker(rank: int, world: int, root: str, name: str, path: str, q: Any)
     from torch.distributed.tensor import Shard, distribute_tensor
 
     mesh = init_device_mesh("cpu", (world,))
-    shapes = q.get() if rank == 0 else None
-    obj = [shapes]
-    dist.broadcast_object_list(obj, src=0)
     state = {
         k: distribute_tensor(torch.empty(shape, dtype=dtype), mesh, [Shard(0)])
-        for k, (shape, dtype) in obj[0].items()
+        for k, (shape, dtype) in shapes.items()
     }
     reader = layers()[name][1](path)
     dist.barrier()
@@ -100,10 +99,16 @@ def _half_worker(rank: int, world: int, root: str, name: str, path: str, q: Any)
 
 
 def load_on_ranks(root: str, name: str, path: str, state: dict[str, torch.Tensor]) -> float:
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":  # no inherited thread pools, torch imported once
+        ctx.set_forkserver_preload(["torch", "torch.distributed.checkpoint"])
     q = ctx.SimpleQueue()
-    q.put({k: (tuple(v.shape), v.dtype) for k, v in state.items()})
-    procs = [ctx.Process(target=_half_worker, args=(r, 2, root, name, path, q)) for r in range(2)]
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+    pg_file = os.path.join(root, f"pg-{time.monotonic_ns()}")
+    procs = [
+        ctx.Process(target=_half_worker, args=(r, 2, pg_file, name, path, shapes, q))
+        for r in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:

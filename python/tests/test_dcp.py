@@ -1,9 +1,10 @@
 """torch.distributed.checkpoint on `.zt` files (ztensor.torch.dcp).
 
 The distributed tests follow PyTorch's own CPU recipe: ranks are started with
-`torch.multiprocessing` (forked where the platform can, as PyTorch's
-`MultiProcessTestCase` does, since a spawned child re-imports torch; spawned
-elsewhere) and join a gloo process group through a file:// rendezvous. The model is sharded with FSDP2 (`fully_shard`, whose parameters
+`torch.multiprocessing` and join a gloo process group through a file://
+rendezvous. They start from a fork server that imported torch once (a plain
+fork of this process could inherit a half-used thread pool and hang; a
+spawned child re-imports torch, which is slow on a busy machine). The model is sharded with FSDP2 (`fully_shard`, whose parameters
 and optimizer state are DTensors) and a few tensors are placed by hand with
 `distribute_tensor` (Shard(0), Shard(1), Replicate) so resharding crosses
 both dimensions. Expected values are computed by the ranks (full tensors) and
@@ -189,7 +190,9 @@ def _kill_worker(rank: int, world: int, root: str, ckpt: str) -> None:
     dist.destroy_process_group()
 
 
-_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+_START = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+if _START == "forkserver":
+    mp.get_context(_START).set_forkserver_preload(["torch", "torch.distributed.checkpoint"])
 
 
 def _start(target: Any, world: int, *args: Any) -> None:
@@ -438,8 +441,21 @@ class TestHostileCheckpoint:
         e["size"] = [60, 4]
         e["chunks"][0]["sizes"] = [60, 4]
         self._rewrite(ckpt, doc)
-        with pytest.raises(BaseException, match="passes the stored shape"):
+        with pytest.raises(
+            BaseException, match=r"stored shape \(6, 4\), the metadata says \(60, 4\)"
+        ):
             dcp.load({"w": torch.empty(60, 4), "obj": None}, storage_reader=ZtStorageReader(ckpt))
+
+    def test_chunk_shape_differs_from_stored(self, ckpt: Path) -> None:
+        doc = self._doc(ckpt)
+        e = next(e for e in doc["entries"] if e["kind"] == "tensor")
+        e["size"] = [3, 4]
+        e["chunks"][0]["sizes"] = [3, 4]
+        self._rewrite(ckpt, doc)
+        with pytest.raises(
+            BaseException, match=r"stored shape \(6, 4\), the metadata says \(3, 4\)"
+        ):
+            dcp.load({"w": torch.empty(3, 4), "obj": None}, storage_reader=ZtStorageReader(ckpt))
 
     def test_data_file_missing_truncated_or_foreign(self, ckpt: Path, tmp_path: Path) -> None:
         data = next(f for f in os.listdir(ckpt) if f != METADATA_FILE)

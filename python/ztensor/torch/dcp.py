@@ -29,6 +29,7 @@ import dataclasses
 import io
 import os
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -295,6 +296,8 @@ class ZtStorageReader(StorageReader):
         self._save_id = ""
         self._stat: tuple[int, int, int] | None = None
         self._metadata: Metadata = self._load_metadata()
+        self._chunks: dict[Any, Any] = {}
+        self._chunks_of: Metadata | None = None
 
     @property
     def checkpoint_id(self) -> str:
@@ -436,6 +439,11 @@ class ZtStorageReader(StorageReader):
             data = r._storage_array(meta, copy=True).tobytes()
             planner.load_bytes(item, io.BytesIO(data))
             return
+        chunk = self._chunk_sizes().get(item.storage_index)
+        if chunk is not None and tuple(chunk) != meta.shape:
+            raise CheckpointError(
+                f"{where}: stored shape {meta.shape}, the metadata says {tuple(chunk)}"
+            )
         target = planner.resolve_tensor(item).detach()
         src = self._region(r, meta, item, where)
         if src.dtype != target.dtype:
@@ -448,6 +456,20 @@ class ZtStorageReader(StorageReader):
             )
         target.copy_(src)
         planner.commit_tensor(item, target)
+
+    def _chunk_sizes(self) -> dict[Any, Any]:
+        """Each stored chunk's shape per the metadata, by its index."""
+        from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMetadata
+
+        if self._chunks_of is not self._metadata:
+            self._chunks = {
+                MetadataIndex(fqn, c.offsets): c.sizes
+                for fqn, md in self._metadata.state_dict_metadata.items()
+                if isinstance(md, TensorStorageMetadata)
+                for c in md.chunks
+            }
+            self._chunks_of = self._metadata
+        return self._chunks
 
     def _region(self, r: Reader, meta: TensorMetadata, item: ReadItem, where: str) -> torch.Tensor:
         """The hypercube `storage_offsets`..+`lengths` of a stored chunk,
@@ -470,10 +492,18 @@ class ZtStorageReader(StorageReader):
         try:
             if not shape:
                 return _to_torch(r._storage_array(meta, copy=True), t)
-            rows = r._native_reader().rows(meta.name, offsets[0], offsets[0] + lengths[0])
+            if meta.encoding == "raw":
+                # A read-only view of the mapped file: only the pages of the
+                # rows copied below are read, and they are copied once.
+                view = r._storage_array(meta, copy=False)[offsets[0] : offsets[0] + lengths[0]]
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*not writable.*")
+                    out = _to_torch(view, t)
+            else:  # only the zstd frames covering the rows are decoded
+                rows = r._native_reader().rows(meta.name, offsets[0], offsets[0] + lengths[0])
+                out = _to_torch(rows.view(t.storage).reshape((lengths[0], *shape[1:])), t)
         except ZTensorError as e:
             raise CheckpointError(f"{where}: {e}") from e
-        out = _to_torch(rows.view(t.storage).reshape((lengths[0], *shape[1:])), t)
         for d in range(1, len(shape)):
             if offsets[d] or lengths[d] != shape[d]:
                 out = out.narrow(d, offsets[d], lengths[d])
