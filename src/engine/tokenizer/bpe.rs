@@ -5,6 +5,7 @@
 //! leftmost pair among equal ranks.
 
 use std::cmp::Reverse;
+use super::hash::FastMap;
 use std::collections::{BinaryHeap, HashMap};
 
 /// No symbol: a byte whose char is neither a token nor part of a merge.
@@ -17,7 +18,7 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct Merges {
     /// (left, right) → (rank, merged).
-    pairs: HashMap<(u32, u32), (u32, u32)>,
+    pairs: FastMap<(u32, u32), (u32, u32)>,
     /// The symbol of each byte's GPT-2 char.
     byte_sym: [u32; 256],
     n_vocab: u32,
@@ -28,7 +29,7 @@ impl Merges {
     /// `ids` maps vocabulary strings to ids; `byte_char` is GPT-2's table.
     pub fn new(
         merges: &[(String, String)],
-        ids: &HashMap<String, u32>,
+        ids: &FastMap<String, u32>,
         n_vocab: usize,
         byte_char: &[char; 256],
     ) -> Merges {
@@ -46,7 +47,7 @@ impl Merges {
             extra.insert(s.to_string(), id);
             id
         };
-        let mut pairs = HashMap::with_capacity(merges.len());
+        let mut pairs = FastMap::with_capacity_and_hasher(merges.len(), Default::default());
         for (rank, (a, b)) in merges.iter().enumerate() {
             let (l, r) = (intern(a), intern(b));
             let m = intern(&format!("{a}{b}"));
@@ -71,38 +72,75 @@ impl Merges {
 
     /// Merges the bytes of one word; calls `emit(Ok(id))` for each final
     /// vocabulary token and `emit(Err(range))` for a final symbol that is
-    /// not one (its bytes fall back to byte tokens).
-    pub fn merge(&self, word: &[u8], mut emit: impl FnMut(Result<u32, (usize, usize)>)) {
+    /// not one (its bytes fall back to byte tokens). `work` is reused
+    /// between words.
+    pub fn merge(
+        &self,
+        word: &[u8],
+        work: &mut Work,
+        mut emit: impl FnMut(Result<u32, (usize, usize)>),
+    ) {
         let n = word.len();
         if n == 0 {
             return;
         }
-        let mut sym: Vec<u32> = word.iter().map(|&b| self.byte_sym[b as usize]).collect();
-        let mut end: Vec<usize> = (1..=n).collect();
-        let mut next: Vec<usize> = (1..=n).collect(); // n = none
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // MAX = none
-        let mut alive = vec![true; n];
-        // (rank, left, right, left symbol, right symbol), smallest first.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, usize, u32, u32)>> = BinaryHeap::new();
-        let pair = |sym: &[u32], l: usize, r: usize| -> Option<Reverse<(u32, usize, usize, u32, u32)>> {
+        if n == 1 {
+            let s = self.byte_sym[word[0] as usize];
+            emit(if s < self.n_vocab { Ok(s) } else { Err((0, 1)) });
+            return;
+        }
+        let Work {
+            sym,
+            end,
+            next,
+            prev,
+            alive,
+            heap,
+        } = work;
+        sym.clear();
+        sym.extend(word.iter().map(|&b| self.byte_sym[b as usize]));
+        end.clear();
+        end.extend(1..=n);
+        next.clear();
+        next.extend(1..=n); // n = none
+        prev.clear();
+        prev.extend((0..n).map(|i| i.wrapping_sub(1))); // MAX = none
+        alive.clear();
+        alive.resize(n, true);
+        // Min-heap of (rank << 32 | left): the lowest rank, then the
+        // leftmost pair. An entry is checked when popped: it stands if the
+        // pair now at `left` merges with that same rank (ranks are unique
+        // per pair, so it is the same pair, and any twin entry has the same
+        // key) — eight bytes an entry keeps a long word's heap in cache.
+        let key = |sym: &[u32], l: usize, r: usize| -> Option<Reverse<u64>> {
             let (a, b) = (sym[l], sym[r]);
             if a == NONE || b == NONE {
                 return None;
             }
             self.pairs
                 .get(&(a, b))
-                .map(|&(rank, _)| Reverse((rank, l, r, a, b)))
+                .map(|&(rank, _)| Reverse((u64::from(rank) << 32) | l as u64))
         };
-        for i in 1..n {
-            heap.extend(pair(&sym, i - 1, i));
-        }
-        while let Some(Reverse((_, l, r, a, b))) = heap.pop() {
-            if !alive[l] || !alive[r] || sym[l] != a || sym[r] != b || next[l] != r {
+        let mut items = std::mem::take(heap).into_vec();
+        items.clear();
+        items.extend((1..n).filter_map(|i| key(sym, i - 1, i)));
+        let mut queue = BinaryHeap::from(items);
+        while let Some(Reverse(k)) = queue.pop() {
+            let (rank, l) = ((k >> 32) as u32, (k & 0xFFFF_FFFF) as usize);
+            if !alive[l] || next[l] >= n {
                 continue;
             }
-            let Some(&(_, m)) = self.pairs.get(&(a, b)) else {
+            let r = next[l];
+            let (a, b) = (sym[l], sym[r]);
+            if a == NONE || b == NONE {
+                continue;
+            }
+            let Some(&(now, m)) = self.pairs.get(&(a, b)) else {
                 continue;
             };
+            if now != rank {
+                continue;
+            }
             sym[l] = m;
             end[l] = end[r];
             alive[r] = false;
@@ -111,12 +149,13 @@ impl Merges {
                 prev[next[r]] = l;
             }
             if prev[l] < n {
-                heap.extend(pair(&sym, prev[l], l));
+                queue.extend(key(sym, prev[l], l));
             }
             if next[l] < n {
-                heap.extend(pair(&sym, l, next[l]));
+                queue.extend(key(sym, l, next[l]));
             }
         }
+        *heap = queue;
         let mut i = 0usize;
         while i < n {
             let s = sym[i];
@@ -128,6 +167,17 @@ impl Merges {
             i = next[i];
         }
     }
+}
+
+/// Buffers one merge reuses for the next.
+#[derive(Debug, Default)]
+pub struct Work {
+    sym: Vec<u32>,
+    end: Vec<usize>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    alive: Vec<bool>,
+    heap: BinaryHeap<Reverse<u64>>,
 }
 
 /// The merging as it was before (quadratic: rescan every pair after each

@@ -10,6 +10,7 @@
 //! [`spm`]).
 
 mod bpe;
+mod hash;
 mod pretok;
 mod special;
 mod spm;
@@ -18,6 +19,7 @@ mod tests;
 
 use crate::cbor::Value;
 use crate::error::{Error, Result};
+use hash::FastMap;
 use std::collections::HashMap;
 
 pub use pretok::{Pre, PreInfo, PreTokenizer};
@@ -43,7 +45,7 @@ pub struct Tokenizer {
     pub tokens: Vec<String>,
     pub types: Vec<i64>,
     scores: Vec<f32>,
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
     /// BPE merges by symbol ids, and their text (`"a b\n"` per merge, rank
     /// order) for the digest.
     merges: Option<bpe::Merges>,
@@ -184,7 +186,7 @@ impl Tokenizer {
                 ))
             }
         };
-        let mut ids = HashMap::with_capacity(n);
+        let mut ids = FastMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in tokens.iter().enumerate() {
             ids.entry(t.clone()).or_insert(i as u32);
         }
@@ -345,6 +347,7 @@ impl Tokenizer {
         }
         let mut prev_special = true;
         let mut buf = String::new();
+        let mut work = bpe::Work::default();
         for frag in self.specials.partition(text, allowed) {
             match frag {
                 Frag::Token(id) => {
@@ -356,7 +359,7 @@ impl Tokenizer {
                     match (&self.pretok, &self.merges) {
                         (Some(pre), Some(merges)) => {
                             for word in pre.split(t) {
-                                self.bpe_word(merges, word, &mut out);
+                                self.bpe_word(merges, word, &mut work, &mut out);
                             }
                         }
                         _ => {
@@ -406,7 +409,7 @@ impl Tokenizer {
         }
     }
 
-    fn bpe_word(&self, merges: &bpe::Merges, word: &str, out: &mut Vec<u32>) {
+    fn bpe_word(&self, merges: &bpe::Merges, word: &str, work: &mut bpe::Work, out: &mut Vec<u32>) {
         if self.ignore_merges {
             let mapped: String = word.bytes().map(|b| self.byte_char[b as usize]).collect();
             if let Some(&id) = self.ids.get(&mapped) {
@@ -415,7 +418,7 @@ impl Tokenizer {
             }
         }
         let bytes = word.as_bytes();
-        merges.merge(bytes, |r| match r {
+        merges.merge(bytes, work, |r| match r {
             Ok(id) => out.push(id),
             Err((s, e)) => {
                 for &b in &bytes[s..e] {

@@ -5,20 +5,19 @@
 //! merged symbol is a token, so a lookup hashes at most two tokens' bytes.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use super::hash::FastMap;
+use std::collections::BinaryHeap;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct OrdF32(f32);
-impl Eq for OrdF32 {}
-impl PartialOrd for OrdF32 {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for OrdF32 {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&o.0)
-    }
+/// A key that sorts scores from the highest down (f32 total order,
+/// inverted).
+fn score_key(score: f32) -> u32 {
+    let bits = score.to_bits();
+    let ordered = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    !ordered
 }
 
 /// Merges `text` (spaces already escaped as `▁`); calls `emit(Ok(id))` per
@@ -26,7 +25,7 @@ impl Ord for OrdF32 {
 /// char: its bytes fall back to byte tokens).
 pub fn merge(
     text: &str,
-    ids: &HashMap<String, u32>,
+    ids: &FastMap<String, u32>,
     scores: &[f32],
     mut emit: impl FnMut(Result<u32, (usize, usize)>),
 ) {
@@ -41,21 +40,28 @@ pub fn merge(
     let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // MAX = none
     let mut next: Vec<usize> = (1..=n).collect(); // n = none
     let mut alive = vec![true; n];
-    // (score, leftmost first, right, byte size): the largest pops first.
-    let mut heap: BinaryHeap<(OrdF32, Reverse<usize>, usize, usize)> = BinaryHeap::new();
-    let pair = |sym: &[(usize, usize)], l: usize, r: usize| {
+    // Min-heap of (score key << 32 | left): the highest score, then the
+    // leftmost pair. An entry is checked when popped: it stands if the pair
+    // now at `left` is a token of that same score (then any twin entry for
+    // that pair has the same key, so taking it now keeps the order) —
+    // eight bytes an entry keeps a long text's heap in cache.
+    let key = |sym: &[(usize, usize)], l: usize, r: usize| -> Option<u64> {
         let (s, e) = (sym[l].0, sym[r].1);
-        ids.get(&text[s..e]).and_then(|&id| {
-            scores
-                .get(id as usize)
-                .map(|&score| (OrdF32(score), Reverse(l), r, e - s))
-        })
+        ids.get(&text[s..e])
+            .and_then(|&id| scores.get(id as usize))
+            .map(|&score| (u64::from(score_key(score)) << 32) | l as u64)
     };
-    for i in 1..n {
-        heap.extend(pair(&sym, i - 1, i));
-    }
-    while let Some((_, Reverse(l), r, size)) = heap.pop() {
-        if !alive[l] || !alive[r] || next[l] != r || sym[r].1 - sym[l].0 != size {
+    let mut heap: BinaryHeap<Reverse<u64>> = (1..n)
+        .filter_map(|i| key(&sym, i - 1, i).map(Reverse))
+        .collect::<Vec<_>>()
+        .into();
+    while let Some(Reverse(k)) = heap.pop() {
+        let l = (k & 0xFFFF_FFFF) as usize;
+        if !alive[l] || next[l] >= n {
+            continue;
+        }
+        let r = next[l];
+        if key(&sym, l, r) != Some(k) {
             continue;
         }
         sym[l].1 = sym[r].1;
@@ -65,10 +71,10 @@ pub fn merge(
             prev[next[r]] = l;
         }
         if prev[l] < n {
-            heap.extend(pair(&sym, prev[l], l));
+            heap.extend(key(&sym, prev[l], l).map(Reverse));
         }
         if next[l] < n {
-            heap.extend(pair(&sym, l, next[l]));
+            heap.extend(key(&sym, l, next[l]).map(Reverse));
         }
     }
     let mut i = 0usize;

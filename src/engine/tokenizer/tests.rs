@@ -101,7 +101,8 @@ fn reference_word(tok: &Tokenizer, merges: &[(String, String)], word: &str) -> V
 
 fn fast_word(tok: &Tokenizer, word: &str) -> Vec<u32> {
     let mut out = Vec::new();
-    tok.bpe_word(tok.merges.as_ref().unwrap(), word, &mut out);
+    let mut work = bpe::Work::default();
+    tok.bpe_word(tok.merges.as_ref().unwrap(), word, &mut work, &mut out);
     out
 }
 
