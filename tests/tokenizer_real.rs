@@ -43,7 +43,10 @@ fn smollm2_tokenizes_as_llama_cpp() {
         ("The capital of France is", &[504, 3575, 282, 4649, 314]),
         ("\n", &[198]),
         ("Hello world! 123", &[19556, 905, 17, 216, 33, 34, 35]),
-        ("Café déjà vu.", &[51, 1939, 2756, 32564, 90, 16739, 386, 101, 30]),
+        (
+            "Café déjà vu.",
+            &[51, 1939, 2756, 32564, 90, 16739, 386, 101, 30],
+        ),
         ("  multiple   spaces", &[216, 2701, 256, 5600]),
         (
             "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
@@ -85,11 +88,27 @@ fn gemma3_tokenizes_as_llama_cpp() {
     assert_eq!(t.bos, Some(2));
     assert!(t.add_bos);
     let cases: &[(&str, bool, &[u32])] = &[
-        ("Hello world! 123", false, &[2, 9259, 1902, 236888, 236743, 236770, 236778, 236800]),
-        ("The capital of France is", false, &[2, 818, 5279, 529, 7001, 563]),
+        (
+            "Hello world! 123",
+            false,
+            &[2, 9259, 1902, 236888, 236743, 236770, 236778, 236800],
+        ),
+        (
+            "The capital of France is",
+            false,
+            &[2, 818, 5279, 529, 7001, 563],
+        ),
         ("  multiple   spaces", false, &[2, 138, 43819, 139, 35220]),
-        ("Café déjà vu.", false, &[2, 160319, 236859, 29234, 11042, 236761]),
-        ("line1\n\nline2", false, &[2, 1257, 236770, 108, 1257, 236778]),
+        (
+            "Café déjà vu.",
+            false,
+            &[2, 160319, 236859, 29234, 11042, 236761],
+        ),
+        (
+            "line1\n\nline2",
+            false,
+            &[2, 1257, 236770, 108, 1257, 236778],
+        ),
         (
             "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
             true,
@@ -98,13 +117,16 @@ fn gemma3_tokenizes_as_llama_cpp() {
     ];
     for (text, special, want) in cases {
         assert_eq!(t.encode(text, true, *special), *want, "{text:?}");
-        assert_eq!(t.decode(&want[1..], false).replace("<start_of_turn>", ""), {
-            let mut s = text.to_string();
-            for m in ["<start_of_turn>", "<end_of_turn>"] {
-                s = s.replace(m, "");
+        assert_eq!(
+            t.decode(&want[1..], false).replace("<start_of_turn>", ""),
+            {
+                let mut s = text.to_string();
+                for m in ["<start_of_turn>", "<end_of_turn>"] {
+                    s = s.replace(m, "");
+                }
+                s
             }
-            s
-        });
+        );
     }
     // A run of tabs is one user-defined token, matched whole before SPM.
     let tabs = t.encode("\t\t\t\t", false, false);
@@ -122,7 +144,10 @@ fn stored_llama_cpp_tokenizations_match() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/real"));
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("skipped: no stored reference tokenizations in {}", dir.display());
+        eprintln!(
+            "skipped: no stored reference tokenizations in {}",
+            dir.display()
+        );
         return;
     };
     for entry in entries.flatten() {
@@ -137,7 +162,9 @@ fn stored_llama_cpp_tokenizations_match() {
         };
         let (Some(model), Some(cases)) = (
             doc.get("model").and_then(|m| m.as_str()),
-            doc.get("tokenize").or(doc.get("cases")).and_then(|c| c.as_array()),
+            doc.get("tokenize")
+                .or(doc.get("cases"))
+                .and_then(|c| c.as_array()),
         ) else {
             continue;
         };
@@ -146,8 +173,17 @@ fn stored_llama_cpp_tokenizations_match() {
             let (Some(text), Some(ids)) = (c["text"].as_str(), c["ids"].as_array()) else {
                 continue;
             };
-            let want: Vec<u32> = ids.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect();
-            assert_eq!(t.encode(text, false, false), want, "{}: {text:?}", path.display());
+            let want: Vec<u32> = ids
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect();
+            assert_eq!(
+                t.encode(text, false, false),
+                want,
+                "{}: {text:?}",
+                path.display()
+            );
         }
     }
 }

@@ -350,7 +350,21 @@ class Engine:
     def tokenize(
         self, text: str, add_bos: bool | None = None, parse_special: bool = True
     ) -> list[int]:
-        """Token ids of `text`; `add_bos=None` follows the model's setting."""
+        """Token ids of `text`.
+
+        Args:
+            text: The text to tokenize.
+            add_bos: Prepend BOS; `None` (the default) follows the model's
+                own setting (`tokenizer.ggml.add_bos_token`).
+            parse_special: When true (the default, as llama.cpp's server),
+                control tokens written in `text` such as `<|im_end|>` become
+                those tokens, for prompts that spell out a chat template.
+                Pass `False` for any text a user typed, so it cannot forge
+                turn markers. User-defined tokens are matched either way.
+
+        Returns:
+            The token ids.
+        """
         return self._native.tokenize(text, add_bos, parse_special)
 
     def detokenize(self, ids: list[int]) -> str:

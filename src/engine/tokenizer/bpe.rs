@@ -4,8 +4,8 @@
 //! merging. The order of merges is llama.cpp's: the lowest rank first, the
 //! leftmost pair among equal ranks.
 
-use std::cmp::Reverse;
 use super::hash::FastMap;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 /// No symbol: a byte whose char is neither a token nor part of a merge.

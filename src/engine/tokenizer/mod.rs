@@ -123,7 +123,10 @@ impl Tokenizer {
         let pre_name = match attrs.get("tokenizer.ggml.pre") {
             None => None,
             Some(v) => Some(v.as_str().ok_or_else(|| {
-                bad("tokenizer.ggml.pre", format!("expected text, found {}", v.kind()))
+                bad(
+                    "tokenizer.ggml.pre",
+                    format!("expected text, found {}", v.kind()),
+                )
             })?),
         };
         let (kind, info) = match model {
@@ -210,9 +213,8 @@ impl Tokenizer {
                     })?;
                 let pair = (m[..split].to_string(), m[split + 1..].to_string());
                 if seen.insert(pair.clone()) {
-                    merge_text.extend_from_slice(m[..split].as_bytes());
-                    merge_text.push(b' ');
-                    merge_text.extend_from_slice(m[split + 1..].as_bytes());
+                    // "left right\n", as the digest has always hashed it.
+                    merge_text.extend_from_slice(m.as_bytes());
                     merge_text.push(b'\n');
                     merge_list.push(pair);
                 }
@@ -340,7 +342,12 @@ impl Tokenizer {
         self.encode_allowed(&text, &allowed, add_special)
     }
 
-    fn encode_allowed(&self, text: &str, allowed: &[(usize, usize)], add_special: bool) -> Vec<u32> {
+    fn encode_allowed(
+        &self,
+        text: &str,
+        allowed: &[(usize, usize)],
+        add_special: bool,
+    ) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.extend(self.bos);
@@ -393,7 +400,9 @@ impl Tokenizer {
     /// Splits text into the words byte-level BPE merges within (empty for
     /// SentencePiece vocabularies, which do not pre-split).
     pub fn pre_split<'t>(&self, text: &'t str) -> Vec<&'t str> {
-        self.pretok.as_ref().map_or_else(Vec::new, |p| p.split(text))
+        self.pretok
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.split(text))
     }
 
     fn byte_token(&self, b: u8) -> Option<u32> {

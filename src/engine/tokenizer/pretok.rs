@@ -578,9 +578,7 @@ fn gpt2(cs: &[char], fl: &[Flags], out: &mut Vec<usize>) {
                 pos += 2;
                 continue;
             }
-            if pos + 2 < n
-                && matches!((nx, cs[pos + 2]), ('r', 'e') | ('v', 'e') | ('l', 'l'))
-            {
+            if pos + 2 < n && matches!((nx, cs[pos + 2]), ('r', 'e') | ('v', 'e') | ('l', 'l')) {
                 out.push(3);
                 pos += 3;
                 continue;

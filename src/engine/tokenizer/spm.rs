@@ -4,8 +4,8 @@
 //! by hashing the borrowed slice of the text (no string is built), and every
 //! merged symbol is a token, so a lookup hashes at most two tokens' bytes.
 
-use std::cmp::Reverse;
 use super::hash::FastMap;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// A key that sorts scores from the highest down (f32 total order,

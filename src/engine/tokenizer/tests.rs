@@ -71,7 +71,12 @@ fn random_bpe(seed: u64, pre: &str) -> (Tokenizer, Vec<(String, String)>) {
         ("tokenizer.ggml.token_type", Value::Array(types)),
         (
             "tokenizer.ggml.merges",
-            Value::Array(merges.iter().map(|(a, b)| text(&format!("{a} {b}"))).collect()),
+            Value::Array(
+                merges
+                    .iter()
+                    .map(|(a, b)| text(&format!("{a} {b}")))
+                    .collect(),
+            ),
         ),
     ]))
     .unwrap();
@@ -108,7 +113,9 @@ fn fast_word(tok: &Tokenizer, word: &str) -> Vec<u32> {
 
 fn random_word(rng: &mut Rng, len: usize) -> String {
     const ALPHABET: &[&str] = &["a", "b", "c", " ", "1", "é", "z"];
-    (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+        .collect()
 }
 
 #[test]
@@ -193,7 +200,10 @@ fn random_spm(seed: u64, add_space_prefix: bool) -> Tokenizer {
             "tokenizer.ggml.token_type",
             Value::Array(types.iter().map(|&t| Value::Uint(t as u64)).collect()),
         ),
-        ("tokenizer.ggml.add_space_prefix", Value::Bool(add_space_prefix)),
+        (
+            "tokenizer.ggml.add_space_prefix",
+            Value::Bool(add_space_prefix),
+        ),
         ("tokenizer.ggml.bos_token_id", Value::Uint(1)),
     ]))
     .unwrap()
@@ -211,22 +221,74 @@ fn spm_handles_a_50000_char_word_and_keeps_user_defined_tokens_whole() {
     assert!(ids.contains(&nl), "{ids:?}");
     assert_eq!(tok.decode(&ids, false), "ab\n\nba");
     let with_prefix = random_spm(3, true);
-    assert_eq!(with_prefix.decode(&with_prefix.encode("ab", false, false), false), "ab");
+    assert_eq!(
+        with_prefix.decode(&with_prefix.encode("ab", false, false), false),
+        "ab"
+    );
     assert_eq!(tok.encode("ab", true, false)[0], 1);
 }
 
 #[test]
 fn every_pre_tokenizer_name_compiles_and_unknown_names_fail() {
     let names = [
-        "default", "llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "deepseek-llm",
-        "deepseek-coder", "deepseek-v3", "falcon", "mpt", "starcoder", "gpt-2", "phi-2",
-        "refact", "command-r", "qwen2", "stablelm2", "olmo", "dbrx", "smaug-bpe", "poro-chat",
-        "chatglm-bpe", "glm4", "viking", "jais", "tekken", "smollm", "codeshell", "bloom",
-        "gpt3-finnish", "exaone", "chameleon", "minerva-7b", "megrez", "gpt-4o", "llama4",
-        "superbpe", "trillion", "bailingmoe", "seed-coder", "hunyuan", "hunyuan-dense",
-        "kanana2", "tiny_aya", "grok-2", "exaone-moe", "qwen35", "youtu", "spark2_5",
-        "jais-2", "granite-embed-multi-97m", "ufakzeka", "laguna", "minicpm5", "minimax-m2",
-        "deepseek-r1-qwen", "jina-v2-code",
+        "default",
+        "llama3",
+        "llama-v3",
+        "llama-bpe",
+        "falcon3",
+        "pixtral",
+        "deepseek-llm",
+        "deepseek-coder",
+        "deepseek-v3",
+        "falcon",
+        "mpt",
+        "starcoder",
+        "gpt-2",
+        "phi-2",
+        "refact",
+        "command-r",
+        "qwen2",
+        "stablelm2",
+        "olmo",
+        "dbrx",
+        "smaug-bpe",
+        "poro-chat",
+        "chatglm-bpe",
+        "glm4",
+        "viking",
+        "jais",
+        "tekken",
+        "smollm",
+        "codeshell",
+        "bloom",
+        "gpt3-finnish",
+        "exaone",
+        "chameleon",
+        "minerva-7b",
+        "megrez",
+        "gpt-4o",
+        "llama4",
+        "superbpe",
+        "trillion",
+        "bailingmoe",
+        "seed-coder",
+        "hunyuan",
+        "hunyuan-dense",
+        "kanana2",
+        "tiny_aya",
+        "grok-2",
+        "exaone-moe",
+        "qwen35",
+        "youtu",
+        "spark2_5",
+        "jais-2",
+        "granite-embed-multi-97m",
+        "ufakzeka",
+        "laguna",
+        "minicpm5",
+        "minimax-m2",
+        "deepseek-r1-qwen",
+        "jina-v2-code",
     ];
     for name in names {
         let info = pretok::lookup(Some(name)).unwrap();
@@ -239,7 +301,10 @@ fn every_pre_tokenizer_name_compiles_and_unknown_names_fail() {
     assert!(pretok::lookup(Some("gemma4")).is_err());
     assert_eq!(pretok::lookup(None).unwrap().pre, Pre::Default);
     let err = random_bpe_err("no-such-pre");
-    assert!(err.contains("no-such-pre") && err.contains("unknown"), "{err}");
+    assert!(
+        err.contains("no-such-pre") && err.contains("unknown"),
+        "{err}"
+    );
 }
 
 fn random_bpe_err(pre: &str) -> String {
@@ -273,16 +338,16 @@ fn pre_tokenizers_split_as_llama_cpp() {
     // qwen2: digits one by one inside the single expression.
     assert_eq!(split("qwen2", "ab 123"), ["ab", " ", "1", "2", "3"]);
     // deepseek-coder: newlines alone, letters with one leading space.
-    assert_eq!(
-        split("deepseek-coder", "a\nbc d"),
-        ["a", "\n", "bc", " d"]
-    );
+    assert_eq!(split("deepseek-coder", "a\nbc d"), ["a", "\n", "bc", " d"]);
     // falcon: punctuation runs first, then digits in threes.
     assert_eq!(split("falcon", "a,, 12345"), ["a", ",,", " ", "123", "45"]);
     // bloom / poro: anything but spaces and .,!? with one leading space.
     assert_eq!(split("bloom", "ab cd. e"), ["ab", " cd", ".", " e"]);
     // gpt-4o: camel case splits, contractions stay on the word.
-    assert_eq!(split("gpt-4o", "HelloWorld don't"), ["Hello", "World", " don't"]);
+    assert_eq!(
+        split("gpt-4o", "HelloWorld don't"),
+        ["Hello", "World", " don't"]
+    );
     // tekken: '/' runs may carry the punctuation.
     assert_eq!(split("tekken", "a//b"), ["a", "//", "b"]);
 }
