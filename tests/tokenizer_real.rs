@@ -150,8 +150,17 @@ fn stored_llama_cpp_tokenizations_match() {
         );
         return;
     };
+    // JSON files in the directory and one level below.
+    let mut files = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
+        match std::fs::read_dir(&path) {
+            Ok(sub) => files.extend(sub.flatten().map(|e| e.path())),
+            Err(_) => files.push(path),
+        }
+    }
+    let mut checked = 0usize;
+    for path in files {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
@@ -173,17 +182,27 @@ fn stored_llama_cpp_tokenizations_match() {
             let (Some(text), Some(ids)) = (c["text"].as_str(), c["ids"].as_array()) else {
                 continue;
             };
-            let want: Vec<u32> = ids
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect();
+            let to_ids = |v: &[serde_json::Value]| -> Vec<u32> {
+                v.iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect()
+            };
             assert_eq!(
                 t.encode(text, false, false),
-                want,
+                to_ids(ids),
                 "{}: {text:?}",
                 path.display()
             );
+            if let Some(with_bos) = c["ids_bos"].as_array() {
+                assert_eq!(
+                    t.encode(text, true, false),
+                    to_ids(with_bos),
+                    "{text:?} (BOS)"
+                );
+            }
+            checked += 1;
         }
     }
+    eprintln!("{checked} stored llama.cpp tokenizations match");
 }

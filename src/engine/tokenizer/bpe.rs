@@ -8,6 +8,9 @@ use super::hash::FastMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+/// The most symbols one merge handles (positions are 32-bit in heap keys).
+pub(crate) const MAX_SYMBOLS: usize = u32::MAX as usize;
+
 /// No symbol: a byte whose char is neither a token nor part of a merge.
 const NONE: u32 = u32::MAX;
 
@@ -80,8 +83,28 @@ impl Merges {
         work: &mut Work,
         mut emit: impl FnMut(Result<u32, (usize, usize)>),
     ) {
+        self.merge_dyn(word, work, &mut emit);
+    }
+
+    fn merge_dyn(
+        &self,
+        word: &[u8],
+        work: &mut Work,
+        emit: &mut dyn FnMut(Result<u32, (usize, usize)>),
+    ) {
         let n = word.len();
         if n == 0 {
+            return;
+        }
+        if n > MAX_SYMBOLS {
+            // Heap keys hold a 32-bit position: a word over 4 GiB (beyond
+            // any context) is merged in 4 GiB pieces.
+            for (k, piece) in word.chunks(MAX_SYMBOLS).enumerate() {
+                let base = k * MAX_SYMBOLS;
+                self.merge_dyn(piece, work, &mut |r| {
+                    emit(r.map_err(|(s, e)| (s + base, e + base)))
+                });
+            }
             return;
         }
         if n == 1 {

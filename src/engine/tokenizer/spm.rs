@@ -29,6 +29,28 @@ pub fn merge(
     scores: &[f32],
     mut emit: impl FnMut(Result<u32, (usize, usize)>),
 ) {
+    merge_dyn(text, ids, scores, &mut emit);
+}
+
+fn merge_dyn(
+    text: &str,
+    ids: &FastMap<String, u32>,
+    scores: &[f32],
+    emit: &mut dyn FnMut(Result<u32, (usize, usize)>),
+) {
+    if text.len() > super::bpe::MAX_SYMBOLS {
+        // Heap keys hold a 32-bit position: a text over 4 GiB (beyond any
+        // context) is merged in pieces cut at char boundaries.
+        let mut cut = super::bpe::MAX_SYMBOLS;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        merge_dyn(&text[..cut], ids, scores, emit);
+        merge_dyn(&text[cut..], ids, scores, &mut |r| {
+            emit(r.map_err(|(s, e)| (s + cut, e + cut)))
+        });
+        return;
+    }
     let mut sym: Vec<(usize, usize)> = text
         .char_indices()
         .map(|(i, c)| (i, i + c.len_utf8()))
