@@ -416,3 +416,49 @@ fn user_text_in_chat_pieces_never_becomes_a_control_token() {
     // And plain encode without parse_special ignores the marker too.
     assert!(!tok.encode(typed, false, false).contains(&end));
 }
+
+#[test]
+fn fast_bpe_equals_the_twin_on_the_fixture_vocabularies() {
+    let fixtures = std::env::var_os("ZT_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+        });
+    for file in ["llama-tiny-bpe-f32.gguf", "qwen2-tiny-bpe-f32.gguf"] {
+        let path = fixtures.join("gguf").join(file);
+        let reader = crate::Reader::open(&path).unwrap();
+        let tok = Tokenizer::from_attributes(reader.attributes().unwrap()).unwrap();
+        let merges: Vec<(String, String)> = String::from_utf8(tok.merge_text.clone())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let i = l.char_indices().skip(1).find(|(_, c)| *c == ' ').unwrap().0;
+                (l[..i].to_string(), l[i + 1..].to_string())
+            })
+            .collect();
+        // Words drawn from the vocabulary's own pieces, glued at random.
+        let pieces: Vec<String> = tok
+            .tokens
+            .iter()
+            .take(400)
+            .map(|t| {
+                t.chars()
+                    .filter_map(|c| tok.char_byte.get(&c))
+                    .map(|&b| b as char)
+                    .collect::<String>()
+            })
+            .filter(|s: &String| !s.is_empty() && s.is_ascii())
+            .collect();
+        let mut rng = Rng(17);
+        for _ in 0..300 {
+            let w: String = (0..1 + rng.below(40))
+                .map(|_| pieces[rng.below(pieces.len())].as_str())
+                .collect();
+            assert_eq!(
+                fast_word(&tok, &w),
+                reference_word(&tok, &merges, &w),
+                "{file}: {w:?}"
+            );
+        }
+    }
+}
