@@ -15,7 +15,7 @@
 //! `\w`, `\b` are ASCII, as in C++'s `std::regex`.
 
 use crate::error::{Error, Result};
-use fancy_regex::Regex;
+use fancy_regex::{Regex, RegexBuilder};
 use unicode_general_category::{get_general_category, GeneralCategory as G};
 
 /// A llama.cpp pre-tokenizer type (`LLAMA_VOCAB_PRE_TYPE_*`).
@@ -313,7 +313,9 @@ impl Flags {
 #[derive(Debug, Clone)]
 enum Rule {
     Gpt2,
-    Llama3,
+    /// Llama 3's expression, or Qwen 2's (the same with `\p{N}` for
+    /// `\p{N}{1,3}`): the most digits one word takes.
+    Llama3(usize),
     /// A regex and whether it runs on the category-collapsed text.
     Regex(Box<Regex>, bool),
 }
@@ -400,6 +402,19 @@ fn translate(expr: &str, collapsed: bool) -> String {
     out
 }
 
+/// Compiles with no backtracking step budget, as llama.cpp's `std::regex`
+/// has none: over a whitespace run one match takes O(run) steps
+/// (`\s*[\r\n]+` scans the run before giving it back) and consumes the run,
+/// so a split stays linear. fancy-regex's backtracking stack (about a
+/// million entries) still bounds one match: past it the rest of the piece
+/// stays one word. The hand-written matchers (GPT-2, Llama 3, Qwen 2) have
+/// no such bound.
+fn compile(pattern: &str) -> std::result::Result<Regex, fancy_regex::Error> {
+    RegexBuilder::new(pattern)
+        .backtrack_limit(usize::MAX)
+        .build()
+}
+
 impl PreTokenizer {
     pub fn new(pre: Pre) -> Result<PreTokenizer> {
         let mut compiled = Vec::new();
@@ -407,10 +422,15 @@ impl PreTokenizer {
             let rule = if expr == GPT2 {
                 Rule::Gpt2
             } else if expr == LLAMA3 {
-                Rule::Llama3
+                Rule::Llama3(3)
+            } else if expr == QWEN2 {
+                // Not hand-written in llama.cpp, but the same matcher with
+                // one digit a word gives what its regex gives (tested), and
+                // it has no backtracking stack to overflow on long runs.
+                Rule::Llama3(1)
             } else {
                 let collapsed = CATEGORY_NAMES.iter().any(|n| expr.contains(n));
-                let re = Regex::new(&translate(expr, collapsed)).map_err(|e| {
+                let re = compile(&translate(expr, collapsed)).map_err(|e| {
                     Error::Unsupported(format!("pre-tokenizer {pre:?}: expression {expr:?}: {e}"))
                 })?;
                 Rule::Regex(Box::new(re), collapsed)
@@ -430,7 +450,7 @@ impl PreTokenizer {
         let mut compiled = Vec::new();
         for &expr in rules(pre) {
             let collapsed = CATEGORY_NAMES.iter().any(|n| expr.contains(n));
-            let re = Regex::new(&translate(expr, collapsed))
+            let re = compile(&translate(expr, collapsed))
                 .map_err(|e| Error::Unsupported(format!("{expr:?}: {e}")))?;
             compiled.push(Rule::Regex(Box::new(re), collapsed));
         }
@@ -458,7 +478,7 @@ impl PreTokenizer {
                 let (a, b) = (start, start + len);
                 match rule {
                     Rule::Gpt2 => gpt2(&cs[a..b], &flags[a..b], &mut next),
-                    Rule::Llama3 => llama3(&cs[a..b], &flags[a..b], &mut next),
+                    Rule::Llama3(digits) => llama3(&cs[a..b], &flags[a..b], *digits, &mut next),
                     Rule::Regex(re, collapsed) => {
                         let view = views[usize::from(*collapsed)]
                             .get_or_insert_with(|| View::new(&cs, &flags, *collapsed));
@@ -538,8 +558,8 @@ impl View {
         let hay = &self.text[lo..hi];
         let mut last = a;
         for m in re.find_iter(hay) {
-            // A failed match (backtrack limit) ends the search; the rest of
-            // the piece stays one word, as an unmatched gap would.
+            // With no backtracking budget a search cannot fail; were it to,
+            // the rest of the piece stays one word, as an unmatched gap.
             let Ok(m) = m else { break };
             let s = self.chars_at[lo + m.start()] as usize;
             let e = self.chars_at[lo + m.end()] as usize;
@@ -622,8 +642,9 @@ fn gpt2(cs: &[char], fl: &[Flags], out: &mut Vec<usize>) {
 
 /// llama.cpp's hand-written matcher for Llama 3's expression
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
-/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
-fn llama3(cs: &[char], fl: &[Flags], out: &mut Vec<usize>) {
+/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`, with `max_digits`
+/// in place of 3.
+fn llama3(cs: &[char], fl: &[Flags], max_digits: usize, out: &mut Vec<usize>) {
     let n = cs.len();
     let f = |i: usize| fl.get(i).copied();
     let letter = |i: usize| f(i).is_some_and(|x| x.letter);
@@ -662,7 +683,7 @@ fn llama3(cs: &[char], fl: &[Flags], out: &mut Vec<usize>) {
             let mut ini = pos;
             while number(pos) {
                 pos += 1;
-                if pos - ini >= 3 {
+                if pos - ini >= max_digits {
                     out.push(pos - ini);
                     ini = pos;
                 }

@@ -365,6 +365,8 @@ fn regex_engine_agrees_with_the_hand_written_matchers() {
     let llama3 = PreTokenizer::new(Pre::Llama3).unwrap();
     let gpt2_re = PreTokenizer::regex_only(Pre::Gpt2).unwrap();
     let llama3_re = PreTokenizer::regex_only(Pre::Llama3).unwrap();
+    let qwen2 = PreTokenizer::new(Pre::Qwen2).unwrap();
+    let qwen2_re = PreTokenizer::regex_only(Pre::Qwen2).unwrap();
     let mut rng = Rng(99);
     for _ in 0..3000 {
         let len = rng.below(24);
@@ -373,6 +375,7 @@ fn regex_engine_agrees_with_the_hand_written_matchers() {
             .collect();
         assert_eq!(gpt2.split(&s), gpt2_re.split(&s), "gpt2 {s:?}");
         assert_eq!(llama3.split(&s), llama3_re.split(&s), "llama3 {s:?}");
+        assert_eq!(qwen2.split(&s), qwen2_re.split(&s), "qwen2 {s:?}");
     }
 }
 
@@ -460,5 +463,22 @@ fn fast_bpe_equals_the_twin_on_the_fixture_vocabularies() {
                 "{file}: {w:?}"
             );
         }
+    }
+}
+
+#[test]
+fn long_whitespace_runs_split_as_the_rules_say() {
+    // A run of 1.5M spaces splits as the expression says (the run less its
+    // last space, then " x") on the hand-written matchers. (The regex
+    // engine's backtracking stack holds about a million entries: a single
+    // match longer than that is the known limit of the other types.)
+    for name in ["qwen2", "stablelm2", "llama-bpe", "smollm", "gpt-2"] {
+        let s = format!("{}x", " ".repeat(1_500_000));
+        let words = split(name, &s);
+        assert_eq!(words.len(), 2, "{name}");
+        assert_eq!(words[0].len(), 1_499_999, "{name}");
+        assert_eq!(words[1], " x", "{name}");
+        let s = format!("{}\n{}x", " ".repeat(700_000), "\t".repeat(700_000));
+        assert_eq!(split(name, &s).concat(), s, "{name}");
     }
 }
