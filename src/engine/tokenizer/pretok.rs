@@ -409,10 +409,11 @@ fn translate(expr: &str, collapsed: bool) -> String {
 /// million entries) still bounds one match: past it the rest of the piece
 /// stays one word. The hand-written matchers (GPT-2, Llama 3, Qwen 2) have
 /// no such bound.
-fn compile(pattern: &str) -> std::result::Result<Regex, fancy_regex::Error> {
+fn compile(pattern: &str) -> std::result::Result<Regex, String> {
     RegexBuilder::new(pattern)
         .backtrack_limit(usize::MAX)
         .build()
+        .map_err(|e| e.to_string())
 }
 
 impl PreTokenizer {
