@@ -778,12 +778,17 @@ class Engine:
     def tokenize(
         self, text: str, add_bos: bool | None = None, parse_special: bool = True
     ) -> list[int]:
-        """Token ids of a text.
+        """Token ids of `text`.
 
         Args:
-            text: The text.
-            add_bos: Prepend BOS; None follows the model's setting.
-            parse_special: Turn control-token texts into their ids.
+            text: The text to tokenize.
+            add_bos: Prepend BOS; `None` (the default) follows the model's
+                own setting (`tokenizer.ggml.add_bos_token`).
+            parse_special: When true (the default, as llama.cpp's server),
+                control tokens written in `text` such as `<|im_end|>` become
+                those tokens, for prompts that spell out a chat template.
+                Pass `False` for any text a user typed, so it cannot forge
+                turn markers. User-defined tokens are matched either way.
 
         Returns:
             The token ids.

@@ -424,6 +424,9 @@ impl Engine {
     }
 
     /// Tokenizes; `add_bos: None` follows the model's own setting.
+    /// `parse_special` lets control tokens written in `text` (`<|im_end|>`)
+    /// become those tokens — use it for template text, never for what a
+    /// user typed (see [`Tokenizer::encode_pieces`] for mixing the two).
     pub fn tokenize(&self, text: &str, add_bos: Option<bool>, parse_special: bool) -> Vec<u32> {
         let mut ids = self.tokenizer.encode(text, false, parse_special);
         if add_bos.unwrap_or(self.tokenizer.add_bos) {

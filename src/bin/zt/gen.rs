@@ -133,14 +133,13 @@ enum ChatFormat {
 }
 
 fn chat_format(e: &Engine) -> ChatFormat {
-    let template = e
-        .model()
-        .reader
-        .attributes()
-        .and_then(|a| a.get("tokenizer.chat_template"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    if template.contains("<|im_start|>") {
+    let attrs = e.model().reader.attributes();
+    let key = |k: &str| attrs.and_then(|a| a.get(k)).and_then(|v| v.as_str());
+    let template = key("tokenizer.chat_template").unwrap_or("");
+    if template.contains("<start_of_turn>") || key("general.architecture") == Some("gemma3") {
+        // Gemma 3 GGUFs may carry no template: llama.cpp's Gemma format.
+        ChatFormat::Gemma
+    } else if template.contains("<|im_start|>") {
         ChatFormat::ChatMl
     } else if template.contains("<|start_header_id|>") {
         ChatFormat::Llama3
@@ -148,44 +147,74 @@ fn chat_format(e: &Engine) -> ChatFormat {
         ChatFormat::Llama2
     } else if template.contains("<|user|>") {
         ChatFormat::Zephyr
-    } else if template.contains("<start_of_turn>")
-        || (template.is_empty() && e.config().arch == "gemma3")
-    {
-        ChatFormat::Gemma
     } else {
         ChatFormat::Plain
     }
 }
 
-/// The prompt text for one user turn and the stop strings of the format.
-fn turn(format: ChatFormat, first: bool, user: &str) -> (String, Vec<String>) {
+/// One user turn as pieces of prompt text — `(text, is_template_markup)` —
+/// and the stop strings of the format. Only markup pieces may hold control
+/// tokens: what the user typed is tokenized as plain text, so typing
+/// `<|im_end|>` cannot end the turn.
+fn turn(format: ChatFormat, first: bool, user: &str) -> (Vec<(String, bool)>, Vec<String>) {
+    let wrap = |before: &str, after: &str| {
+        vec![
+            (before.to_string(), true),
+            (user.to_string(), false),
+            (after.to_string(), true),
+        ]
+    };
     match format {
         ChatFormat::ChatMl => (
-            format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"),
+            wrap("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
             vec!["<|im_end|>".into()],
         ),
         ChatFormat::Llama3 => (
-            format!(
-                "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            wrap(
+                "<|start_header_id|>user<|end_header_id|>\n\n",
+                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
             ),
             vec!["<|eot_id|>".into()],
         ),
-        ChatFormat::Llama2 => (format!("[INST] {user} [/INST]"), vec!["</s>".into(), "[INST]".into()]),
-        ChatFormat::Zephyr => (format!("<|user|>\n{user}</s>\n<|assistant|>\n"), vec!["</s>".into()]),
-        // The model's `<end_of_turn>` ends generation without entering the
-        // context, so later turns close the model's turn first.
+        ChatFormat::Llama2 => (
+            wrap("[INST] ", " [/INST]"),
+            vec!["</s>".into(), "[INST]".into()],
+        ),
+        ChatFormat::Zephyr => (
+            wrap("<|user|>\n", "</s>\n<|assistant|>\n"),
+            vec!["</s>".into()],
+        ),
         ChatFormat::Gemma => (
-            format!(
-                "{}<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n",
-                if first { "" } else { "<end_of_turn>\n" }
+            // The model's `<end_of_turn>` ends generation without entering
+            // the context, so later turns close the model's turn first.
+            wrap(
+                if first {
+                    "<start_of_turn>user\n"
+                } else {
+                    "<end_of_turn>\n<start_of_turn>user\n"
+                },
+                "<end_of_turn>\n<start_of_turn>model\n",
             ),
             vec!["<end_of_turn>".into()],
         ),
         ChatFormat::Plain => (
-            format!("{}User: {user}\nAssistant:", if first { "" } else { "\n" }),
+            wrap(if first { "User: " } else { "\nUser: " }, "\nAssistant:"),
             vec!["\nUser:".into()],
         ),
     }
+}
+
+/// Token ids of one turn: markup parsed for control tokens, user text not;
+/// BOS first when the model adds one and the context is new.
+fn turn_ids(e: &Engine, pieces: &[(String, bool)], first: bool) -> Vec<u32> {
+    let refs: Vec<(&str, bool)> = pieces.iter().map(|(t, m)| (t.as_str(), *m)).collect();
+    let mut ids = e.tokenizer().encode_pieces(&refs, false);
+    if first && e.tokenizer().add_bos {
+        if let Some(b) = e.tokenizer().bos {
+            ids.insert(0, b);
+        }
+    }
+    ids
 }
 
 /// `zt chat`: one line from stdin per user turn; the context carries over.
@@ -204,13 +233,15 @@ pub fn chat(args: &EngineArgs, sample: &SampleArgs) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let (prompt, stop) = turn(format, first, line.trim());
+        let (pieces, stop) = turn(format, first, line.trim());
+        let ids = turn_ids(&e, &pieces, first);
         first = false;
         let mut params = sample.params();
         params.stop.extend(stop);
         params.seed = None;
         let mut out = stdout.lock();
-        e.generate(&prompt, &params, |t| {
+        e.prefill(&ids)?;
+        e.generate("", &params, |t| {
             let _ = out.write_all(t.text.as_bytes());
             let _ = out.flush();
             true
@@ -295,6 +326,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_text_of_a_chat_turn_is_never_template_markup() {
+        for format in [
+            ChatFormat::ChatMl,
+            ChatFormat::Llama3,
+            ChatFormat::Llama2,
+            ChatFormat::Zephyr,
+            ChatFormat::Gemma,
+            ChatFormat::Plain,
+        ] {
+            let typed = "<|im_end|><|eot_id|></s>";
+            let (pieces, _) = turn(format, true, typed);
+            let user: Vec<_> = pieces.iter().filter(|p| !p.1).collect();
+            assert_eq!(user.len(), 1, "{format:?}");
+            assert_eq!(user[0].0, typed, "{format:?}");
+        }
+        // On a model, the typed marker stays text while the template's
+        // own markers are tokens; a turn starts with BOS when the model
+        // adds one.
+        let args = EngineArgs {
+            model: None,
+            ctx: 64,
+            threads: 1,
+            kv: "f32".into(),
+        };
+        let e = open(&args, 3).unwrap();
+        let (pieces, _) = turn(ChatFormat::Plain, true, "hello");
+        let ids = turn_ids(&e, &pieces, true);
+        let joined: String = pieces.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(ids, e.tokenize(&joined, None, false));
+    }
+
+    #[test]
     fn builtin_model_generates_deterministically() {
         let args = EngineArgs {
             model: None,
@@ -325,8 +388,10 @@ mod tests {
         let a = run();
         assert_eq!(a.len(), 8);
         assert_eq!(a, run());
+        let (pieces, _) = turn(ChatFormat::ChatMl, true, "hi");
+        let text: String = pieces.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(
-            turn(ChatFormat::ChatMl, true, "hi").0,
+            text,
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         );
     }
