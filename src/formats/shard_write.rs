@@ -97,7 +97,10 @@ pub fn convert_sharded(
         .objects
         .iter()
         .map(|(n, o)| {
-            let first = o.parts.values().map(|p| (p.shard.as_deref(), p.blob.offset));
+            let first = o
+                .parts
+                .values()
+                .map(|p| (p.shard.as_deref(), p.blob.offset));
             (n.as_str(), first.min().unwrap_or((None, 0)))
         })
         .collect();
@@ -119,8 +122,12 @@ pub fn convert_sharded(
                 // limit (blob aligned, plus the 40-byte footer).
                 let need = align_up(size, options.align).saturating_add(options.align + 40);
                 if let Some(s) = &current {
-                    if s.parts > 0 && align_up(s.used, options.align).saturating_add(need) > max_shard_size {
-                        let s = current.take().ok_or_else(|| Error::usage("no open shard"))?;
+                    if s.parts > 0
+                        && align_up(s.used, options.align).saturating_add(need) > max_shard_size
+                    {
+                        let s = current
+                            .take()
+                            .ok_or_else(|| Error::usage("no open shard"))?;
                         s.writer.finish_data_shard()?;
                         written.push((s.name, s.path));
                     }
@@ -133,9 +140,17 @@ pub fn convert_sharded(
                     let name = shard_name(n);
                     let path = shard_file(output, &name)?;
                     let writer = Writer::create_with(&path, options.clone())?;
-                    current = Some(OpenShard { name, path, writer, used: 0, parts: 0 });
+                    current = Some(OpenShard {
+                        name,
+                        path,
+                        writer,
+                        used: 0,
+                        parts: 0,
+                    });
                 }
-                let shard = current.as_mut().ok_or_else(|| Error::usage("no open shard"))?;
+                let shard = current
+                    .as_mut()
+                    .ok_or_else(|| Error::usage("no open shard"))?;
                 let mut sink = shard.writer.stream_part(PartOptions {
                     etype: p.etype.clone(),
                     compression: options.compression,
@@ -157,7 +172,12 @@ pub fn convert_sharded(
                 shard.parts += 1;
                 part.shard = Some(shard.name.clone());
                 parts.insert(role.clone(), part);
-                digests.push((name.to_string(), role.clone(), size, *hasher.finalize().as_bytes()));
+                digests.push((
+                    name.to_string(),
+                    role.clone(),
+                    size,
+                    *hasher.finalize().as_bytes(),
+                ));
             }
             if src.layout.starts_with("gguf.") {
                 report.quantized += 1;

@@ -150,7 +150,11 @@ fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> 
     for &file in &files {
         let (shard_path, store) = open_shard(&dir, file, options)?;
         let st = safetensors::parse_store(&store).map_err(|e| {
-            shard_error(file, &shard_path, format!("not a valid safetensors file: {e}"))
+            shard_error(
+                file,
+                &shard_path,
+                format!("not a valid safetensors file: {e}"),
+            )
         })?;
         let m = safetensors_manifest(&st)?;
         if merged.attributes.is_none() {
@@ -172,13 +176,13 @@ fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> 
                         format!("holds tensor {name:?}, which the index does not list"),
                     ))
                 }
-                Some(f) if f != file => {
-                    return Err(shard_error(
-                        file,
-                        &shard_path,
-                        format!("holds tensor {name:?}, which the index places in {f:?} (swapped shards?)"),
-                    ))
-                }
+                Some(f) if f != file => return Err(shard_error(
+                    file,
+                    &shard_path,
+                    format!(
+                        "holds tensor {name:?}, which the index places in {f:?} (swapped shards?)"
+                    ),
+                )),
                 Some(_) => {}
             }
             for part in object.parts.values_mut() {
@@ -253,9 +257,8 @@ fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions)
         let g = gguf::parse_store(&store)
             .map_err(|e| shard_error(&file, &shard_path, format!("not a valid GGUF file: {e}")))?;
         let key = |k: &str| {
-            gguf_uint(&g, k).ok_or_else(|| {
-                shard_error(&file, &shard_path, format!("has no integer {k:?} key"))
-            })
+            gguf_uint(&g, k)
+                .ok_or_else(|| shard_error(&file, &shard_path, format!("has no integer {k:?} key")))
         };
         let (split_no, split_count, total) = (
             key("split.no")?,
@@ -313,7 +316,9 @@ fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions)
             ),
         ));
     }
-    whole.metadata.retain(|(k, _)| !SPLIT_KEYS.contains(&k.as_str()));
+    whole
+        .metadata
+        .retain(|(k, _)| !SPLIT_KEYS.contains(&k.as_str()));
     merged.attributes = Some(gguf_attributes(&whole)?);
     Reader::from_set(
         path.to_path_buf(),

@@ -174,9 +174,9 @@ fn main() -> ExitCode {
             max_shard_size,
         } => match max_shard_size {
             None => rewrite::convert(&input, &output, compress, &digest, align, quiet),
-            Some(size) => rewrite::convert_sharded(
-                &input, &output, compress, &digest, align, quiet, &size,
-            ),
+            Some(size) => {
+                rewrite::convert_sharded(&input, &output, compress, &digest, align, quiet, &size)
+            }
         },
         Command::Export { input, output } => rewrite::export(&input, &output),
         Command::Demo { dir } => demo::run(&dir),
