@@ -176,13 +176,15 @@ fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> 
                         format!("holds tensor {name:?}, which the index does not list"),
                     ))
                 }
-                Some(f) if f != file => return Err(shard_error(
-                    file,
-                    &shard_path,
-                    format!(
+                Some(f) if f != file => {
+                    return Err(shard_error(
+                        file,
+                        &shard_path,
+                        format!(
                         "holds tensor {name:?}, which the index places in {f:?} (swapped shards?)"
                     ),
-                )),
+                    ))
+                }
                 Some(_) => {}
             }
             for part in object.parts.values_mut() {
@@ -301,7 +303,15 @@ fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions)
         }
         match &mut whole {
             None => whole = Some(g),
-            Some(w) => w.tensors.extend(g.tensors),
+            Some(w) => {
+                // Keys a later shard adds (normally none): first one wins.
+                for (k, v) in g.metadata {
+                    if !w.metadata.iter().any(|(have, _)| *have == k) {
+                        w.metadata.push((k, v));
+                    }
+                }
+                w.tensors.extend(g.tensors);
+            }
         }
         stores.push((file, store));
     }
