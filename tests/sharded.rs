@@ -427,3 +427,49 @@ fn engine_generates_the_same_tokens_from_split_gguf_and_sharded_zt() {
     assert_eq!(greedy(&shards[2]), want);
     assert_eq!(greedy(&root), want);
 }
+
+#[test]
+fn zt_convert_max_shard_size_writes_a_set_from_a_set() {
+    let d = tmp();
+    let index = st_set(d.path());
+    let root = d.path().join("cli.zt");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["convert", "-q", "--max-shard-size", "128K"])
+        .arg(&index)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = Reader::open(&root).unwrap();
+    assert!(set.manifest().shards.len() >= 3);
+    for name in set.manifest().shards.keys() {
+        let len = std::fs::metadata(set.shard_path(name).unwrap())
+            .unwrap()
+            .len();
+        // Only a part that cannot fit with the container overhead may
+        // take a shard past the limit, and then it is alone there.
+        let parts = set
+            .manifest()
+            .objects
+            .values()
+            .flat_map(|o| o.parts.values())
+            .filter(|p| p.shard.as_deref() == Some(name.as_str()))
+            .count();
+        assert!(
+            len <= 128 << 10 || parts == 1,
+            "shard {name}: {len} bytes, {parts} parts"
+        );
+    }
+    assert_same(&Reader::open(st_original()).unwrap(), &set);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["convert", "-q", "--max-shard-size", "12Q"])
+        .arg(&index)
+        .arg(d.path().join("bad.zt"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
