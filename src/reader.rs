@@ -58,6 +58,9 @@ impl OpenOptions {
     }
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Reader> {
         let path = path.as_ref();
+        if let Some(set) = formats::sharded::open_set(path, self)? {
+            return Ok(set);
+        }
         let store = Store::open(path, self.backend)?;
         Reader::from_store(store, Some(path.to_path_buf()), self.clone())
     }
@@ -311,6 +314,48 @@ impl Reader {
             format: Format::Zt,
             source_len: len,
             footer: Some(footer),
+            manifest,
+            options,
+            shards,
+        })
+    }
+
+    /// A multi-file model of another format (safetensors index, split
+    /// GGUF) as one reader: every part names the shard file it lives in,
+    /// and `shards` holds those files already opened.
+    pub(crate) fn from_set(
+        path: PathBuf,
+        format: Format,
+        manifest: Manifest,
+        shards: Vec<(String, Store)>,
+        options: OpenOptions,
+    ) -> Result<Reader> {
+        let lens: HashMap<&str, u64> = shards.iter().map(|(n, s)| (n.as_str(), s.len())).collect();
+        for (name, object) in &manifest.objects {
+            for (role, part) in &object.parts {
+                let len = part.shard.as_deref().and_then(|s| lens.get(s)).copied();
+                let len = len.ok_or_else(|| {
+                    Error::usage(format!("{name}/{role}: synthesized part names no shard"))
+                })?;
+                if part.blob.end().is_none_or(|e| e > len) {
+                    return Err(Error::usage(format!(
+                        "{name}/{role}: synthesized part lies outside its shard"
+                    )));
+                }
+            }
+            layout::validate_object(name, object)?;
+        }
+        let source_len = lens.values().sum();
+        let shards = shards
+            .into_iter()
+            .map(|(n, s)| (n, OnceLock::from(Arc::new(s))))
+            .collect();
+        Ok(Reader {
+            store: Store::Memory(Arc::from(Vec::new())),
+            path: Some(path),
+            format,
+            source_len,
+            footer: None,
             manifest,
             options,
             shards,

@@ -9,6 +9,8 @@ pub mod gguf;
 pub mod legacy;
 pub mod npz;
 pub mod safetensors;
+pub mod shard_write;
+pub mod sharded;
 mod zip;
 
 use crate::error::{Error, Result};

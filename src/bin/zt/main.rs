@@ -77,6 +77,12 @@ enum Command {
         /// No progress bar and no summary line.
         #[arg(long, short)]
         quiet: bool,
+        /// Write a sharded set: OUTPUT is the root, tensor data goes into
+        /// `<stem>-00001.zt`, ... each at most this size (bytes, or with a
+        /// K/M/G suffix, binary). INPUT may itself be a set (a
+        /// `*.safetensors.index.json` or any shard of a split GGUF).
+        #[arg(long, value_name = "SIZE")]
+        max_shard_size: Option<String>,
     },
     /// Export a file to GGUF or safetensors (chosen by OUTPUT's extension).
     /// A .zt converted from GGUF exports back to the identical GGUF.
@@ -165,7 +171,13 @@ fn main() -> ExitCode {
             digest,
             align,
             quiet,
-        } => rewrite::convert(&input, &output, compress, &digest, align, quiet),
+            max_shard_size,
+        } => match max_shard_size {
+            None => rewrite::convert(&input, &output, compress, &digest, align, quiet),
+            Some(size) => {
+                rewrite::convert_sharded(&input, &output, compress, &digest, align, quiet, &size)
+            }
+        },
         Command::Export { input, output } => rewrite::export(&input, &output),
         Command::Demo { dir } => demo::run(&dir),
         Command::Generate {

@@ -68,6 +68,60 @@ pub fn convert(
     Ok(())
 }
 
+/// A byte count with an optional binary K/M/G suffix.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let (digits, shift) = match s.trim().char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s.trim()[..i], 10),
+        Some((i, 'M' | 'm')) => (&s.trim()[..i], 20),
+        Some((i, 'G' | 'g')) => (&s.trim()[..i], 30),
+        _ => (s.trim(), 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| Error::Usage(format!("size {s:?} is not a byte count (e.g. 2G, 500M)")))
+}
+
+/// `zt convert --max-shard-size`: a sharded `.zt` set.
+pub fn convert_sharded(
+    input: &Path,
+    output: &Path,
+    compress: Option<i32>,
+    digest: &str,
+    align: u64,
+    quiet: bool,
+    max_shard_size: &str,
+) -> Result<()> {
+    let options = WriteOptions {
+        align,
+        digest: parse_digest(digest)?,
+        compression: compress.map(ZstdOptions::level),
+        ..WriteOptions::default()
+    };
+    let max = parse_size(max_shard_size)?;
+    let rep = ztensor::formats::shard_write::convert_sharded(
+        input,
+        output,
+        options,
+        max,
+        &mut |_, _| {},
+    )?;
+    if !quiet {
+        println!(
+            "{} ({}) -> {} (sharded, at most {max} bytes a shard): {} tensors ({} quantized), {} metadata keys, {} bytes",
+            input.display(),
+            rep.format.map_or("?", |f| f.name()),
+            output.display(),
+            rep.tensors,
+            rep.quantized,
+            rep.metadata_keys,
+            rep.output_bytes,
+        );
+    }
+    Ok(())
+}
+
 /// `zt export`: .zt (or any readable file) to GGUF or safetensors.
 pub fn export(input: &Path, output: &Path) -> Result<()> {
     let rep = ztensor::formats::export::export(input, output)?;
