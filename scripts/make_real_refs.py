@@ -61,7 +61,7 @@ TEXTS: list[tuple[str, str]] = [
     ("arabic_hebrew", "مرحبا بالعالم שלום עולם"),
     ("devanagari", "नमस्ते दुनिया"),
     ("code_python", 'def add(a, b):\n    """Sum."""\n    return a + b\n\nprint(add(1, 2))\n'),
-    ("code_rust", "fn main() {\n\tlet v: Vec<u32> = (0..10).collect();\n\tprintln!(\"{v:?}\");\n}\n"),
+    ("code_rust", 'fn main() {\n\tlet v: Vec<u32> = (0..10).collect();\n\tprintln!("{v:?}");\n}\n'),
     ("code_json", '{"key": [1, 2.5, null, true], "nested": {"a": "b"}}'),
     ("spaces_run", "a  b   c    d     e          f"),
     ("newlines", "line one\nline two\n\nline four\n\n\n\nafter four newlines"),
@@ -72,7 +72,7 @@ TEXTS: list[tuple[str, str]] = [
     ("im_end_text", "user typed <|im_end|> and <|im_start|>assistant here"),
     ("gemma_turn_text", "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"),
     ("bos_eos_text", "<s> </s> <bos> <eos> <|endoftext|> <pad>"),
-    ("html", "<div class=\"a\">Hello &amp; <b>bye</b></div>"),
+    ("html", '<div class="a">Hello &amp; <b>bye</b></div>'),
     ("url", "See https://example.com/path?q=1&r=two#frag or mailto:a@b.org"),
     ("punct", "Wait... what?! (yes) [no] {maybe} -- 'quoted' \"double\" `tick`"),
     ("long_word", "Pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism"),
@@ -106,10 +106,13 @@ PROMPTS: dict[str, list[tuple[str, str]]] = {
 }
 
 # A prompt longer than Gemma 3's 512-token sliding window (local layers must mask).
-LONG_TEXT = " ".join(
-    f"Item {i}: the {['red', 'green', 'blue', 'amber'][i % 4]} box holds {i * 3 % 17} stones."
-    for i in range(60)
-) + " Question: what does item 7's box hold? Answer: item 7's box holds"
+LONG_TEXT = (
+    " ".join(
+        f"Item {i}: the {['red', 'green', 'blue', 'amber'][i % 4]} box holds {i * 3 % 17} stones."
+        for i in range(60)
+    )
+    + " Question: what does item 7's box hold? Answer: item 7's box holds"
+)
 
 
 def f32_path(model: fetch_models.Model, cache: Path) -> Path:
@@ -126,9 +129,7 @@ def requantize_f32(src: Path, dst: Path) -> None:
     params.allow_requantize = True
     params.nthread = THREADS
     tmp = dst.with_suffix(".tmp")
-    rc = llama_cpp.llama_model_quantize(
-        str(src).encode(), str(tmp).encode(), ctypes.byref(params)
-    )
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0:
         raise SystemExit(f"llama_model_quantize {src} -> F32 failed: {rc}")
     os.replace(tmp, dst)
@@ -208,7 +209,10 @@ def make(name: str, out_root: Path) -> None:
         "llama_cpp_python": llama_cpp.__version__,
         "n_vocab": vocab.n_vocab(),
     }
-    write(out / "tokens.json", {**meta, "call": "tokenize(text, add_bos, special=False)", "cases": cases})
+    write(
+        out / "tokens.json",
+        {**meta, "call": "tokenize(text, add_bos, special=False)", "cases": cases},
+    )
     del vocab
 
     prompts = list(PROMPTS[name])
