@@ -49,6 +49,7 @@ print(json.dumps({"prefill": max(pre), "decode": max(dec)}))
 LLAMA = r"""
 import json, sys, time
 import numpy as np
+import llama_cpp
 from llama_cpp import Llama
 path, threads, n_prompt, n_gen, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads, n_threads_batch=threads,
@@ -63,7 +64,9 @@ for _ in range(runs):
     t = time.perf_counter()
     for i in range(n_gen):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # Llama.scores stays zero without logits_all (0.3.36): read the context's row.
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        tok = int(np.argmax(np.ctypeslib.as_array(row, shape=(v,))))
     dec.append(n_gen / (time.perf_counter() - t))
 print(json.dumps({"prefill": max(pre), "decode": max(dec)}))
 """

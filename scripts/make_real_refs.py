@@ -154,11 +154,18 @@ def open_model(path: Path, n_ctx: int) -> Llama:
     )
 
 
+def current_logits(llm: Llama) -> np.ndarray:
+    """The last position's logits, read from the context (``Llama.scores`` stays
+    zero without ``logits_all`` in 0.3.36)."""
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+
+
 def last_logits(llm: Llama, ids: list[int]) -> np.ndarray:
     """Logits after evaluating ``ids`` from an empty context."""
     llm.reset()
     llm.eval(ids)
-    return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    return current_logits(llm)
 
 
 def greedy(llm: Llama, ids: list[int], n: int) -> tuple[list[int], list[float]]:
@@ -171,7 +178,7 @@ def greedy(llm: Llama, ids: list[int], n: int) -> tuple[list[int], list[float]]:
         out.append(nxt)
         margins.append(round(float(top2[1] - top2[0]), 5))
         llm.eval([nxt])
-        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        logits = current_logits(llm)
     return out, margins
 
 
