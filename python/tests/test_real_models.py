@@ -210,7 +210,15 @@ class TestLogits:
             f"ours max|d| {ours_max:.4f} rms {ours_rms:.4f}; llama.cpp max|d| "
             f"{p['quant_max_abs']:.4f} rms {p['quant_rms']:.4f}"
         )
-        assert int(np.argmax(got)) == p["f32_argmax"], msg
+        # Same argmax, unless the exact top two are closer than our error allows to
+        # decide: then our pick must be one whose exact logit is within 2 * error of the
+        # top (the only ids an error of that size can promote).
+        pick = int(np.argmax(got))
+        if exact[0] - exact[1] > 2 * ours_max:
+            assert pick == p["f32_argmax"], msg
+        else:
+            assert pick in p["top_ids"], msg
+            assert exact[p["top_ids"].index(pick)] >= exact[0] - 2 * ours_max - 1e-4, msg
         # 1e-4: the reference is stored rounded to 1e-5.
         assert ours_rms <= p["quant_rms"] + 1e-4, msg
         assert ours_max <= p["quant_max_abs"] + 1e-4, msg
