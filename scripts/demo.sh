@@ -10,9 +10,12 @@
 # verifies it deeply and reads every tensor back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
-cargo build --release --locked --bin zt
-ZT=./target/release/zt
+# ZT_BIN: use an already built `zt` instead of building one.
+ZT="${ZT_BIN:-./target/release/zt}"
+if [ -z "${ZT_BIN:-}" ]; then
+    command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+    cargo build --release --locked --bin zt
+fi
 OUT="${1:-demo-out}"
 mkdir -p "$OUT"
 
@@ -33,12 +36,10 @@ Q1="What is the capital of France?"
 Q2="And what is the capital of Germany?"
 echo "== zt chat: one question, the conversation saved to $OUT/conversation.zt"
 echo "user: $Q1"
-printf 'assistant: '
-echo "$Q1" | "$ZT" "${CHAT[@]}" --ctx 1024 --snapshot "$OUT/conversation.zt"
+echo "$Q1" | "$ZT" "${CHAT[@]}" --ctx 1024 --snapshot "$OUT/conversation.zt" | sed 's/^/assistant: /'
 echo "== zt chat in a new process, continuing from the snapshot"
 echo "user: $Q2"
-printf 'assistant: '
-echo "$Q2" | "$ZT" "${CHAT[@]}" --resume "$OUT/conversation.zt"
+echo "$Q2" | "$ZT" "${CHAT[@]}" --resume "$OUT/conversation.zt" | sed 's/^/assistant: /'
 
 echo "== zt bench-gen"
 "$ZT" bench-gen "${MODEL[@]}" --ctx 256 --runs 1 -t 2
