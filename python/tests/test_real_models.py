@@ -234,7 +234,8 @@ class TestLogits:
         e = engine(name + "-f32", f32)
         got = e.eval(p["ids"], all_logits=False)[-1]
         assert int(np.argmax(got)) == p["f32_argmax"]
-        assert np.abs(got[p["top_ids"]] - np.array(p["f32"])).max() < 2e-2
+        # measured < 5e-5 on SmolLM2 (the reference is rounded to 1e-5)
+        assert np.abs(got[p["top_ids"]] - np.array(p["f32"])).max() < 1e-3
 
 
 class TestGreedy:
