@@ -258,3 +258,16 @@ class TestGreedy:
             f"ours {e.detokenize(got)!r}, exact weights {p['f32_text']!r} "
             f"(first {decided} steps decided)"
         )
+
+    @pytest.mark.parametrize(("name", "prompt"), _prompts("greedy"))
+    def test_every_decided_step_on_the_exact_path(self, name: str, prompt: str) -> None:
+        """Fed the exact weights' continuation, we pick its next token at every step
+        the reference decides (a near-tie at one step does not hide the later ones)."""
+        p = _case(name, "greedy", prompt)
+        e = engine(name)
+        rows = e.eval(p["ids"] + p["f32"][:-1])[len(p["ids"]) - 1 :]
+        picks = [int(r.argmax()) for r in rows]
+        decided = [i for i, m in enumerate(p["f32_margins"]) if m >= DECIDED_MARGIN]
+        assert decided, "no decided step: pick other prompts"
+        wrong = [i for i in decided if picks[i] != p["f32"][i]]
+        assert not wrong, f"steps {wrong} of {decided} differ: ours {picks}, exact {p['f32']}"
