@@ -39,8 +39,6 @@ use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
 /// Control tokens that end a turn besides EOS.
-const END_OF_TURN: [&str; 1] = ["<end_of_turn>"];
-
 /// How to set an engine up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -251,14 +249,7 @@ impl Engine {
                     .map_err(|e| Error::usage(format!("thread pool: {e}")))?,
             ),
         };
-        let mut eog: Vec<u32> = tokenizer.eos.into_iter().collect();
-        for marker in END_OF_TURN {
-            if let [id] = tokenizer.encode(marker, false, true)[..] {
-                if tokenizer.is_control(id) && !eog.contains(&id) {
-                    eog.push(id);
-                }
-            }
-        }
+        let eog = tokenizer.end_of_generation();
         Ok(Engine {
             eog,
             model,

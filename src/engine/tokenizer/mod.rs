@@ -30,6 +30,33 @@ pub const TYPE_NORMAL: i64 = 1;
 pub const TYPE_UNKNOWN: i64 = 2;
 pub const TYPE_CONTROL: i64 = 3;
 pub const TYPE_USER_DEFINED: i64 = 4;
+
+/// Token texts that end a generation (llama.cpp's list in
+/// `llama_vocab::impl::load`); such tokens are control tokens.
+const END_OF_GENERATION: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
 pub const TYPE_UNUSED: i64 = 5;
 pub const TYPE_BYTE: i64 = 6;
 
@@ -189,6 +216,15 @@ impl Tokenizer {
                 ))
             }
         };
+        // As llama.cpp: a token whose text marks the end of a generation is
+        // a control token whatever type the file gives it (so plain text
+        // that spells `</s>` never becomes it when specials are not parsed).
+        let mut types = types;
+        for (t, ty) in tokens.iter().zip(types.iter_mut()) {
+            if *ty != TYPE_CONTROL && END_OF_GENERATION.contains(&t.as_str()) {
+                *ty = TYPE_CONTROL;
+            }
+        }
         let mut ids = FastMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in tokens.iter().enumerate() {
             ids.entry(t.clone()).or_insert(i as u32);
@@ -299,6 +335,20 @@ impl Tokenizer {
         }
         h.update(&self.merge_text);
         format!("blake3:{}", h.finalize().to_hex())
+    }
+
+    /// Tokens that end a generation: EOS and every control token whose
+    /// text llama.cpp treats as an end of turn or of text.
+    pub fn end_of_generation(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.eos.into_iter().collect();
+        for (i, (t, ty)) in self.tokens.iter().zip(&self.types).enumerate() {
+            let id = i as u32;
+            if *ty == TYPE_CONTROL && END_OF_GENERATION.contains(&t.as_str()) && !out.contains(&id)
+            {
+                out.push(id);
+            }
+        }
+        out
     }
 
     pub fn is_control(&self, id: u32) -> bool {
