@@ -73,6 +73,10 @@ class AsyncEngine:
 
         Returns:
             The generated text as a `GenerateResult`.
+
+        Raises:
+            asyncio.CancelledError: The awaiting task was cancelled (the run
+                is interrupted first).
         """
         exec_id = kwargs.pop("exec_id", None) or uuid.uuid4().hex
         async with self._lock:
