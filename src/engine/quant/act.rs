@@ -1,5 +1,5 @@
 //! Activations quantized to int8 for the integer kernels: per block of 32
-//! (q8_0/q4_0) or super-block of 256 (k-quants) one f32 scale, with the
+//! (q8_0, q4_0, q4_1, q5_0, q5_1) or super-block of 256 (k-quants) one f32 scale, with the
 //! sums of the quants the kernels need for offset formats.
 
 use super::WeightType;
@@ -34,7 +34,11 @@ impl ActBlocks {
 /// when the type has none (it then takes the f32 path).
 pub fn act_blocks(t: WeightType) -> Option<ActBlocks> {
     match t {
-        WeightType::Q8_0 | WeightType::Q4_0 => Some(ActBlocks::B32),
+        WeightType::Q8_0
+        | WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1 => Some(ActBlocks::B32),
         WeightType::Q4K | WeightType::Q6K => Some(ActBlocks::K256),
         _ => None,
     }
