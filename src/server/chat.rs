@@ -50,7 +50,11 @@ impl Content {
                 for p in parts {
                     match (p.kind.as_str(), &p.text) {
                         ("text", Some(t)) => out.push_str(t),
-                        (kind, _) => return Err(format!("content part of type {kind:?} is not supported (text only)")),
+                        (kind, _) => {
+                            return Err(format!(
+                                "content part of type {kind:?} is not supported (text only)"
+                            ))
+                        }
                     }
                 }
                 Ok(out)
@@ -137,7 +141,11 @@ impl ChatFormat {
                     "assistant" => {
                         out.extend([Seg::Text(" "), Seg::Text(content), Seg::Mark("</s>")])
                     }
-                    _ => out.extend([Seg::Text("[INST] "), Seg::Text(content), Seg::Text(" [/INST]")]),
+                    _ => out.extend([
+                        Seg::Text("[INST] "),
+                        Seg::Text(content),
+                        Seg::Text(" [/INST]"),
+                    ]),
                 },
                 ChatFormat::Zephyr => {
                     let mark = match role {

@@ -30,11 +30,7 @@ impl ApiError {
     pub fn bad(param: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             param: Some(param),
-            ..ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                message,
-            )
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
         }
     }
 
@@ -94,11 +90,9 @@ impl From<crate::Error> for ApiError {
         match &e {
             crate::Error::Usage(_) | crate::Error::Limit { .. } => ApiError::invalid(e.to_string()),
             crate::Error::NotFound { .. } => ApiError::not_found(e.to_string()),
-            crate::Error::Snapshot { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_request_error",
-                e.to_string(),
-            ),
+            crate::Error::Snapshot { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }

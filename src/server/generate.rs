@@ -207,7 +207,11 @@ pub fn run(
         if let Some(cut) = s
             .stop
             .iter()
-            .filter_map(|st| g.text[search_from..].find(st.as_str()).map(|i| i + search_from))
+            .filter_map(|st| {
+                g.text[search_from..]
+                    .find(st.as_str())
+                    .map(|i| i + search_from)
+            })
             .min()
         {
             text_end = Some(cut.max(sent));

@@ -29,14 +29,25 @@ impl Metrics {
     /// The text of `/metrics`; `queued` and `running` come from the scheduler.
     pub fn render(&self, queued: usize, running: usize, parallel: usize) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rate = |n: u64, us: u64| if us == 0 { 0.0 } else { n as f64 / (us as f64 / 1e6) };
+        let rate = |n: u64, us: u64| {
+            if us == 0 {
+                0.0
+            } else {
+                n as f64 / (us as f64 / 1e6)
+            }
+        };
         let mut s = String::new();
         let mut put = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(s, "# HELP zt_{name} {help}");
             let _ = writeln!(s, "# TYPE zt_{name} {kind}");
             let _ = writeln!(s, "zt_{name} {value}");
         };
-        put("requests_total", "counter", "Requests received.", get(&self.requests).to_string());
+        put(
+            "requests_total",
+            "counter",
+            "Requests received.",
+            get(&self.requests).to_string(),
+        );
         put(
             "requests_refused_total",
             "counter",
@@ -71,17 +82,38 @@ impl Metrics {
             "prompt_tokens_seconds",
             "gauge",
             "Average prefill throughput in tokens/s.",
-            format!("{:.3}", rate(get(&self.prompt_tokens), get(&self.prompt_micros))),
+            format!(
+                "{:.3}",
+                rate(get(&self.prompt_tokens), get(&self.prompt_micros))
+            ),
         );
         put(
             "predicted_tokens_seconds",
             "gauge",
             "Average decode throughput in tokens/s (per sequence).",
-            format!("{:.3}", rate(get(&self.predicted_tokens), get(&self.decode_micros))),
+            format!(
+                "{:.3}",
+                rate(get(&self.predicted_tokens), get(&self.decode_micros))
+            ),
         );
-        put("requests_processing", "gauge", "Sequences running.", running.to_string());
-        put("requests_deferred", "gauge", "Requests waiting in the queue.", queued.to_string());
-        put("parallel", "gauge", "Sequences that can run at once.", parallel.to_string());
+        put(
+            "requests_processing",
+            "gauge",
+            "Sequences running.",
+            running.to_string(),
+        );
+        put(
+            "requests_deferred",
+            "gauge",
+            "Requests waiting in the queue.",
+            queued.to_string(),
+        );
+        put(
+            "parallel",
+            "gauge",
+            "Sequences that can run at once.",
+            parallel.to_string(),
+        );
         s
     }
 }

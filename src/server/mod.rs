@@ -149,10 +149,17 @@ async fn serve_async(config: ServeConfig) -> Result<()> {
     let failure = Arc::new(Mutex::new(None));
     let failed = failure.clone();
     let shutdown = async move {
+        // The loader drops its sender on success: only an error stops.
+        let load_failed = async {
+            match fail_rx.recv().await {
+                Some(e) => e,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            e = fail_rx.recv() => {
+            e = load_failed => {
                 if let Ok(mut f) = failed.lock() {
-                    *f = e;
+                    *f = Some(e);
                 }
             }
             _ = shutdown_signal() => {}

@@ -1,10 +1,10 @@
 //! Server-Sent Events framing: every event is `data: <json>\n\n`, the
 //! stream ends with `data: [DONE]\n\n` (OpenAI's convention).
 
+use super::scheduler::CancelOnDrop;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use super::scheduler::CancelOnDrop;
 use std::convert::Infallible;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

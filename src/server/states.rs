@@ -197,7 +197,9 @@ impl StateStore {
         }
         let mut entries = lock(&self.entries)?;
         if !entries.contains_key(name) {
-            return Err(ApiError::not_found(format!("state {name:?} does not exist")));
+            return Err(ApiError::not_found(format!(
+                "state {name:?} does not exist"
+            )));
         }
         if let Some(p) = self.path(name) {
             match std::fs::remove_file(&p) {
@@ -265,7 +267,17 @@ mod tests {
         for good in ["a", "initial", "chat-1_b", &"x".repeat(128)] {
             assert!(check_name("n", good).is_ok(), "{good}");
         }
-        for bad in ["", "../etc", "a/b", "a.zt", "..", "a b", "é", "a\0", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "a.zt",
+            "..",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(129),
+        ] {
             assert!(check_name("n", bad).is_err(), "{bad:?}");
         }
     }

@@ -55,9 +55,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -108,24 +107,41 @@ impl Server {
 
     /// A request with the test key (`headers` replace it when they set
     /// an auth header).
-    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Answer {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {KEY}");
         let mut hs: Vec<(&str, &str)> = headers.to_vec();
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key") || *k == "-noauth") {
+        if !headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization")
+                || k.eq_ignore_ascii_case("x-api-key")
+                || *k == "-noauth"
+        }) {
             hs.push(("Authorization", &auth));
         }
         hs.retain(|(k, _)| *k != "-noauth");
         let result = match method {
             "GET" | "DELETE" => {
-                let mut r = if method == "GET" { self.agent.get(&url) } else { self.agent.delete(&url) };
+                let mut r = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
                 for (k, v) in &hs {
                     r = r.header(*k, *v);
                 }
                 r.call()
             }
             _ => {
-                let mut r = self.agent.post(&url).header("Content-Type", "application/json");
+                let mut r = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
                 for (k, v) in &hs {
                     r = r.header(*k, *v);
                 }
@@ -133,7 +149,12 @@ impl Server {
             }
         };
         let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let h = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let h = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let retry_after = h("retry-after");
         let content_type = h("content-type").unwrap_or_default();
         let mut body = Vec::new();
@@ -174,11 +195,16 @@ impl Server {
 /// by byte: only `data: <payload>\n\n` events, the last one `[DONE]`.
 pub fn sse_events(body: &[u8]) -> Vec<Value> {
     let text = std::str::from_utf8(body).expect("SSE body is UTF-8");
-    assert!(text.ends_with("data: [DONE]\n\n"), "no [DONE] at the end: {text:?}");
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "no [DONE] at the end: {text:?}"
+    );
     let mut out = Vec::new();
     let mut rest = text;
     loop {
-        let ev = rest.strip_prefix("data: ").unwrap_or_else(|| panic!("event without data: {rest:?}"));
+        let ev = rest
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("event without data: {rest:?}"));
         let end = ev.find("\n\n").expect("event not closed by a blank line");
         let payload = &ev[..end];
         assert!(!payload.contains('\n'), "multi-line payload {payload:?}");

@@ -10,8 +10,16 @@ use std::sync::Arc;
 #[test]
 fn fifty_requests_eight_at_a_time() {
     let model = fixture("llama-tiny-q8_0.gguf");
-    let prompts = ["hello world", "the quick brown fox", "predicts tokens", "fox"];
-    let want: Vec<String> = prompts.iter().map(|p| engine_greedy(&model, p, 12).0).collect();
+    let prompts = [
+        "hello world",
+        "the quick brown fox",
+        "predicts tokens",
+        "fox",
+    ];
+    let want: Vec<String> = prompts
+        .iter()
+        .map(|p| engine_greedy(&model, p, 12).0)
+        .collect();
     let s = Arc::new(Server::start(&model, &["--parallel", "2", "--queue", "3"]));
     let next = Arc::new(AtomicUsize::new(0));
     let (ok, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -34,7 +42,9 @@ fn fifty_requests_eight_at_a_time() {
                         let text: String = if stream {
                             sse_events(&a.body)
                                 .iter()
-                                .filter_map(|e| e["choices"][0]["text"].as_str().map(str::to_string))
+                                .filter_map(|e| {
+                                    e["choices"][0]["text"].as_str().map(str::to_string)
+                                })
                                 .collect()
                         } else {
                             a.json()["choices"][0]["text"].as_str().unwrap().to_string()
@@ -59,6 +69,9 @@ fn fifty_requests_eight_at_a_time() {
     assert_eq!(ok + refused, 50);
     assert!(ok >= 5, "{ok} served, {refused} refused");
     let m = s.get("/metrics").text();
-    assert!(m.contains(&format!("\nzt_requests_refused_total {refused}\n")), "{m}");
+    assert!(
+        m.contains(&format!("\nzt_requests_refused_total {refused}\n")),
+        "{m}"
+    );
     assert!(m.contains("\nzt_parallel 2\n"));
 }

@@ -20,7 +20,10 @@ fn completions_equal_engine_generate_plain_and_streamed() {
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], want.as_str());
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-    let prompt_ids = s.post("/tokenize", &json!({"content": prompt, "add_special": true}));
+    let prompt_ids = s.post(
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    );
     let n_prompt = prompt_ids.json()["tokens"].as_array().unwrap().len();
     assert_eq!(v["usage"]["prompt_tokens"], n_prompt);
     assert_eq!(v["usage"]["completion_tokens"], 24);
@@ -28,7 +31,10 @@ fn completions_equal_engine_generate_plain_and_streamed() {
 
     // The same prompt as token ids.
     let toks = prompt_ids.json()["tokens"].clone();
-    let b = s.post("/v1/completions", &json!({"prompt": toks, "max_tokens": 24, "temperature": 0}));
+    let b = s.post(
+        "/v1/completions",
+        &json!({"prompt": toks, "max_tokens": 24, "temperature": 0}),
+    );
     assert_eq!(b.json()["choices"][0]["text"], want.as_str());
 
     // Streamed: the pieces add up to the same text; framing checked.
@@ -37,7 +43,11 @@ fn completions_equal_engine_generate_plain_and_streamed() {
     req["stream_options"] = json!({"include_usage": true});
     let a = s.post("/v1/completions", &req);
     assert_eq!(a.status, 200);
-    assert!(a.content_type.starts_with("text/event-stream"), "{}", a.content_type);
+    assert!(
+        a.content_type.starts_with("text/event-stream"),
+        "{}",
+        a.content_type
+    );
     let events = sse_events(&a.body);
     let text: String = events
         .iter()
@@ -46,7 +56,11 @@ fn completions_equal_engine_generate_plain_and_streamed() {
     assert_eq!(text, want);
     let finals: Vec<_> = events
         .iter()
-        .filter_map(|e| e["choices"].get(0).and_then(|c| c["finish_reason"].as_str()))
+        .filter_map(|e| {
+            e["choices"]
+                .get(0)
+                .and_then(|c| c["finish_reason"].as_str())
+        })
         .collect();
     assert_eq!(finals, vec!["length"]);
     let last = events.last().unwrap();
@@ -81,7 +95,9 @@ fn seeds_stops_and_logprobs() {
                 .to_string()
         })
         .collect();
-    assert!(texts.iter().any(|t| t != a["choices"][0]["text"].as_str().unwrap()));
+    assert!(texts
+        .iter()
+        .any(|t| t != a["choices"][0]["text"].as_str().unwrap()));
 
     // A stop string cuts the text before it, streamed or not.
     let (full, _) = engine_greedy(&model, "hello world", 30);
@@ -111,8 +127,14 @@ fn seeds_stops_and_logprobs() {
         assert!(l <= 0.0);
         let top = lp["top_logprobs"][i].as_object().unwrap();
         assert!(!top.is_empty() && top.len() <= 3);
-        let best = top.values().map(|x| x.as_f64().unwrap()).fold(f64::MIN, f64::max);
-        assert!((best - l).abs() < 1e-4, "greedy picks the top token: {best} vs {l}");
+        let best = top
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!(
+            (best - l).abs() < 1e-4,
+            "greedy picks the top token: {best} vs {l}"
+        );
     }
     let mut r = completion("hello", 5);
     r["logprobs"] = json!(6);
@@ -146,15 +168,28 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
     let v = a.json();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["usage"]["prompt_tokens"], ids.len());
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
 
     // The same as running those tokens through the engine greedily.
-    let mut eng = Engine::open(&model, EngineOptions { n_threads: 1, ..EngineOptions::default() }).unwrap();
+    let mut eng = Engine::open(
+        &model,
+        EngineOptions {
+            n_threads: 1,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
     eng.prefill(&ids).unwrap();
     let p = ztensor::engine::GenerateParams {
         max_tokens: 12,
-        sampler: ztensor::engine::SamplerConfig { temperature: 0.0, ..Default::default() },
+        sampler: ztensor::engine::SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        },
         stop: vec!["<|im_end|>".into()],
         seed: Some(0),
     };
@@ -178,7 +213,10 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(streamed, content);
-    let reasons: Vec<_> = ev.iter().filter_map(|e| e["choices"][0]["finish_reason"].as_str()).collect();
+    let reasons: Vec<_> = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["finish_reason"].as_str())
+        .collect();
     assert_eq!(reasons.len(), 1);
 
     let mut lreq = req.clone();
@@ -189,7 +227,10 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
     assert!(!c.is_empty());
     assert_eq!(c[0]["top_logprobs"].as_array().unwrap().len(), 2);
 
-    let bad = s.post("/v1/chat/completions", &json!({"messages": [{"role": "wizard", "content": "x"}]}));
+    let bad = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "wizard", "content": "x"}]}),
+    );
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["param"], "messages");
     let empty = s.post("/v1/chat/completions", &json!({"messages": []}));
@@ -201,7 +242,10 @@ fn auth_on_every_route_but_health() {
     let s = Server::start(&fixture("llama-tiny-q8_0.gguf"), &[]);
     let no = [("-noauth", "")];
     assert_eq!(s.request("GET", "/health", None, &no).status, 200);
-    assert_eq!(s.request("GET", "/health", None, &no).json()["status"], "ok");
+    assert_eq!(
+        s.request("GET", "/health", None, &no).json()["status"],
+        "ok"
+    );
     let body = completion("hi", 2).to_string();
     for (method, path) in [
         ("GET", "/v1/models"),
@@ -229,7 +273,12 @@ fn auth_on_every_route_but_health() {
     let ok = s.request("GET", "/v1/models", None, &[("X-API-Key", KEY)]);
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["data"][0]["id"], "llama-tiny-q8_0");
-    let q = s.request("GET", &format!("/states?token={KEY}"), None, &[("-noauth", "")]);
+    let q = s.request(
+        "GET",
+        &format!("/states?token={KEY}"),
+        None,
+        &[("-noauth", "")],
+    );
     assert_eq!(q.status, 200);
     assert_eq!(q.json()["states"], json!(["initial"]));
 }
@@ -238,7 +287,14 @@ fn auth_on_every_route_but_health() {
 fn bad_requests_get_openai_errors() {
     let s = Server::start(&fixture("llama-tiny-q8_0.gguf"), &["--body-limit", "4096"]);
     let raw = |body: &[u8]| s.request("POST", "/v1/completions", Some(body), &[]);
-    for body in [&b"{"[..], b"not json", b"[]", b"{\"prompt\": 5}", b"{\"max_tokens\": 3}", &[0xff, 0xfe]] {
+    for body in [
+        &b"{"[..],
+        b"not json",
+        b"[]",
+        b"{\"prompt\": 5}",
+        b"{\"max_tokens\": 3}",
+        &[0xff, 0xfe],
+    ] {
         let a = raw(body);
         assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(body));
         let e = a.json();
@@ -253,20 +309,37 @@ fn bad_requests_get_openai_errors() {
     let a = s.post("/v1/completions", &completion("hello", 300));
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["param"], "max_tokens");
-    let a = s.post("/v1/completions", &json!({"prompt": "hello ".repeat(300), "max_tokens": 1}));
+    let a = s.post(
+        "/v1/completions",
+        &json!({"prompt": "hello ".repeat(300), "max_tokens": 1}),
+    );
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["param"], "prompt");
-    for (field, value) in [("temperature", json!(3.0)), ("top_p", json!(0.0)), ("n", json!(2)), ("stop", json!(["a", "b", "c", "d", "e"]))] {
+    for (field, value) in [
+        ("temperature", json!(3.0)),
+        ("top_p", json!(0.0)),
+        ("n", json!(2)),
+        ("stop", json!(["a", "b", "c", "d", "e"])),
+    ] {
         let mut r = completion("hello", 2);
         r[field] = value;
         let a = s.post("/v1/completions", &r);
         assert_eq!(a.status, 400, "{field}");
         assert_eq!(a.json()["error"]["param"], field);
     }
-    assert_eq!(s.post("/v1/completions", &json!({"prompt": [1, 600]})).status, 400);
+    assert_eq!(
+        s.post("/v1/completions", &json!({"prompt": [1, 600]}))
+            .status,
+        400
+    );
     assert_eq!(s.get("/v1/nothing").status, 404);
     // Without a max_tokens the rest of the context is the limit.
-    let v = s.post("/v1/completions", &json!({"prompt": "hello", "temperature": 0})).json();
+    let v = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "hello", "temperature": 0}),
+        )
+        .json();
     let used = v["usage"]["total_tokens"].as_u64().unwrap();
     assert!(used <= 256);
     if v["choices"][0]["finish_reason"] == "length" {

@@ -45,7 +45,10 @@ fn chains_forks_and_restart() {
     let ta = info_a["tokens_count"].as_u64().unwrap();
     let tb = info_b["tokens_count"].as_u64().unwrap();
     assert!(tb > ta, "{ta} {tb}");
-    assert!(info_b["text_tail"].as_str().unwrap().ends_with(b["output"].as_str().unwrap()));
+    assert!(info_b["text_tail"]
+        .as_str()
+        .unwrap()
+        .ends_with(b["output"].as_str().unwrap()));
     assert_eq!(s.get("/states/initial").json()["tokens_count"], 0);
 
     // States are immutable: a name is used once.
@@ -66,12 +69,18 @@ fn chains_forks_and_restart() {
     assert_eq!(s.get("/states/b").json()["tokens_count"], tb);
     let after = exec(&s, "e7", "b", "b2", " jumps", 6);
     assert_eq!(before["output"], after["output"]);
-    assert_eq!(s.get("/states/b1").json()["tokens_count"], s.get("/states/b2").json()["tokens_count"]);
+    assert_eq!(
+        s.get("/states/b1").json()["tokens_count"],
+        s.get("/states/b2").json()["tokens_count"]
+    );
 
     // Delete and reset.
     assert_eq!(s.request("DELETE", "/states/c", None, &[]).status, 200);
     assert_eq!(s.request("DELETE", "/states/c", None, &[]).status, 404);
-    assert_eq!(s.request("DELETE", "/states/initial", None, &[]).status, 400);
+    assert_eq!(
+        s.request("DELETE", "/states/initial", None, &[]).status,
+        400
+    );
     assert!(!dir.join("c.zt").exists());
     let r = s.post("/reset", &json!({}));
     assert_eq!(r.status, 200);
@@ -93,15 +102,30 @@ fn failures_store_nothing_and_names_are_checked() {
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["param"], "max_tokens");
     // Unknown state.
-    let a = s.post("/execute", &json!({"exec_id": "x2", "state_name": "nope", "new_state_name": "n2", "prompt": "hello"}));
+    let a = s.post(
+        "/execute",
+        &json!({"exec_id": "x2", "state_name": "nope", "new_state_name": "n2", "prompt": "hello"}),
+    );
     assert_eq!(a.status, 404);
     assert_eq!(s.get("/states/nope").status, 404);
     // Names: strict charset, no traversal.
-    for bad in ["../x", "a/b", "..", "a.zt", "", "x y", "é", &"n".repeat(129)] {
+    for bad in [
+        "../x",
+        "a/b",
+        "..",
+        "a.zt",
+        "",
+        "x y",
+        "é",
+        &"n".repeat(129),
+    ] {
         let a = s.post("/execute", &json!({"exec_id": "x3", "state_name": "initial", "new_state_name": bad, "prompt": "hi", "max_tokens": 1}));
         assert_eq!(a.status, 400, "{bad:?}");
         assert_eq!(a.json()["error"]["param"], "new_state_name");
-        let a = s.post("/execute", &json!({"exec_id": "x3", "state_name": bad, "prompt": "hi", "max_tokens": 1}));
+        let a = s.post(
+            "/execute",
+            &json!({"exec_id": "x3", "state_name": bad, "prompt": "hi", "max_tokens": 1}),
+        );
         assert_eq!(a.status, 400, "{bad:?}");
     }
     for path in ["/states/..%2F..%2Fetc", "/states/a.zt", "/states/%2e%2e"] {
@@ -111,18 +135,30 @@ fn failures_store_nothing_and_names_are_checked() {
         assert!(d.status == 400 || d.status == 404, "{path}");
     }
     for bad_id in ["", "a b", &"i".repeat(129)] {
-        let a = s.post("/execute", &json!({"exec_id": bad_id, "state_name": "initial", "prompt": "hi"}));
+        let a = s.post(
+            "/execute",
+            &json!({"exec_id": bad_id, "state_name": "initial", "prompt": "hi"}),
+        );
         assert_eq!(a.status, 400);
     }
     // Neither or both of prompt and messages.
-    let a = s.post("/execute", &json!({"exec_id": "x4", "state_name": "initial"}));
+    let a = s.post(
+        "/execute",
+        &json!({"exec_id": "x4", "state_name": "initial"}),
+    );
     assert_eq!(a.status, 400);
     assert_eq!(names(&s), vec!["initial"]);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     // No interrupt target.
-    assert_eq!(s.post("/interrupt", &json!({"exec_id": "nobody"})).json()["interrupted"], false);
+    assert_eq!(
+        s.post("/interrupt", &json!({"exec_id": "nobody"})).json()["interrupted"],
+        false
+    );
     // A default name is made when none is given.
-    let a = s.post("/execute", &json!({"exec_id": "x5", "state_name": "initial", "prompt": "hi", "max_tokens": 2}));
+    let a = s.post(
+        "/execute",
+        &json!({"exec_id": "x5", "state_name": "initial", "prompt": "hi", "max_tokens": 2}),
+    );
     let name = a.json()["state_name"].as_str().unwrap().to_string();
     assert!(dir.join(format!("{name}.zt")).exists());
 }
@@ -132,7 +168,10 @@ fn interrupt_and_disconnect_store_nothing() {
     let model = fixture("llama-tiny-q8_0.gguf");
     let dir = temp_dir("states-int");
     // A long context makes a long run (the model is tiny).
-    let s = Server::start(&model, &["--state-dir", dir.to_str().unwrap(), "--ctx", "16384"]);
+    let s = Server::start(
+        &model,
+        &["--state-dir", dir.to_str().unwrap(), "--ctx", "16384"],
+    );
     let body = json!({"exec_id": "long", "state_name": "initial", "new_state_name": "never",
                       "prompt": "hello", "max_tokens": 16000, "temperature": 0, "stream": true})
     .to_string();
@@ -154,15 +193,24 @@ fn interrupt_and_disconnect_store_nothing() {
     sock.read_to_end(&mut rest).unwrap();
     let all = [&first[..n], &rest[..]].concat();
     let text = String::from_utf8_lossy(&all);
-    assert!(text.contains("\"ename\":\"Interrupted\""), "{}", &text[text.len().saturating_sub(400)..]);
+    assert!(
+        text.contains("\"ename\":\"Interrupted\""),
+        "{}",
+        &text[text.len().saturating_sub(400)..]
+    );
     assert!(text.contains("\"state_name\":null"));
     assert_eq!(names(&s), vec!["initial"]);
     assert!(!dir.join("never.zt").exists());
     // The id is free again.
-    assert_eq!(s.post("/interrupt", &json!({"exec_id": "long"})).json()["interrupted"], false);
+    assert_eq!(
+        s.post("/interrupt", &json!({"exec_id": "long"})).json()["interrupted"],
+        false
+    );
 
     // A client that vanishes mid-stream: the run stops, nothing is stored.
-    let body = body.replace("\"never\"", "\"gone\"").replace("\"long\"", "\"gone\"");
+    let body = body
+        .replace("\"never\"", "\"gone\"")
+        .replace("\"long\"", "\"gone\"");
     let mut sock = std::net::TcpStream::connect(s.addr()).unwrap();
     write!(
         sock,
@@ -192,7 +240,10 @@ fn interrupt_and_disconnect_store_nothing() {
     let ev = sse_events(&a.body);
     let last = ev.last().unwrap();
     assert_eq!(last["state_name"], "ok1");
-    let pieces: String = ev[..ev.len() - 1].iter().map(|e| e["output"].as_str().unwrap()).collect();
+    let pieces: String = ev[..ev.len() - 1]
+        .iter()
+        .map(|e| e["output"].as_str().unwrap())
+        .collect();
     assert_eq!(pieces, last["output"].as_str().unwrap());
     let plain = s.post("/execute", &json!({"exec_id": "ok2", "state_name": "initial", "new_state_name": "ok2", "prompt": "hello", "max_tokens": 8, "temperature": 0}));
     assert_eq!(plain.json()["output"], last["output"]);
@@ -201,14 +252,20 @@ fn interrupt_and_disconnect_store_nothing() {
 #[test]
 fn another_models_states_are_refused() {
     let dir_q = temp_dir("states-qwen");
-    let q = Server::start(&fixture("qwen2-tiny-q8_0.gguf"), &["--state-dir", dir_q.to_str().unwrap()]);
+    let q = Server::start(
+        &fixture("qwen2-tiny-q8_0.gguf"),
+        &["--state-dir", dir_q.to_str().unwrap()],
+    );
     let a = q.post("/execute", &json!({"exec_id": "q", "state_name": "initial", "new_state_name": "fromqwen", "prompt": "hello", "max_tokens": 3}));
     assert_eq!(a.status, 200);
     q.stop();
     let dir_l = temp_dir("states-llama");
     std::fs::copy(dir_q.join("fromqwen.zt"), dir_l.join("fromqwen.zt")).unwrap();
     std::fs::write(dir_l.join("junk.zt"), b"not a snapshot").unwrap();
-    let l = Server::start(&fixture("llama-tiny-q8_0.gguf"), &["--state-dir", dir_l.to_str().unwrap()]);
+    let l = Server::start(
+        &fixture("llama-tiny-q8_0.gguf"),
+        &["--state-dir", dir_l.to_str().unwrap()],
+    );
     assert_eq!(names(&l), vec!["initial"]);
     // Left alone on disk.
     assert!(dir_l.join("fromqwen.zt").exists());
@@ -218,12 +275,18 @@ fn another_models_states_are_refused() {
 fn chat_messages_continue_a_state() {
     let model = fixture("qwen2-tiny-bpe-f32.gguf");
     let s = Server::start(&model, &[]);
-    let a = s.post("/execute", &json!({"exec_id": "c1", "state_name": "initial", "new_state_name": "t1",
-        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0}));
+    let a = s.post(
+        "/execute",
+        &json!({"exec_id": "c1", "state_name": "initial", "new_state_name": "t1",
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0}),
+    );
     assert_eq!(a.status, 200, "{}", a.text());
     let t1 = s.get("/states/t1").json()["tokens_count"].as_u64().unwrap();
-    let b = s.post("/execute", &json!({"exec_id": "c2", "state_name": "t1", "new_state_name": "t2",
-        "messages": [{"role": "user", "content": "more"}], "max_tokens": 8, "temperature": 0}));
+    let b = s.post(
+        "/execute",
+        &json!({"exec_id": "c2", "state_name": "t1", "new_state_name": "t2",
+        "messages": [{"role": "user", "content": "more"}], "max_tokens": 8, "temperature": 0}),
+    );
     assert_eq!(b.status, 200);
     let v = b.json();
     let t2 = s.get("/states/t2").json()["tokens_count"].as_u64().unwrap();

@@ -84,10 +84,18 @@ pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
 /// How many tokens may be generated after `used` context tokens and a
 /// `prompt_len`-token prompt: `max_tokens` if it fits, all that is left
 /// when absent, 400 when it does not fit or nothing is left.
-pub fn budget(n_ctx: usize, used: usize, prompt_len: usize, max_tokens: Option<u64>) -> ApiResult<usize> {
+pub fn budget(
+    n_ctx: usize,
+    used: usize,
+    prompt_len: usize,
+    max_tokens: Option<u64>,
+) -> ApiResult<usize> {
     let total = used + prompt_len;
     if total == 0 {
-        return Err(ApiError::bad("prompt", "the prompt gave no tokens and the context is empty"));
+        return Err(ApiError::bad(
+            "prompt",
+            "the prompt gave no tokens and the context is empty",
+        ));
     }
     if total >= n_ctx {
         return Err(ApiError::bad(
@@ -145,11 +153,17 @@ pub fn check_stops(stop: Option<StopInput>) -> ApiResult<Vec<String>> {
         Some(StopInput::Many(v)) => v,
     };
     if list.len() > 4 {
-        return Err(ApiError::bad("stop", format!("stop has {} entries, at most 4 are allowed", list.len())));
+        return Err(ApiError::bad(
+            "stop",
+            format!("stop has {} entries, at most 4 are allowed", list.len()),
+        ));
     }
     for s in &list {
         if s.is_empty() || s.len() > 256 {
-            return Err(ApiError::bad("stop", format!("stop strings must be 1-256 bytes, one is {}", s.len())));
+            return Err(ApiError::bad(
+                "stop",
+                format!("stop strings must be 1-256 bytes, one is {}", s.len()),
+            ));
         }
     }
     Ok(list)
@@ -166,11 +180,17 @@ pub enum StopInput {
 pub fn check_sampling(temperature: Option<f32>, top_p: Option<f32>) -> ApiResult<(f32, f32)> {
     let t = temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&t) {
-        return Err(ApiError::bad("temperature", format!("temperature = {t} is outside [0, 2]")));
+        return Err(ApiError::bad(
+            "temperature",
+            format!("temperature = {t} is outside [0, 2]"),
+        ));
     }
     let p = top_p.unwrap_or(1.0);
     if !(p > 0.0 && p <= 1.0) {
-        return Err(ApiError::bad("top_p", format!("top_p = {p} is outside (0, 1]")));
+        return Err(ApiError::bad(
+            "top_p",
+            format!("top_p = {p} is outside (0, 1]"),
+        ));
     }
     Ok((t, p))
 }

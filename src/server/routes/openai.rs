@@ -3,8 +3,8 @@
 
 use super::misc::check_ids;
 use super::{
-    blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait,
-    JsonBody, StopInput,
+    blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait, JsonBody,
+    StopInput,
 };
 use crate::server::chat::{ChatFormat, Message};
 use crate::server::error::{ApiError, ApiResult};
@@ -105,7 +105,13 @@ impl Format {
                     "tokens": tokens.iter().map(|t| &t.text).collect::<Vec<_>>(),
                     "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
                     "top_logprobs": tokens.iter().map(|t| {
-                        t.top.iter().map(|(s, l)| (s.clone(), json!(l))).collect::<serde_json::Map<_, _>>()
+                        // Texts can repeat (several ids decode alike): the
+                        // list is best first, so keep the first of each.
+                        let mut m = serde_json::Map::new();
+                        for (s, l) in &t.top {
+                            m.entry(s.clone()).or_insert(json!(l));
+                        }
+                        m
                     }).collect::<Vec<_>>(),
                     "text_offset": offsets,
                 })
@@ -121,7 +127,13 @@ impl Format {
         }
     }
 
-    fn choice(&mut self, text: &str, tokens: Option<&[TokenInfo]>, finish: Option<Finish>, delta: bool) -> Value {
+    fn choice(
+        &mut self,
+        text: &str,
+        tokens: Option<&[TokenInfo]>,
+        finish: Option<Finish>,
+        delta: bool,
+    ) -> Value {
         let logprobs = tokens.map_or(Value::Null, |t| self.logprobs(t));
         let finish = finish.map(|f| f.reason());
         match (self.kind, delta) {
@@ -168,7 +180,11 @@ impl Format {
     fn full(&mut self, out: &Outcome, want_logprobs: bool) -> Value {
         let tokens = want_logprobs.then_some(out.tokens.as_slice());
         let choice = self.choice(&out.text, tokens, Some(out.finish), false);
-        self.object(vec![choice], Some(usage(out.prompt_tokens, out.completion_tokens)), false)
+        self.object(
+            vec![choice],
+            Some(usage(out.prompt_tokens, out.completion_tokens)),
+            false,
+        )
     }
 
     fn chunk(&mut self, p: &Piece, want_logprobs: bool) -> Value {
@@ -187,7 +203,12 @@ struct Plan {
     include_usage: bool,
 }
 
-fn sampling(loaded: &Loaded, c: &Common, prompt_len: usize, logprobs: Option<usize>) -> ApiResult<Sampling> {
+fn sampling(
+    loaded: &Loaded,
+    c: &Common,
+    prompt_len: usize,
+    logprobs: Option<usize>,
+) -> ApiResult<Sampling> {
     if c.n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad("n", "only n = 1 is supported"));
     }
@@ -211,7 +232,12 @@ pub async fn completions(
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let loaded = app.ready()?;
     let logprobs = match req.logprobs {
-        Some(n) if n > 5 => return Err(ApiError::bad("logprobs", format!("logprobs = {n} exceeds 5"))),
+        Some(n) if n > 5 => {
+            return Err(ApiError::bad(
+                "logprobs",
+                format!("logprobs = {n} exceeds 5"),
+            ))
+        }
         n => n.map(|n| n as usize),
     };
     let prompt = match req.prompt {
@@ -219,7 +245,10 @@ pub async fn completions(
         PromptInput::Text(text) => tokenize_prompt(&loaded, text).await?,
         PromptInput::Texts(mut v) if v.len() == 1 => tokenize_prompt(&loaded, v.remove(0)).await?,
         PromptInput::Texts(v) => {
-            return Err(ApiError::bad("prompt", format!("a list of {} prompts; one is supported", v.len())))
+            return Err(ApiError::bad(
+                "prompt",
+                format!("a list of {} prompts; one is supported", v.len()),
+            ))
         }
     };
     let sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
@@ -256,13 +285,23 @@ pub fn message_pairs(messages: &[Message]) -> ApiResult<Vec<(String, String)>> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
+            if !matches!(
+                m.role.as_str(),
+                "system" | "developer" | "user" | "assistant"
+            ) {
                 return Err(ApiError::bad(
                     "messages",
-                    format!("messages[{i}].role = {:?}: expected system, developer, user or assistant", m.role),
+                    format!(
+                        "messages[{i}].role = {:?}: expected system, developer, user or assistant",
+                        m.role
+                    ),
                 ));
             }
-            let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                m.role.as_str()
+            };
             let text = m
                 .content
                 .text()
@@ -273,7 +312,11 @@ pub fn message_pairs(messages: &[Message]) -> ApiResult<Vec<(String, String)>> {
 }
 
 /// Chat prompt tokens, off the async threads.
-pub async fn chat_tokens(loaded: &Loaded, pairs: Vec<(String, String)>, bos: bool) -> ApiResult<Vec<u32>> {
+pub async fn chat_tokens(
+    loaded: &Loaded,
+    pairs: Vec<(String, String)>,
+    bos: bool,
+) -> ApiResult<Vec<u32>> {
     let tok = loaded.tokenizer.clone();
     let format: ChatFormat = loaded.chat;
     blocking(move || format.tokens(&tok, &pairs, bos)).await
@@ -288,10 +331,18 @@ pub async fn chat_completions(
     let pairs = message_pairs(&req.messages)?;
     let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (_, Some(n)) if n > 20 => {
-            return Err(ApiError::bad("top_logprobs", format!("top_logprobs = {n} exceeds 20")))
+            return Err(ApiError::bad(
+                "top_logprobs",
+                format!("top_logprobs = {n} exceeds 20"),
+            ))
         }
         (true, n) => Some(n.unwrap_or(0) as usize),
-        (false, Some(_)) => return Err(ApiError::bad("top_logprobs", "top_logprobs needs logprobs: true")),
+        (false, Some(_)) => {
+            return Err(ApiError::bad(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ))
+        }
         (false, None) => None,
     };
     let prompt = chat_tokens(&loaded, pairs, true).await?;
@@ -313,7 +364,11 @@ pub async fn chat_completions(
 async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Response> {
     let mut format = Format {
         kind: plan.kind,
-        id: request_id(if plan.kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
+        id: request_id(if plan.kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
         created: now(),
         model: app.model_id.clone(),
         offset: 0,
@@ -327,7 +382,12 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
             e.reset();
             let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut |_| true);
             if let Ok(o) = &out {
-                metrics.record(o.prompt_tokens, o.prefill_secs, o.completion_tokens, o.decode_secs);
+                metrics.record(
+                    o.prompt_tokens,
+                    o.prefill_secs,
+                    o.completion_tokens,
+                    o.decode_secs,
+                );
             }
             out
         })?;
@@ -351,18 +411,30 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
                 return;
             }
         }
-        let mut emit = |p: Piece| tx.blocking_send(sse::event(&format.chunk(&p, want_logprobs))).is_ok();
+        let mut emit = |p: Piece| {
+            tx.blocking_send(sse::event(&format.chunk(&p, want_logprobs)))
+                .is_ok()
+        };
         let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut emit);
         match out {
             Ok(o) => {
-                metrics.record(o.prompt_tokens, o.prefill_secs, o.completion_tokens, o.decode_secs);
+                metrics.record(
+                    o.prompt_tokens,
+                    o.prefill_secs,
+                    o.completion_tokens,
+                    o.decode_secs,
+                );
                 if o.finish == Finish::Cancelled {
                     return;
                 }
                 let last = format.choice("", None, Some(o.finish), true);
                 let _ = tx.blocking_send(sse::event(&format.object(vec![last], None, true)));
                 if plan.include_usage {
-                    let u = format.object(Vec::new(), Some(usage(o.prompt_tokens, o.completion_tokens)), true);
+                    let u = format.object(
+                        Vec::new(),
+                        Some(usage(o.prompt_tokens, o.completion_tokens)),
+                        true,
+                    );
                     let _ = tx.blocking_send(sse::event(&u));
                 }
                 let _ = tx.blocking_send(sse::DONE.into());

@@ -79,7 +79,12 @@ impl Drop for Registered {
     }
 }
 
-fn result(exec_id: &str, out: Option<&Outcome>, state: Option<&str>, error: Option<Value>) -> Value {
+fn result(
+    exec_id: &str,
+    out: Option<&Outcome>,
+    state: Option<&str>,
+    error: Option<Value>,
+) -> Value {
     json!({
         "exec_id": exec_id,
         "output": out.map_or("", |o| o.text.as_str()),
@@ -94,18 +99,32 @@ fn fault(ename: &str, evalue: impl Into<String>) -> Value {
     json!({"ename": ename, "evalue": evalue.into()})
 }
 
+/// What an execution runs once it has a sequence.
+struct ExecJob {
+    state_name: String,
+    new_name: String,
+    reservation: Reservation,
+    prompt: Vec<u32>,
+    sampling: Sampling,
+}
+
 /// The job's side: restore, generate, store on success.
 fn execute_on(
     e: &mut crate::engine::Engine,
     loaded: &Loaded,
-    req: (&str, &str),
-    reservation: Reservation,
-    prompt: &[u32],
-    s: &Sampling,
+    job: ExecJob,
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(Piece) -> bool,
 ) -> (Option<Outcome>, Option<String>, Option<Value>) {
-    let (state_name, new_name) = req;
+    let ExecJob {
+        state_name,
+        new_name,
+        reservation,
+        prompt,
+        sampling,
+    } = job;
+    let (state_name, new_name, prompt, s) =
+        (state_name.as_str(), new_name.as_str(), &prompt, &sampling);
     let state = match loaded.states.get(state_name) {
         Ok(s) => s,
         Err(err) => return (None, None, Some(fault("StateNotFound", err.message))),
@@ -118,7 +137,11 @@ fn execute_on(
         Err(err) => return (None, None, Some(fault("EngineError", err.to_string()))),
     };
     if out.finish == Finish::Cancelled {
-        return (Some(out), None, Some(fault("Interrupted", "the execution was interrupted")));
+        return (
+            Some(out),
+            None,
+            Some(fault("Interrupted", "the execution was interrupted")),
+        );
     }
     let stored = e
         .capture()
@@ -165,7 +188,12 @@ pub async fn execute(
     };
     let (temperature, top_p) = check_sampling(req.temperature, req.top_p)?;
     let mut sampling = Sampling {
-        max_tokens: budget(loaded.n_ctx, info.tokens_count, prompt.len(), req.max_tokens)?,
+        max_tokens: budget(
+            loaded.n_ctx,
+            info.tokens_count,
+            prompt.len(),
+            req.max_tokens,
+        )?,
         temperature,
         top_p,
         seed: req.seed,
@@ -174,7 +202,9 @@ pub async fn execute(
         logprobs: None,
     };
     if chat {
-        sampling.stop.extend(loaded.chat.stops().0.iter().map(|s| s.to_string()));
+        sampling
+            .stop
+            .extend(loaded.chat.stops().0.iter().map(|s| s.to_string()));
         sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
     }
     let reservation = loaded.states.reserve(&new_name)?;
@@ -198,7 +228,13 @@ pub async fn execute(
         id: req.exec_id.clone(),
     };
     let exec_id = req.exec_id;
-    let state_name = req.state_name;
+    let job = ExecJob {
+        state_name: req.state_name,
+        new_name,
+        reservation,
+        prompt,
+        sampling,
+    };
     let metrics = app.metrics.clone();
     let flag = cancel.clone();
     let l = loaded.clone();
@@ -206,9 +242,14 @@ pub async fn execute(
         let id = exec_id.clone();
         let rx = submit(&app, &loaded, cancel.clone(), move |e| {
             let _registered = registered;
-            let r = execute_on(e, &l, (&state_name, &new_name), reservation, &prompt, &sampling, &flag, &mut |_| true);
+            let r = execute_on(e, &l, job, &flag, &mut |_| true);
             if let Some(o) = &r.0 {
-                metrics.record(o.prompt_tokens, o.prefill_secs, o.completion_tokens, o.decode_secs);
+                metrics.record(
+                    o.prompt_tokens,
+                    o.prefill_secs,
+                    o.completion_tokens,
+                    o.decode_secs,
+                );
             }
             result(&id, r.0.as_ref(), r.1.as_deref(), r.2)
         })?;
@@ -220,10 +261,15 @@ pub async fn execute(
                 &exec_id,
                 None,
                 None,
-                Some(fault("Interrupted", "the execution was interrupted before it started")),
+                Some(fault(
+                    "Interrupted",
+                    "the execution was interrupted before it started",
+                )),
             ))
             .into_response()),
-            Err(_) => Err(ApiError::internal("the sequence running the request stopped")),
+            Err(_) => Err(ApiError::internal(
+                "the sequence running the request stopped",
+            )),
         };
     }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -233,11 +279,21 @@ pub async fn execute(
             tx.blocking_send(sse::event(&json!({"exec_id": exec_id, "output": p.text})))
                 .is_ok()
         };
-        let r = execute_on(e, &l, (&state_name, &new_name), reservation, &prompt, &sampling, &flag, &mut emit);
+        let r = execute_on(e, &l, job, &flag, &mut emit);
         if let Some(o) = &r.0 {
-            metrics.record(o.prompt_tokens, o.prefill_secs, o.completion_tokens, o.decode_secs);
+            metrics.record(
+                o.prompt_tokens,
+                o.prefill_secs,
+                o.completion_tokens,
+                o.decode_secs,
+            );
         }
-        let _ = tx.blocking_send(sse::event(&result(&exec_id, r.0.as_ref(), r.1.as_deref(), r.2)));
+        let _ = tx.blocking_send(sse::event(&result(
+            &exec_id,
+            r.0.as_ref(),
+            r.1.as_deref(),
+            r.2,
+        )));
         let _ = tx.blocking_send(sse::DONE.into());
     })?;
     Ok(sse::response(rx, cancel))
@@ -272,7 +328,10 @@ pub async fn get(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
     })))
 }
 
-pub async fn delete(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let loaded = app.ready()?;
     check_name("name", &name)?;
