@@ -38,6 +38,13 @@ pub fn check_name(field: &'static str, name: &str) -> ApiResult<()> {
     }
 }
 
+/// `.<name>.zt.tmp-<pid>-<n>`: the atomic writer's temporary file of a state.
+fn is_stale_temp(file: &str) -> bool {
+    file.strip_prefix('.')
+        .and_then(|f| f.split_once(".zt.tmp-"))
+        .is_some_and(|(name, _)| check_name("state_name", name).is_ok())
+}
+
 struct Entry {
     tokens_count: usize,
     created: u64,
@@ -87,6 +94,12 @@ impl StateStore {
                 .map_err(|e| crate::Error::io(format!("listing {}", dir.display()), e))?;
             for item in list.flatten() {
                 let path = item.path();
+                if is_stale_temp(&item.file_name().to_string_lossy()) {
+                    // A write cut short by a crash (the atomic writer's
+                    // temporary file, never renamed into place).
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
                 let Some(name) = path
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -261,6 +274,15 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_state_temp_files_are_stale() {
+        assert!(is_stale_temp(".a.zt.tmp-12-0"));
+        assert!(!is_stale_temp("a.zt"));
+        assert!(!is_stale_temp(".a.zt"));
+        assert!(!is_stale_temp(".bad name.zt.tmp-1-0"));
+        assert!(!is_stale_temp(".other.tmp-1"));
+    }
 
     #[test]
     fn names_are_strict() {

@@ -292,3 +292,66 @@ fn chat_messages_continue_a_state() {
     let t2 = s.get("/states/t2").json()["tokens_count"].as_u64().unwrap();
     assert!(t2 >= t1 + v["usage"]["prompt_tokens"].as_u64().unwrap());
 }
+
+#[test]
+fn kill_9_during_state_writes_leaves_earlier_states_readable() {
+    let model = fixture("llama-k-f16.gguf");
+    let dir = temp_dir("states-kill");
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let s = Server::start(&model, &["--state-dir", &dir_arg]);
+    exec(&s, "k0", "initial", "k0", "hello world", 4);
+    let first_tail = s.get("/states/k0").json()["text_tail"].clone();
+    // Executions writing states one after another; the server is killed
+    // (SIGKILL) while they run.
+    let base = s.base.clone();
+    let writer = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut made = 0;
+        for i in 1..400 {
+            let body = json!({"exec_id": format!("k{i}"), "state_name": "k0",
+                              "new_state_name": format!("k{i}"), "prompt": " more",
+                              "max_tokens": 40, "temperature": 0})
+            .to_string();
+            let r = agent
+                .post(format!("{base}/execute"))
+                .header("Authorization", format!("Bearer {}", crate::harness::KEY))
+                .send(body.as_bytes());
+            match r {
+                Ok(resp) if resp.status() == 200 => made += 1,
+                _ => break,
+            }
+        }
+        made
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.stop(); // SIGKILL
+    let made = writer.join().unwrap();
+    assert!(made >= 1, "no state was written before the kill");
+    let s = Server::start(&model, &["--state-dir", &dir_arg]);
+    let listed = names(&s);
+    assert!(listed.len() >= made, "{} listed, {made} made", listed.len());
+    for n in &listed {
+        let a = s.get(&format!("/states/{n}"));
+        assert_eq!(a.status, 200, "{n}: {}", a.text());
+    }
+    assert_eq!(s.get("/states/k0").json()["text_tail"], first_tail);
+    // The chain continues as before the kill: k1 was made by this very
+    // execution.
+    let again = exec(&s, "after", "k0", "k0-again", " more", 40);
+    assert!(again["error"].is_null());
+    let k1 = s.get("/states/k1").json();
+    assert!(k1["text_tail"]
+        .as_str()
+        .unwrap()
+        .ends_with(again["output"].as_str().unwrap()));
+    // Half-written temporary files of the kill were cleared at start.
+    let stray: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
