@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from ztensor import Engine
+from ztensor.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("ZT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
