@@ -147,6 +147,17 @@ pub fn run(
         stop: Vec::new(),
         seed: None,
     };
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(Outcome {
+            text: String::new(),
+            tokens: Vec::new(),
+            finish: Finish::Cancelled,
+            prompt_tokens: prompt.len(),
+            completion_tokens: 0,
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+        });
+    }
     let t0 = Instant::now();
     engine.prefill(prompt)?;
     let prefill_secs = t0.elapsed().as_secs_f64();

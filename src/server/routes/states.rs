@@ -272,8 +272,11 @@ pub async fn execute(
             )),
         };
     }
+    // Streaming: the job is skipped only when the client is gone; an
+    // interrupt that lands before it starts still answers with the result.
+    let gone = Arc::new(AtomicBool::new(false));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    submit(&app, &loaded, cancel.clone(), move |e| {
+    submit(&app, &loaded, gone.clone(), move |e| {
         let _registered = registered;
         let mut emit = |p: Piece| {
             tx.blocking_send(sse::event(&json!({"exec_id": exec_id, "output": p.text})))
@@ -296,7 +299,7 @@ pub async fn execute(
         )));
         let _ = tx.blocking_send(sse::DONE.into());
     })?;
-    Ok(sse::response(rx, cancel))
+    Ok(sse::response(rx, gone))
 }
 
 pub async fn list(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
