@@ -6,6 +6,7 @@ mod demo;
 mod gen;
 mod info;
 mod rewrite;
+mod serve;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -112,6 +113,9 @@ enum Command {
         #[command(flatten)]
         sample: gen::SampleArgs,
     },
+    /// Serve a model over HTTP: OpenAI-compatible completions and chat,
+    /// tokenize/detokenize, health, metrics, and named immutable states.
+    Serve(serve::ServeArgs),
     /// Measure prefill and decode tokens/s.
     BenchGen {
         #[command(flatten)]
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
             sample,
         } => gen::generate(&engine, &prompt, &sample),
         Command::Chat { engine, sample } => gen::chat(&engine, &sample),
+        Command::Serve(args) => serve::run(args),
         Command::BenchGen {
             engine,
             prompt_tokens,
