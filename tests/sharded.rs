@@ -397,7 +397,7 @@ fn greedy(path: &Path) -> Vec<u32> {
     let mut logits = e
         .eval(&e.tokenize("Once upon a time", None, false))
         .unwrap();
-    let v = e.model.config.n_vocab;
+    let v = e.config().n_vocab;
     let mut got = Vec::new();
     for _ in 0..12 {
         let last = &logits[logits.len() - v..];

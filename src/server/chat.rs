@@ -73,7 +73,7 @@ enum Seg<'a> {
 impl ChatFormat {
     pub fn detect(engine: &Engine) -> ChatFormat {
         let template = engine
-            .model
+            .model()
             .reader
             .attributes()
             .and_then(|a| a.get("tokenizer.chat_template"))
@@ -87,7 +87,7 @@ impl ChatFormat {
             ChatFormat::Llama2
         } else if template.contains("<|user|>") {
             ChatFormat::Zephyr
-        } else if template.is_empty() && special_id(&engine.tokenizer, "<|im_start|>").is_some() {
+        } else if template.is_empty() && special_id(engine.tokenizer(), "<|im_start|>").is_some() {
             ChatFormat::ChatMl
         } else {
             ChatFormat::Plain

@@ -2,7 +2,7 @@
 //! by token, with stop strings held back until they can no longer match,
 //! stop tokens, log-probabilities, cancellation between tokens and timing.
 
-use crate::engine::{Engine, GenerateParams, Generation, Rng, SamplerConfig};
+use crate::engine::{Engine, GenerateParams, SamplerConfig, StopReason};
 use crate::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -85,23 +85,6 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
-/// The longest suffix of `text` that is a proper prefix of a stop string
-/// (that much must be held back: the next token may complete the stop).
-fn held_back(text: &str, stops: &[String]) -> usize {
-    let mut hold = 0;
-    for s in stops {
-        let max = s.len().saturating_sub(1).min(text.len());
-        for n in (hold + 1..=max).rev() {
-            let start = text.len() - n;
-            if text.is_char_boundary(start) && s.starts_with(&text[start..]) {
-                hold = n;
-                break;
-            }
-        }
-    }
-    hold
-}
-
 /// The `k` most likely tokens of `logits` as (id, logprob).
 fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     if k == 0 || logits.is_empty() {
@@ -121,8 +104,9 @@ fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     best.into_iter().map(|(i, l)| (i, l - lse)).collect()
 }
 
-/// Appends `prompt` to the engine's context and generates. `emit` gets
-/// text as soon as no stop string can claim it; returning `false` (the
+/// Appends `prompt` to the engine's context and generates through the
+/// engine's run API (stop strings held back, stop reasons, EOS). `emit`
+/// gets text as soon as the engine gives it out; returning `false` (the
 /// client is gone) or setting `cancel` ends the run as
 /// [`Finish::Cancelled`] between two tokens.
 pub fn run(
@@ -132,70 +116,55 @@ pub fn run(
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(Piece) -> bool,
 ) -> Result<Outcome> {
-    engine.rng = Rng::seed(s.seed.unwrap_or_else(random_seed));
-    let sampler = SamplerConfig {
-        temperature: s.temperature,
-        top_p: s.top_p,
-        top_k: 0,
-        min_p: 0.0,
-        ..SamplerConfig::default()
-    };
-    engine.sampler = sampler.clone();
     let params = GenerateParams {
         max_tokens: s.max_tokens,
-        sampler,
-        stop: Vec::new(),
-        seed: None,
+        sampler: SamplerConfig {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: 0,
+            min_p: 0.0,
+            ..SamplerConfig::default()
+        },
+        stop: s.stop.clone(),
+        seed: Some(s.seed.unwrap_or_else(random_seed)),
+    };
+    let cancelled = |finish| Outcome {
+        text: String::new(),
+        tokens: Vec::new(),
+        finish,
+        prompt_tokens: prompt.len(),
+        completion_tokens: 0,
+        prefill_secs: 0.0,
+        decode_secs: 0.0,
     };
     if cancel.load(Ordering::Relaxed) {
-        return Ok(Outcome {
-            text: String::new(),
-            tokens: Vec::new(),
-            finish: Finish::Cancelled,
-            prompt_tokens: prompt.len(),
-            completion_tokens: 0,
-            prefill_secs: 0.0,
-            decode_secs: 0.0,
-        });
+        return Ok(cancelled(Finish::Cancelled));
     }
     let t0 = Instant::now();
-    engine.prefill(prompt)?;
+    let mut g = engine.start_tokens(prompt, &params)?;
     let prefill_secs = t0.elapsed().as_secs_f64();
-    if engine.last_logits.is_empty() {
-        return Err(crate::Error::usage(
-            "nothing to continue: the context is empty and the prompt gave no tokens",
-        ));
-    }
     let t1 = Instant::now();
-    let mut g = Generation::default();
-    let mut sent = 0usize; // bytes of g.text already emitted
-    let mut pending: Vec<TokenInfo> = Vec::new();
     let mut all: Vec<TokenInfo> = Vec::new();
-    let mut finish = None;
-    let mut text_end = None; // where a stop string cut the text
-    while finish.is_none() {
+    let mut pending: Vec<TokenInfo> = Vec::new();
+    loop {
         if cancel.load(Ordering::Relaxed) {
-            finish = Some(Finish::Cancelled);
+            g.end(StopReason::Interrupted);
             break;
         }
         let top = match s.logprobs {
-            Some(k) if k > 0 => top_logprobs(&engine.last_logits, k),
+            Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
             _ => Vec::new(),
         };
-        let before = g.text.len();
         let Some(t) = engine.next_token(&mut g, &params)? else {
-            let full = g.produced >= s.max_tokens || engine.tokens.len() >= engine.n_ctx();
-            finish = Some(if full { Finish::Length } else { Finish::Stop });
             break;
         };
-        if s.stop_ids.contains(&t.id) {
-            g.text.truncate(before);
-            finish = Some(Finish::Stop);
-            break;
-        }
-        if s.logprobs.is_some() {
+        // A chat format's end marker the engine does not treat as EOS:
+        // it stays in the context, its text is not returned.
+        let marker = !t.is_eos && s.stop_ids.contains(&t.id);
+        if s.logprobs.is_some() && !t.is_eos && !marker {
+            let tok = engine.tokenizer();
             let mut bytes = Vec::new();
-            engine.tokenizer.token_bytes(t.id, false, &mut bytes);
+            tok.token_bytes(t.id, false, &mut bytes);
             let info = TokenInfo {
                 id: t.id,
                 text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -203,56 +172,43 @@ pub fn run(
                 logprob: t.logprob,
                 top: top
                     .into_iter()
-                    .map(|(id, lp)| (engine.tokenizer.decode(&[id], false), lp))
+                    .map(|(id, lp)| (tok.decode(&[id], false), lp))
                     .collect(),
             };
             pending.push(info.clone());
             all.push(info);
         }
-        // A stop string may start in text already held back.
-        let search_from = sent.saturating_sub(s.stop.iter().map(String::len).max().unwrap_or(0));
-        let search_from = (0..=search_from)
-            .rev()
-            .find(|&i| g.text.is_char_boundary(i))
-            .unwrap_or(0);
-        if let Some(cut) = s
-            .stop
-            .iter()
-            .filter_map(|st| {
-                g.text[search_from..]
-                    .find(st.as_str())
-                    .map(|i| i + search_from)
-            })
-            .min()
-        {
-            text_end = Some(cut.max(sent));
-            finish = Some(Finish::Stop);
-            break;
+        if marker {
+            g.end(StopReason::Stop);
         }
-        let ready = g.text.len() - held_back(&g.text, &s.stop);
-        if ready > sent {
+        if !t.text.is_empty() || (t.stop_reason.is_some() && !pending.is_empty()) {
             let piece = Piece {
-                text: g.text[sent..ready].to_string(),
+                text: t.text,
                 tokens: std::mem::take(&mut pending),
             };
-            sent = ready;
             if !emit(piece) {
-                finish = Some(Finish::Cancelled);
+                g.end(StopReason::Interrupted);
+                break;
             }
         }
+        if g.is_done() {
+            break;
+        }
     }
-    let finish = finish.unwrap_or(Finish::Stop);
-    let end = text_end.unwrap_or(g.text.len());
-    if finish != Finish::Cancelled && (end > sent || !pending.is_empty()) {
-        let piece = Piece {
-            text: g.text[sent.min(end)..end].to_string(),
-            tokens: std::mem::take(&mut pending),
-        };
-        emit(piece);
+    let finish = match g.stop_reason() {
+        Some(StopReason::Interrupted) => Finish::Cancelled,
+        Some(StopReason::Length) => Finish::Length,
+        _ => Finish::Stop,
+    };
+    if finish == Finish::Cancelled {
+        return Ok(Outcome {
+            completion_tokens: g.produced,
+            prefill_secs,
+            ..cancelled(finish)
+        });
     }
-    g.text.truncate(end);
     Ok(Outcome {
-        text: g.text,
+        text: std::mem::take(&mut g.text),
         tokens: all,
         finish,
         prompt_tokens: prompt.len(),
@@ -265,16 +221,6 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn held_back_is_the_longest_stop_prefix() {
-        let stops = vec!["\nUser:".to_string(), "END".to_string()];
-        assert_eq!(held_back("hello\nUs", &stops), 3);
-        assert_eq!(held_back("hello EN", &stops), 2);
-        assert_eq!(held_back("hello", &stops), 0);
-        assert_eq!(held_back("", &stops), 0);
-        assert_eq!(held_back("é", &["éx".to_string()]), 2);
-    }
 
     #[test]
     fn top_logprobs_are_sorted_and_normalised() {

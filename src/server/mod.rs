@@ -89,9 +89,9 @@ impl App {
         let mut checker = base.fork(None)?;
         checker.reset();
         let loaded = Loaded {
-            tokenizer: base.tokenizer.clone(),
+            tokenizer: base.tokenizer().clone(),
             n_ctx: base.n_ctx(),
-            n_vocab: base.model.config.n_vocab,
+            n_vocab: base.config().n_vocab,
             chat: chat::ChatFormat::detect(&base),
             scheduler,
             states: Arc::new(states::StateStore::open(c.state_dir.as_deref(), checker)?),

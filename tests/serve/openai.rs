@@ -151,7 +151,7 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
         ("system".to_string(), "be brief".to_string()),
         ("user".to_string(), "hello <|im_end|> world".to_string()),
     ];
-    let ids = ChatFormat::ChatMl.tokens(&e.tokenizer, &msgs, true);
+    let ids = ChatFormat::ChatMl.tokens(e.tokenizer(), &msgs, true);
     // The typed marker is text: <|im_end|> (399) appears only where the
     // template puts it (after each message), not inside the content.
     assert_eq!(ids.iter().filter(|&&t| t == 399).count(), 2);

@@ -152,6 +152,39 @@ fn chat_format(e: &Engine) -> ChatFormat {
     }
 }
 
+/// The token that ends a turn in `format`, if it has one.
+fn end_marker(format: ChatFormat) -> Option<&'static str> {
+    match format {
+        ChatFormat::ChatMl => Some("<|im_end|>"),
+        ChatFormat::Llama3 => Some("<|eot_id|>"),
+        ChatFormat::Llama2 | ChatFormat::Zephyr => Some("</s>"),
+        ChatFormat::Gemma => Some("<end_of_turn>"),
+        ChatFormat::Plain => None,
+    }
+}
+
+/// What closes the previous assistant turn before the next user turn:
+/// the end marker unless the context already ends with it (a turn that
+/// ended at EOS leaves the EOS out of the context, one cut at a stop
+/// string keeps it), then the format's separator.
+fn close_turn(e: &Engine, format: ChatFormat) -> String {
+    let Some(marker) = end_marker(format) else {
+        return String::new();
+    };
+    let ids = e.tokenize(marker, Some(false), true);
+    let mut out = String::new();
+    if !e.tokens().ends_with(&ids) {
+        out.push_str(marker);
+    }
+    if matches!(
+        format,
+        ChatFormat::ChatMl | ChatFormat::Zephyr | ChatFormat::Gemma
+    ) {
+        out.push('\n');
+    }
+    out
+}
+
 /// One user turn as pieces of prompt text — `(text, is_template_markup)` —
 /// and the stop strings of the format. Only markup pieces may hold control
 /// tokens: what the user typed is tokenized as plain text, so typing
@@ -185,14 +218,8 @@ fn turn(format: ChatFormat, first: bool, user: &str) -> (Vec<(String, bool)>, Ve
             vec!["</s>".into()],
         ),
         ChatFormat::Gemma => (
-            // The model's `<end_of_turn>` ends generation without entering
-            // the context, so later turns close the model's turn first.
             wrap(
-                if first {
-                    "<start_of_turn>user\n"
-                } else {
-                    "<end_of_turn>\n<start_of_turn>user\n"
-                },
+                "<start_of_turn>user\n",
                 "<end_of_turn>\n<start_of_turn>model\n",
             ),
             vec!["<end_of_turn>".into()],
@@ -217,23 +244,51 @@ fn turn_ids(e: &Engine, pieces: &[(String, bool)], first: bool) -> Vec<u32> {
     ids
 }
 
+/// Where `zt chat` starts from and what it leaves behind.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChatStateArgs {
+    /// Continue the conversation saved in this snapshot (same model; the
+    /// context length and KV type come from the snapshot).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub resume: Option<PathBuf>,
+    /// Save the conversation to this snapshot when stdin ends.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub snapshot: Option<PathBuf>,
+}
+
 /// `zt chat`: one line from stdin per user turn; the context carries over.
-pub fn chat(args: &EngineArgs, sample: &SampleArgs) -> Result<()> {
-    let mut e = open(args, sample.seed)?;
+pub fn chat(args: &EngineArgs, sample: &SampleArgs, state: &ChatStateArgs) -> Result<()> {
+    let mut e = match &state.resume {
+        Some(path) => {
+            let reader = ztensor::engine::snapshot::open(path)?;
+            let info = ztensor::engine::snapshot::read_info(&reader)?;
+            let mut args = args.clone();
+            args.ctx = info.n_ctx;
+            args.kv = info.kv_type.name().to_string();
+            let mut e = open(&args, sample.seed)?;
+            e.restore(&reader)?;
+            e
+        }
+        None => open(args, sample.seed)?,
+    };
     let format = chat_format(&e);
     eprintln!(
-        "chat ({format:?} format, {} context); end with Ctrl-D",
-        e.n_ctx()
+        "chat ({format:?} format, {} context, {} tokens in it); end with Ctrl-D",
+        e.n_ctx(),
+        e.tokens().len()
     );
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut first = true;
+    let mut first = e.tokens().is_empty();
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| Error::io("reading stdin", e))?;
         if line.trim().is_empty() {
             continue;
         }
-        let (pieces, stop) = turn(format, first, line.trim());
+        let (mut pieces, stop) = turn(format, first, line.trim());
+        if !first {
+            pieces.insert(0, (close_turn(&e, format), true));
+        }
         let ids = turn_ids(&e, &pieces, first);
         first = false;
         let mut params = sample.params();
@@ -247,6 +302,14 @@ pub fn chat(args: &EngineArgs, sample: &SampleArgs) -> Result<()> {
             true
         })?;
         writeln!(out).map_err(|e| Error::io("writing to stdout", e))?;
+    }
+    if let Some(path) = &state.snapshot {
+        e.snapshot(path, false)?;
+        eprintln!(
+            "saved the conversation ({} tokens) to {}",
+            e.tokens().len(),
+            path.display()
+        );
     }
     Ok(())
 }

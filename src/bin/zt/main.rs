@@ -106,12 +106,15 @@ enum Command {
         #[command(flatten)]
         sample: gen::SampleArgs,
     },
-    /// Chat on stdin/stdout with the model's chat template.
+    /// Chat on stdin/stdout with the model's chat template; --snapshot
+    /// saves the conversation, --resume continues a saved one.
     Chat {
         #[command(flatten)]
         engine: gen::EngineArgs,
         #[command(flatten)]
         sample: gen::SampleArgs,
+        #[command(flatten)]
+        state: gen::ChatStateArgs,
     },
     /// Serve a model over HTTP: OpenAI-compatible completions and chat,
     /// tokenize/detokenize, health, metrics, and named immutable states.
@@ -189,7 +192,11 @@ fn main() -> ExitCode {
             prompt,
             sample,
         } => gen::generate(&engine, &prompt, &sample),
-        Command::Chat { engine, sample } => gen::chat(&engine, &sample),
+        Command::Chat {
+            engine,
+            sample,
+            state,
+        } => gen::chat(&engine, &sample, &state),
         Command::Serve(args) => serve::run(args),
         Command::BenchGen {
             engine,

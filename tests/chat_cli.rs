@@ -1,0 +1,71 @@
+//! `zt chat --snapshot` / `--resume`: a conversation saved by one process and
+//! continued by another answers exactly as the uninterrupted conversation
+//! (built-in model, greedy).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Runs `zt chat` (built-in model, greedy) with `input` on stdin; returns
+/// (stdout, stderr).
+fn chat(input: &str, extra: &[&str], dir: &Path) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["chat", "--temp", "0", "-n", "6", "-t", "1", "--ctx", "256"])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zt");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait zt");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "zt chat failed: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// A fresh directory for one test of this process.
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zt-chat-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+#[test]
+fn resumed_conversation_equals_the_uninterrupted_one() {
+    let dir = tmp_dir("resume");
+    let (whole, _) = chat("hello there\nand again\n", &[], dir.as_path());
+
+    let (first, err) = chat("hello there\n", &["--snapshot", "conv.zt"], dir.as_path());
+    assert!(err.contains("saved the conversation"), "{err}");
+    assert!(dir.as_path().join("conv.zt").is_file());
+    assert!(whole.starts_with(&first), "{whole:?} / {first:?}");
+
+    let (second, err) = chat("and again\n", &["--resume", "conv.zt"], dir.as_path());
+    assert!(!err.contains(" 0 tokens in it"), "{err}");
+    assert_eq!(format!("{first}{second}"), whole);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resume_refuses_a_file_that_is_not_a_snapshot() {
+    let dir = tmp_dir("bad");
+    std::fs::write(dir.as_path().join("bad.zt"), b"not a snapshot").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["chat", "--resume", "bad.zt"])
+        .current_dir(dir.as_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zt");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
