@@ -43,6 +43,8 @@ pub mod layout;
 pub mod manifest;
 pub mod npy;
 pub mod reader;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 pub mod writer;
 pub mod zstd_seekable;

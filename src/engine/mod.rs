@@ -489,17 +489,24 @@ impl Engine {
     /// `prompt` to the context (with BOS when the context is empty and the
     /// model adds one; an empty prompt just continues).
     pub fn start(&mut self, prompt: &str, params: &GenerateParams) -> Result<Generation> {
-        if let Some(seed) = params.seed {
-            self.rng = Rng::seed(seed);
-        }
-        self.sampler = params.sampler.clone();
         let add_bos = if self.tokens.is_empty() {
             None
         } else {
             Some(false)
         };
         let ids = self.tokenize(prompt, add_bos, true);
-        self.run(&ids)?;
+        self.start_tokens(&ids, params)
+    }
+
+    /// [`Engine::start`] with a prompt already tokenized (chat turns built
+    /// from pieces, a server's request): `ids` are appended as given (no
+    /// BOS added), then the generation starts.
+    pub fn start_tokens(&mut self, ids: &[u32], params: &GenerateParams) -> Result<Generation> {
+        if let Some(seed) = params.seed {
+            self.rng = Rng::seed(seed);
+        }
+        self.sampler = params.sampler.clone();
+        self.run(ids)?;
         if self.last_logits.is_empty() {
             return Err(Error::usage(
                 "nothing to continue: the context is empty and the prompt gave no tokens",

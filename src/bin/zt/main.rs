@@ -6,6 +6,7 @@ mod demo;
 mod gen;
 mod info;
 mod rewrite;
+mod serve;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -115,6 +116,9 @@ enum Command {
         #[command(flatten)]
         state: gen::ChatStateArgs,
     },
+    /// Serve a model over HTTP: OpenAI-compatible completions and chat,
+    /// tokenize/detokenize, health, metrics, and named immutable states.
+    Serve(serve::ServeArgs),
     /// Measure prefill and decode tokens/s.
     BenchGen {
         #[command(flatten)]
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
             sample,
             state,
         } => gen::chat(&engine, &sample, &state),
+        Command::Serve(args) => serve::run(args),
         Command::BenchGen {
             engine,
             prompt_tokens,

@@ -1,0 +1,236 @@
+//! One generation on one sequence: prefill the prompt, then sample token
+//! by token, with stop strings held back until they can no longer match,
+//! stop tokens, log-probabilities, cancellation between tokens and timing.
+
+use crate::engine::{Engine, GenerateParams, SamplerConfig, StopReason};
+use crate::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Sampling settings of a request (OpenAI names).
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// `None`: a fresh random seed.
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    /// Token ids that end the generation (a chat format's end marker); the
+    /// token stays in the context, its text is not returned.
+    pub stop_ids: Vec<u32>,
+    /// Alternatives to report per token (`None`: no log-probabilities).
+    pub logprobs: Option<usize>,
+}
+
+/// One generated token as reported with log-probabilities.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub id: u32,
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely alternatives at that step: (text, logprob).
+    pub top: Vec<(String, f32)>,
+}
+
+/// Text ready to send, with the tokens that produced it.
+#[derive(Debug, Clone, Default)]
+pub struct Piece {
+    pub text: String,
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// End of sequence, a stop string or a stop token.
+    Stop,
+    /// `max_tokens` or the context is full.
+    Length,
+    /// Interrupted, or the client went away.
+    Cancelled,
+}
+
+impl Finish {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub text: String,
+    pub tokens: Vec<TokenInfo>,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// A seed nobody chose.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// The `k` most likely tokens of `logits` as (id, logprob).
+fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 || logits.is_empty() {
+        return Vec::new();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        if best.len() < k || l > best[best.len() - 1].1 {
+            let at = best.partition_point(|&(_, b)| b >= l);
+            best.insert(at, (i as u32, l));
+            best.truncate(k);
+        }
+    }
+    best.into_iter().map(|(i, l)| (i, l - lse)).collect()
+}
+
+/// Appends `prompt` to the engine's context and generates through the
+/// engine's run API (stop strings held back, stop reasons, EOS). `emit`
+/// gets text as soon as the engine gives it out; returning `false` (the
+/// client is gone) or setting `cancel` ends the run as
+/// [`Finish::Cancelled`] between two tokens.
+pub fn run(
+    engine: &mut Engine,
+    prompt: &[u32],
+    s: &Sampling,
+    cancel: &AtomicBool,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> Result<Outcome> {
+    let params = GenerateParams {
+        max_tokens: s.max_tokens,
+        sampler: SamplerConfig {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: 0,
+            min_p: 0.0,
+            ..SamplerConfig::default()
+        },
+        stop: s.stop.clone(),
+        seed: Some(s.seed.unwrap_or_else(random_seed)),
+    };
+    let cancelled = |finish| Outcome {
+        text: String::new(),
+        tokens: Vec::new(),
+        finish,
+        prompt_tokens: prompt.len(),
+        completion_tokens: 0,
+        prefill_secs: 0.0,
+        decode_secs: 0.0,
+    };
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(cancelled(Finish::Cancelled));
+    }
+    let t0 = Instant::now();
+    let mut g = engine.start_tokens(prompt, &params)?;
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut all: Vec<TokenInfo> = Vec::new();
+    let mut pending: Vec<TokenInfo> = Vec::new();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            g.end(StopReason::Interrupted);
+            break;
+        }
+        let top = match s.logprobs {
+            Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
+            _ => Vec::new(),
+        };
+        let Some(t) = engine.next_token(&mut g, &params)? else {
+            break;
+        };
+        // A chat format's end marker the engine does not treat as EOS:
+        // it stays in the context, its text is not returned.
+        let marker = !t.is_eos && s.stop_ids.contains(&t.id);
+        if s.logprobs.is_some() && !t.is_eos && !marker {
+            let tok = engine.tokenizer();
+            let mut bytes = Vec::new();
+            tok.token_bytes(t.id, false, &mut bytes);
+            let info = TokenInfo {
+                id: t.id,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes,
+                logprob: t.logprob,
+                top: top
+                    .into_iter()
+                    .map(|(id, lp)| (tok.decode(&[id], false), lp))
+                    .collect(),
+            };
+            pending.push(info.clone());
+            all.push(info);
+        }
+        if marker {
+            g.end(StopReason::Stop);
+        }
+        if !t.text.is_empty() || (t.stop_reason.is_some() && !pending.is_empty()) {
+            let piece = Piece {
+                text: t.text,
+                tokens: std::mem::take(&mut pending),
+            };
+            if !emit(piece) {
+                g.end(StopReason::Interrupted);
+                break;
+            }
+        }
+        if g.is_done() {
+            break;
+        }
+    }
+    let finish = match g.stop_reason() {
+        Some(StopReason::Interrupted) => Finish::Cancelled,
+        Some(StopReason::Length) => Finish::Length,
+        _ => Finish::Stop,
+    };
+    if finish == Finish::Cancelled {
+        return Ok(Outcome {
+            completion_tokens: g.produced,
+            prefill_secs,
+            ..cancelled(finish)
+        });
+    }
+    Ok(Outcome {
+        text: std::mem::take(&mut g.text),
+        tokens: all,
+        finish,
+        prompt_tokens: prompt.len(),
+        completion_tokens: g.produced,
+        prefill_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_logprobs_are_sorted_and_normalised() {
+        let t = top_logprobs(&[0.0, 2.0, 1.0, -1.0], 2);
+        assert_eq!(t.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(t[0].1 > t[1].1 && t[0].1 < 0.0);
+        let sum: f32 = top_logprobs(&[0.0, 2.0, 1.0, -1.0], 4)
+            .iter()
+            .map(|x| x.1.exp())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+    }
+}

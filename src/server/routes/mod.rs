@@ -1,0 +1,216 @@
+//! The HTTP routes and what they share: a JSON body extractor with
+//! OpenAI-style errors (400, 413), tokenizing off the async threads, the
+//! context budget and running work on a sequence.
+
+pub mod misc;
+pub mod openai;
+pub mod states;
+
+use super::error::{ApiError, ApiResult};
+use super::scheduler::CancelOnDrop;
+use super::{App, Loaded};
+use crate::engine::Engine;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// All routes, behind the key check and the body limit.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.body_limit;
+    Router::new()
+        .route("/health", get(misc::health))
+        .route("/v1/health", get(misc::health))
+        .route("/metrics", get(misc::metrics))
+        .route("/v1/models", get(misc::models))
+        .route("/models", get(misc::models))
+        .route("/tokenize", post(misc::tokenize))
+        .route("/detokenize", post(misc::detokenize))
+        .route("/v1/completions", post(openai::completions))
+        .route("/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/execute", post(states::execute))
+        .route("/states", get(states::list))
+        .route("/states/{name}", get(states::get).delete(states::delete))
+        .route("/reset", post(states::reset))
+        .route("/interrupt", post(states::interrupt))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::auth::require_key,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// A JSON request body; too large: 413, unreadable or not matching the
+/// request's fields: 400 naming what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "the request body is larger than the server accepts",
+                )
+            } else {
+                ApiError::invalid(format!("reading the request body: {}", e.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("request body: {e}")))
+    }
+}
+
+/// Runs `f` off the async threads (tokenizing long texts is CPU work).
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> ApiResult<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))
+}
+
+/// How many tokens may be generated after `used` context tokens and a
+/// `prompt_len`-token prompt: `max_tokens` if it fits, all that is left
+/// when absent, 400 when it does not fit or nothing is left.
+pub fn budget(
+    n_ctx: usize,
+    used: usize,
+    prompt_len: usize,
+    max_tokens: Option<u64>,
+) -> ApiResult<usize> {
+    let total = used + prompt_len;
+    if total == 0 {
+        return Err(ApiError::bad(
+            "prompt",
+            "the prompt gave no tokens and the context is empty",
+        ));
+    }
+    if total >= n_ctx {
+        return Err(ApiError::bad(
+            "prompt",
+            format!("{total} context tokens ({used} before, {prompt_len} in the prompt) leave no room in the {n_ctx}-token context"),
+        ));
+    }
+    let room = n_ctx - total;
+    match max_tokens {
+        None => Ok(room),
+        Some(m) if m > room as u64 => Err(ApiError::bad(
+            "max_tokens",
+            format!("max_tokens = {m} exceeds the {room} tokens left in the {n_ctx}-token context after {total} tokens"),
+        )),
+        Some(m) => Ok(m as usize),
+    }
+}
+
+/// Queues `f` on a sequence; its result arrives on the receiver. The job
+/// is skipped if `cancel` is set before it starts.
+pub fn submit<R: Send + 'static>(
+    app: &App,
+    loaded: &Loaded,
+    cancel: Arc<AtomicBool>,
+    f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+) -> ApiResult<oneshot::Receiver<R>> {
+    let (tx, rx) = oneshot::channel();
+    let work = Box::new(move |e: &mut Engine| {
+        let _ = tx.send(f(e));
+    });
+    loaded.scheduler.submit(cancel, work).inspect_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            app.metrics
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Waits for a submitted job; dropping this future (the client went away)
+/// cancels the job.
+pub async fn wait<R>(cancel: Arc<AtomicBool>, rx: oneshot::Receiver<R>) -> ApiResult<R> {
+    let _guard = CancelOnDrop(cancel);
+    rx.await
+        .map_err(|_| ApiError::internal("the sequence running the request stopped"))
+}
+
+/// A stop list: a string or up to 4 strings (OpenAI's limit), each 1-256
+/// bytes.
+pub fn check_stops(stop: Option<StopInput>) -> ApiResult<Vec<String>> {
+    let list = match stop {
+        None => Vec::new(),
+        Some(StopInput::One(s)) => vec![s],
+        Some(StopInput::Many(v)) => v,
+    };
+    if list.len() > 4 {
+        return Err(ApiError::bad(
+            "stop",
+            format!("stop has {} entries, at most 4 are allowed", list.len()),
+        ));
+    }
+    for s in &list {
+        if s.is_empty() || s.len() > 256 {
+            return Err(ApiError::bad(
+                "stop",
+                format!("stop strings must be 1-256 bytes, one is {}", s.len()),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StopInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Temperature in [0, 2] and top_p in (0, 1], OpenAI's ranges.
+pub fn check_sampling(temperature: Option<f32>, top_p: Option<f32>) -> ApiResult<(f32, f32)> {
+    let t = temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&t) {
+        return Err(ApiError::bad(
+            "temperature",
+            format!("temperature = {t} is outside [0, 2]"),
+        ));
+    }
+    let p = top_p.unwrap_or(1.0);
+    if !(p > 0.0 && p <= 1.0) {
+        return Err(ApiError::bad(
+            "top_p",
+            format!("top_p = {p} is outside (0, 1]"),
+        ));
+    }
+    Ok((t, p))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A fresh request id with `prefix`.
+pub fn request_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", super::generate::random_seed())
+}
+
+pub fn usage(prompt: usize, completion: usize) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}

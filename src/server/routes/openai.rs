@@ -1,0 +1,448 @@
+//! `POST /v1/completions` and `POST /v1/chat/completions`, non-streaming
+//! JSON or `stream: true` Server-Sent Events ending in `data: [DONE]`.
+
+use super::misc::check_ids;
+use super::{
+    blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait, JsonBody,
+    StopInput,
+};
+use crate::server::chat::{ChatFormat, Message};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
+use crate::server::{sse, App, Loaded};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Fields shared by both routes (OpenAI names; unknown fields are ignored
+/// as OpenAI clients send many).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Common {
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<StopInput>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub n: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// A completions prompt: text, token ids, or a list of one text.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u64>),
+    Texts(Vec<String>),
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: PromptInput,
+    #[serde(flatten)]
+    pub common: Common,
+    #[serde(default)]
+    pub logprobs: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    #[serde(flatten)]
+    pub common: Common,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Completion,
+    Chat,
+}
+
+/// Builds the JSON of answers and chunks.
+struct Format {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+    /// Text offset of the next completion token (completions' logprobs).
+    offset: usize,
+}
+
+impl Format {
+    fn logprobs(&mut self, tokens: &[TokenInfo]) -> Value {
+        match self.kind {
+            Kind::Completion => {
+                let mut offsets = Vec::with_capacity(tokens.len());
+                for t in tokens {
+                    offsets.push(self.offset);
+                    self.offset += t.text.len();
+                }
+                json!({
+                    "tokens": tokens.iter().map(|t| &t.text).collect::<Vec<_>>(),
+                    "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                    "top_logprobs": tokens.iter().map(|t| {
+                        // Texts can repeat (several ids decode alike): the
+                        // list is best first, so keep the first of each.
+                        let mut m = serde_json::Map::new();
+                        for (s, l) in &t.top {
+                            m.entry(s.clone()).or_insert(json!(l));
+                        }
+                        m
+                    }).collect::<Vec<_>>(),
+                    "text_offset": offsets,
+                })
+            }
+            Kind::Chat => json!({"content": tokens.iter().map(|t| json!({
+                "token": t.text,
+                "logprob": t.logprob,
+                "bytes": t.bytes,
+                "top_logprobs": t.top.iter().map(|(s, l)| json!({
+                    "token": s, "logprob": l, "bytes": s.as_bytes(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()}),
+        }
+    }
+
+    fn choice(
+        &mut self,
+        text: &str,
+        tokens: Option<&[TokenInfo]>,
+        finish: Option<Finish>,
+        delta: bool,
+    ) -> Value {
+        let logprobs = tokens.map_or(Value::Null, |t| self.logprobs(t));
+        let finish = finish.map(|f| f.reason());
+        match (self.kind, delta) {
+            (Kind::Completion, _) => json!({
+                "index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish,
+            }),
+            (Kind::Chat, false) => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }),
+            (Kind::Chat, true) => {
+                let delta = if finish.is_some() && text.is_empty() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+        }
+    }
+
+    fn object(&self, choices: Vec<Value>, usage: Option<Value>, chunk: bool) -> Value {
+        let object = match (self.kind, chunk) {
+            (Kind::Completion, _) => "text_completion",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+        };
+        let mut v = json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        v
+    }
+
+    fn full(&mut self, out: &Outcome, want_logprobs: bool) -> Value {
+        let tokens = want_logprobs.then_some(out.tokens.as_slice());
+        let choice = self.choice(&out.text, tokens, Some(out.finish), false);
+        self.object(
+            vec![choice],
+            Some(usage(out.prompt_tokens, out.completion_tokens)),
+            false,
+        )
+    }
+
+    fn chunk(&mut self, p: &Piece, want_logprobs: bool) -> Value {
+        let tokens = want_logprobs.then_some(p.tokens.as_slice());
+        let choice = self.choice(&p.text, tokens, None, true);
+        self.object(vec![choice], None, true)
+    }
+}
+
+/// What both routes do once the prompt is tokens.
+struct Plan {
+    kind: Kind,
+    prompt: Vec<u32>,
+    sampling: Sampling,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn sampling(
+    loaded: &Loaded,
+    c: &Common,
+    prompt_len: usize,
+    logprobs: Option<usize>,
+) -> ApiResult<Sampling> {
+    if c.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad("n", "only n = 1 is supported"));
+    }
+    let (temperature, top_p) = check_sampling(c.temperature, c.top_p)?;
+    let max = c.max_completion_tokens.or(c.max_tokens);
+    Ok(Sampling {
+        max_tokens: budget(loaded.n_ctx, 0, prompt_len, max)?,
+        temperature,
+        top_p,
+        seed: c.seed,
+        stop: check_stops(c.stop.clone())?,
+        stop_ids: Vec::new(),
+        logprobs,
+    })
+}
+
+pub async fn completions(
+    State(app): State<Arc<App>>,
+    JsonBody(req): JsonBody<CompletionRequest>,
+) -> ApiResult<Response> {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let loaded = app.ready()?;
+    let logprobs = match req.logprobs {
+        Some(n) if n > 5 => {
+            return Err(ApiError::bad(
+                "logprobs",
+                format!("logprobs = {n} exceeds 5"),
+            ))
+        }
+        n => n.map(|n| n as usize),
+    };
+    let prompt = match req.prompt {
+        PromptInput::Tokens(ids) => check_ids(&ids, loaded.n_vocab, "prompt")?,
+        PromptInput::Text(text) => tokenize_prompt(&loaded, text).await?,
+        PromptInput::Texts(mut v) if v.len() == 1 => tokenize_prompt(&loaded, v.remove(0)).await?,
+        PromptInput::Texts(v) => {
+            return Err(ApiError::bad(
+                "prompt",
+                format!("a list of {} prompts; one is supported", v.len()),
+            ))
+        }
+    };
+    let sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    let plan = Plan {
+        kind: Kind::Completion,
+        prompt,
+        sampling,
+        stream: req.common.stream.unwrap_or(false),
+        include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
+    };
+    run(app, loaded, plan).await
+}
+
+async fn tokenize_prompt(loaded: &Loaded, text: String) -> ApiResult<Vec<u32>> {
+    let tok = loaded.tokenizer.clone();
+    blocking(move || {
+        let mut ids = tok.encode(&text, false, true);
+        if tok.add_bos {
+            if let Some(b) = tok.bos {
+                ids.insert(0, b);
+            }
+        }
+        ids
+    })
+    .await
+}
+
+/// Messages as (role, text) pairs, roles checked.
+pub fn message_pairs(messages: &[Message]) -> ApiResult<Vec<(String, String)>> {
+    if messages.is_empty() {
+        return Err(ApiError::bad("messages", "messages is empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !matches!(
+                m.role.as_str(),
+                "system" | "developer" | "user" | "assistant"
+            ) {
+                return Err(ApiError::bad(
+                    "messages",
+                    format!(
+                        "messages[{i}].role = {:?}: expected system, developer, user or assistant",
+                        m.role
+                    ),
+                ));
+            }
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                m.role.as_str()
+            };
+            let text = m
+                .content
+                .text()
+                .map_err(|e| ApiError::bad("messages", format!("messages[{i}].content: {e}")))?;
+            Ok((role.to_string(), text))
+        })
+        .collect()
+}
+
+/// Chat prompt tokens, off the async threads.
+pub async fn chat_tokens(
+    loaded: &Loaded,
+    pairs: Vec<(String, String)>,
+    bos: bool,
+) -> ApiResult<Vec<u32>> {
+    let tok = loaded.tokenizer.clone();
+    let format: ChatFormat = loaded.chat;
+    blocking(move || format.tokens(&tok, &pairs, bos)).await
+}
+
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    JsonBody(req): JsonBody<ChatRequest>,
+) -> ApiResult<Response> {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let loaded = app.ready()?;
+    let pairs = message_pairs(&req.messages)?;
+    let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+        (_, Some(n)) if n > 20 => {
+            return Err(ApiError::bad(
+                "top_logprobs",
+                format!("top_logprobs = {n} exceeds 20"),
+            ))
+        }
+        (true, n) => Some(n.unwrap_or(0) as usize),
+        (false, Some(_)) => {
+            return Err(ApiError::bad(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ))
+        }
+        (false, None) => None,
+    };
+    let prompt = chat_tokens(&loaded, pairs, true).await?;
+    let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    let (stops, _) = loaded.chat.stops();
+    sampling.stop.extend(stops.iter().map(|s| s.to_string()));
+    sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+    let plan = Plan {
+        kind: Kind::Chat,
+        prompt,
+        sampling,
+        stream: req.common.stream.unwrap_or(false),
+        include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
+    };
+    run(app, loaded, plan).await
+}
+
+/// Runs a plan on a fresh context of a sequence.
+async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Response> {
+    let mut format = Format {
+        kind: plan.kind,
+        id: request_id(if plan.kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
+        created: now(),
+        model: app.model_id.clone(),
+        offset: 0,
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let metrics = app.metrics.clone();
+    let want_logprobs = plan.sampling.logprobs.is_some();
+    if !plan.stream {
+        let flag = cancel.clone();
+        let rx = submit(&app, &loaded, cancel.clone(), move |e| {
+            e.reset();
+            let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut |_| true);
+            if let Ok(o) = &out {
+                metrics.record(
+                    o.prompt_tokens,
+                    o.prefill_secs,
+                    o.completion_tokens,
+                    o.decode_secs,
+                );
+            }
+            out
+        })?;
+        let out = wait(cancel, rx).await?.map_err(ApiError::from)?;
+        return Ok(Json(format.full(&out, want_logprobs)).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let flag = cancel.clone();
+    submit(&app, &loaded, cancel.clone(), move |e| {
+        if tx.is_closed() {
+            return;
+        }
+        e.reset();
+        if format.kind == Kind::Chat {
+            let first = format.object(
+                vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})],
+                None,
+                true,
+            );
+            if tx.blocking_send(sse::event(&first)).is_err() {
+                return;
+            }
+        }
+        let mut emit = |p: Piece| {
+            tx.blocking_send(sse::event(&format.chunk(&p, want_logprobs)))
+                .is_ok()
+        };
+        let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut emit);
+        match out {
+            Ok(o) => {
+                metrics.record(
+                    o.prompt_tokens,
+                    o.prefill_secs,
+                    o.completion_tokens,
+                    o.decode_secs,
+                );
+                if o.finish == Finish::Cancelled {
+                    return;
+                }
+                let last = format.choice("", None, Some(o.finish), true);
+                let _ = tx.blocking_send(sse::event(&format.object(vec![last], None, true)));
+                if plan.include_usage {
+                    let u = format.object(
+                        Vec::new(),
+                        Some(usage(o.prompt_tokens, o.completion_tokens)),
+                        true,
+                    );
+                    let _ = tx.blocking_send(sse::event(&u));
+                }
+                let _ = tx.blocking_send(sse::DONE.into());
+            }
+            Err(err) => {
+                let _ = tx.blocking_send(sse::event(&ApiError::from(err).body()));
+            }
+        }
+    })?;
+    Ok(sse::response(rx, cancel))
+}

@@ -1,0 +1,9 @@
+//! `zt serve` end to end: the real binary started as a process on a free
+//! loopback port with fixture models, driven over real sockets.
+
+#![cfg(feature = "server")]
+
+mod harness;
+mod load;
+mod openai;
+mod states;
