@@ -370,6 +370,7 @@ impl NativeEngine {
                 sampler,
                 stop,
                 seed,
+                grammar: None,
             };
             let generation = c.engine.start(&prompt, &params)?;
             let id = c.next_id;
