@@ -47,7 +47,7 @@ fi
 "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin==1.16.0" "numpy>=1.24" "scipy==1.17.1" "ml_dtypes==0.6.0" "pytest==9.2.0" \
     "mypy==2.4.1" "ruff==0.17.6" "black==26.10.1" "safetensors==0.8.0" "torch==2.9.1" \
-    "gguf==0.19.0" "openai==3.57.0"
+    "gguf==0.19.0" "openai==3.57.0" "jsonschema==4.26.0"
 (cd python && VIRTUAL_ENV="$PWD/../$PYVENV" "../$PYVENV/bin/maturin" develop --release --locked --quiet)
 (cd python && "../$PYVENV/bin/ruff" check ztensor tests ../benches \
     && "../$PYVENV/bin/black" --check ztensor tests \

@@ -395,3 +395,138 @@ fn bad_models_give_errors_naming_the_tensor_or_key() {
     expect("llama.embedding_length");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+mod grammar {
+    use super::*;
+    use std::sync::Arc;
+    use ztensor::engine::grammar::{Grammar, Recognizer};
+    use ztensor::engine::{GenerateParams, GrammarSpec, SamplerConfig, StopReason};
+
+    fn engine() -> Engine {
+        let path = fixtures().join("gguf").join("llama-tiny-bpe-f32.gguf");
+        Engine::open(
+            path,
+            EngineOptions {
+                n_ctx: 256,
+                ..opts()
+            },
+        )
+        .unwrap()
+    }
+
+    fn params(spec: GrammarSpec, temperature: f32, top_k: usize, seed: u64) -> GenerateParams {
+        GenerateParams {
+            max_tokens: 48,
+            sampler: SamplerConfig {
+                temperature,
+                top_k,
+                top_p: 1.0,
+                min_p: 0.0,
+                ..SamplerConfig::default()
+            },
+            seed: Some(seed),
+            grammar: Some(spec),
+            ..GenerateParams::default()
+        }
+    }
+
+    /// Every sampler path (greedy, lazy top-k, full mask) keeps a random
+    /// model's output inside the grammar and ends it only where the grammar
+    /// can end.
+    #[test]
+    fn constrained_output_stays_in_the_grammar() {
+        let gbnf = r#"root ::= ("yes" | "no" | "maybe") " " [0-9]{1,3}"#;
+        let g = Arc::new(Grammar::parse(gbnf).unwrap());
+        let mut e = engine();
+        for (temp, top_k) in [(0.0, 0), (1.0, 40), (1.0, 0), (1.5, 3)] {
+            for seed in 0..4 {
+                e.reset();
+                let p = params(GrammarSpec::Gbnf(gbnf.into()), temp, top_k, seed);
+                let out = e.run_generation("the answer:", &p, |_| true).unwrap();
+                let mut r = Recognizer::new(g.clone()).unwrap();
+                r.accept_bytes(out.text.as_bytes())
+                    .unwrap_or_else(|err| panic!("{:?} left the grammar: {err}", out.text));
+                if out.stop_reason() == Some(StopReason::Eos) {
+                    assert!(
+                        r.can_end(),
+                        "EOS where the grammar cannot end: {:?}",
+                        out.text
+                    );
+                } else {
+                    assert_eq!(
+                        out.stop_reason(),
+                        Some(StopReason::Length),
+                        "{:?}",
+                        out.text
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_schema_output_is_a_prefix_of_valid_json() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+            "required": ["n", "ok"],
+            "additionalProperties": false
+        });
+        let gbnf = ztensor::engine::grammar::json_schema_to_gbnf(&schema).unwrap();
+        let g = Arc::new(Grammar::parse(&gbnf).unwrap());
+        let mut e = engine();
+        for seed in 0..3 {
+            e.reset();
+            let p = params(GrammarSpec::JsonSchema(schema.clone()), 1.0, 0, seed);
+            let out = e.run_generation("json:", &p, |_| true).unwrap();
+            let mut r = Recognizer::new(g.clone()).unwrap();
+            r.accept_bytes(out.text.as_bytes()).unwrap();
+            if out.stop_reason() == Some(StopReason::Eos) {
+                let v: Json = serde_json::from_str(&out.text).unwrap();
+                assert!(v["n"].is_i64() && v["ok"].is_boolean(), "{v}");
+            }
+        }
+    }
+
+    /// A fork of a running constrained generation keeps its grammar state and
+    /// continues exactly as the parent does.
+    #[test]
+    fn a_fork_continues_the_constrained_generation() {
+        let gbnf = r#"root ::= "[" [a-z]+ ("," [a-z]+)* "]""#;
+        let mut e = engine();
+        let p = params(GrammarSpec::Gbnf(gbnf.into()), 1.0, 20, 5);
+        let mut g = e.start("list:", &p).unwrap();
+        let mut head = String::new();
+        for _ in 0..4 {
+            if let Some(t) = e.next_token(&mut g, &p).unwrap() {
+                head.push_str(&t.text);
+            }
+        }
+        let mut f = e.fork(None).unwrap();
+        let cont = GenerateParams {
+            seed: None,
+            max_tokens: 20,
+            ..p.clone()
+        };
+        let a = e.run_generation("", &cont, |_| true).unwrap().text;
+        let b = f.run_generation("", &cont, |_| true).unwrap().text;
+        assert_eq!(a, b);
+        let mut r = Recognizer::new(Arc::new(Grammar::parse(gbnf).unwrap())).unwrap();
+        r.accept_bytes(format!("{head}{a}").as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_bad_grammar_is_an_error_not_free_text() {
+        let mut e = engine();
+        let p = params(GrammarSpec::Gbnf("root ::= missing".into()), 0.0, 0, 0);
+        let err = e.run_generation("x", &p, |_| true).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        let p = params(
+            GrammarSpec::JsonSchema(serde_json::json!({"type": "object", "patternProperties": {}})),
+            0.0,
+            0,
+            0,
+        );
+        assert!(e.run_generation("x", &p, |_| true).is_err());
+    }
+}

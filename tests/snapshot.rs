@@ -50,6 +50,7 @@ fn params(max_tokens: usize, seed: Option<u64>) -> GenerateParams {
             ..SamplerConfig::default()
         },
         stop: Vec::new(),
+        grammar: None,
         seed,
     }
 }

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use ztensor::engine::{
-    snapshot, CancelHandle, Engine, EngineOptions, GenerateParams, Generation, KvType,
+    snapshot, CancelHandle, Engine, EngineOptions, GenerateParams, Generation, GrammarSpec, KvType,
     SamplerConfig, StopReason,
 };
 use ztensor::Reader;
@@ -330,7 +330,7 @@ impl NativeEngine {
     /// snapshot's). `from_state` is switched to first; `new_state` is
     /// stored when the run reaches its natural end, never otherwise.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompt, max_tokens, temperature = None, top_k = None, top_p = None, min_p = None, repeat_penalty = None, frequency_penalty = None, presence_penalty = None, penalty_last_n = None, stop = Vec::new(), seed = None, from_state = None, new_state = None))]
+    #[pyo3(signature = (prompt, max_tokens, temperature = None, top_k = None, top_p = None, min_p = None, repeat_penalty = None, frequency_penalty = None, presence_penalty = None, penalty_last_n = None, stop = Vec::new(), seed = None, from_state = None, new_state = None, grammar = None, json_schema = None))]
     fn start(
         &self,
         py: Python<'_>,
@@ -348,8 +348,23 @@ impl NativeEngine {
         seed: Option<u64>,
         from_state: Option<String>,
         new_state: Option<String>,
+        grammar: Option<String>,
+        json_schema: Option<String>,
     ) -> PyResult<u64> {
         let prompt = prompt.to_string();
+        let grammar = match (grammar, json_schema) {
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "give grammar or json_schema, not both",
+                ))
+            }
+            (Some(g), None) => Some(GrammarSpec::Gbnf(g)),
+            (None, Some(j)) => Some(GrammarSpec::JsonSchema(
+                serde_json::from_str(&j)
+                    .map_err(|e| PyValueError::new_err(format!("json_schema is not JSON: {e}")))?,
+            )),
+            (None, None) => None,
+        };
         self.exclusive(py, true, |c| {
             if let Some(name) = &from_state {
                 c.engine.use_state(name)?;
@@ -370,6 +385,7 @@ impl NativeEngine {
                 sampler,
                 stop,
                 seed,
+                grammar,
             };
             let generation = c.engine.start(&prompt, &params)?;
             let id = c.next_id;

@@ -138,6 +138,8 @@ class NativeEngine:
         seed: int | None = None,
         from_state: str | None = None,
         new_state: str | None = None,
+        grammar: str | None = None,
+        json_schema: str | None = None,
     ) -> int: ...
     def next_token(
         self, run_id: int

@@ -868,6 +868,8 @@ class Engine:
         from_state: str | None = None,
         new_state: str | None = None,
         exec_id: str | None = None,
+        grammar: str | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> TokenStream:
         """Continues the context with `prompt` and yields tokens as they are
         produced.
@@ -899,6 +901,13 @@ class Engine:
                 only if the run reaches its natural end (not after an error,
                 an interrupt or an early `close()`).
             exec_id: Names the run for `Engine.interrupt` (default: a new uuid).
+            grammar: GBNF text (llama.cpp's grammar format) the output must
+                follow. A run with a prompt starts the grammar afresh; an
+                empty prompt under the same grammar continues it. If the
+                grammar allows no token the run ends with `stop_reason`
+                `"grammar"`, never with unconstrained text.
+            json_schema: A JSON Schema the output must be valid JSON under
+                (converted to a grammar; unsupported keywords raise).
 
         Returns:
             A `TokenStream`: an iterator of `Token`s with `cancel()`,
@@ -906,7 +915,10 @@ class Engine:
 
         Raises:
             ZTensorValueError: A run with this `exec_id` is still going.
+            ValueError: Both `grammar` and `json_schema` are given.
         """
+        if grammar is not None and json_schema is not None:
+            raise ValueError("give grammar or json_schema, not both")
         if exec_id is None:
             exec_id = uuid.uuid4().hex
         start = {
@@ -924,6 +936,8 @@ class Engine:
             "seed": seed,
             "from_state": from_state,
             "new_state": new_state,
+            "grammar": grammar,
+            "json_schema": None if json_schema is None else json.dumps(json_schema),
         }
         with self._runs_lock:
             ref = self._runs.get(exec_id)

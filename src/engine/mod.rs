@@ -12,6 +12,7 @@
 
 pub mod arch;
 mod attention;
+mod constrained;
 pub mod grammar;
 pub(crate) mod kernels;
 pub mod kv;
@@ -26,6 +27,7 @@ pub mod weights;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 pub use arch::{Config, Model};
+pub use constrained::GrammarSpec;
 pub use kernels::kernel_name;
 pub use kv::{KvCache, KvRows, KvType};
 pub use matmul::dequant_row;
@@ -94,23 +96,28 @@ pub enum StopReason {
     Length,
     /// Cancelled through a [`CancelHandle`] (or stopped by the caller).
     Interrupted,
+    /// The grammar of the generation allowed no token (EOS included): the
+    /// output ends here rather than continue unconstrained.
+    Grammar,
 }
 
 impl StopReason {
-    /// `"eos"`, `"stop"`, `"length"` or `"interrupted"`.
+    /// `"eos"`, `"stop"`, `"length"`, `"interrupted"` or `"grammar"`.
     pub fn name(self) -> &'static str {
         match self {
             StopReason::Eos => "eos",
             StopReason::Stop => "stop",
             StopReason::Length => "length",
             StopReason::Interrupted => "interrupted",
+            StopReason::Grammar => "grammar",
         }
     }
 
     /// True when the generation ran to its natural end (everything but
-    /// [`StopReason::Interrupted`]): only then is a new state stored.
+    /// [`StopReason::Interrupted`] and [`StopReason::Grammar`]): only then
+    /// is a new state stored.
     pub fn is_success(self) -> bool {
-        self != StopReason::Interrupted
+        !matches!(self, StopReason::Interrupted | StopReason::Grammar)
     }
 }
 
@@ -143,6 +150,11 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Reseed the RNG first (otherwise the live RNG continues).
     pub seed: Option<u64>,
+    /// Constrain the output to this grammar (GBNF or a JSON Schema). A
+    /// generation with a prompt starts the grammar afresh; one with an
+    /// empty prompt under the same grammar as the live one (say after a
+    /// restore) continues where it stood.
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl Default for GenerateParams {
@@ -152,6 +164,7 @@ impl Default for GenerateParams {
             sampler: SamplerConfig::default(),
             stop: Vec::new(),
             seed: None,
+            grammar: None,
         }
     }
 }
@@ -183,6 +196,10 @@ pub struct Engine {
     /// Named immutable states (see [`Engine::save_state`]).
     states: BTreeMap<String, Arc<State>>,
     work: sampler::SampleScratch,
+    /// Token masks by grammar, shared with forks.
+    masks: constrained::MaskCache,
+    /// The grammar of the current generation, if any.
+    grammar: Option<constrained::ActiveGrammar>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -264,6 +281,8 @@ impl Engine {
             n_threads,
             states: BTreeMap::new(),
             work: sampler::SampleScratch::default(),
+            masks: constrained::MaskCache::default(),
+            grammar: None,
         })
     }
 
@@ -300,6 +319,7 @@ impl Engine {
         self.last_logits.clone_from(&state.last_logits);
         self.rng.state = state.rng;
         self.sampler = state.sampler.clone();
+        self.grammar = None;
         Ok(())
     }
 
@@ -363,7 +383,11 @@ impl Engine {
             Some(self.pool.clone()),
         )?;
         e.states = self.states.clone();
+        e.masks = self.masks.clone();
         e.restore_state(&st)?;
+        if name.is_none() {
+            e.grammar = self.grammar.clone();
+        }
         Ok(e)
     }
 
@@ -483,6 +507,7 @@ impl Engine {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.last_logits.clear();
+        self.grammar = None;
     }
 
     /// Starts a generation: reseeds the RNG if asked, then appends
@@ -512,6 +537,22 @@ impl Engine {
                 "nothing to continue: the context is empty and the prompt gave no tokens",
             ));
         }
+        match &params.grammar {
+            None => self.grammar = None,
+            Some(spec) => {
+                let source = spec.to_gbnf()?;
+                let same = self.grammar.as_ref().is_some_and(|a| a.source() == source);
+                if !(same && ids.is_empty()) {
+                    let mask = self.masks.get(
+                        &source,
+                        &self.tokenizer,
+                        self.last_logits.len(),
+                        &self.eog,
+                    )?;
+                    self.grammar = Some(constrained::ActiveGrammar::new(mask)?);
+                }
+            }
+        }
         Ok(Generation::default())
     }
 
@@ -538,13 +579,37 @@ impl Engine {
             g.end(StopReason::Length);
             return Ok(None);
         }
-        let id = sampler::sample(
-            &params.sampler,
-            &self.last_logits,
-            &self.tokens,
-            &mut self.rng,
-            &mut self.work,
-        );
+        let id = match &mut self.grammar {
+            None => sampler::sample(
+                &params.sampler,
+                &self.last_logits,
+                &self.tokens,
+                &mut self.rng,
+                &mut self.work,
+            ),
+            Some(a) => {
+                let mut mask = a
+                    .mask
+                    .lock()
+                    .map_err(|_| Error::usage("grammar mask poisoned"))?;
+                match sampler::sample_masked(
+                    &params.sampler,
+                    &self.last_logits,
+                    &self.tokens,
+                    &mut self.rng,
+                    &mut self.work,
+                    &mut mask,
+                    a.rec.state(),
+                ) {
+                    Ok(id) => id,
+                    Err(grammar::GrammarError::NoTokenAllowed) => {
+                        g.end(StopReason::Grammar);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::usage(format!("grammar: {e}"))),
+                }
+            }
+        };
         let logprob = sampler::logprob(&self.last_logits, id as usize);
         let position = self.tokens.len();
         let is_special = self.tokenizer.is_control(id);
@@ -564,6 +629,11 @@ impl Engine {
         }
         g.bytes.clear();
         self.tokenizer.token_bytes(id, false, &mut g.bytes);
+        if let Some(a) = &mut self.grammar {
+            a.rec
+                .accept_bytes(&g.bytes)
+                .map_err(|e| Error::usage(format!("grammar: {e}")))?;
+        }
         let piece = g.stream.push(&g.bytes);
         self.run(&[id])?;
         g.produced += 1;

@@ -3,6 +3,11 @@
 //! seeded through splitmix64) whose four state words can be saved and
 //! restored, so a resumed run draws exactly what an uninterrupted one
 //! would. Temperature 0 is greedy and draws nothing.
+//!
+//! Under a grammar ([`sample_masked`]) the order is: penalties → grammar
+//! mask → temperature → top-k / top-p → min-p.
+
+use super::grammar::{GrammarError, GrammarState, TokenMask};
 
 /// xoshiro256** (Blackman and Vigna), the engine's only randomness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,64 @@ pub fn sample(
     rng: &mut Rng,
     s: &mut SampleScratch,
 ) -> u32 {
+    penalize(cfg, logits, history, s);
+    if cfg.temperature <= 0.0 {
+        return argmax(&s.logits) as u32;
+    }
+    s.work.clear();
+    s.work.extend(
+        s.logits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x / cfg.temperature, i as u32)),
+    );
+    draw(cfg, &mut s.work, rng)
+}
+
+/// [`sample`] under a grammar, in the order penalties → grammar mask →
+/// temperature → top-k / top-p → min-p. Greedy and top-k test candidates
+/// lazily in logit order (only until enough pass); otherwise the whole
+/// vocabulary is masked. Fails with [`GrammarError::NoTokenAllowed`] when
+/// the grammar allows no token: the caller must stop, never sample freely.
+pub fn sample_masked(
+    cfg: &SamplerConfig,
+    logits: &[f32],
+    history: &[u32],
+    rng: &mut Rng,
+    s: &mut SampleScratch,
+    mask: &mut TokenMask,
+    state: &GrammarState,
+) -> Result<u32, GrammarError> {
+    penalize(cfg, logits, history, s);
+    if cfg.temperature <= 0.0 {
+        return mask.greedy(state, &s.logits);
+    }
+    s.work.clear();
+    if cfg.top_k > 0 && cfg.top_k < s.logits.len() {
+        let top = mask.top_k(state, &s.logits, cfg.top_k)?;
+        s.work.extend(
+            top.iter()
+                .map(|&t| (s.logits[t as usize] / cfg.temperature, t)),
+        );
+    } else {
+        mask.apply(state, &mut s.logits)?;
+        s.work.extend(
+            s.logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x != f32::NEG_INFINITY)
+                .map(|(i, &x)| (x / cfg.temperature, i as u32)),
+        );
+    }
+    if s.work.is_empty() {
+        return Err(GrammarError::NoTokenAllowed);
+    }
+    Ok(draw(cfg, &mut s.work, rng))
+}
+
+/// Copies `logits` to the scratch and applies the repetition, frequency
+/// and presence penalties over the last `penalty_last_n` of `history`.
+fn penalize(cfg: &SamplerConfig, logits: &[f32], history: &[u32], s: &mut SampleScratch) {
     s.logits.clear();
     s.logits.extend_from_slice(logits);
     let l = &mut s.logits;
@@ -137,16 +200,11 @@ pub fn sample(
             *x -= run.len() as f32 * cfg.frequency_penalty + cfg.presence_penalty;
         }
     }
-    if cfg.temperature <= 0.0 {
-        return argmax(l) as u32;
-    }
-    let work = &mut s.work;
-    work.clear();
-    work.extend(
-        l.iter()
-            .enumerate()
-            .map(|(i, &x)| (x / cfg.temperature, i as u32)),
-    );
+}
+
+/// Top-k, top-p, min-p over temperature-scaled `(logit, id)` pairs (not
+/// empty), then one draw.
+fn draw(cfg: &SamplerConfig, work: &mut Vec<(f32, u32)>, rng: &mut Rng) -> u32 {
     // Only the top k need sorting.
     if cfg.top_k > 0 && cfg.top_k < work.len() {
         work.select_nth_unstable_by(cfg.top_k - 1, |a, b| {

@@ -126,6 +126,7 @@ pub fn run(
             ..SamplerConfig::default()
         },
         stop: s.stop.clone(),
+        grammar: None,
         seed: Some(s.seed.unwrap_or_else(random_seed)),
     };
     let cancelled = |finish| Outcome {

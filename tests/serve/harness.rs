@@ -236,6 +236,7 @@ pub fn engine_greedy(model: &Path, prompt: &str, max_tokens: usize) -> (String, 
         },
         stop: Vec::new(),
         seed: Some(0),
+        ..Default::default()
     };
     let mut ids = Vec::new();
     let text = e

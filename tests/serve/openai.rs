@@ -192,6 +192,7 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
         },
         stop: vec!["<|im_end|>".into()],
         seed: Some(0),
+        ..Default::default()
     };
     let mut g = eng.start("", &p).unwrap();
     let mut want = String::new();

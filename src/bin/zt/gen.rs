@@ -6,7 +6,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Instant;
-use ztensor::engine::{Engine, EngineOptions, GenerateParams, KvType, SamplerConfig};
+use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
 use ztensor::{Error, Reader, Result};
 
 /// The built-in model.
@@ -48,11 +48,30 @@ pub struct SampleArgs {
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Constrain the output to the GBNF grammar in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "json_schema")]
+    pub grammar: Option<PathBuf>,
+    /// Constrain the output to JSON valid under the JSON Schema in this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
 }
 
 impl SampleArgs {
-    fn params(&self) -> GenerateParams {
-        GenerateParams {
+    fn params(&self) -> Result<GenerateParams> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))
+        };
+        let grammar = match (&self.grammar, &self.json_schema) {
+            (Some(p), _) => Some(GrammarSpec::Gbnf(read(p)?)),
+            (None, Some(p)) => {
+                let v = serde_json::from_str(&read(p)?).map_err(|e| {
+                    Error::Usage(format!("--json-schema {}: not JSON: {e}", p.display()))
+                })?;
+                Some(GrammarSpec::JsonSchema(v))
+            }
+            (None, None) => None,
+        };
+        Ok(GenerateParams {
             max_tokens: self.max_tokens,
             sampler: SamplerConfig {
                 temperature: self.temp,
@@ -64,7 +83,8 @@ impl SampleArgs {
             },
             stop: self.stop.clone(),
             seed: Some(self.seed),
-        }
+            grammar,
+        })
     }
 }
 
@@ -97,7 +117,7 @@ fn flush(out: &mut impl Write) -> Result<()> {
 /// `zt generate`: streams the continuation of PROMPT to stdout.
 pub fn generate(args: &EngineArgs, prompt: &str, sample: &SampleArgs) -> Result<()> {
     let mut e = open(args, sample.seed)?;
-    let params = sample.params();
+    let params = sample.params()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = None;
@@ -291,7 +311,7 @@ pub fn chat(args: &EngineArgs, sample: &SampleArgs, state: &ChatStateArgs) -> Re
         }
         let ids = turn_ids(&e, &pieces, first);
         first = false;
-        let mut params = sample.params();
+        let mut params = sample.params()?;
         params.stop.extend(stop);
         params.seed = None;
         let mut out = stdout.lock();
@@ -437,11 +457,13 @@ mod tests {
             repeat_penalty: 1.0,
             seed: 3,
             stop: Vec::new(),
+            grammar: None,
+            json_schema: None,
         };
         let run = || {
             let mut e = open(&args, 3).unwrap();
             let mut ids = Vec::new();
-            e.generate("hello world", &sample.params(), |t| {
+            e.generate("hello world", &sample.params().unwrap(), |t| {
                 ids.push(t.id);
                 true
             })

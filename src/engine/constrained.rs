@@ -1,0 +1,105 @@
+//! Generation under a grammar: what a caller asks for ([`GrammarSpec`]),
+//! the per-engine cache of token masks (one byte trie of the vocabulary per
+//! grammar, built once and shared by forks) and the live recogniser of a
+//! generation.
+//!
+//! Sampler order under a grammar (see [`super::sampler::sample_masked`]):
+//! penalties → grammar mask → temperature → top-k / top-p → min-p. Greedy
+//! and top-k sampling test candidates lazily in logit order; other
+//! settings mask the whole vocabulary. When no token (EOS included) is
+//! allowed the generation ends with [`super::StopReason::Grammar`], never
+//! with unconstrained text.
+
+use super::grammar::{Grammar, Recognizer, TokenMask};
+use super::tokenizer::Tokenizer;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Most grammars whose masks an engine (with its forks) keeps.
+const MAX_CACHED_MASKS: usize = 16;
+
+/// A grammar a generation must follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrammarSpec {
+    /// GBNF text (llama.cpp's grammar format), `root` as start.
+    Gbnf(String),
+    /// A JSON Schema, converted to GBNF.
+    JsonSchema(serde_json::Value),
+}
+
+impl GrammarSpec {
+    /// The GBNF source this spec stands for.
+    pub fn to_gbnf(&self) -> Result<String> {
+        match self {
+            GrammarSpec::Gbnf(s) => Ok(s.clone()),
+            GrammarSpec::JsonSchema(v) => super::grammar::json_schema_to_gbnf(v)
+                .map_err(|e| Error::usage(format!("json schema: {e}"))),
+        }
+    }
+}
+
+/// Masks by GBNF source, shared by an engine and its forks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MaskCache(Arc<Mutex<HashMap<String, Arc<Mutex<TokenMask>>>>>);
+
+impl MaskCache {
+    /// The mask of `source` over `tokenizer`'s bytes for `n_vocab` logits,
+    /// built on first use. `eog` are the tokens allowed where the grammar
+    /// can end.
+    pub(crate) fn get(
+        &self,
+        source: &str,
+        tokenizer: &Tokenizer,
+        n_vocab: usize,
+        eog: &[u32],
+    ) -> Result<Arc<Mutex<TokenMask>>> {
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| Error::usage("grammar mask cache poisoned"))?;
+        if let Some(m) = map.get(source) {
+            return Ok(m.clone());
+        }
+        let grammar = Grammar::parse(source).map_err(|e| Error::usage(format!("grammar: {e}")))?;
+        let vocab: Vec<Vec<u8>> = (0..n_vocab as u32)
+            .map(|id| {
+                let mut b = Vec::new();
+                tokenizer.token_bytes(id, false, &mut b);
+                b
+            })
+            .collect();
+        let mask = TokenMask::new(Arc::new(grammar), &vocab, eog)
+            .map_err(|e| Error::usage(format!("grammar: {e}")))?;
+        if map.len() >= MAX_CACHED_MASKS {
+            map.clear();
+        }
+        let mask = Arc::new(Mutex::new(mask));
+        map.insert(source.to_string(), mask.clone());
+        Ok(mask)
+    }
+}
+
+/// The grammar of a running generation: its mask and its recogniser.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveGrammar {
+    pub(crate) mask: Arc<Mutex<TokenMask>>,
+    pub(crate) rec: Recognizer,
+}
+
+impl ActiveGrammar {
+    pub(crate) fn new(mask: Arc<Mutex<TokenMask>>) -> Result<ActiveGrammar> {
+        let g = mask
+            .lock()
+            .map_err(|_| Error::usage("grammar mask poisoned"))?
+            .grammar()
+            .clone();
+        let rec = Recognizer::new(g).map_err(|e| Error::usage(format!("grammar: {e}")))?;
+        Ok(ActiveGrammar { mask, rec })
+    }
+
+    /// The GBNF source of this grammar.
+    pub(crate) fn source(&self) -> &str {
+        self.rec.grammar().source()
+    }
+}
