@@ -9,10 +9,16 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 PY="${PYTHON:-python3}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Wheels are installed once per venv; a pip cache would only double the disk
+# use (torch and its CUDA runtime wheels are several GB).
+export PIP_NO_CACHE_DIR=1
+
+disk() { df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 }'; }
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain"
+disk
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 cargo --version
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -44,10 +50,24 @@ PYVENV=.venv-py
 if [ ! -x "$PYVENV/bin/python" ]; then
     "$PY" -m venv "$PYVENV"
 fi
+disk
 "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin==1.16.0" "numpy>=1.24" "scipy==1.17.1" "ml_dtypes==0.6.0" "pytest==9.2.0" \
-    "mypy==2.4.1" "ruff==0.17.6" "black==26.10.1" "safetensors==0.8.0" "torch==2.9.1" \
-    "gguf==0.19.0" "openai==3.57.0" "jsonschema==4.26.0"
+    "mypy==2.4.1" "ruff==0.17.6" "black==26.10.1" "safetensors==0.8.0" \
+    "gguf==0.19.0" "openai==3.57.0" "jsonschema==4.26.0" \
+    "filelock" "fsspec" "jinja2" "networkx" "sympy" "typing-extensions"
+# torch (CPU use only) without triton, nvrtc, cusolver and nvtx, which it never
+# loads on import or on the CPU paths we test: ~1.5 GB less disk. The CUDA
+# libraries listed are the ones libtorch_cuda.so links, pinned to torch 2.9.1's
+# requirements. pip's "requires triton" notice is expected.
+"$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    "torch==2.9.1" "nvidia-cuda-runtime-cu12==12.8.90" "nvidia-cuda-cupti-cu12==12.8.90" \
+    "nvidia-cublas-cu12==12.8.4.1" "nvidia-cudnn-cu12==9.10.2.21" "nvidia-cufft-cu12==11.3.3.83" \
+    "nvidia-cufile-cu12==1.13.1.3" "nvidia-curand-cu12==10.3.9.90" \
+    "nvidia-cusparse-cu12==12.5.8.93" "nvidia-cusparselt-cu12==0.7.1" \
+    "nvidia-nccl-cu12==2.27.5" "nvidia-nvjitlink-cu12==12.8.93" "nvidia-nvshmem-cu12==3.3.20"
+"$PYVENV/bin/python" -c 'import torch; torch.ones(1)'
+disk
 (cd python && VIRTUAL_ENV="$PWD/../$PYVENV" "../$PYVENV/bin/maturin" develop --release --locked --quiet)
 (cd python && "../$PYVENV/bin/ruff" check ztensor tests ../benches \
     && "../$PYVENV/bin/black" --check ztensor tests \
