@@ -206,6 +206,8 @@ class TestErrors:
             c.call_json(SERVICE, "Generate", {"x": float("nan")})
         with pytest.raises(ValueError, match="either prompt or messages"):
             c.generate()
+        with pytest.raises(ValueError, match="either prompt or messages"):
+            c.stream("a", messages=[])  # raised at the call, before iterating
         with pytest.raises(ValueError, match="header name"):
             c.set_header("Bad Header", "x")
         with pytest.raises(ValueError, match="visible ASCII"):
@@ -241,10 +243,25 @@ class TestErrors:
             listener.listen(4)  # accepts connections, never answers
             port = listener.getsockname()[1]
             c = Client(f"http://127.0.0.1:{port}", timeout_ms=200)
+            ticks = [0]
+            done = threading.Event()
+
+            def count() -> None:
+                while not done.is_set():
+                    ticks[0] += 1
+
+            counter = threading.Thread(target=count)
+            counter.start()
             t0 = time.monotonic()
-            with pytest.raises(TimeoutError):
-                c.states()
+            try:
+                with pytest.raises(TimeoutError):
+                    c.states()
+            finally:
+                done.set()
+                counter.join()
             assert time.monotonic() - t0 < 5
+            # Another Python thread ran while the call waited: no GIL held.
+            assert ticks[0] > 1000
 
     def test_timeout_on_a_long_generation(self, server: Served) -> None:
         with client(server, timeout_ms=1) as c:

@@ -482,11 +482,12 @@ class Client:
             seed: Sampling seed.
             stop: Up to 4 stop strings.
 
-        Yields:
-            `TokenBatch` objects of `Token`s (id, text, logprob, position).
+        Returns:
+            An iterator of `TokenBatch` objects of `Token`s (id, text,
+            logprob, position); the request is sent when iteration starts.
 
         Raises:
-            ValueError: Neither or both of prompt and messages.
+            ValueError: Neither or both of prompt and messages (at once).
             RpcError: The server refused or failed the run.
             ConnectionError: The server cannot be reached or hung up.
             TimeoutError: The server went quiet for `timeout_ms`.
@@ -501,11 +502,18 @@ class Client:
             stop=stop,
         )
         url = self._url(SERVICE, "GenerateStream")
-        message = json.dumps(req).encode()
+        try:
+            message = json.dumps(req, allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the request cannot be sent as JSON: {e}") from None
         flags = 0
         if self._compression:
             message, flags = zstd_compress(message), _COMPRESSED
         body = bytes([flags]) + len(message).to_bytes(4, "big") + message
+        return self._stream(url, body)
+
+    def _stream(self, url: str, body: bytes) -> Iterator[TokenBatch]:
+        """Sends a stream request once iterated; closes it when done."""
         response = self._send(url, body, streaming=True)
         try:
             if response.status_code != 200:
