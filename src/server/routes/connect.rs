@@ -478,10 +478,13 @@ async fn call_inner(app: Arc<App>, method: &str, req: Request) -> ConnectResult<
     let (parts, body) = req.into_parts();
     let codec = negotiate(&parts.headers, streaming)?;
     let limit = deadline(&parts.headers)?;
-    let body = read_body(&app, body, &codec, streaming).await?;
     if streaming {
         // A stream's errors travel in its end message, under HTTP 200.
-        let mut r = match generate_stream(app, &body, codec.zstd_out).await {
+        let started = match read_body(&app, body, &codec, true).await {
+            Ok(message) => generate_stream(app, &message, codec.zstd_out).await,
+            Err(e) => Err(e),
+        };
+        let mut r = match started {
             Ok(r) => r,
             Err(e) => {
                 let end = json!({"error": {"code": e.code, "message": e.message}});
@@ -496,6 +499,7 @@ async fn call_inner(app: Arc<App>, method: &str, req: Request) -> ConnectResult<
         r.extensions_mut().insert(Own);
         return Ok(r);
     }
+    let body = read_body(&app, body, &codec, false).await?;
     let work = dispatch(app, method, &body);
     let value = match limit {
         // Dropping the call on the deadline cancels its job.
