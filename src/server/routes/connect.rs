@@ -189,7 +189,7 @@ struct Codec {
     zstd_out: bool,
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> ConnectResult<&'a str> {
+fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> ConnectResult<&str> {
     match h.get(name) {
         None => Ok(""),
         Some(v) => v
