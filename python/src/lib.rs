@@ -1,6 +1,7 @@
 //! `ztensor._native`: the Rust core exposed to Python. The Python package
 //! (`python/ztensor/`) builds the user-facing API on these few calls.
 
+mod codec;
 mod convert;
 mod engine;
 mod reader;
@@ -19,5 +20,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tools::convert, m)?)?;
     m.add_function(wrap_pyfunction!(engine::dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(tools::export, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::zstd_compress, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::zstd_decompress, m)?)?;
     Ok(())
 }

@@ -29,14 +29,18 @@ from ._native import __version__
 from ._reader import Reader, TensorMetadata
 from ._tools import convert, export, open
 from ._writer import Writer
+from .tensor import DType, Tensor, TensorMeta
 
 __all__ = [
     "ChecksumError",
+    "DType",
     "FingerprintMismatchError",
     "FormatError",
     "LimitError",
     "SnapshotError",
     "Reader",
+    "Tensor",
+    "TensorMeta",
     "TensorMetadata",
     "UnsupportedError",
     "Writer",

@@ -15,6 +15,8 @@ __all__ = [
     "convert",
     "dequantize",
     "export",
+    "zstd_compress",
+    "zstd_decompress",
 ]
 
 __version__: str
@@ -173,3 +175,5 @@ class NativeEngine:
 def dequantize(
     layout: str, dtype: str, data: npt.NDArray[np.uint8], n: int
 ) -> npt.NDArray[np.float32]: ...
+def zstd_compress(data: bytes, level: int = 3) -> bytes: ...
+def zstd_decompress(data: bytes, max_size: int) -> bytes: ...

@@ -11,6 +11,7 @@ import numpy as np
 from . import _dtypes
 from ._errors import UnsupportedError, ZTensorKeyError, ZTensorValueError
 from ._native import NativeReader
+from .tensor import DType, Tensor
 
 _LAYOUTS = {
     "dense": "dense",
@@ -286,6 +287,32 @@ class Reader:
         if meta.layout == "sparse_coo":
             return self._scipy_coo(meta)
         return self._dense(meta, copy=copy)
+
+    def tensor(self, name: str) -> Tensor:
+        """Reads one dense tensor as a `ztensor.Tensor` (a copy of its bytes).
+
+        Args:
+            name: Tensor name.
+
+        Returns:
+            The tensor, named `name`.
+
+        Raises:
+            ZTensorKeyError: No tensor has that name.
+            ZTensorValueError: The tensor is sparse.
+            UnsupportedError: The element type has no `DType` (e.g. packed
+                or quantized blocks).
+            FormatError: The stored data breaks a rule of its layout.
+        """
+        meta = self.metadata(name)
+        if meta.layout != "dense":
+            raise ZTensorValueError(
+                f"{name!r} is {meta.layout}; Reader.tensor reads dense tensors "
+                "(use read_tensor for sparse ones)"
+            )
+        raw = self._storage_array(meta, copy=True)
+        t = self._typed(meta)
+        return Tensor.from_bytes(raw.tobytes(), list(meta.shape), DType(t.long), name=name)
 
     def get_slice(self, name: str) -> _RowSlice:
         """A lazy view: `get_slice(name)[a:b]` reads only rows a..b (only the

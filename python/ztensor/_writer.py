@@ -10,6 +10,7 @@ import numpy as np
 from . import _dtypes
 from ._errors import ZTensorValueError
 from ._native import NativeWriter
+from .tensor import Tensor
 
 _DEFAULT = object()
 
@@ -117,31 +118,52 @@ class Writer:
 
     def add_tensor(
         self,
-        name: str,
-        tensor: Any,
+        name: str | Tensor,
+        tensor: Any = None,
         compress: bool | int = False,
         *,
         checksum: Any = _DEFAULT,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Adds a NumPy array or torch tensor.
+        """Adds a NumPy array, torch tensor or `ztensor.Tensor`.
+
+        `add_tensor(t)` with a named `ztensor.Tensor` stores it under its
+        own name; `add_tensor(name, t)` under `name`.
 
         Args:
-            name: Unique tensor name.
-            tensor: The data (any supported dtype, incl. bool and bf16).
+            name: Unique tensor name, or a named `ztensor.Tensor`.
+            tensor: The data (any supported dtype, incl. bool and bf16);
+                omitted when `name` is a `ztensor.Tensor`.
             compress: False/0 (raw), True (zstd level 3) or a level 1-22.
             checksum: Digest for this tensor (default: the writer's).
             metadata: Tensor-level metadata (a dict).
 
         Raises:
-            ZTensorValueError: Duplicate name or unsupported dtype.
+            ZTensorValueError: Duplicate name, unsupported dtype, no data,
+                or a `ztensor.Tensor` without a name.
         """
-        arr, t = _to_numpy(tensor)
+        if isinstance(name, Tensor):
+            if tensor is not None:
+                raise ZTensorValueError(
+                    "add_tensor(tensor) takes the name from the Tensor; "
+                    "use add_tensor(name, tensor) to give another name"
+                )
+            if name.name is None:
+                raise ZTensorValueError("the Tensor has no name; use add_tensor(name, tensor)")
+            name, tensor = name.name, name
+        if tensor is None:
+            raise ZTensorValueError(f"add_tensor({name!r}): no tensor data given")
+        if isinstance(tensor, Tensor):
+            data = np.frombuffer(tensor.tobytes(), dtype=np.uint8)
+            shape, core = tensor.shape, tensor.dtype.core_name
+        else:
+            arr, t = _to_numpy(tensor)
+            data, shape, core = _bytes_of(arr), list(arr.shape), t.core
         self._w().add(
             name,
-            _bytes_of(arr),
-            list(arr.shape),
-            t.core,
+            data,
+            shape,
+            core,
             _level(compress),
             self._checksum_of(checksum),
             metadata,

@@ -3,6 +3,7 @@
 
 #![cfg(feature = "server")]
 
+mod connect;
 mod harness;
 mod load;
 mod openai;

@@ -2,6 +2,7 @@
 //! OpenAI-style errors (400, 413), tokenizing off the async threads, the
 //! context budget and running work on a sequence.
 
+pub mod connect;
 pub mod misc;
 pub mod openai;
 pub mod states;
@@ -40,11 +41,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/states/{name}", get(states::get).delete(states::delete))
         .route("/reset", post(states::reset))
         .route("/interrupt", post(states::interrupt))
+        .route("/ztensor.v1.Engine/{method}", post(connect::call))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             super::auth::require_key,
         ))
+        .layer(axum::middleware::from_fn(connect::rewrite_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
