@@ -11,6 +11,7 @@
 //! [`Engine`] below.
 
 pub mod arch;
+pub mod chat;
 mod attention;
 mod constrained;
 pub mod grammar;

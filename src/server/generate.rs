@@ -2,7 +2,7 @@
 //! by token, with stop strings held back until they can no longer match,
 //! stop tokens, log-probabilities, cancellation between tokens and timing.
 
-use crate::engine::{Engine, GenerateParams, SamplerConfig, StopReason};
+use crate::engine::{Engine, GenerateParams, GrammarSpec, SamplerConfig, StopReason};
 use crate::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -21,6 +21,8 @@ pub struct Sampling {
     pub stop_ids: Vec<u32>,
     /// Alternatives to report per token (`None`: no log-probabilities).
     pub logprobs: Option<usize>,
+    /// The grammar the output must follow (see [`super::constraint`]).
+    pub grammar: Option<GrammarSpec>,
 }
 
 /// One generated token as reported with log-probabilities.
@@ -49,6 +51,8 @@ pub enum Finish {
     Length,
     /// Interrupted, or the client went away.
     Cancelled,
+    /// The grammar allowed no next token: the output is cut short.
+    Grammar,
 }
 
 impl Finish {
@@ -57,6 +61,9 @@ impl Finish {
             Finish::Stop => "stop",
             Finish::Length => "length",
             Finish::Cancelled => "cancelled",
+            // OpenAI has no value for it: "length" says the text may be
+            // incomplete (see `server::constraint`).
+            Finish::Grammar => "length",
         }
     }
 }
@@ -126,7 +133,7 @@ pub fn run(
             ..SamplerConfig::default()
         },
         stop: s.stop.clone(),
-        grammar: None,
+        grammar: s.grammar.clone(),
         seed: Some(s.seed.unwrap_or_else(random_seed)),
     };
     let cancelled = |finish| Outcome {
@@ -199,6 +206,7 @@ pub fn run(
     let finish = match g.stop_reason() {
         Some(StopReason::Interrupted) => Finish::Cancelled,
         Some(StopReason::Length) => Finish::Length,
+        Some(StopReason::Grammar) => Finish::Grammar,
         _ => Finish::Stop,
     };
     if finish == Finish::Cancelled {

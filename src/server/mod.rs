@@ -5,7 +5,8 @@
 //!   `/health`; `error`: OpenAI-style JSON errors;
 //! - `scheduler`: `--parallel` sequences on engine forks and a bounded queue;
 //! - `generate`: one generation (stop strings, log-probabilities,
-//!   cancellation); `chat`: chat formats;
+//!   cancellation); `chat`: chat messages; `constraint`: grammars and
+//!   `response_format`;
 //! - `states`: the durable state store; `sse`: event-stream framing;
 //!   `metrics`: Prometheus counters; `routes`: the HTTP routes.
 //!
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod metrics;

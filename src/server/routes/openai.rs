@@ -7,6 +7,7 @@ use super::{
     StopInput,
 };
 use crate::server::chat::{ChatFormat, Message};
+use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
 use crate::server::{sse, App, Loaded};
@@ -39,6 +40,8 @@ pub struct Common {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub n: Option<u64>,
+    #[serde(flatten)]
+    pub grammar: GrammarFields,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -222,6 +225,7 @@ fn sampling(
         stop: check_stops(c.stop.clone())?,
         stop_ids: Vec::new(),
         logprobs,
+        grammar: None,
     })
 }
 
@@ -251,7 +255,8 @@ pub async fn completions(
             ))
         }
     };
-    let sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    sampling.grammar = constraint::from_request(req.common.grammar).await?;
     let plan = Plan {
         kind: Kind::Completion,
         prompt,
@@ -347,9 +352,10 @@ pub async fn chat_completions(
     };
     let prompt = chat_tokens(&loaded, pairs, true).await?;
     let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
-    let (stops, _) = loaded.chat.stops();
+    let stops = loaded.chat.stop_strings();
     sampling.stop.extend(stops.iter().map(|s| s.to_string()));
     sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+    sampling.grammar = constraint::from_request(req.common.grammar).await?;
     let plan = Plan {
         kind: Kind::Chat,
         prompt,
