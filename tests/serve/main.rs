@@ -3,6 +3,7 @@
 
 #![cfg(feature = "server")]
 
+mod grammar;
 mod harness;
 mod load;
 mod openai;
