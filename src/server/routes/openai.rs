@@ -10,6 +10,8 @@ use crate::server::chat::{ChatFormat, Message};
 use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
+use crate::engine::Engine;
+use crate::server::cache::PrefixCache;
 use crate::server::{sse, App, Loaded};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -185,7 +187,7 @@ impl Format {
         let choice = self.choice(&out.text, tokens, Some(out.finish), false);
         self.object(
             vec![choice],
-            Some(usage(out.prompt_tokens, out.completion_tokens)),
+            Some(cached_usage(out)),
             false,
         )
     }
@@ -366,6 +368,32 @@ pub async fn chat_completions(
     run(app, loaded, plan).await
 }
 
+/// `usage` with OpenAI's `prompt_tokens_details.cached_tokens`.
+fn cached_usage(o: &Outcome) -> Value {
+    let mut u = usage(o.prompt_tokens, o.completion_tokens);
+    u["prompt_tokens_details"] = json!({"cached_tokens": o.cached_tokens});
+    u
+}
+
+/// Runs a plan's generation on a sequence from the longest cached prefix
+/// of its prompt, and caches the context it leaves (unless cancelled).
+fn run_cached(
+    cache: &PrefixCache,
+    e: &mut Engine,
+    plan: &Plan,
+    cancel: &AtomicBool,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> crate::Result<Outcome> {
+    let reused = cache.prepare(e, &plan.prompt);
+    let mut out = generate::run(e, &plan.prompt[reused..], &plan.sampling, cancel, emit)?;
+    out.prompt_tokens += reused;
+    out.cached_tokens = reused;
+    if out.finish != Finish::Cancelled {
+        cache.store(e);
+    }
+    Ok(out)
+}
+
 /// Runs a plan on a fresh context of a sequence.
 async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Response> {
     let mut format = Format {
@@ -384,12 +412,12 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
     let want_logprobs = plan.sampling.logprobs.is_some();
     if !plan.stream {
         let flag = cancel.clone();
+        let cache = loaded.cache.clone();
         let rx = submit(&app, &loaded, cancel.clone(), move |e| {
-            e.reset();
-            let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut |_| true);
+            let out = run_cached(&cache, e, &plan, &flag, &mut |_| true);
             if let Ok(o) = &out {
                 metrics.record(
-                    o.prompt_tokens,
+                    o.prompt_tokens - o.cached_tokens,
                     o.prefill_secs,
                     o.completion_tokens,
                     o.decode_secs,
@@ -402,11 +430,11 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
     }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let flag = cancel.clone();
+    let cache = loaded.cache.clone();
     submit(&app, &loaded, cancel.clone(), move |e| {
         if tx.is_closed() {
             return;
         }
-        e.reset();
         if format.kind == Kind::Chat {
             let first = format.object(
                 vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})],
@@ -421,11 +449,11 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
             tx.blocking_send(sse::event(&format.chunk(&p, want_logprobs)))
                 .is_ok()
         };
-        let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut emit);
+        let out = run_cached(&cache, e, &plan, &flag, &mut emit);
         match out {
             Ok(o) => {
                 metrics.record(
-                    o.prompt_tokens,
+                    o.prompt_tokens - o.cached_tokens,
                     o.prefill_secs,
                     o.completion_tokens,
                     o.decode_secs,
@@ -438,7 +466,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
                 if plan.include_usage {
                     let u = format.object(
                         Vec::new(),
-                        Some(usage(o.prompt_tokens, o.completion_tokens)),
+                        Some(cached_usage(&o)),
                         true,
                     );
                     let _ = tx.blocking_send(sse::event(&u));
