@@ -11,8 +11,8 @@
 //! [`Engine`] below.
 
 pub mod arch;
-pub mod chat;
 mod attention;
+pub mod chat;
 mod constrained;
 pub mod grammar;
 pub(crate) mod kernels;

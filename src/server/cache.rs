@@ -11,11 +11,17 @@
 //!   model (fingerprint and tokenizer); others, and unreadable ones, are
 //!   skipped with a log line and left alone.
 //!
-//! At most `prompt.len() - 1` tokens are reused: the last prompt token is
-//! always run, so the logits a generation starts from are computed fresh.
-//! A state longer than the shared prefix is restored cut to the prefix
-//! (its KV rows for those positions are exactly what prefilling them would
-//! write: each position depends only on the tokens before it).
+//! Exactness (greedy output with the cache equals without): the engine
+//! computes a batch of one token (decode) with quantized activations and a
+//! batch of several (prefill) without, so KV rows written while decoding
+//! differ slightly from those a prefill of the same tokens writes. Only
+//! rows written by a prefill of at least two tokens are cached (a run's
+//! prompt, not its generated tokens), and at most `prompt.len() - 2`
+//! tokens are reused, so the rest of the prompt is again a prefill of at
+//! least two tokens; within a prefill each position's rows depend only on
+//! the tokens before it. A cached context is kept cut to its prompt; its
+//! stored logits are then those of the longer context and are never used
+//! (a run always prefills after restoring, which replaces them).
 
 use super::metrics::Metrics;
 use crate::engine::{snapshot, Engine, KvRows, State};
@@ -135,7 +141,9 @@ fn now_nanos() -> u64 {
 fn is_entry_name(file: &str) -> bool {
     file.strip_prefix('p')
         .and_then(|f| f.strip_suffix(".zt"))
-        .is_some_and(|id| !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .is_some_and(|id| {
+            !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 /// `.p<id>.zt.tmp-<pid>-<n>`: the atomic writer's temporary file.
@@ -277,14 +285,14 @@ impl PrefixCache {
     }
 
     /// Sets `engine` up to run `prompt`: restores the longest cached prefix
-    /// of it (at most `prompt.len() - 1` tokens) or empties the context.
+    /// of it (at most `prompt.len() - 2` tokens) or empties the context.
     /// Returns how many prompt tokens are already in the context.
     pub fn prepare(&self, engine: &mut Engine, prompt: &[u32]) -> usize {
         engine.reset();
-        if !self.enabled() || prompt.len() <= MIN_REUSE {
+        if !self.enabled() || prompt.len() < MIN_REUSE + 2 {
             return 0;
         }
-        let limit = prompt.len() - 1;
+        let limit = prompt.len() - 2;
         // Best in memory.
         let mut best: Option<(usize, Arc<State>)> = None;
         if let Ok(mut mem) = self.mem.lock() {
@@ -406,25 +414,31 @@ impl PrefixCache {
             total -= mem.swap_remove(i).bytes;
         }
         let used = self.tick();
-        mem.push(MemEntry {
-            state,
-            bytes,
-            used,
-        });
+        mem.push(MemEntry { state, bytes, used });
         true
     }
 
-    /// Keeps the context `engine` holds after a run, in memory and (in the
-    /// background) on disk.
-    pub fn store(&self, engine: &Engine) {
-        if !self.enabled() || engine.tokens().len() <= MIN_REUSE {
+    /// Keeps the first `prefilled` tokens of the context `engine` holds
+    /// after a run (those a prefill of two or more tokens wrote), in memory
+    /// and (in the background) on disk.
+    pub fn store(&self, engine: &Engine, prefilled: usize) {
+        let n = prefilled.min(engine.tokens().len());
+        if !self.enabled() || n < MIN_REUSE {
             return;
         }
-        let state = match engine.capture() {
-            Ok(s) => Arc::new(s),
+        let full = match engine.capture() {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("zt serve: prefix cache: capture failed: {e}");
                 return;
+            }
+        };
+        let state = if n == full.tokens.len() {
+            Arc::new(full)
+        } else {
+            match truncated(&full, n, self.n_layer) {
+                Some(t) => Arc::new(t),
+                None => return,
             }
         };
         if self.ram_budget > 0 {
@@ -477,9 +491,8 @@ fn write_entry(disk: &Disk, io: &Mutex<Engine>, state: &State) {
         return;
     }
     disk.make_room(estimate);
-    let id = now_nanos()
-        ^ (u64::from(std::process::id()) << 48)
-        ^ N.fetch_add(1, Ordering::Relaxed);
+    let id =
+        now_nanos() ^ (u64::from(std::process::id()) << 48) ^ N.fetch_add(1, Ordering::Relaxed);
     let path = disk.dir.join(format!("p{id:016x}.zt"));
     let written = match io.lock() {
         Ok(io) => io.write_state(state, &path, false),
@@ -528,7 +541,9 @@ mod tests {
     fn truncation_keeps_the_first_rows_of_every_layer() {
         // 2 layers, 3 tokens, kv_dim 2: values name (layer, pos, i).
         let vals: Vec<f32> = (0..2)
-            .flat_map(|l| (0..3).flat_map(move |p| (0..2).map(move |i| (l * 100 + p * 10 + i) as f32)))
+            .flat_map(|l| {
+                (0..3).flat_map(move |p| (0..2).map(move |i| (l * 100 + p * 10 + i) as f32))
+            })
             .collect();
         let s = State {
             tokens: vec![1, 2, 3],

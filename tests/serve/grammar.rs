@@ -128,7 +128,11 @@ fn gbnf_grammar_on_chat_streaming_and_execute() {
     let b = s.post("/v1/chat/completions", &sreq);
     let streamed: String = crate::harness::sse_events(&b.body)
         .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(streamed, text, "same seed, same grammar, same text");
 
@@ -154,15 +158,31 @@ fn bad_grammars_and_schemas_are_400_naming_the_problem() {
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!({"grammar": "root ::= missing"}), "grammar", "missing"),
         (json!({"grammar": "root ::= \"a"}), "grammar", "line 1"),
-        (json!({"json_schema": {"type": "frobnicate"}}), "json_schema", "frobnicate"),
-        (json!({"json_schema": 7}), "json_schema", "must be an object"),
-        (json!({"response_format": {"type": "xml"}}), "response_format", "xml"),
+        (
+            json!({"json_schema": {"type": "frobnicate"}}),
+            "json_schema",
+            "frobnicate",
+        ),
+        (
+            json!({"json_schema": 7}),
+            "json_schema",
+            "must be an object",
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format",
+            "xml",
+        ),
         (
             json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object", "patternProperties": {"a": {}}}}}}),
             "response_format",
             "patternProperties",
         ),
-        (json!({"response_format": {"type": "json_schema"}}), "response_format", "json_schema"),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format",
+            "json_schema",
+        ),
     ];
     for (extra, param, needle) in cases {
         let mut req = base.clone();

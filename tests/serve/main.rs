@@ -3,6 +3,7 @@
 
 #![cfg(feature = "server")]
 
+mod cache;
 mod grammar;
 mod harness;
 mod load;

@@ -6,12 +6,12 @@ use super::{
     blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait, JsonBody,
     StopInput,
 };
+use crate::engine::Engine;
+use crate::server::cache::PrefixCache;
 use crate::server::chat::{ChatFormat, Message};
 use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
-use crate::engine::Engine;
-use crate::server::cache::PrefixCache;
 use crate::server::{sse, App, Loaded};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -185,11 +185,7 @@ impl Format {
     fn full(&mut self, out: &Outcome, want_logprobs: bool) -> Value {
         let tokens = want_logprobs.then_some(out.tokens.as_slice());
         let choice = self.choice(&out.text, tokens, Some(out.finish), false);
-        self.object(
-            vec![choice],
-            Some(cached_usage(out)),
-            false,
-        )
+        self.object(vec![choice], Some(cached_usage(out)), false)
     }
 
     fn chunk(&mut self, p: &Piece, want_logprobs: bool) -> Value {
@@ -388,8 +384,10 @@ fn run_cached(
     let mut out = generate::run(e, &plan.prompt[reused..], &plan.sampling, cancel, emit)?;
     out.prompt_tokens += reused;
     out.cached_tokens = reused;
-    if out.finish != Finish::Cancelled {
-        cache.store(e);
+    // The prompt's rows came from a prefill of two or more tokens (one
+    // token is computed the way decoding is: not cached, see `cache`).
+    if out.finish != Finish::Cancelled && plan.prompt.len() - reused >= 2 {
+        cache.store(e, plan.prompt.len());
     }
     Ok(out)
 }
@@ -464,11 +462,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
                 let last = format.choice("", None, Some(o.finish), true);
                 let _ = tx.blocking_send(sse::event(&format.object(vec![last], None, true)));
                 if plan.include_usage {
-                    let u = format.object(
-                        Vec::new(),
-                        Some(cached_usage(&o)),
-                        true,
-                    );
+                    let u = format.object(Vec::new(), Some(cached_usage(&o)), true);
                     let _ = tx.blocking_send(sse::event(&u));
                 }
                 let _ = tx.blocking_send(sse::DONE.into());
