@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("ZT_MODELS", Path.home() / ".cache" / "ztensor-models"))
 
@@ -79,7 +78,9 @@ class Served:
         finally:
             conn.close()
 
-    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
+    def turn(
+        self, messages: list[dict[str, str]], max_tokens: int
+    ) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -124,7 +125,11 @@ class Served:
                         if ttft is None:
                             ttft = time.perf_counter() - t0
                         reply.append(text)
-        return (ttft if ttft is not None else time.perf_counter() - t0), "".join(reply), prompt_tokens
+        return (
+            (ttft if ttft is not None else time.perf_counter() - t0),
+            "".join(reply),
+            prompt_tokens,
+        )
 
     def close(self) -> None:
         """Stops the server (SIGTERM: pending cache writes finish)."""
@@ -147,13 +152,18 @@ def history(target_words: int) -> list[dict[str, str]]:
     while words < target_words:
         user = f"Part {i}: continue the story. " + FILLER
         bot = FILLER[::-1].swapcase()[:200] + " " + FILLER
-        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": bot}]
+        msgs += [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": bot},
+        ]
         words += len(user.split()) + len(bot.split())
         i += 1
     return msgs
 
 
-def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
+def conversation(
+    s: Served, turns: int, max_tokens: int
+) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -167,7 +177,9 @@ def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, in
     msgs = history(760)
     out = []
     for t in range(turns):
-        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
+        msgs.append(
+            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
+        )
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
@@ -177,7 +189,9 @@ def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, in
 def main() -> None:
     """Runs the three configurations and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument(
+        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
@@ -197,10 +211,15 @@ def main() -> None:
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
     same = all(
-        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart")
+        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
+        for k in ("on", "restart")
     )
-    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}")
+    print(
+        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
+    )
     for t in range(a.turns):
         o, c, r = runs["off"][t][0], runs["on"][t][0], runs["restart"][t][0]
         print(
