@@ -92,7 +92,7 @@ fn truncated(state: &State, k: usize, n_layer: usize) -> Option<State> {
         return None;
     }
     let per_layer = state.kv.len() / n_layer;
-    if per_layer * n_layer != state.kv.len() || per_layer % n != 0 {
+    if per_layer * n_layer != state.kv.len() || !per_layer.is_multiple_of(n) {
         return None;
     }
     let keep = k * (per_layer / n);
