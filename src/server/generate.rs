@@ -74,6 +74,8 @@ pub struct Outcome {
     pub text: String,
     pub tokens: Vec<TokenInfo>,
     pub finish: Finish,
+    /// The engine's stop reason (`None`: cancelled before it started).
+    pub stop: Option<StopReason>,
     pub prompt_tokens: usize,
     /// Prompt tokens restored from the prefix cache (not prefilled).
     pub cached_tokens: usize,
@@ -142,6 +144,7 @@ pub fn run(
         text: String::new(),
         tokens: Vec::new(),
         finish,
+        stop: None,
         prompt_tokens: prompt.len(),
         cached_tokens: 0,
         completion_tokens: 0,
@@ -157,10 +160,13 @@ pub fn run(
     let t1 = Instant::now();
     let mut all: Vec<TokenInfo> = Vec::new();
     let mut pending: Vec<TokenInfo> = Vec::new();
+    // The request's flag (set by `/interrupt` or a vanished client) goes
+    // through the engine's cancel handle: the engine ends the generation
+    // before its next token with `StopReason::Interrupted`.
+    let handle = g.cancel_handle();
     loop {
         if cancel.load(Ordering::Relaxed) {
-            g.end(StopReason::Interrupted);
-            break;
+            handle.cancel();
         }
         let top = match s.logprobs {
             Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
@@ -216,6 +222,7 @@ pub fn run(
         return Ok(Outcome {
             completion_tokens: g.produced,
             prefill_secs,
+            stop: g.stop_reason(),
             ..cancelled(finish)
         });
     }
@@ -223,6 +230,7 @@ pub fn run(
         text: std::mem::take(&mut g.text),
         tokens: all,
         finish,
+        stop: g.stop_reason(),
         prompt_tokens: prompt.len(),
         cached_tokens: 0,
         completion_tokens: g.produced,

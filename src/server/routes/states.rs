@@ -142,7 +142,10 @@ fn execute_on(
         Ok(o) => o,
         Err(err) => return (None, None, Some(fault("EngineError", err.to_string()))),
     };
-    if out.finish == Finish::Grammar {
+    // `Engine::commit_state`'s rule: only a run that reached its natural
+    // end (EOS, a stop, the length limit) makes a state.
+    let success = out.stop.is_some_and(|r| r.is_success());
+    if !success && out.finish == Finish::Grammar {
         // Not a success (the engine's `StopReason::is_success`): no state.
         return (
             Some(out),
@@ -153,7 +156,7 @@ fn execute_on(
             )),
         );
     }
-    if out.finish == Finish::Cancelled {
+    if !success {
         return (
             Some(out),
             None,
