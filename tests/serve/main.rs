@@ -8,4 +8,5 @@ mod grammar;
 mod harness;
 mod load;
 mod openai;
+mod real;
 mod states;
