@@ -1,5 +1,5 @@
 """`zt serve` prefix cache: time to first token (TTFT) of a multi-turn chat
-with a long history, cache on vs off, and after a server restart.
+with a ~1,000-token history, cache on vs off, and after a server restart.
 
 Starts real `zt serve` processes (the `ci` build: `cargo build --profile
 ci`) on SmolLM2-135M-Instruct Q4_1, sends a chat whose history is about
@@ -174,7 +174,7 @@ def conversation(
     Returns:
         (TTFT seconds, prompt tokens, reply) per turn.
     """
-    msgs = history(760)
+    msgs = history(560)
     out = []
     for t in range(turns):
         msgs.append(
