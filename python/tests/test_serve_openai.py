@@ -7,11 +7,13 @@ for the same prompt.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import openai
 import pytest
 
@@ -110,12 +112,19 @@ class TestOpenAIClient:
         )
         chunks = list(stream)
         assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
-        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][
+            -1
+        ] == "length"
 
     def test_seeded_sampling_repeats(self, llama: Served) -> None:
         def run(seed: int) -> str:
             c = llama.client().completions.create(
-                model="x", prompt="the", max_tokens=16, temperature=1.0, top_p=0.9, seed=seed
+                model="x",
+                prompt="the",
+                max_tokens=16,
+                temperature=1.0,
+                top_p=0.9,
+                seed=seed,
             )
             return c.choices[0].text
 
@@ -138,15 +147,91 @@ class TestOpenAIClient:
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
-        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+        assert (
+            "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            == text
+        )
         assert chunks[-1].usage is not None
         assert chunks[-1].usage.prompt_tokens == c.usage.prompt_tokens  # type: ignore[union-attr]
 
     def test_errors_map_to_client_exceptions(self, llama: Served) -> None:
         with pytest.raises(openai.AuthenticationError):
-            llama.client("wrong").completions.create(model="x", prompt="hi", max_tokens=2)
+            llama.client("wrong").completions.create(
+                model="x", prompt="hi", max_tokens=2
+            )
         with pytest.raises(openai.BadRequestError) as e:
             llama.client().completions.create(model="x", prompt="hi", max_tokens=100000)
         assert "max_tokens" in str(e.value)
         with pytest.raises(openai.BadRequestError):
             llama.client().completions.create(model="x", prompt="hi", temperature=9)
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "color": {"enum": ["red", "green", "blue"]},
+        "size": {"type": "integer", "minimum": 0, "maximum": 99},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["color", "size", "ok"],
+    "additionalProperties": False,
+}
+
+
+class TestConstrainedOutput:
+    """`response_format`, and llama-server's `grammar`, through the client."""
+
+    def test_json_schema_output_validates(self, qwen: Served) -> None:
+        for seed in range(3):
+            c = qwen.client().chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "describe it"}],
+                max_tokens=64,
+                temperature=1.0,
+                seed=seed,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "thing", "schema": SCHEMA, "strict": True},
+                },
+            )
+            assert c.choices[0].finish_reason == "stop"
+            text = c.choices[0].message.content or ""
+            jsonschema.validate(json.loads(text), SCHEMA)
+
+    def test_json_object_is_an_object(self, llama: Served) -> None:
+        c = llama.client().completions.create(
+            model="x",
+            prompt="json:",
+            max_tokens=48,
+            temperature=0,
+            extra_body={"response_format": {"type": "json_object"}},
+        )
+        text = c.choices[0].text
+        assert text.lstrip().startswith("{")
+        if c.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(text), dict)
+
+    def test_gbnf_grammar_via_extra_body(self, llama: Served) -> None:
+        c = llama.client().completions.create(
+            model="x",
+            prompt="answer:",
+            max_tokens=8,
+            temperature=1.0,
+            seed=3,
+            extra_body={"grammar": 'root ::= ("yes" | "no") "!"'},
+        )
+        assert c.choices[0].text in ("yes!", "no!")
+        assert c.choices[0].finish_reason == "stop"
+
+    def test_bad_schema_is_a_bad_request(self, llama: Served) -> None:
+        with pytest.raises(openai.BadRequestError) as e:
+            llama.client().chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "t", "schema": {"type": "frobnicate"}},
+                },
+            )
+        assert "frobnicate" in str(e.value)

@@ -12,6 +12,7 @@
 
 pub mod arch;
 mod attention;
+pub mod chat;
 mod constrained;
 pub mod grammar;
 pub(crate) mod kernels;

@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Disk budget of the prefix cache in bytes.
     pub cache_bytes: u64,
+    /// Memory budget of the prefix cache in bytes (0: no memory tier).
+    pub cache_ram: u64,
     /// Largest accepted request body in bytes.
     pub body_limit: usize,
 }
@@ -44,6 +46,7 @@ impl ServeConfig {
             state_dir: None,
             cache_dir: None,
             cache_bytes: 1 << 30,
+            cache_ram: 512 << 20,
             body_limit: 4 << 20,
         }
     }

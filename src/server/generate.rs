@@ -2,7 +2,7 @@
 //! by token, with stop strings held back until they can no longer match,
 //! stop tokens, log-probabilities, cancellation between tokens and timing.
 
-use crate::engine::{Engine, GenerateParams, SamplerConfig, StopReason};
+use crate::engine::{Engine, GenerateParams, GrammarSpec, SamplerConfig, StopReason};
 use crate::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -21,6 +21,8 @@ pub struct Sampling {
     pub stop_ids: Vec<u32>,
     /// Alternatives to report per token (`None`: no log-probabilities).
     pub logprobs: Option<usize>,
+    /// The grammar the output must follow (see [`super::constraint`]).
+    pub grammar: Option<GrammarSpec>,
 }
 
 /// One generated token as reported with log-probabilities.
@@ -49,6 +51,8 @@ pub enum Finish {
     Length,
     /// Interrupted, or the client went away.
     Cancelled,
+    /// The grammar allowed no next token: the output is cut short.
+    Grammar,
 }
 
 impl Finish {
@@ -57,6 +61,9 @@ impl Finish {
             Finish::Stop => "stop",
             Finish::Length => "length",
             Finish::Cancelled => "cancelled",
+            // OpenAI has no value for it: "length" says the text may be
+            // incomplete (see `server::constraint`).
+            Finish::Grammar => "length",
         }
     }
 }
@@ -67,7 +74,11 @@ pub struct Outcome {
     pub text: String,
     pub tokens: Vec<TokenInfo>,
     pub finish: Finish,
+    /// The engine's stop reason (`None`: cancelled before it started).
+    pub stop: Option<StopReason>,
     pub prompt_tokens: usize,
+    /// Prompt tokens restored from the prefix cache (not prefilled).
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
@@ -126,14 +137,16 @@ pub fn run(
             ..SamplerConfig::default()
         },
         stop: s.stop.clone(),
-        grammar: None,
+        grammar: s.grammar.clone(),
         seed: Some(s.seed.unwrap_or_else(random_seed)),
     };
     let cancelled = |finish| Outcome {
         text: String::new(),
         tokens: Vec::new(),
         finish,
+        stop: None,
         prompt_tokens: prompt.len(),
+        cached_tokens: 0,
         completion_tokens: 0,
         prefill_secs: 0.0,
         decode_secs: 0.0,
@@ -147,10 +160,13 @@ pub fn run(
     let t1 = Instant::now();
     let mut all: Vec<TokenInfo> = Vec::new();
     let mut pending: Vec<TokenInfo> = Vec::new();
+    // The request's flag (set by `/interrupt` or a vanished client) goes
+    // through the engine's cancel handle: the engine ends the generation
+    // before its next token with `StopReason::Interrupted`.
+    let handle = g.cancel_handle();
     loop {
         if cancel.load(Ordering::Relaxed) {
-            g.end(StopReason::Interrupted);
-            break;
+            handle.cancel();
         }
         let top = match s.logprobs {
             Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
@@ -199,12 +215,14 @@ pub fn run(
     let finish = match g.stop_reason() {
         Some(StopReason::Interrupted) => Finish::Cancelled,
         Some(StopReason::Length) => Finish::Length,
+        Some(StopReason::Grammar) => Finish::Grammar,
         _ => Finish::Stop,
     };
     if finish == Finish::Cancelled {
         return Ok(Outcome {
             completion_tokens: g.produced,
             prefill_secs,
+            stop: g.stop_reason(),
             ..cancelled(finish)
         });
     }
@@ -212,7 +230,9 @@ pub fn run(
         text: std::mem::take(&mut g.text),
         tokens: all,
         finish,
+        stop: g.stop_reason(),
         prompt_tokens: prompt.len(),
+        cached_tokens: 0,
         completion_tokens: g.produced,
         prefill_secs,
         decode_secs: t1.elapsed().as_secs_f64(),

@@ -9,6 +9,9 @@ pub struct Metrics {
     pub refused: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub predicted_tokens: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub cache_tokens_reused: AtomicU64,
     prompt_micros: AtomicU64,
     decode_micros: AtomicU64,
 }
@@ -95,6 +98,24 @@ impl Metrics {
                 "{:.3}",
                 rate(get(&self.predicted_tokens), get(&self.decode_micros))
             ),
+        );
+        put(
+            "prefix_cache_hits_total",
+            "counter",
+            "Requests that restored a cached prompt prefix.",
+            get(&self.cache_hits).to_string(),
+        );
+        put(
+            "prefix_cache_misses_total",
+            "counter",
+            "Requests that found no cached prompt prefix.",
+            get(&self.cache_misses).to_string(),
+        );
+        put(
+            "prefix_cache_tokens_reused_total",
+            "counter",
+            "Prompt tokens restored from the prefix cache instead of prefilled.",
+            get(&self.cache_tokens_reused).to_string(),
         );
         put(
             "requests_processing",

@@ -3,9 +3,11 @@
 //!
 //! - `config`: the settings; `auth`: token check on every route but
 //!   `/health`; `error`: OpenAI-style JSON errors;
+//! - `cache`: the prefix cache (memory and `.zt` files on disk);
 //! - `scheduler`: `--parallel` sequences on engine forks and a bounded queue;
 //! - `generate`: one generation (stop strings, log-probabilities,
-//!   cancellation); `chat`: chat formats;
+//!   cancellation); `chat`: chat messages; `constraint`: grammars and
+//!   `response_format`;
 //! - `states`: the durable state store; `sse`: event-stream framing;
 //!   `metrics`: Prometheus counters; `routes`: the HTTP routes.
 //!
@@ -13,8 +15,10 @@
 //! until it is, every other route too.
 
 pub mod auth;
+pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod metrics;
@@ -40,6 +44,7 @@ pub struct Loaded {
     pub chat: chat::ChatFormat,
     pub scheduler: scheduler::Scheduler,
     pub states: Arc<states::StateStore>,
+    pub cache: Arc<cache::PrefixCache>,
     /// Running executions by `exec_id`, with their cancel flags.
     pub executions: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
@@ -88,6 +93,15 @@ impl App {
         let scheduler = scheduler::Scheduler::start(&base, c.parallel, c.queue)?;
         let mut checker = base.fork(None)?;
         checker.reset();
+        let mut cache_io = base.fork(None)?;
+        cache_io.reset();
+        let cache = cache::PrefixCache::open(
+            c.cache_ram,
+            c.cache_dir.as_deref(),
+            c.cache_bytes,
+            cache_io,
+            self.metrics.clone(),
+        )?;
         let loaded = Loaded {
             tokenizer: base.tokenizer().clone(),
             n_ctx: base.n_ctx(),
@@ -95,6 +109,7 @@ impl App {
             chat: chat::ChatFormat::detect(&base),
             scheduler,
             states: Arc::new(states::StateStore::open(c.state_dir.as_deref(), checker)?),
+            cache: Arc::new(cache),
             executions: Mutex::new(HashMap::new()),
         };
         Ok(loaded)
@@ -109,11 +124,6 @@ pub fn serve(config: ServeConfig) -> Result<()> {
             "--parallel must be 1-256, not {}",
             config.parallel
         )));
-    }
-    if config.cache_dir.is_some() {
-        return Err(Error::usage(
-            "--cache-dir: the on-disk prefix cache is not implemented yet",
-        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,6 +181,7 @@ async fn serve_async(config: ServeConfig) -> Result<()> {
         .map_err(|e| Error::io("serving", e))?;
     if let Some(l) = app.loaded.get() {
         l.scheduler.shutdown();
+        l.cache.shutdown();
     }
     let failed = failure.lock().ok().and_then(|mut f| f.take());
     match failed {

@@ -3,8 +3,11 @@
 
 #![cfg(feature = "server")]
 
+mod cache;
 mod connect;
+mod grammar;
 mod harness;
 mod load;
 mod openai;
+mod real;
 mod states;

@@ -6,6 +6,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Instant;
+use ztensor::engine::chat::ChatFormat;
 use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
 use ztensor::{Error, Reader, Result};
 
@@ -140,130 +141,6 @@ pub fn generate(args: &EngineArgs, prompt: &str, sample: &SampleArgs) -> Result<
     flush(&mut out)
 }
 
-/// Chat formats recognised from `tokenizer.chat_template`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChatFormat {
-    ChatMl,
-    Llama3,
-    Llama2,
-    Zephyr,
-    /// Gemma's turns (`gemma3` files carry no template).
-    Gemma,
-    Plain,
-}
-
-fn chat_format(e: &Engine) -> ChatFormat {
-    let attrs = e.model().reader.attributes();
-    let key = |k: &str| attrs.and_then(|a| a.get(k)).and_then(|v| v.as_str());
-    let template = key("tokenizer.chat_template").unwrap_or("");
-    if template.contains("<start_of_turn>") || key("general.architecture") == Some("gemma3") {
-        // Gemma 3 GGUFs may carry no template: llama.cpp's Gemma format.
-        ChatFormat::Gemma
-    } else if template.contains("<|im_start|>") {
-        ChatFormat::ChatMl
-    } else if template.contains("<|start_header_id|>") {
-        ChatFormat::Llama3
-    } else if template.contains("[INST]") {
-        ChatFormat::Llama2
-    } else if template.contains("<|user|>") {
-        ChatFormat::Zephyr
-    } else {
-        ChatFormat::Plain
-    }
-}
-
-/// The token that ends a turn in `format`, if it has one.
-fn end_marker(format: ChatFormat) -> Option<&'static str> {
-    match format {
-        ChatFormat::ChatMl => Some("<|im_end|>"),
-        ChatFormat::Llama3 => Some("<|eot_id|>"),
-        ChatFormat::Llama2 | ChatFormat::Zephyr => Some("</s>"),
-        ChatFormat::Gemma => Some("<end_of_turn>"),
-        ChatFormat::Plain => None,
-    }
-}
-
-/// What closes the previous assistant turn before the next user turn:
-/// the end marker unless the context already ends with it (a turn that
-/// ended at EOS leaves the EOS out of the context, one cut at a stop
-/// string keeps it), then the format's separator.
-fn close_turn(e: &Engine, format: ChatFormat) -> String {
-    let Some(marker) = end_marker(format) else {
-        return String::new();
-    };
-    let ids = e.tokenize(marker, Some(false), true);
-    let mut out = String::new();
-    if !e.tokens().ends_with(&ids) {
-        out.push_str(marker);
-    }
-    if matches!(
-        format,
-        ChatFormat::ChatMl | ChatFormat::Zephyr | ChatFormat::Gemma
-    ) {
-        out.push('\n');
-    }
-    out
-}
-
-/// One user turn as pieces of prompt text — `(text, is_template_markup)` —
-/// and the stop strings of the format. Only markup pieces may hold control
-/// tokens: what the user typed is tokenized as plain text, so typing
-/// `<|im_end|>` cannot end the turn.
-fn turn(format: ChatFormat, first: bool, user: &str) -> (Vec<(String, bool)>, Vec<String>) {
-    let wrap = |before: &str, after: &str| {
-        vec![
-            (before.to_string(), true),
-            (user.to_string(), false),
-            (after.to_string(), true),
-        ]
-    };
-    match format {
-        ChatFormat::ChatMl => (
-            wrap("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
-            vec!["<|im_end|>".into()],
-        ),
-        ChatFormat::Llama3 => (
-            wrap(
-                "<|start_header_id|>user<|end_header_id|>\n\n",
-                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-            ),
-            vec!["<|eot_id|>".into()],
-        ),
-        ChatFormat::Llama2 => (
-            wrap("[INST] ", " [/INST]"),
-            vec!["</s>".into(), "[INST]".into()],
-        ),
-        ChatFormat::Zephyr => (
-            wrap("<|user|>\n", "</s>\n<|assistant|>\n"),
-            vec!["</s>".into()],
-        ),
-        ChatFormat::Gemma => (
-            wrap(
-                "<start_of_turn>user\n",
-                "<end_of_turn>\n<start_of_turn>model\n",
-            ),
-            vec!["<end_of_turn>".into()],
-        ),
-        ChatFormat::Plain => (
-            wrap(if first { "User: " } else { "\nUser: " }, "\nAssistant:"),
-            vec!["\nUser:".into()],
-        ),
-    }
-}
-
-/// Token ids of one turn: markup parsed for control tokens, user text not;
-/// BOS first when the model adds one and the context is new.
-fn turn_ids(e: &Engine, pieces: &[(String, bool)], first: bool) -> Vec<u32> {
-    let refs: Vec<(&str, bool)> = pieces.iter().map(|(t, m)| (t.as_str(), *m)).collect();
-    let mut ids = e.tokenizer().encode_pieces(&refs, false);
-    if first && e.tokenizer().add_bos {
-        if let Some(b) = e.tokenizer().bos {
-            ids.insert(0, b);
-        }
-    }
-    ids
-}
-
 /// Where `zt chat` starts from and what it leaves behind.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChatStateArgs {
@@ -291,7 +168,7 @@ pub fn chat(args: &EngineArgs, sample: &SampleArgs, state: &ChatStateArgs) -> Re
         }
         None => open(args, sample.seed)?,
     };
-    let format = chat_format(&e);
+    let format = ChatFormat::detect(&e);
     eprintln!(
         "chat ({format:?} format, {} context, {} tokens in it); end with Ctrl-D",
         e.n_ctx(),
@@ -299,20 +176,16 @@ pub fn chat(args: &EngineArgs, sample: &SampleArgs, state: &ChatStateArgs) -> Re
     );
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut first = e.tokens().is_empty();
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| Error::io("reading stdin", e))?;
         if line.trim().is_empty() {
             continue;
         }
-        let (mut pieces, stop) = turn(format, first, line.trim());
-        if !first {
-            pieces.insert(0, (close_turn(&e, format), true));
-        }
-        let ids = turn_ids(&e, &pieces, first);
-        first = false;
+        let ids = format.next_turn(e.tokenizer(), e.tokens(), line.trim());
         let mut params = sample.params()?;
-        params.stop.extend(stop);
+        params
+            .stop
+            .extend(format.stop_strings().iter().map(|s| s.to_string()));
         params.seed = None;
         let mut out = stdout.lock();
         e.prefill(&ids)?;
@@ -409,24 +282,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_text_of_a_chat_turn_is_never_template_markup() {
-        for format in [
-            ChatFormat::ChatMl,
-            ChatFormat::Llama3,
-            ChatFormat::Llama2,
-            ChatFormat::Zephyr,
-            ChatFormat::Gemma,
-            ChatFormat::Plain,
-        ] {
-            let typed = "<|im_end|><|eot_id|></s>";
-            let (pieces, _) = turn(format, true, typed);
-            let user: Vec<_> = pieces.iter().filter(|p| !p.1).collect();
-            assert_eq!(user.len(), 1, "{format:?}");
-            assert_eq!(user[0].0, typed, "{format:?}");
-        }
-        // On a model, the typed marker stays text while the template's
-        // own markers are tokens; a turn starts with BOS when the model
-        // adds one.
+    fn chat_turns_keep_typed_markers_as_text() {
+        // On a model, a typed marker stays text while the template's own
+        // markers are tokens; a new conversation starts with BOS when the
+        // model adds one, a later turn closes the previous one first.
         let args = EngineArgs {
             model: None,
             ctx: 64,
@@ -434,10 +293,14 @@ mod tests {
             kv: "f32".into(),
         };
         let e = open(&args, 3).unwrap();
-        let (pieces, _) = turn(ChatFormat::Plain, true, "hello");
-        let ids = turn_ids(&e, &pieces, true);
-        let joined: String = pieces.iter().map(|p| p.0.as_str()).collect();
-        assert_eq!(ids, e.tokenize(&joined, None, false));
+        let tok = e.tokenizer();
+        let ids = ChatFormat::Plain.next_turn(tok, &[], "hello");
+        assert_eq!(ids, e.tokenize("User: hello\nAssistant:", None, false));
+        let later = ChatFormat::Plain.next_turn(tok, &ids, "again");
+        assert_eq!(
+            later,
+            e.tokenize("\nUser: again\nAssistant:", Some(false), false)
+        );
     }
 
     #[test]
@@ -473,11 +336,5 @@ mod tests {
         let a = run();
         assert_eq!(a.len(), 8);
         assert_eq!(a, run());
-        let (pieces, _) = turn(ChatFormat::ChatMl, true, "hi");
-        let text: String = pieces.iter().map(|p| p.0.as_str()).collect();
-        assert_eq!(
-            text,
-            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-        );
     }
 }

@@ -36,9 +36,14 @@ pub struct ServeArgs {
     /// Directory of the on-disk prefix cache.
     #[arg(long, value_name = "DIR", requires = "cache_bytes")]
     pub cache_dir: Option<PathBuf>,
-    /// Disk budget of the prefix cache in bytes.
+    /// Disk budget of the prefix cache in bytes (least recently used
+    /// entries are removed beyond it).
     #[arg(long, value_name = "N")]
     pub cache_bytes: Option<u64>,
+    /// Memory budget of the prefix cache in bytes (0: no memory tier; with
+    /// no --cache-dir either, the prefix cache is off).
+    #[arg(long, value_name = "N", default_value_t = 512 << 20)]
+    pub cache_ram: u64,
     /// Largest request body in bytes.
     #[arg(long, value_name = "N", default_value_t = 4 << 20)]
     pub body_limit: usize,
@@ -72,6 +77,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(b) = args.cache_bytes {
         config.cache_bytes = b;
     }
+    config.cache_ram = args.cache_ram;
     config.body_limit = args.body_limit;
     if !config.bind.ip().is_loopback() && config.api_keys.is_empty() {
         eprintln!(

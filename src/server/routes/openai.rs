@@ -6,7 +6,10 @@ use super::{
     blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait, JsonBody,
     StopInput,
 };
+use crate::engine::Engine;
+use crate::server::cache::PrefixCache;
 use crate::server::chat::{ChatFormat, Message};
+use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
 use crate::server::{sse, App, Loaded};
@@ -39,6 +42,8 @@ pub struct Common {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub n: Option<u64>,
+    #[serde(flatten)]
+    pub grammar: GrammarFields,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -180,11 +185,7 @@ impl Format {
     fn full(&mut self, out: &Outcome, want_logprobs: bool) -> Value {
         let tokens = want_logprobs.then_some(out.tokens.as_slice());
         let choice = self.choice(&out.text, tokens, Some(out.finish), false);
-        self.object(
-            vec![choice],
-            Some(usage(out.prompt_tokens, out.completion_tokens)),
-            false,
-        )
+        self.object(vec![choice], Some(cached_usage(out)), false)
     }
 
     fn chunk(&mut self, p: &Piece, want_logprobs: bool) -> Value {
@@ -222,6 +223,7 @@ fn sampling(
         stop: check_stops(c.stop.clone())?,
         stop_ids: Vec::new(),
         logprobs,
+        grammar: None,
     })
 }
 
@@ -251,7 +253,8 @@ pub async fn completions(
             ))
         }
     };
-    let sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
+    sampling.grammar = constraint::from_request(req.common.grammar).await?;
     let plan = Plan {
         kind: Kind::Completion,
         prompt,
@@ -347,9 +350,10 @@ pub async fn chat_completions(
     };
     let prompt = chat_tokens(&loaded, pairs, true).await?;
     let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
-    let (stops, _) = loaded.chat.stops();
+    let stops = loaded.chat.stop_strings();
     sampling.stop.extend(stops.iter().map(|s| s.to_string()));
     sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+    sampling.grammar = constraint::from_request(req.common.grammar).await?;
     let plan = Plan {
         kind: Kind::Chat,
         prompt,
@@ -358,6 +362,34 @@ pub async fn chat_completions(
         include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
     };
     run(app, loaded, plan).await
+}
+
+/// `usage` with OpenAI's `prompt_tokens_details.cached_tokens`.
+fn cached_usage(o: &Outcome) -> Value {
+    let mut u = usage(o.prompt_tokens, o.completion_tokens);
+    u["prompt_tokens_details"] = json!({"cached_tokens": o.cached_tokens});
+    u
+}
+
+/// Runs a plan's generation on a sequence from the longest cached prefix
+/// of its prompt, and caches the context it leaves (unless cancelled).
+fn run_cached(
+    cache: &PrefixCache,
+    e: &mut Engine,
+    plan: &Plan,
+    cancel: &AtomicBool,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> crate::Result<Outcome> {
+    let reused = cache.prepare(e, &plan.prompt);
+    let mut out = generate::run(e, &plan.prompt[reused..], &plan.sampling, cancel, emit)?;
+    out.prompt_tokens += reused;
+    out.cached_tokens = reused;
+    // The prompt's rows came from a prefill of two or more tokens (one
+    // token is computed the way decoding is: not cached, see `cache`).
+    if out.finish != Finish::Cancelled && plan.prompt.len() - reused >= 2 {
+        cache.store(e, plan.prompt.len());
+    }
+    Ok(out)
 }
 
 /// Runs a plan on a fresh context of a sequence.
@@ -378,12 +410,12 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
     let want_logprobs = plan.sampling.logprobs.is_some();
     if !plan.stream {
         let flag = cancel.clone();
+        let cache = loaded.cache.clone();
         let rx = submit(&app, &loaded, cancel.clone(), move |e| {
-            e.reset();
-            let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut |_| true);
+            let out = run_cached(&cache, e, &plan, &flag, &mut |_| true);
             if let Ok(o) = &out {
                 metrics.record(
-                    o.prompt_tokens,
+                    o.prompt_tokens - o.cached_tokens,
                     o.prefill_secs,
                     o.completion_tokens,
                     o.decode_secs,
@@ -396,11 +428,11 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
     }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let flag = cancel.clone();
+    let cache = loaded.cache.clone();
     submit(&app, &loaded, cancel.clone(), move |e| {
         if tx.is_closed() {
             return;
         }
-        e.reset();
         if format.kind == Kind::Chat {
             let first = format.object(
                 vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})],
@@ -415,11 +447,11 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
             tx.blocking_send(sse::event(&format.chunk(&p, want_logprobs)))
                 .is_ok()
         };
-        let out = generate::run(e, &plan.prompt, &plan.sampling, &flag, &mut emit);
+        let out = run_cached(&cache, e, &plan, &flag, &mut emit);
         match out {
             Ok(o) => {
                 metrics.record(
-                    o.prompt_tokens,
+                    o.prompt_tokens - o.cached_tokens,
                     o.prefill_secs,
                     o.completion_tokens,
                     o.decode_secs,
@@ -430,11 +462,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
                 let last = format.choice("", None, Some(o.finish), true);
                 let _ = tx.blocking_send(sse::event(&format.object(vec![last], None, true)));
                 if plan.include_usage {
-                    let u = format.object(
-                        Vec::new(),
-                        Some(usage(o.prompt_tokens, o.completion_tokens)),
-                        true,
-                    );
+                    let u = format.object(Vec::new(), Some(cached_usage(&o)), true);
                     let _ = tx.blocking_send(sse::event(&u));
                 }
                 let _ = tx.blocking_send(sse::DONE.into());

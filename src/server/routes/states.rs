@@ -10,6 +10,7 @@
 use super::openai::{chat_tokens, message_pairs};
 use super::{blocking, budget, check_sampling, check_stops, submit, usage, JsonBody, StopInput};
 use crate::server::chat::Message;
+use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling};
 use crate::server::scheduler::CancelOnDrop;
@@ -45,6 +46,8 @@ pub struct ExecuteRequest {
     pub stop: Option<StopInput>,
     #[serde(default)]
     pub stream: Option<bool>,
+    #[serde(flatten)]
+    pub grammar: GrammarFields,
 }
 
 /// Execution ids: 1-128 of `A-Z a-z 0-9 _ - . :`.
@@ -90,7 +93,10 @@ fn result(
         "output": out.map_or("", |o| o.text.as_str()),
         "state_name": state,
         "error": error,
-        "finish_reason": out.map(|o| o.finish.reason()),
+        "finish_reason": out.map(|o| match o.finish {
+            Finish::Grammar => "grammar",
+            f => f.reason(),
+        }),
         "usage": out.map_or(usage(0, 0), |o| usage(o.prompt_tokens, o.completion_tokens)),
     })
 }
@@ -136,7 +142,21 @@ fn execute_on(
         Ok(o) => o,
         Err(err) => return (None, None, Some(fault("EngineError", err.to_string()))),
     };
-    if out.finish == Finish::Cancelled {
+    // `Engine::commit_state`'s rule: only a run that reached its natural
+    // end (EOS, a stop, the length limit) makes a state.
+    let success = out.stop.is_some_and(|r| r.is_success());
+    if !success && out.finish == Finish::Grammar {
+        // Not a success (the engine's `StopReason::is_success`): no state.
+        return (
+            Some(out),
+            None,
+            Some(fault(
+                "GrammarStop",
+                "the grammar allowed no next token; the output is incomplete and no state was stored",
+            )),
+        );
+    }
+    if !success {
         return (
             Some(out),
             None,
@@ -200,11 +220,12 @@ pub async fn execute(
         stop: check_stops(req.stop)?,
         stop_ids: Vec::new(),
         logprobs: None,
+        grammar: constraint::from_request(req.grammar).await?,
     };
     if chat {
         sampling
             .stop
-            .extend(loaded.chat.stops().0.iter().map(|s| s.to_string()));
+            .extend(loaded.chat.stop_strings().iter().map(|s| s.to_string()));
         sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
     }
     let reservation = loaded.states.reserve(&new_name)?;
