@@ -21,6 +21,7 @@ use super::openai::{self, chat_tokens, message_pairs, ChatRequest, CompletionReq
 use super::states::{self as state_routes, ExecuteRequest, InterruptRequest};
 use super::{blocking, budget, check_sampling, check_stops, submit, usage, JsonBody, StopInput};
 use crate::server::chat::Message;
+use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Piece, Sampling};
 use crate::server::{sse, App};
@@ -548,6 +549,9 @@ struct StreamRequest {
     seed: Option<u64>,
     #[serde(default)]
     stop: Option<StopInput>,
+    /// `response_format`, `grammar` or `json_schema`, as on the OpenAI routes.
+    #[serde(flatten)]
+    grammar: GrammarFields,
 }
 
 /// Envelope flags of Connect streaming.
@@ -624,9 +628,10 @@ async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResul
         stop: check_stops(req.stop)?,
         stop_ids: Vec::new(),
         logprobs: Some(0),
+        grammar: constraint::from_request(req.grammar).await?,
     };
     if chat {
-        let (stops, _) = loaded.chat.stops();
+        let stops = loaded.chat.stop_strings();
         sampling.stop.extend(stops.iter().map(|s| s.to_string()));
         sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
     }
