@@ -167,6 +167,13 @@ class TestSurface:
         batch.set_metadata("model", "tiny")
         assert batch.get_metadata("model") == "tiny" and not batch.is_empty()
 
+    def test_token_types_are_top_level_as_in_seed_002(self) -> None:
+        assert ztensor.Token is Token and ztensor.TokenBatch is TokenBatch
+        token = ztensor.Token.with_text(42, "hello", 0, logprob=-0.5)
+        batch = ztensor.TokenBatch(sequence_id=1)
+        batch.add(token)
+        assert (batch.text(), batch.sequence_id, batch.is_final) == ("hello", 1, False)
+
     def test_bad_inputs_raise(self) -> None:
         e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=8)
         with pytest.raises(ztensor.ZTensorError):

@@ -29,6 +29,7 @@ from ._native import __version__
 from ._reader import Reader, TensorMetadata
 from ._tools import convert, export, open
 from ._writer import Writer
+from .engine import Token, TokenBatch
 from .tensor import DType, Tensor, TensorMeta
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "Tensor",
     "TensorMeta",
     "TensorMetadata",
+    "Token",
+    "TokenBatch",
     "UnsupportedError",
     "Writer",
     "ZTensorError",
