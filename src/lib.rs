@@ -29,6 +29,7 @@
 
 pub mod cbor;
 pub mod container;
+pub mod convert;
 pub mod digest;
 pub mod dtype;
 pub mod element;
