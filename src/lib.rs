@@ -44,6 +44,7 @@ pub mod layout;
 pub mod manifest;
 pub mod npy;
 pub mod reader;
+pub mod remote;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;

@@ -4,6 +4,7 @@
 mod convert;
 mod engine;
 mod reader;
+mod remote;
 mod tools;
 mod writer;
 

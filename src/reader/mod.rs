@@ -7,7 +7,8 @@ use crate::container::{self, Footer, FOOTER_LEN};
 use crate::error::{Error, Result, Rule};
 use crate::formats::{self, Format};
 use crate::layout::{self};
-use crate::manifest::{self, Manifest, Object, Part, ZSTD_SEEKABLE};
+use crate::manifest::{self, Blob, Manifest, Object, Part, ZSTD_SEEKABLE};
+use crate::remote::{RangeSource, RemoteFile};
 use crate::store::{Backend, Store};
 use crate::zstd_seekable;
 use std::borrow::Cow;
@@ -116,6 +117,14 @@ impl Reader {
 
     pub fn from_bytes_with(bytes: impl Into<Arc<[u8]>>, options: OpenOptions) -> Result<Reader> {
         Reader::from_store(Store::Memory(bytes.into()), None, options)
+    }
+
+    /// Opens an object read through range requests (`http(s)://` and
+    /// `s3://` URLs with the `remote` feature, or any [`RangeSource`]):
+    /// see [`crate::remote`] for the requests this makes.
+    pub fn open_source(source: Arc<dyn RangeSource>, options: OpenOptions) -> Result<Reader> {
+        let file = RemoteFile::open(source)?;
+        Reader::from_store(Store::Remote(Arc::new(file)), None, options)
     }
 
     fn from_store(store: Store, path: Option<PathBuf>, options: OpenOptions) -> Result<Reader> {
@@ -430,6 +439,9 @@ impl Reader {
         let store = self.store_of(part)?;
         match part.decoded_length {
             None => store.read(part.blob.offset + range.start, range.end - range.start),
+            Some(n) if store.is_remote() => {
+                remote_frames(store, part.blob, n, range).map(Cow::Owned)
+            }
             Some(n) => {
                 let stored = store.read(part.blob.offset, part.blob.length)?;
                 Ok(Cow::Owned(zstd_seekable::decode_range(
@@ -472,4 +484,23 @@ impl Reader {
         dst.copy_from_slice(&bytes);
         Ok(())
     }
+}
+
+/// Decoded bytes `range` of a zstd part of a remote object, fetching only
+/// its seek table (the part's last 64 KiB, or the whole table when it is
+/// larger) and then the frames covering the range.
+fn remote_frames(store: &Store, blob: Blob, decoded: u64, range: Range<u64>) -> Result<Vec<u8>> {
+    let end = blob.offset + blob.length;
+    let mut tail_len = blob.length.min(crate::remote::TAIL_BYTES);
+    let mut tail = store.read(end - tail_len, tail_len)?;
+    if let Some(need) = zstd_seekable::SeekTable::table_len(&tail) {
+        if need > tail_len && need <= blob.length {
+            tail_len = need;
+            tail = store.read(end - tail_len, tail_len)?;
+        }
+    }
+    let table = zstd_seekable::SeekTable::parse_suffix(&tail, blob.length, decoded)?;
+    let span = table.stored_span(range.start, range.end);
+    let frames = store.read(blob.offset + span.start, span.end - span.start)?;
+    zstd_seekable::decode_span(&table, &frames, range.start, range.end)
 }
