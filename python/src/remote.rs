@@ -36,11 +36,14 @@ impl FsspecSource {
         let protocol = fs
             .bind(py)
             .getattr("protocol")
-            .and_then(|p| match p.extract::<String>() {
-                Ok(s) => Ok(s),
-                Err(_) => p.get_item(0)?.extract::<String>(),
+            .ok()
+            .and_then(|p| {
+                if let Ok(s) = p.extract::<String>() {
+                    return Some(s);
+                }
+                p.get_item(0).ok()?.extract::<String>().ok()
             })
-            .unwrap_or_else(|_| "fsspec".to_string());
+            .unwrap_or_else(|| "fsspec".to_string());
         let name = format!("{protocol}://{}", path.trim_start_matches('/'));
         let size = fs
             .bind(py)

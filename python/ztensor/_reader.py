@@ -187,7 +187,7 @@ class Reader:
             options = [(k, _option_text(v)) for k, v in (storage_options or {}).items()]
             self._native = NativeReader.open_url(self._path, options)
         elif "://" in self._path:
-            import fsspec  # only fsspec URLs need it
+            import fsspec  # type: ignore[import-untyped]  # only fsspec URLs need it
 
             fs, path = fsspec.core.url_to_fs(self._path, **(storage_options or {}))
             self._native = NativeReader.open_fsspec(fs, path)

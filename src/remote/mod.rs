@@ -43,6 +43,10 @@ pub trait RangeSource: Send + Sync {
     fn name(&self) -> &str;
     /// The object's size in bytes, as the server reported it at open.
     fn len(&self) -> u64;
+    /// True for an empty object.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fetches every range (concurrently where the source can); returns
     /// one buffer per range, in order. Lengths are checked by the caller.
     fn fetch(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>>;
@@ -162,7 +166,7 @@ impl RemoteFile {
             let at = (offset - self.tail_start) as usize;
             return Ok(self.tail[at..at + len as usize].to_vec());
         }
-        let mut out = self.read_many(&[offset..end])?;
+        let mut out = self.read_many(std::slice::from_ref(&(offset..end)))?;
         Ok(out.pop().unwrap_or_default())
     }
 
@@ -293,8 +297,9 @@ mod tests {
     fn plan_merges_near_ranges_and_splits_large_ones() {
         assert_eq!(plan(&[10..20, 0..5, 25..30], 5, 100), vec![0..30]);
         assert_eq!(plan(&[0..5, 20..30], 5, 100), vec![0..5, 20..30]);
-        assert_eq!(plan(&[0..25], 0, 10), vec![0..10, 10..20, 20..25]);
-        assert_eq!(plan(&[3..3], 0, 10), Vec::<Range<u64>>::new());
+        let one = |r: Range<u64>| plan(std::slice::from_ref(&r), 0, 10);
+        assert_eq!(one(0..25), vec![0..10, 10..20, 20..25]);
+        assert_eq!(one(3..3), Vec::<Range<u64>>::new());
     }
 
     #[test]
