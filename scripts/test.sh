@@ -54,7 +54,7 @@ disk
 "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin==1.16.0" "numpy>=1.24" "scipy==1.17.1" "ml_dtypes==0.6.0" "pytest==9.2.0" \
     "mypy==2.4.1" "ruff==0.17.6" "black==26.10.1" "safetensors==0.8.0" \
-    "gguf==0.19.0" "openai==3.57.0" "jsonschema==4.26.0" "httpx==0.28.1" \
+    "gguf==0.19.0" "openai==3.57.0" "jsonschema==4.26.0" "httpx==0.28.1" "moto[server]==5.2.5" \
     "filelock" "fsspec" "jinja2" "networkx" "sympy" "typing-extensions"
 # torch (CPU use only) without triton, nvrtc, cusolver and nvtx, which it never
 # loads on import or on the CPU paths we test: ~1.5 GB less disk. The CUDA

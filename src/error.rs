@@ -262,6 +262,11 @@ pub enum Error {
     /// The caller used the API in a way it does not allow.
     #[error("invalid use: {0}")]
     Usage(String),
+    /// The caller asked a writer for something a reader would reject: the
+    /// format rule it breaks, kept so the writer's refusal names the same
+    /// rule id as the reader's would.
+    #[error("invalid use: {rule}: {detail}")]
+    Invalid { rule: Rule, detail: String },
     /// An engine snapshot or state cannot be restored (the engine is left
     /// as it was).
     #[error("snapshot {fault}: {detail}")]
@@ -329,10 +334,21 @@ impl Error {
         Error::Usage(detail.into())
     }
 
-    /// The rule this error reports, if it is a format violation.
+    /// A core check's error seen from the writer: a format violation
+    /// becomes [`Error::Invalid`] with the same rule (the caller's input,
+    /// not a file, broke it); every other error passes through unchanged.
+    pub(crate) fn refused(self) -> Error {
+        match self {
+            Error::Corrupt { rule, detail, .. } => Error::Invalid { rule, detail },
+            other => other,
+        }
+    }
+
+    /// The rule this error reports, if it is a format violation (or a
+    /// writer's refusal of input that would be one).
     pub fn rule(&self) -> Option<Rule> {
         match self {
-            Error::Corrupt { rule, .. } => Some(*rule),
+            Error::Corrupt { rule, .. } | Error::Invalid { rule, .. } => Some(*rule),
             Error::Checksum { .. } => Some(Rule::DigestMismatch),
             _ => None,
         }

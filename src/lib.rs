@@ -29,6 +29,7 @@
 
 pub mod cbor;
 pub mod container;
+pub mod convert;
 pub mod digest;
 pub mod dtype;
 pub mod element;
@@ -43,6 +44,7 @@ pub mod layout;
 pub mod manifest;
 pub mod npy;
 pub mod reader;
+pub mod remote;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;

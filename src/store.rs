@@ -22,7 +22,12 @@ pub enum Backend {
 pub(crate) enum Store {
     Mapped(Mmap, File),
     Memory(Arc<[u8]>),
-    Pread { file: File, len: u64 },
+    Pread {
+        file: File,
+        len: u64,
+    },
+    /// An object read with range requests (see [`crate::remote`]).
+    Remote(Arc<crate::remote::RemoteFile>),
 }
 
 impl Store {
@@ -53,6 +58,7 @@ impl Store {
             Store::Mapped(m, _) => m.len() as u64,
             Store::Memory(b) => b.len() as u64,
             Store::Pread { len, .. } => *len,
+            Store::Remote(r) => r.len(),
         }
     }
 
@@ -61,7 +67,7 @@ impl Store {
         match self {
             Store::Mapped(m, _) => Some(m),
             Store::Memory(b) => Some(b),
-            Store::Pread { .. } => None,
+            Store::Pread { .. } | Store::Remote(_) => None,
         }
     }
 
@@ -80,8 +86,10 @@ impl Store {
             // In range: checked against the length above.
             return Ok(Cow::Borrowed(&all[offset as usize..end as usize]));
         }
-        let Store::Pread { file, .. } = self else {
-            return Err(Error::usage("unreachable store kind"));
+        let file = match self {
+            Store::Pread { file, .. } => file,
+            Store::Remote(r) => return Ok(Cow::Owned(r.read(offset, len)?)),
+            _ => return Err(Error::usage("unreachable store kind")),
         };
         let n = usize::try_from(len).map_err(|_| Error::usage("read too large"))?;
         let mut buf = Vec::new();
@@ -112,7 +120,14 @@ impl Store {
                 dst.copy_from_slice(&b[offset as usize..(offset + len) as usize]);
                 Ok(())
             }
+            Store::Remote(r) => r.read_into(offset, dst),
         }
+    }
+
+    /// True for an object read with range requests: each read is a round
+    /// trip, so readers fetch only what a range needs.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self, Store::Remote(_))
     }
 
     /// Asks the kernel to read a range ahead (mapped files only).

@@ -143,39 +143,67 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 impl SeekTable {
     /// Parses and checks the seek table against the whole stored part.
     pub fn parse(stored: &[u8], decoded_length: u64) -> Result<SeekTable> {
-        if stored.len() < 8 + SEEK_FOOTER {
+        SeekTable::parse_suffix(stored, stored.len() as u64, decoded_length)
+    }
+
+    /// Bytes the seek table occupies at the end of a part, from the part's
+    /// last 9 bytes (`None` when fewer are given); checked by `parse_suffix`.
+    pub fn table_len(suffix: &[u8]) -> Option<u64> {
+        let foot = suffix.len().checked_sub(SEEK_FOOTER)?;
+        let entry = if suffix[foot + 4] & 0x80 != 0 { 12 } else { 8 };
+        Some(le_u32(suffix, foot) as u64 * entry + SEEK_FOOTER as u64 + 8)
+    }
+
+    /// Parses and checks the seek table from `suffix`, the last bytes of a
+    /// stored part of `stored_len` bytes (all of it, or at least the table:
+    /// see [`SeekTable::table_len`]), so a remote reader fetches the table
+    /// alone and then only the frames it needs.
+    pub fn parse_suffix(suffix: &[u8], stored_len: u64, decoded_length: u64) -> Result<SeekTable> {
+        let total = usize::try_from(stored_len)
+            .ok()
+            .filter(|&t| t >= suffix.len())
+            .ok_or_else(|| table_err("part is larger than this platform addresses"))?;
+        let base = total - suffix.len();
+        // Reads a u32 at absolute position `at` of the part (checked to lie
+        // in the suffix before each use below).
+        let u32_at = |at: usize| le_u32(suffix, at - base);
+        if total < 8 + SEEK_FOOTER || suffix.len() < SEEK_FOOTER {
             return Err(table_err(format!(
-                "encoded part is {} bytes, too short for a seek table",
-                stored.len()
+                "encoded part is {total} bytes, too short for a seek table"
             )));
         }
-        let foot = stored.len() - SEEK_FOOTER;
-        if le_u32(stored, foot + 5) != SEEKABLE_MAGIC {
+        let foot = total - SEEK_FOOTER;
+        if u32_at(foot + 5) != SEEKABLE_MAGIC {
             return Err(table_err("seekable magic missing at the end of the part"));
         }
-        let descriptor = stored[foot + 4];
+        let descriptor = suffix[foot + 4 - base];
         if descriptor & 0x7c != 0 {
             return Err(table_err(format!(
                 "reserved descriptor bits set: {descriptor:#04x}"
             )));
         }
         let entry = if descriptor & 0x80 != 0 { 12u64 } else { 8 };
-        let n = le_u32(stored, foot) as u64;
+        let n = u32_at(foot) as u64;
         let body = n * entry + SEEK_FOOTER as u64; // ≤ 2^32·12: no overflow
         let table_len = body + 8;
-        if table_len > stored.len() as u64 {
+        if table_len > total as u64 {
             return Err(table_err(format!(
-                "seek table of {n} frames needs {table_len} bytes, the part has {}",
-                stored.len()
+                "seek table of {n} frames needs {table_len} bytes, the part has {total}"
             )));
         }
-        let table_start = stored.len() - table_len as usize;
-        if le_u32(stored, table_start) != SKIPPABLE_MAGIC {
+        if table_len > suffix.len() as u64 {
+            return Err(Error::usage(format!(
+                "seek table of {table_len} bytes, {} given",
+                suffix.len()
+            )));
+        }
+        let table_start = total - table_len as usize;
+        if u32_at(table_start) != SKIPPABLE_MAGIC {
             return Err(table_err(
                 "skippable frame magic missing before the seek table",
             ));
         }
-        if le_u32(stored, table_start + 4) as u64 != body {
+        if u32_at(table_start + 4) as u64 != body {
             return Err(table_err(
                 "skippable frame size does not match the seek table",
             ));
@@ -187,8 +215,8 @@ impl SeekTable {
         let (mut s, mut d) = (0usize, 0u64);
         let mut at = table_start + 8;
         for _ in 0..n {
-            let c_len = le_u32(stored, at) as usize;
-            let d_len = le_u32(stored, at + 4) as usize;
+            let c_len = u32_at(at) as usize;
+            let d_len = u32_at(at + 4) as usize;
             at += entry as usize;
             if d_len > MAX_FRAME_SIZE {
                 return Err(table_err(format!(
@@ -248,6 +276,16 @@ impl SeekTable {
     /// Decoded size of every frame but the last.
     pub fn frame_size(&self) -> u64 {
         self.frame_size
+    }
+
+    /// The stored bytes (offsets within the part) of the frames covering
+    /// decoded bytes `[start, end)`: all a reader needs to fetch.
+    pub fn stored_span(&self, start: u64, end: u64) -> std::ops::Range<u64> {
+        let frames = &self.frames[self.covering(start, end)];
+        match (frames.first(), frames.last()) {
+            (Some(f), Some(l)) => f.stored_start as u64..(l.stored_start + l.stored_len) as u64,
+            _ => 0..0,
+        }
     }
 
     /// Indices of the frames covering decoded bytes `[start, end)`.
@@ -327,8 +365,33 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
         )));
     }
     let table = SeekTable::parse(stored, decoded_length)?;
-    let range = table.covering(start, end);
-    let frames = &table.frames[range];
+    let span = table.stored_span(start, end);
+    decode_span(
+        &table,
+        &stored[span.start as usize..span.end as usize],
+        start,
+        end,
+    )
+}
+
+/// Decodes bytes `[start, end)` from `span`, the stored bytes
+/// [`SeekTable::stored_span`] names for that range.
+pub fn decode_span(table: &SeekTable, span: &[u8], start: u64, end: u64) -> Result<Vec<u8>> {
+    if start > end || end > table.decoded_length {
+        return Err(Error::usage(format!(
+            "range {start}..{end} is outside the part's {} bytes",
+            table.decoded_length
+        )));
+    }
+    let expected = table.stored_span(start, end);
+    if span.len() as u64 != expected.end - expected.start {
+        return Err(Error::usage(format!(
+            "{} stored bytes given for frames of {}",
+            span.len(),
+            expected.end - expected.start
+        )));
+    }
+    let frames = &table.frames[table.covering(start, end)];
     let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
         return Ok(Vec::new());
     };
@@ -346,7 +409,7 @@ pub fn decode_range(stored: &[u8], decoded_length: u64, start: u64, end: u64) ->
     // by the decoding threads in parallel rather than zeroed serially here.
     let mut out = vec![0u8; span_len];
     advise_huge_pages(&mut out);
-    decode_frames_into(stored, frames, &mut out)?;
+    decode_frames_into(span, expected.start as usize, frames, &mut out)?;
     let cut_start = (start - span_start) as usize;
     let cut_end = (end - span_start) as usize;
     if cut_start == 0 && cut_end == out.len() {
@@ -365,12 +428,13 @@ pub fn decode_into(stored: &[u8], decoded_length: u64, out: &mut [u8]) -> Result
         )));
     }
     let table = SeekTable::parse(stored, decoded_length)?;
-    decode_frames_into(stored, &table.frames, out)
+    decode_frames_into(stored, 0, &table.frames, out)
 }
 
 /// Decodes consecutive `frames` into `out` (their total decoded size), in
-/// parallel, each frame into its own slot.
-fn decode_frames_into(stored: &[u8], frames: &[Frame], out: &mut [u8]) -> Result<()> {
+/// parallel, each frame into its own slot; `stored` holds the part's bytes
+/// from offset `base` on.
+fn decode_frames_into(stored: &[u8], base: usize, frames: &[Frame], out: &mut [u8]) -> Result<()> {
     let mut slots: Vec<(&Frame, &mut [u8])> = Vec::with_capacity(frames.len());
     let mut rest: &mut [u8] = out;
     for f in frames {
@@ -381,7 +445,7 @@ fn decode_frames_into(stored: &[u8], frames: &[Frame], out: &mut [u8]) -> Result
     slots.into_par_iter().try_for_each_init(
         || None,
         |dctx, (f, dst)| {
-            let src = &stored[f.stored_start..f.stored_start + f.stored_len];
+            let src = &stored[f.stored_start - base..f.stored_start - base + f.stored_len];
             decode_frame(dctx, src, dst)
         },
     )

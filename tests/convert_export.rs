@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use ztensor::cbor::Value;
+use ztensor::convert::convert;
+use ztensor::convert::export::{export, to_safetensors};
 use ztensor::fingerprint;
-use ztensor::formats::convert::convert;
-use ztensor::formats::export::{export, to_safetensors};
 use ztensor::{Error, Reader, WriteOptions, Writer, ZstdOptions};
 
 fn repo(p: &str) -> PathBuf {

@@ -90,7 +90,7 @@ fn logits_match_transformers_on_every_fixture() {
         assert_eq!(shape[0] as usize, tokens.len());
         // The GGUF read directly, and its .zt conversion.
         let zt = dir.join(format!("{stem}.zt"));
-        ztensor::formats::convert::convert(&path, &zt, ztensor::WriteOptions::default()).unwrap();
+        ztensor::convert::convert(&path, &zt, ztensor::WriteOptions::default()).unwrap();
         for file in [&path, &zt] {
             let mut e = Engine::open(file, opts()).unwrap();
             let got = e.eval(&tokens).unwrap();

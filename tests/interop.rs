@@ -555,7 +555,7 @@ fn our_files_read_exactly_in_upstream() {
 #[test]
 #[ignore = "needs ZT_INTEROP_PYTHON with ztensor==2.1.2; scripts/test.sh runs it"]
 fn conversion_matches_upstream_convert() {
-    use ztensor::formats::convert::{convert, recorded_type, type_name};
+    use ztensor::convert::{convert, recorded_type, type_name};
     use ztensor::formats::gguf::GgufFile;
     let fixtures = std::env::var_os("ZT_FIXTURES")
         .map(PathBuf::from)
@@ -591,7 +591,7 @@ fn conversion_matches_upstream_convert() {
             .join(model)
             .join("model.safetensors");
         let out = dir.join(format!("{model}-st.zt"));
-        ztensor::formats::convert::convert(&src, &out, WriteOptions::default()).unwrap();
+        ztensor::convert::convert(&src, &out, WriteOptions::default()).unwrap();
         Reader::open(&out).unwrap().verify().unwrap();
         convert_check(&src, &out);
     }
@@ -602,7 +602,7 @@ fn conversion_matches_upstream_convert() {
             .join("tests/data/npz")
             .join(name);
         let out = dir.join(name).with_extension("zt");
-        ztensor::formats::convert::convert(&src, &out, WriteOptions::default()).unwrap();
+        ztensor::convert::convert(&src, &out, WriteOptions::default()).unwrap();
         convert_check(&src, &out);
     }
 }

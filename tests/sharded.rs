@@ -3,8 +3,8 @@
 //! file they were split from; broken sets fail naming the shard.
 
 use std::path::{Path, PathBuf};
+use ztensor::convert::shard_write::convert_sharded;
 use ztensor::formats::gguf::GgufFile;
-use ztensor::formats::shard_write::convert_sharded;
 use ztensor::{Reader, WriteOptions};
 
 fn fixtures() -> PathBuf {
@@ -117,7 +117,7 @@ fn safetensors_index_set_equals_the_single_file() {
     assert_same(&orig, &set);
     // A set converts to one .zt and to a sharded .zt set.
     let one = d.path().join("one.zt");
-    ztensor::formats::convert::convert(&index, &one, WriteOptions::default()).unwrap();
+    ztensor::convert::convert(&index, &one, WriteOptions::default()).unwrap();
     assert_same(&orig, &Reader::open(&one).unwrap());
     let root = d.path().join("sharded.zt");
     convert_sharded(
@@ -306,7 +306,7 @@ fn split_gguf_opens_from_any_shard_and_equals_the_single_file() {
     )
     .unwrap();
     let gguf = d.path().join("back.gguf");
-    ztensor::formats::export::export(&root, &gguf).unwrap();
+    ztensor::convert::export::export(&root, &gguf).unwrap();
     assert_eq!(
         std::fs::read(&gguf).unwrap(),
         std::fs::read(gguf_original()).unwrap()

@@ -361,7 +361,7 @@ fn bad_snapshots_are_refused_and_leave_the_engine_as_it_was() {
 fn a_gguf_and_its_conversion_share_the_fingerprint() {
     let Some(gguf) = other_model() else { return };
     let zt = tmp("conv.zt");
-    ztensor::formats::convert::convert(&gguf, &zt, ztensor::WriteOptions::default()).unwrap();
+    ztensor::convert::convert(&gguf, &zt, ztensor::WriteOptions::default()).unwrap();
     let a = Reader::open(&gguf).unwrap();
     let b = Reader::open(&zt).unwrap();
     assert!(ztensor::fingerprint::cached(&a).is_none());

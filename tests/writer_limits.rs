@@ -15,7 +15,8 @@ fn tmp() -> PathBuf {
 }
 
 /// Runs `f` on a fresh writer: `Ok` must give a file that opens (and `f`'s
-/// objects verify), `Err` must be a usage error that leaves no file.
+/// objects verify), `Err` must be a usage error (with the rule it would
+/// break, when it is one) that leaves no file.
 fn write(f: impl FnOnce(&mut Writer) -> ztensor::Result<()>) -> Result<(), Error> {
     let path = tmp();
     let mut w = Writer::create(&path).unwrap();
@@ -29,7 +30,10 @@ fn write(f: impl FnOnce(&mut Writer) -> ztensor::Result<()>) -> Result<(), Error
         Err(e) => {
             drop(w);
             assert!(!path.exists(), "a refused write leaves no file");
-            assert!(matches!(e, Error::Usage(_)), "{e:?}");
+            assert!(
+                matches!(e, Error::Usage(_) | Error::Invalid { .. }),
+                "{e:?}"
+            );
             Err(e)
         }
     }

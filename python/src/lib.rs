@@ -5,6 +5,7 @@ mod codec;
 mod convert;
 mod engine;
 mod reader;
+mod remote;
 mod tools;
 mod writer;
 

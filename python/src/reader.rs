@@ -67,6 +67,36 @@ impl NativeReader {
         })
     }
 
+    /// Opens an `http(s)://` or `s3://` URL with range requests;
+    /// `options` override the AWS environment (see `ztensor::remote`).
+    #[staticmethod]
+    #[pyo3(signature = (url, options = None))]
+    fn open_url(
+        py: Python<'_>,
+        url: String,
+        options: Option<Vec<(String, String)>>,
+    ) -> PyResult<Self> {
+        let options = options.unwrap_or_default();
+        let reader = py
+            .detach(|| ztensor::remote::open_url(&url, &options, OpenOptions::default()))
+            .py_err()?;
+        Ok(NativeReader {
+            inner: Arc::new(reader),
+        })
+    }
+
+    /// Opens `path` of an `fsspec` file system with ranged reads.
+    #[staticmethod]
+    fn open_fsspec(py: Python<'_>, fs: Py<PyAny>, path: String) -> PyResult<Self> {
+        let source = crate::remote::FsspecSource::open(py, fs, path).py_err()?;
+        let reader = py
+            .detach(|| Reader::open_source(Arc::new(source), OpenOptions::default()))
+            .py_err()?;
+        Ok(NativeReader {
+            inner: Arc::new(reader),
+        })
+    }
+
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<Self> {
         let reader = py.detach(|| Reader::from_bytes(data)).py_err()?;

@@ -25,7 +25,7 @@ pub fn convert<'py>(
         ..WriteOptions::default()
     };
     let rep = py
-        .detach(|| ztensor::formats::convert::convert(&src, &dst, options))
+        .detach(|| ztensor::convert::convert(&src, &dst, options))
         .map_err(to_pyerr)?;
     let d = PyDict::new(py);
     d.set_item("format", rep.format.map(|f| f.name()))?;
@@ -40,7 +40,7 @@ pub fn convert<'py>(
 #[pyfunction]
 pub fn export<'py>(py: Python<'py>, src: PathBuf, dst: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let rep = py
-        .detach(|| ztensor::formats::export::export(&src, &dst))
+        .detach(|| ztensor::convert::export::export(&src, &dst))
         .map_err(to_pyerr)?;
     let d = PyDict::new(py);
     d.set_item("tensors", rep.tensors)?;

@@ -13,6 +13,10 @@ from ._errors import UnsupportedError, ZTensorKeyError, ZTensorValueError
 from ._native import NativeReader
 from .tensor import DType, Tensor
 
+# URLs the core reads itself with range requests (object_store); any other
+# `scheme://` goes through fsspec.
+_NATIVE_SCHEMES = ("http://", "https://", "s3://", "s3a://")
+
 _LAYOUTS = {
     "dense": "dense",
     "zt.sparse_csr/1": "sparse_csr",
@@ -140,22 +144,56 @@ class Reader:
     reader is closed). Compressed tensors are decoded in parallel into an
     owned array. Every structural rule of the format is checked at open.
 
+    Remote files open the same way: an `http://`, `https://` or `s3://`
+    URL is read with HTTP range requests (S3 credentials, region and
+    endpoint from the usual `AWS_*` environment variables, overridden by
+    `storage_options` such as `{"endpoint_url": ..., "region": ...}`);
+    any other `protocol://` URL, or any path with `filesystem=`, is read
+    through fsspec. Opening costs a few requests (size, head and tail,
+    and the manifest if the tail did not hold it); each read fetches only
+    the byte ranges (for compressed tensors, the frames) that cover it.
+
     Args:
-        file_path: Path of the file.
-        backend: `'mmap'` (default) or `'pread'` for files that may change
-            while open.
+        file_path: Path of the file, or a URL.
+        backend: `'mmap'` (default) or `'pread'` for local files that may
+            change while open.
+        storage_options: Settings of a remote store: for http(s)/s3 URLs
+            the object_store options (`endpoint_url`, `region`,
+            `access_key_id`, `secret_access_key`, `allow_http`, ...); for
+            fsspec URLs the keyword arguments of the fsspec file system.
+        filesystem: An fsspec file system to read `file_path` from.
 
     Raises:
         ZTensorFileNotFoundError: The file does not exist.
+        ZTensorIOError: A remote request failed, or a server answered with
+            a body of the wrong length.
         FormatError: The file is not a valid `.zt` file (or GGUF,
             safetensors, npy, npz or legacy ztensor file; those open
             read-only through the same interface).
     """
 
-    def __init__(self, file_path: str | os.PathLike[str], *, backend: str = "mmap") -> None:
+    def __init__(
+        self,
+        file_path: str | os.PathLike[str],
+        *,
+        backend: str = "mmap",
+        storage_options: dict[str, Any] | None = None,
+        filesystem: Any = None,
+    ) -> None:
         self._path = os.fspath(file_path)
         self._native: NativeReader | None = None
-        self._native = NativeReader(self._path, backend)
+        if filesystem is not None:
+            self._native = NativeReader.open_fsspec(filesystem, self._path)
+        elif self._path.startswith(_NATIVE_SCHEMES):
+            options = [(k, _option_text(v)) for k, v in (storage_options or {}).items()]
+            self._native = NativeReader.open_url(self._path, options)
+        elif "://" in self._path:
+            import fsspec  # type: ignore[import-untyped]  # only fsspec URLs need it
+
+            fs, path = fsspec.core.url_to_fs(self._path, **(storage_options or {}))
+            self._native = NativeReader.open_fsspec(fs, path)
+        else:
+            self._native = NativeReader(self._path, backend)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reader:
@@ -405,3 +443,10 @@ class Reader:
         if len(meta.shape) == 2:
             return scipy.sparse.coo_matrix((vals, (coords[0], coords[1])), shape=meta.shape)
         return scipy.sparse.coo_array((vals, tuple(coords)), shape=meta.shape)
+
+
+def _option_text(value: object) -> str:
+    """A storage option as object_store takes it (`true`/`false` for bools)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -14,25 +14,39 @@ from ._reader import Reader
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def open(path: PathLike, *, backend: str = "mmap") -> Reader:  # noqa: A001 - ztensor.open
+def open(  # noqa: A001 - ztensor.open
+    path: PathLike,
+    *,
+    backend: str = "mmap",
+    storage_options: dict[str, Any] | None = None,
+    filesystem: Any = None,
+) -> Reader:
     """Opens a `.zt`, GGUF, safetensors, npy, npz or legacy ztensor file.
 
     The format is detected from the file's first bytes, never its name.
     Files of other formats are read-only and use the same interface as
     `.zt` files: zero-copy arrays, row slices, metadata and attributes.
 
+    Remote files open by URL: `http(s)://` and `s3://` with range requests
+    (S3 settings from the `AWS_*` environment, overridden by
+    `storage_options`), any other `protocol://` through fsspec; see
+    `Reader`.
+
     Args:
-        path: The file.
-        backend: `'mmap'` (default) or `'pread'`.
+        path: The file, or a URL.
+        backend: `'mmap'` (default) or `'pread'` (local files).
+        storage_options: Settings of the remote store (see `Reader`).
+        filesystem: An fsspec file system to read `path` from.
 
     Returns:
         A `Reader`.
 
     Raises:
         ZTensorFileNotFoundError: The file does not exist.
+        ZTensorIOError: A remote request failed or returned a wrong length.
         FormatError: The file is not valid in its detected format.
     """
-    return Reader(path, backend=backend)
+    return Reader(path, backend=backend, storage_options=storage_options, filesystem=filesystem)
 
 
 def convert(

@@ -163,12 +163,13 @@ impl Engine {
 
     /// Writes `state` (taken from this engine) to `path`, atomically.
     pub fn write_state(&self, state: &State, path: &Path, compress: bool) -> Result<()> {
-        let options = WriteOptions {
-            compression: compress.then(ZstdOptions::default),
-            digest: Some(DigestAlg::Xxh3),
-            ..WriteOptions::default()
-        };
-        let mut w = Writer::create_with(path, options)?;
+        let w = Writer::create_with(path, snapshot_options(compress))?;
+        self.fill(w, state)?.finish()?;
+        Ok(())
+    }
+
+    /// Adds `state`'s objects and attributes to `w`.
+    fn fill(&self, mut w: Writer, state: &State) -> Result<Writer> {
         let n = state.tokens.len() as u64;
         let kv_dim = self.model.config.kv_dim();
         let per_layer = state.tokens.len() * kv_dim;
@@ -186,8 +187,7 @@ impl Engine {
             KvRows::F32 { k, v } => write_kv(&mut w, layers, &shape, per_layer, k, v)?,
             KvRows::F16 { k, v } => write_kv(&mut w, layers, &shape, per_layer, k, v)?,
         }
-        w.finish()?;
-        Ok(())
+        Ok(w)
     }
 
     /// Saves the context to `path` (atomic: a failed write leaves any old
@@ -197,8 +197,7 @@ impl Engine {
         self.write_state(&state, path.as_ref(), compress)
     }
 
-    /// The snapshot as bytes (written through a temporary file, removed
-    /// before returning).
+    /// The snapshot as bytes (written in memory).
     pub fn snapshot_bytes(&self, compress: bool) -> Result<Vec<u8>> {
         let state = self.capture()?;
         self.state_bytes(&state, compress)
@@ -206,9 +205,8 @@ impl Engine {
 
     /// `state` as snapshot bytes.
     pub fn state_bytes(&self, state: &State, compress: bool) -> Result<Vec<u8>> {
-        let tmp = TempPath::new()?;
-        self.write_state(state, &tmp.0, compress)?;
-        std::fs::read(&tmp.0).map_err(|e| Error::io(format!("reading {}", tmp.0.display()), e))
+        let w = Writer::in_memory(snapshot_options(compress))?;
+        self.fill(w, state)?.finish_bytes()
     }
 
     /// Replaces the context with the snapshot in `reader`, after checking
@@ -288,22 +286,12 @@ fn write_kv<T: crate::element::Element>(
     Ok(())
 }
 
-/// A temporary file path, removed on drop.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new() -> Result<TempPath> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let name = format!("ztensor-snapshot-{}-{n}.zt", std::process::id());
-        Ok(TempPath(std::env::temp_dir().join(name)))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// How snapshots are written: xxh3 digests, zstd parts when `compress`.
+fn snapshot_options(compress: bool) -> WriteOptions {
+    WriteOptions {
+        compression: compress.then(ZstdOptions::default),
+        digest: Some(DigestAlg::Xxh3),
+        ..WriteOptions::default()
     }
 }
 

@@ -1,21 +1,22 @@
 //! Readers of other tensor formats, each in its own module. Every reader
 //! turns its file into a [`Manifest`] whose parts point at the tensor bytes
 //! in the file, so [`crate::Reader`] serves every format with the same
-//! zero-copy reads, slicing and conversion.
+//! zero-copy reads, slicing and conversion. This layer sits below the
+//! reader: it parses bytes from a store and never opens a `Reader` or a
+//! `Writer` (conversion and export, which do, live in [`crate::convert`]).
 
-pub mod convert;
-pub mod export;
 pub mod gguf;
+pub mod gguf_manifest;
 pub mod legacy;
 pub mod npz;
 pub mod safetensors;
-pub mod shard_write;
 pub mod sharded;
 mod zip;
 
+use crate::cbor::Value;
+use crate::dtype::ElementType;
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
-use crate::reader::OpenOptions;
+use crate::manifest::{Blob, Manifest, Object, Part};
 use crate::store::Store;
 
 /// File formats recognised by their first bytes (never by the extension).
@@ -113,25 +114,49 @@ pub(crate) fn image_buffer(
     Ok(image)
 }
 
-pub(crate) fn open_foreign(
-    format: Format,
-    store: &Store,
-    options: &OpenOptions,
-) -> Result<Foreign> {
+pub(crate) fn open_foreign(format: Format, store: &Store, max_decoded: u64) -> Result<Foreign> {
     let plain = |manifest| Foreign {
         manifest,
         image: None,
     };
     match format {
-        Format::Gguf => Ok(plain(convert::gguf_manifest(&gguf::parse_store(store)?)?)),
-        Format::Safetensors => Ok(plain(convert::safetensors_manifest(
+        Format::Gguf => Ok(plain(gguf_manifest::gguf_manifest(&gguf::parse_store(
+            store,
+        )?)?)),
+        Format::Safetensors => Ok(plain(safetensors::safetensors_manifest(
             &safetensors::parse_store(store)?,
         )?)),
         Format::Npy => Ok(plain(npz::npy_manifest(store)?)),
-        Format::Npz => npz::npz_manifest(store, options.max_decoded_bytes),
-        Format::ZtV1 | Format::ZtV01 => legacy::open(format, store, options.max_decoded_bytes),
+        Format::Npz => npz::npz_manifest(store, max_decoded),
+        Format::ZtV1 | Format::ZtV01 => legacy::open(format, store, max_decoded),
         Format::Zt | Format::Unknown => Err(Error::usage(format!(
             "{format} files are not read through a synthesized manifest"
         ))),
+    }
+}
+/// A raw part at `[offset, offset + length)` of the file.
+pub(crate) fn part(etype: ElementType, offset: u64, length: u64) -> Part {
+    Part {
+        etype,
+        blob: Blob { offset, length },
+        shard: None,
+        encoding: None,
+        decoded_length: None,
+        digest: None,
+    }
+}
+
+/// A one-part object (role `data`).
+pub(crate) fn object(
+    shape: Vec<u64>,
+    layout: String,
+    part: Part,
+    attributes: Option<Value>,
+) -> Object {
+    Object {
+        shape,
+        layout,
+        parts: [("data".to_string(), part)].into_iter().collect(),
+        attributes,
     }
 }

@@ -4,8 +4,11 @@
 //! duplicate JSON keys are rejected at every level. Leading whitespace before
 //! the header's `{` is accepted, as the reference does.
 
+use crate::cbor::Value;
 use crate::dtype::{DType, ElementType, LogicalType};
 use crate::error::{Error, Result};
+use crate::formats::{object, part};
+use crate::manifest::Manifest;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -378,4 +381,28 @@ fn parse_tensor(name: &str, v: Json, data_start: u64) -> Result<StTensor> {
         begin,
         end,
     })
+}
+
+/// A safetensors file as a manifest; `__metadata__` becomes attributes.
+pub fn safetensors_manifest(st: &SafetensorsFile) -> Result<Manifest> {
+    let attributes = match &st.metadata {
+        None => None,
+        Some(meta) => Some(Value::map(
+            meta.iter()
+                .map(|(k, v)| (Value::text(k.as_str()), Value::text(v.as_str())))
+                .collect(),
+        )?),
+    };
+    let mut m = Manifest {
+        attributes,
+        ..Manifest::default()
+    };
+    for t in &st.tensors {
+        let p = part(t.element_type()?, t.begin, t.end - t.begin);
+        m.objects.insert(
+            t.name.clone(),
+            object(t.shape.clone(), "dense".into(), p, None),
+        );
+    }
+    Ok(m)
 }

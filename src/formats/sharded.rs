@@ -1,4 +1,4 @@
-//! Multi-file model sets opened as one [`Reader`]:
+//! Multi-file model sets opened as one [`crate::Reader`]:
 //!
 //! - safetensors sets: a `*.safetensors.index.json` whose `weight_map`
 //!   maps every tensor name to the shard file holding it;
@@ -9,15 +9,15 @@
 //! Every shard is opened and its header parsed up front, so a missing,
 //! truncated or swapped shard is an error naming that shard at open time.
 //! Our own sharded `.zt` sets need nothing here: their root file declares
-//! its data shards (spec §8) and [`crate::formats::shard_write`] writes them.
+//! its data shards (spec §8) and [`crate::convert::shard_write`] writes them.
 
 use crate::error::{Error, Result, Rule};
-use crate::formats::convert::{gguf_attributes, gguf_manifest, safetensors_manifest};
 use crate::formats::gguf::{self, GgufFile, GgufValue};
+use crate::formats::gguf_manifest::{gguf_attributes, gguf_manifest};
+use crate::formats::safetensors::safetensors_manifest;
 use crate::formats::{safetensors, Format};
 use crate::manifest::Manifest;
-use crate::reader::{OpenOptions, Reader};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -26,17 +26,26 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// Most shard files one set may name.
 pub const MAX_SHARDS: usize = 65_535;
 
+/// A set's shards opened and merged into one manifest, whose parts name
+/// the shard file they live in; the reader is built from it.
+pub(crate) struct Set {
+    pub path: PathBuf,
+    pub format: Format,
+    pub manifest: Manifest,
+    pub shards: Vec<(String, Store)>,
+}
+
 /// Opens `path` as a set when its name says it is one (a safetensors
 /// index, or a split GGUF shard); `None` for an ordinary file.
-pub(crate) fn open_set(path: &Path, options: &OpenOptions) -> Result<Option<Reader>> {
+pub(crate) fn open_set(path: &Path, backend: Backend) -> Result<Option<Set>> {
     let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
         return Ok(None);
     };
     if file_name.ends_with(".safetensors.index.json") {
-        return open_safetensors_index(path, options).map(Some);
+        return open_safetensors_index(path, backend).map(Some);
     }
     if let Some((prefix, _, count)) = split_gguf_name(file_name) {
-        return open_split_gguf(path, prefix, count, options).map(Some);
+        return open_split_gguf(path, prefix, count, backend).map(Some);
     }
     Ok(None)
 }
@@ -68,7 +77,7 @@ pub fn check_set_file_name(name: &str) -> Result<()> {
 }
 
 /// Opens one shard file, mapping every failure to an error naming it.
-fn open_shard(dir: &Path, name: &str, options: &OpenOptions) -> Result<(PathBuf, Store)> {
+fn open_shard(dir: &Path, name: &str, backend: Backend) -> Result<(PathBuf, Store)> {
     check_set_file_name(name)?;
     let path = dir.join(name);
     match std::fs::metadata(&path) {
@@ -79,7 +88,7 @@ fn open_shard(dir: &Path, name: &str, options: &OpenOptions) -> Result<(PathBuf,
         Ok(m) if !m.is_file() => return Err(shard_error(name, &path, "is not a regular file")),
         Ok(_) => {}
     }
-    let store = Store::open(&path, options.backend).map_err(|e| shard_error(name, &path, e))?;
+    let store = Store::open(&path, backend).map_err(|e| shard_error(name, &path, e))?;
     Ok((path, store))
 }
 
@@ -119,7 +128,7 @@ pub fn parse_index(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> {
+fn open_safetensors_index(path: &Path, backend: Backend) -> Result<Set> {
     let len = std::fs::metadata(path)
         .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?
         .len();
@@ -148,7 +157,7 @@ fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> 
     let mut held_by: BTreeMap<String, &str> = BTreeMap::new();
     let mut stores = Vec::with_capacity(files.len());
     for &file in &files {
-        let (shard_path, store) = open_shard(&dir, file, options)?;
+        let (shard_path, store) = open_shard(&dir, file, backend)?;
         let st = safetensors::parse_store(&store).map_err(|e| {
             shard_error(
                 file,
@@ -202,13 +211,12 @@ fn open_safetensors_index(path: &Path, options: &OpenOptions) -> Result<Reader> 
             format!("does not hold tensor {name:?}, which the index places there"),
         ));
     }
-    Reader::from_set(
-        path.to_path_buf(),
-        Format::Safetensors,
-        merged,
-        stores,
-        options.clone(),
-    )
+    Ok(Set {
+        path: path.to_path_buf(),
+        format: Format::Safetensors,
+        manifest: merged,
+        shards: stores,
+    })
 }
 
 /// Splits `<prefix>-NNNNN-of-MMMMM.gguf` into (prefix, N, M).
@@ -247,7 +255,7 @@ fn gguf_uint(g: &GgufFile, key: &str) -> Option<u64> {
 /// is seen as one model.
 pub const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"];
 
-fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions) -> Result<Reader> {
+fn open_split_gguf(path: &Path, prefix: &str, count: u32, backend: Backend) -> Result<Set> {
     let dir = parent_dir(path);
     let mut merged = Manifest::default();
     let mut whole: Option<GgufFile> = None;
@@ -255,7 +263,7 @@ fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions)
     let mut declared_total = None;
     for no in 1..=count {
         let file = split_gguf_file_name(prefix, no, count);
-        let (shard_path, store) = open_shard(&dir, &file, options)?;
+        let (shard_path, store) = open_shard(&dir, &file, backend)?;
         let g = gguf::parse_store(&store)
             .map_err(|e| shard_error(&file, &shard_path, format!("not a valid GGUF file: {e}")))?;
         let key = |k: &str| {
@@ -330,11 +338,10 @@ fn open_split_gguf(path: &Path, prefix: &str, count: u32, options: &OpenOptions)
         .metadata
         .retain(|(k, _)| !SPLIT_KEYS.contains(&k.as_str()));
     merged.attributes = Some(gguf_attributes(&whole)?);
-    Reader::from_set(
-        path.to_path_buf(),
-        Format::Gguf,
-        merged,
-        stores,
-        options.clone(),
-    )
+    Ok(Set {
+        path: path.to_path_buf(),
+        format: Format::Gguf,
+        manifest: merged,
+        shards: stores,
+    })
 }

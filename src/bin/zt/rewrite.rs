@@ -36,17 +36,13 @@ pub fn convert(
         bar
     });
     let t = std::time::Instant::now();
-    let rep = ztensor::formats::convert::convert_with_progress(
-        input,
-        output,
-        options,
-        &mut |done, total| {
+    let rep =
+        ztensor::convert::convert_with_progress(input, output, options, &mut |done, total| {
             if let Some(b) = &bar {
                 b.set_length(total);
                 b.set_position(done);
             }
-        },
-    )?;
+        })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -100,7 +96,7 @@ pub fn convert_sharded(
         ..WriteOptions::default()
     };
     let max = parse_size(max_shard_size)?;
-    let rep = ztensor::formats::shard_write::convert_sharded(
+    let rep = ztensor::convert::shard_write::convert_sharded(
         input,
         output,
         options,
@@ -124,7 +120,7 @@ pub fn convert_sharded(
 
 /// `zt export`: .zt (or any readable file) to GGUF or safetensors.
 pub fn export(input: &Path, output: &Path) -> Result<()> {
-    let rep = ztensor::formats::export::export(input, output)?;
+    let rep = ztensor::convert::export::export(input, output)?;
     println!(
         "{} -> {}: {} tensors, {} metadata keys ({} attributes without a form there), {} bytes",
         input.display(),

@@ -1,4 +1,6 @@
-//! Conversion of other formats into `.zt`. GGUF: every tensor keeps its
+//! Conversion of other formats into `.zt`, and (in [`export`]) back out;
+//! this module sits above [`crate::Reader`] and [`crate::Writer`], and the
+//! format parsers below it never call it. GGUF: every tensor keeps its
 //! name; f32/f16/bf16/f64/i8..i64 tensors become `dense`, quantized ones
 //! `gguf.<type>/1` with their block bytes verbatim; the logical shape is the
 //! GGUF dims reversed. Metadata becomes file attributes (plain values, as
@@ -9,14 +11,14 @@
 //! input in fixed-size chunks with `pread` (the header is read alone), so
 //! memory stays flat whatever the model size.
 
+pub mod export;
+pub mod shard_write;
+
 use crate::cbor::Value;
-use crate::dtype::{DType, ElementType};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fingerprint;
-use crate::formats::gguf::{GgufFile, GgufValue};
-use crate::formats::safetensors::SafetensorsFile;
 use crate::formats::Format;
-use crate::manifest::{Blob, Manifest, Object, Part};
+use crate::manifest::Object;
 use crate::reader::OpenOptions;
 use crate::store::Backend;
 use crate::writer::{PartOptions, WriteOptions, Writer};
@@ -31,155 +33,6 @@ pub struct ConvertReport {
     pub metadata_keys: usize,
     pub input_bytes: u64,
     pub output_bytes: u64,
-}
-
-fn dense_dtype(ggml: &str) -> Option<DType> {
-    Some(match ggml {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        "f64" => DType::F64,
-        "i8" => DType::I8,
-        "i16" => DType::I16,
-        "i32" => DType::I32,
-        "i64" => DType::I64,
-        _ => return None,
-    })
-}
-
-fn to_value(v: &GgufValue) -> Value {
-    let int = |x: i64| {
-        if x >= 0 {
-            Value::Uint(x as u64)
-        } else {
-            Value::Nint((-1 - x) as u64)
-        }
-    };
-    match v {
-        GgufValue::U8(x) => Value::Uint(*x as u64),
-        GgufValue::U16(x) => Value::Uint(*x as u64),
-        GgufValue::U32(x) => Value::Uint(*x as u64),
-        GgufValue::U64(x) => Value::Uint(*x),
-        GgufValue::I8(x) => int(*x as i64),
-        GgufValue::I16(x) => int(*x as i64),
-        GgufValue::I32(x) => int(*x as i64),
-        GgufValue::I64(x) => int(*x),
-        GgufValue::F32(x) => Value::Float(*x as f64),
-        GgufValue::F64(x) => Value::Float(*x),
-        GgufValue::Bool(b) => Value::Bool(*b),
-        GgufValue::String(s) => Value::Text(s.clone()),
-        GgufValue::Array(_, items) => Value::Array(items.iter().map(to_value).collect()),
-    }
-}
-
-/// `u32`, `string`, `array[f32]`, ...
-pub fn type_name(v: &GgufValue) -> String {
-    match v {
-        GgufValue::Array(elem, _) => format!("array[{}]", elem.name()),
-        other => other.value_type().name().to_string(),
-    }
-}
-
-/// The attributes a converted GGUF file carries.
-pub fn gguf_attributes(g: &GgufFile) -> Result<Value> {
-    let mut entries = Vec::with_capacity(g.metadata.len() + 1);
-    let mut types = Vec::with_capacity(g.metadata.len());
-    for (k, v) in &g.metadata {
-        entries.push((Value::text(k.as_str()), to_value(v)));
-        types.push((Value::text(k.as_str()), Value::text(type_name(v))));
-    }
-    let keys = g.metadata.iter().map(|(k, _)| Value::text(k.as_str()));
-    let tensors = g.tensors.iter().map(|t| Value::text(t.name.as_str()));
-    let gguf = Value::text_map([
-        ("version", Value::Uint(g.version as u64)),
-        ("alignment", Value::Uint(g.alignment)),
-        ("types", Value::map(types)?),
-        ("keys", Value::Array(keys.collect())),
-        ("tensors", Value::Array(tensors.collect())),
-    ])?;
-    if g.metadata.iter().any(|(k, _)| k == "gguf") {
-        return Err(Error::Unsupported(
-            "a GGUF key named \"gguf\" collides with our conversion record".into(),
-        ));
-    }
-    entries.push((Value::text("gguf"), gguf));
-    Value::map(entries)
-}
-
-fn part(etype: ElementType, offset: u64, length: u64) -> Part {
-    Part {
-        etype,
-        blob: Blob { offset, length },
-        shard: None,
-        encoding: None,
-        decoded_length: None,
-        digest: None,
-    }
-}
-
-fn object(shape: Vec<u64>, layout: String, part: Part, attributes: Option<Value>) -> Object {
-    Object {
-        shape,
-        layout,
-        parts: [("data".to_string(), part)].into_iter().collect(),
-        attributes,
-    }
-}
-
-/// A GGUF file as a manifest: parts point at the tensor data in the file.
-pub fn gguf_manifest(g: &GgufFile) -> Result<Manifest> {
-    let mut m = Manifest {
-        attributes: Some(gguf_attributes(g)?),
-        ..Manifest::default()
-    };
-    for t in &g.tensors {
-        let obj = match dense_dtype(t.ggml_type.name) {
-            Some(d) => object(
-                t.shape(),
-                "dense".into(),
-                part(ElementType::plain(d), t.offset, t.n_bytes),
-                None,
-            ),
-            None => {
-                let attrs = Value::text_map([
-                    ("block_bytes", Value::Uint(t.ggml_type.block_bytes)),
-                    ("elems_per_block", Value::Uint(t.ggml_type.block_elems)),
-                ])?;
-                object(
-                    t.shape(),
-                    format!("gguf.{}/1", t.ggml_type.name),
-                    part(ElementType::plain(DType::U8), t.offset, t.n_bytes),
-                    Some(attrs),
-                )
-            }
-        };
-        m.objects.insert(t.name.clone(), obj);
-    }
-    Ok(m)
-}
-
-/// A safetensors file as a manifest; `__metadata__` becomes attributes.
-pub fn safetensors_manifest(st: &SafetensorsFile) -> Result<Manifest> {
-    let attributes = match &st.metadata {
-        None => None,
-        Some(meta) => Some(Value::map(
-            meta.iter()
-                .map(|(k, v)| (Value::text(k.as_str()), Value::text(v.as_str())))
-                .collect(),
-        )?),
-    };
-    let mut m = Manifest {
-        attributes,
-        ..Manifest::default()
-    };
-    for t in &st.tensors {
-        let p = part(t.element_type()?, t.begin, t.end - t.begin);
-        m.objects.insert(
-            t.name.clone(),
-            object(t.shape.clone(), "dense".into(), p, None),
-        );
-    }
-    Ok(m)
 }
 
 /// Copy buffer for streaming tensor data from the input file.
@@ -314,3 +167,7 @@ pub fn recorded_type(attributes: &Value, key: &str) -> Option<String> {
         .as_str()
         .map(str::to_string)
 }
+
+/// `u32`, `string`, `array[f32]`, ...: re-exported from the GGUF manifest
+/// synthesis, which records them.
+pub use crate::formats::gguf_manifest::type_name;

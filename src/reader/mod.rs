@@ -4,21 +4,24 @@
 
 use crate::cbor::Value;
 use crate::container::{self, Footer, FOOTER_LEN};
-use crate::digest::DigestAlg;
-use crate::dtype::{ElementType, Logical};
-use crate::element::{self, Element};
 use crate::error::{Error, Result, Rule};
 use crate::formats::{self, Format};
-use crate::layout::{self, LayoutKind};
-use crate::manifest::{self, Manifest, Object, Part, ZSTD_SEEKABLE};
+use crate::layout::{self};
+use crate::manifest::{self, Blob, Manifest, Object, Part, ZSTD_SEEKABLE};
+use crate::remote::{RangeSource, RemoteFile};
 use crate::store::{Backend, Store};
 use crate::zstd_seekable;
-use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+mod tensor;
+mod typed;
+
+pub use tensor::{CooTensor, CsrTensor, TensorData, VerifyReport};
+pub use typed::file_digest;
 
 /// Default cap on the bytes one decode call may allocate (64 GiB).
 pub const DEFAULT_MAX_DECODED: u64 = 64 << 30;
@@ -58,136 +61,12 @@ impl OpenOptions {
     }
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Reader> {
         let path = path.as_ref();
-        if let Some(set) = formats::sharded::open_set(path, self)? {
-            return Ok(set);
+        if let Some(set) = formats::sharded::open_set(path, self.backend)? {
+            return Reader::from_set(set.path, set.format, set.manifest, set.shards, self.clone());
         }
         let store = Store::open(path, self.backend)?;
         Reader::from_store(store, Some(path.to_path_buf()), self.clone())
     }
-}
-
-/// A decoded dense tensor (or the values of a sparse one).
-#[derive(Debug, Clone)]
-pub struct TensorData<'a> {
-    pub shape: Vec<u64>,
-    pub etype: ElementType,
-    /// Borrowed from the map for raw parts; owned after decoding.
-    pub bytes: Cow<'a, [u8]>,
-}
-
-impl<'a> TensorData<'a> {
-    /// True when the bytes are borrowed from the file (no copy was made).
-    pub fn is_zero_copy(&self) -> bool {
-        matches!(self.bytes, Cow::Borrowed(_))
-    }
-
-    fn check_type<T: Element>(&self) -> Result<()> {
-        if self.etype.dtype != T::DTYPE || self.etype.logical.is_some() {
-            return Err(Error::usage(format!(
-                "tensor has type {}, asked for {}",
-                self.etype,
-                T::DTYPE
-            )));
-        }
-        Ok(())
-    }
-
-    /// A typed zero-copy view; fails if the element type differs or the
-    /// bytes are not aligned for `T` (use [`TensorData::to_vec`] then).
-    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
-        self.check_type::<T>()?;
-        bytemuck::try_cast_slice(&self.bytes)
-            .map_err(|e| Error::usage(format!("cannot view the bytes as {}: {e}", T::DTYPE)))
-    }
-
-    /// A typed copy.
-    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        self.check_type::<T>()?;
-        Ok(element::to_vec(&self.bytes))
-    }
-
-    pub fn into_owned(self) -> TensorData<'static> {
-        TensorData {
-            shape: self.shape,
-            etype: self.etype,
-            bytes: Cow::Owned(self.bytes.into_owned()),
-        }
-    }
-}
-
-/// A CSR matrix read from a `zt.sparse_csr/1` object, invariants checked.
-#[derive(Debug, Clone)]
-pub struct CsrTensor<'a> {
-    pub shape: [u64; 2],
-    pub values: TensorData<'a>,
-    pub indices: Vec<u64>,
-    pub indptr: Vec<u64>,
-}
-
-/// A COO tensor read from a `zt.sparse_coo/1` object, invariants checked.
-/// `coords` is structure-of-arrays: `coords[d * nnz + i]`.
-#[derive(Debug, Clone)]
-pub struct CooTensor<'a> {
-    pub shape: Vec<u64>,
-    pub values: TensorData<'a>,
-    pub coords: Vec<u64>,
-}
-
-impl CooTensor<'_> {
-    pub fn nnz(&self) -> usize {
-        self.coords.len() / self.shape.len().max(1)
-    }
-}
-
-impl CsrTensor<'_> {
-    /// Converts to an `sprs` matrix (values must be of type `T`).
-    pub fn to_sprs<T: Element>(&self) -> Result<sprs::CsMat<T>> {
-        let rows = usize::try_from(self.shape[0]).map_err(|_| Error::usage("too many rows"))?;
-        let cols = usize::try_from(self.shape[1]).map_err(|_| Error::usage("too many columns"))?;
-        let to_usize = |v: &[u64]| v.iter().map(|&x| x as usize).collect::<Vec<_>>();
-        sprs::CsMat::try_new(
-            (rows, cols),
-            to_usize(&self.indptr),
-            to_usize(&self.indices),
-            self.values.to_vec::<T>()?,
-        )
-        .map_err(|(_, _, _, e)| Error::usage(format!("sprs refused the matrix: {e}")))
-    }
-}
-
-impl CooTensor<'_> {
-    /// Converts a rank-2 COO tensor to an `sprs` triplet matrix.
-    pub fn to_sprs<T: Element>(&self) -> Result<sprs::TriMat<T>> {
-        if self.shape.len() != 2 {
-            return Err(Error::usage("sprs triplet matrices are rank 2"));
-        }
-        let nnz = self.nnz();
-        let rows: Vec<usize> = self.coords[..nnz].iter().map(|&x| x as usize).collect();
-        let cols: Vec<usize> = self.coords[nnz..].iter().map(|&x| x as usize).collect();
-        Ok(sprs::TriMat::from_triplets(
-            (self.shape[0] as usize, self.shape[1] as usize),
-            rows,
-            cols,
-            self.values.to_vec::<T>()?,
-        ))
-    }
-}
-
-/// What `verify` checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Parts read (and decoded when encoded).
-    pub parts: usize,
-    /// Parts whose digest was recomputed and matched.
-    pub digests_checked: usize,
-    /// Parts that carry no digest.
-    pub without_digest: usize,
-    /// Parts whose digest algorithm we do not know.
-    pub unknown_algorithm: usize,
-    /// Decoded bytes covered.
-    pub bytes: u64,
-    /// Shards whose size and whole-file digest were checked.
-    pub shards_checked: usize,
 }
 
 /// An open tensor file: a `.zt` container, or a GGUF, safetensors, npy,
@@ -240,12 +119,20 @@ impl Reader {
         Reader::from_store(Store::Memory(bytes.into()), None, options)
     }
 
+    /// Opens an object read through range requests (`http(s)://` and
+    /// `s3://` URLs with the `remote` feature, or any [`RangeSource`]):
+    /// see [`crate::remote`] for the requests this makes.
+    pub fn open_source(source: Arc<dyn RangeSource>, options: OpenOptions) -> Result<Reader> {
+        let file = RemoteFile::open(source)?;
+        Reader::from_store(Store::Remote(Arc::new(file)), None, options)
+    }
+
     fn from_store(store: Store, path: Option<PathBuf>, options: OpenOptions) -> Result<Reader> {
         let head = store.read(0, store.len().min(64))?;
         let format = formats::detect(&head);
         if format != Format::Zt && format != Format::Unknown {
             drop(head);
-            let foreign = formats::open_foreign(format, &store, &options)?;
+            let foreign = formats::open_foreign(format, &store, options.max_decoded_bytes)?;
             let source_len = store.len();
             let store = match foreign.image {
                 Some(image) => Store::Memory(Arc::from(image)),
@@ -552,6 +439,9 @@ impl Reader {
         let store = self.store_of(part)?;
         match part.decoded_length {
             None => store.read(part.blob.offset + range.start, range.end - range.start),
+            Some(n) if store.is_remote() => {
+                remote_frames(store, part.blob, n, range).map(Cow::Owned)
+            }
             Some(n) => {
                 let stored = store.read(part.blob.offset, part.blob.length)?;
                 Ok(Cow::Owned(zstd_seekable::decode_range(
@@ -594,286 +484,23 @@ impl Reader {
         dst.copy_from_slice(&bytes);
         Ok(())
     }
-
-    fn typed_etype(name: &str, role: &str, part: &Part) -> Result<ElementType> {
-        if let Some(Logical::Unknown(t)) = &part.etype.logical {
-            return Err(Error::Unsupported(format!(
-                "{name}/{role}: logical type {t:?} is unknown; only structural access is possible"
-            )));
-        }
-        Ok(part.etype.clone())
-    }
-
-    /// Reads a dense tensor (zero-copy for raw parts), checking the data
-    /// rules of its logical type.
-    pub fn read_dense(&self, name: &str) -> Result<TensorData<'_>> {
-        let object = self.object(name)?;
-        if LayoutKind::of(&object.layout) != LayoutKind::Dense {
-            return Err(Error::usage(format!(
-                "{name:?} has layout {}, not dense",
-                object.layout
-            )));
-        }
-        let (_, part) = self.part(name, "data")?;
-        let etype = Reader::typed_etype(name, "data", part)?;
-        let bytes = self.part_bytes(name, "data")?;
-        layout::check_values(name, &etype, object.num_elements(), &bytes)?;
-        Ok(TensorData {
-            shape: object.shape.clone(),
-            etype,
-            bytes,
-        })
-    }
-
-    /// Decoded byte size of a dense tensor (what [`Reader::read_dense_into`]
-    /// fills).
-    pub fn dense_len(&self, name: &str) -> Result<u64> {
-        let object = self.object(name)?;
-        if LayoutKind::of(&object.layout) != LayoutKind::Dense {
-            return Err(Error::usage(format!(
-                "{name:?} has layout {}, not dense",
-                object.layout
-            )));
-        }
-        Ok(self.part(name, "data")?.1.decoded_size())
-    }
-
-    /// Reads (raw: `pread`; compressed: parallel decode) a dense tensor
-    /// straight into `dst`, which must be [`Reader::dense_len`] bytes, and
-    /// checks its data rules. For callers that own the destination memory.
-    pub fn read_dense_into(&self, name: &str, dst: &mut [u8]) -> Result<()> {
-        let want = self.dense_len(name)?;
-        let (object, part) = self.part(name, "data")?;
-        let etype = Reader::typed_etype(name, "data", part)?;
-        self.check_decodable(name, "data", part)?;
-        if dst.len() as u64 != want {
-            return Err(Error::usage(format!(
-                "{name:?}: destination is {} bytes, the tensor is {want}",
-                dst.len()
-            )));
-        }
-        let store = self.store_of(part)?;
-        match part.decoded_length {
-            None => store.read_into(part.blob.offset, dst)?,
-            Some(n) => {
-                let stored = store.read(part.blob.offset, part.blob.length)?;
-                zstd_seekable::decode_into(&stored, n, dst)?;
-            }
-        }
-        layout::check_values(name, &etype, object.num_elements(), dst)
-    }
-
-    /// Reads rows `[rows)` of a dense tensor along its first dimension.
-    /// Compressed parts decode only the frames covering those rows.
-    pub fn read_rows(&self, name: &str, rows: Range<u64>) -> Result<TensorData<'_>> {
-        let object = self.object(name)?;
-        if LayoutKind::of(&object.layout) != LayoutKind::Dense || object.shape.is_empty() {
-            return Err(Error::usage(format!(
-                "{name:?}: row slicing needs a dense tensor of rank ≥ 1"
-            )));
-        }
-        let (_, part) = self.part(name, "data")?;
-        let etype = Reader::typed_etype(name, "data", part)?;
-        if rows.start > rows.end || rows.end > object.shape[0] {
-            return Err(Error::usage(format!(
-                "rows {rows:?} outside {name:?}'s {} rows",
-                object.shape[0]
-            )));
-        }
-        let per_row = manifest::num_elements(&object.shape[1..]).unwrap_or(0);
-        // Packed f4 rows of odd length do not start on byte boundaries.
-        let packed_odd = per_row % 2 == 1
-            && etype.logical == Some(Logical::Known(crate::dtype::LogicalType::F4E2M1));
-        let row_bytes = etype
-            .size_of(per_row)
-            .filter(|_| !packed_odd)
-            .ok_or_else(|| Error::Unsupported(format!("{name:?}: rows are not byte-aligned")))?;
-        let start = rows.start * row_bytes;
-        let end = rows.end * row_bytes;
-        let bytes = self.part_range(name, "data", start..end)?;
-        let mut shape = object.shape.clone();
-        shape[0] = rows.end - rows.start;
-        let n = manifest::num_elements(&shape).unwrap_or(0);
-        layout::check_values(name, &etype, n, &bytes)?;
-        Ok(TensorData {
-            shape,
-            etype,
-            bytes,
-        })
-    }
-
-    fn sparse_values(&self, name: &str, nnz: u64) -> Result<TensorData<'_>> {
-        let (_, part) = self.part(name, "values")?;
-        let etype = Reader::typed_etype(name, "values", part)?;
-        let bytes = self.part_bytes(name, "values")?;
-        layout::check_values(name, &etype, nnz, &bytes)?;
-        Ok(TensorData {
-            shape: vec![nnz],
-            etype,
-            bytes,
-        })
-    }
-
-    /// Reads a CSR matrix and checks its data rules.
-    pub fn read_csr(&self, name: &str) -> Result<CsrTensor<'_>> {
-        let object = self.object(name)?;
-        if LayoutKind::of(&object.layout) != LayoutKind::SparseCsr {
-            return Err(Error::usage(format!(
-                "{name:?} has layout {}, not CSR",
-                object.layout
-            )));
-        }
-        let idx = object.parts["indices"].etype.dtype;
-        let indices = layout::read_indices(idx, &self.part_bytes(name, "indices")?)?;
-        let indptr = layout::read_indices(idx, &self.part_bytes(name, "indptr")?)?;
-        let shape = [object.shape[0], object.shape[1]];
-        layout::check_csr(name, shape, &indptr, &indices)?;
-        let values = self.sparse_values(name, indices.len() as u64)?;
-        Ok(CsrTensor {
-            shape,
-            values,
-            indices,
-            indptr,
-        })
-    }
-
-    /// Reads a COO tensor and checks its data rules.
-    pub fn read_coo(&self, name: &str) -> Result<CooTensor<'_>> {
-        let object = self.object(name)?;
-        if LayoutKind::of(&object.layout) != LayoutKind::SparseCoo {
-            return Err(Error::usage(format!(
-                "{name:?} has layout {}, not COO",
-                object.layout
-            )));
-        }
-        let idx = object.parts["coords"].etype.dtype;
-        let coords = layout::read_indices(idx, &self.part_bytes(name, "coords")?)?;
-        layout::check_coo(name, &object.shape, &coords)?;
-        let nnz = (coords.len() / object.shape.len()) as u64;
-        let values = self.sparse_values(name, nnz)?;
-        Ok(CooTensor {
-            shape: object.shape.clone(),
-            values,
-            coords,
-        })
-    }
-
-    /// Hints the kernel to read every part of an object ahead of use.
-    pub fn prefetch(&self, name: &str) -> Result<()> {
-        let object = self.object(name)?;
-        for part in object.parts.values() {
-            if let Ok(store) = self.store_of(part) {
-                store.prefetch(part.blob.offset, part.blob.length);
-            }
-        }
-        Ok(())
-    }
-
-    fn verify_part(
-        &self,
-        name: &str,
-        object: &Object,
-        role: &str,
-        part: &Part,
-    ) -> Result<(bool, bool, u64)> {
-        let bytes = self.part_bytes(name, role)?;
-        if part.etype.logical.is_some() {
-            let n = match (role, LayoutKind::of(&object.layout)) {
-                ("data", LayoutKind::Dense) => Some(object.num_elements()),
-                _ => None,
-            };
-            if let Some(n) = n {
-                layout::check_values(name, &part.etype, n, &bytes)?;
-            }
-        }
-        let Some(d) = &part.digest else {
-            return Ok((false, false, bytes.len() as u64));
-        };
-        let Some(alg) = d.alg else {
-            return Ok((false, true, bytes.len() as u64));
-        };
-        let actual = alg.digest(&bytes);
-        if actual != d.text {
-            return Err(Error::Checksum {
-                object: name.to_string(),
-                part: role.to_string(),
-                algorithm: alg.to_string(),
-                expected: d.text.clone(),
-                actual,
-            });
-        }
-        Ok((true, false, bytes.len() as u64))
-    }
-
-    /// Verifies one object: decodes every part (zstd frames checked),
-    /// checks every digest and the layout's data rules.
-    pub fn verify_object(&self, name: &str) -> Result<VerifyReport> {
-        let object = self.object(name)?;
-        let mut report = VerifyReport::default();
-        let results: Vec<Result<(bool, bool, u64)>> = object
-            .parts
-            .par_iter()
-            .map(|(role, part)| self.verify_part(name, object, role, part))
-            .collect();
-        for r in results {
-            let (checked, unknown, bytes) = r?;
-            report.parts += 1;
-            report.bytes += bytes;
-            if checked {
-                report.digests_checked += 1;
-            } else if unknown {
-                report.unknown_algorithm += 1;
-            } else {
-                report.without_digest += 1;
-            }
-        }
-        match LayoutKind::of(&object.layout) {
-            LayoutKind::SparseCsr => self.read_csr(name).map(|_| ())?,
-            LayoutKind::SparseCoo => self.read_coo(name).map(|_| ())?,
-            _ => {}
-        }
-        Ok(report)
-    }
-
-    /// Verifies every object in parallel, and every shard's size and
-    /// whole-file digest.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let names: Vec<&String> = self.manifest.objects.keys().collect();
-        let reports: Vec<Result<VerifyReport>> =
-            names.par_iter().map(|n| self.verify_object(n)).collect();
-        let mut total = VerifyReport::default();
-        for r in reports {
-            let r = r?;
-            total.parts += r.parts;
-            total.digests_checked += r.digests_checked;
-            total.without_digest += r.without_digest;
-            total.unknown_algorithm += r.unknown_algorithm;
-            total.bytes += r.bytes;
-        }
-        for (shard, entry) in &self.manifest.shards {
-            let store = self.shard_store(shard)?;
-            if let Some(alg) = entry.digest.alg {
-                let whole = store.read(0, store.len())?;
-                let actual = alg.digest(&whole);
-                if actual != entry.digest.text {
-                    return Err(Error::corrupt(
-                        Rule::ShardDigest,
-                        format!(
-                            "shard {shard:?} hashes to {actual}, the shard table says {}",
-                            entry.digest.text
-                        ),
-                    ));
-                }
-            }
-            total.shards_checked += 1;
-        }
-        Ok(total)
-    }
 }
 
-/// Whole-file digest, as recorded in a shard table.
-pub fn file_digest(path: impl AsRef<Path>, alg: DigestAlg) -> Result<(u64, String)> {
-    let store = Store::open(path.as_ref(), Backend::Mmap)?;
-    let bytes = store.read(0, store.len())?;
-    Ok((store.len(), alg.digest(&bytes)))
+/// Decoded bytes `range` of a zstd part of a remote object, fetching only
+/// its seek table (the part's last 64 KiB, or the whole table when it is
+/// larger) and then the frames covering the range.
+fn remote_frames(store: &Store, blob: Blob, decoded: u64, range: Range<u64>) -> Result<Vec<u8>> {
+    let end = blob.offset + blob.length;
+    let mut tail_len = blob.length.min(crate::remote::TAIL_BYTES);
+    let mut tail = store.read(end - tail_len, tail_len)?;
+    if let Some(need) = zstd_seekable::SeekTable::table_len(&tail) {
+        if need > tail_len && need <= blob.length {
+            tail_len = need;
+            tail = store.read(end - tail_len, tail_len)?;
+        }
+    }
+    let table = zstd_seekable::SeekTable::parse_suffix(&tail, blob.length, decoded)?;
+    let span = table.stored_span(range.start, range.end);
+    let frames = store.read(blob.offset + span.start, span.end - span.start)?;
+    zstd_seekable::decode_span(&table, &frames, range.start, range.end)
 }

@@ -378,7 +378,10 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
     );
     let type_of = |k: &str, v: &Value| match types.and_then(|t| t.get(k)).and_then(Value::as_str) {
         Some(t) => Ok(t.to_string()),
-        None => infer_type(v).map_err(|e| Error::Unsupported(format!("{k}: {e}"))),
+        None => infer_type(v).map_err(|e| match e {
+            Error::Unsupported(m) => Error::Unsupported(format!("{k}: {m}")),
+            other => other,
+        }),
     };
     // Readers place the data by `general.alignment` (a power-of-two u32),
     // or by 32 when the key is absent: the export pads by the same value.

@@ -6,10 +6,10 @@
 //! root last, so an interrupted conversion leaves no root that opens.
 
 use crate::cbor::Value;
+use crate::convert::ConvertReport;
 use crate::digest::DigestAlg;
 use crate::error::{Error, Result};
 use crate::fingerprint;
-use crate::formats::convert::ConvertReport;
 use crate::formats::Format;
 use crate::manifest::Object;
 use crate::reader::{OpenOptions, Reader};
