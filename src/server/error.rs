@@ -88,7 +88,9 @@ impl ApiError {
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> ApiError {
         match &e {
-            crate::Error::Usage(_) | crate::Error::Limit { .. } | crate::Error::Invalid { .. } => ApiError::invalid(e.to_string()),
+            crate::Error::Usage(_) | crate::Error::Limit { .. } | crate::Error::Invalid { .. } => {
+                ApiError::invalid(e.to_string())
+            }
             crate::Error::NotFound { .. } => ApiError::not_found(e.to_string()),
             crate::Error::Snapshot { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
