@@ -530,3 +530,48 @@ mod grammar {
         assert!(e.run_generation("x", &p, |_| true).is_err());
     }
 }
+
+/// A prompt longer than one prefill chunk runs in chunks with the same
+/// result as one pass, and a cancel set before the prefill runs none of it.
+#[test]
+fn long_prefills_run_in_chunks_and_stop_on_cancel() {
+    use ztensor::engine::{CancelHandle, GenerateParams, StopReason, PREFILL_CHUNK};
+    let path = ggufs()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("llama-tiny-f32"))
+        .expect("fixture llama-tiny-f32");
+    let o = EngineOptions {
+        n_ctx: 2 * PREFILL_CHUNK + 200,
+        ..opts()
+    };
+    let mut whole = Engine::open(&path, o.clone()).unwrap();
+    let n_vocab = whole.config().n_vocab as u32;
+    let ids: Vec<u32> = (0..2 * PREFILL_CHUNK as u32 + 37)
+        .map(|i| (i * 7919 + 13) % n_vocab)
+        .collect();
+    let one_pass = whole.eval(&ids).unwrap();
+    let last_row = &one_pass[one_pass.len() - n_vocab as usize..];
+
+    let params = GenerateParams {
+        max_tokens: 4,
+        ..GenerateParams::default()
+    };
+    let mut chunked = Engine::open(&path, o.clone()).unwrap();
+    let g = chunked.start_tokens(&ids, &params).unwrap();
+    assert!(!g.is_done());
+    assert_eq!(chunked.tokens(), &ids[..]);
+    let worst = last_row
+        .iter()
+        .zip(chunked.last_logits())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "chunked prefill differs by {worst}");
+
+    let mut stopped = Engine::open(&path, o).unwrap();
+    let cancel = CancelHandle::default();
+    cancel.cancel();
+    let mut g = stopped.start_tokens_with(&ids, &params, cancel).unwrap();
+    assert!(stopped.tokens().is_empty(), "a cancelled prefill ran");
+    assert!(stopped.next_token(&mut g, &params).unwrap().is_none());
+    assert_eq!(g.stop_reason(), Some(StopReason::Interrupted));
+}

@@ -141,7 +141,18 @@ impl CancelHandle {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// A handle over an existing flag (say a server's per-request flag),
+    /// so that setting the flag stops the generation, prefill included.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> CancelHandle {
+        CancelHandle(flag)
+    }
 }
+
+/// The most prompt tokens run in one forward pass. A longer prompt is
+/// prefilled in chunks of this size (as llama.cpp's `n_batch`), which
+/// bounds the scratch memory and lets a cancel stop a long prefill.
+pub const PREFILL_CHUNK: usize = 512;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -515,24 +526,56 @@ impl Engine {
     /// `prompt` to the context (with BOS when the context is empty and the
     /// model adds one; an empty prompt just continues).
     pub fn start(&mut self, prompt: &str, params: &GenerateParams) -> Result<Generation> {
+        self.start_with(prompt, params, CancelHandle::default())
+    }
+
+    /// [`Engine::start`] stopped by `cancel` (see [`Engine::start_tokens_with`]).
+    pub fn start_with(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+        cancel: CancelHandle,
+    ) -> Result<Generation> {
         let add_bos = if self.tokens.is_empty() {
             None
         } else {
             Some(false)
         };
         let ids = self.tokenize(prompt, add_bos, true);
-        self.start_tokens(&ids, params)
+        self.start_tokens_with(&ids, params, cancel)
     }
 
     /// [`Engine::start`] with a prompt already tokenized (chat turns built
     /// from pieces, a server's request): `ids` are appended as given (no
     /// BOS added), then the generation starts.
     pub fn start_tokens(&mut self, ids: &[u32], params: &GenerateParams) -> Result<Generation> {
+        self.start_tokens_with(ids, params, CancelHandle::default())
+    }
+
+    /// [`Engine::start_tokens`] stopped by `cancel`, which is watched from
+    /// the prefill on: between prefill chunks of [`PREFILL_CHUNK`] tokens,
+    /// then between tokens. A prefill cancelled part-way keeps the chunks it
+    /// finished in the context and returns a generation that ends at once
+    /// with [`StopReason::Interrupted`].
+    pub fn start_tokens_with(
+        &mut self,
+        ids: &[u32],
+        params: &GenerateParams,
+        cancel: CancelHandle,
+    ) -> Result<Generation> {
         if let Some(seed) = params.seed {
             self.rng = Rng::seed(seed);
         }
         self.sampler = params.sampler.clone();
-        self.run(ids)?;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            if cancel.is_cancelled() {
+                return Ok(Generation {
+                    cancel,
+                    ..Generation::default()
+                });
+            }
+            self.run(chunk)?;
+        }
         if self.last_logits.is_empty() {
             return Err(Error::usage(
                 "nothing to continue: the context is empty and the prompt gave no tokens",
@@ -554,7 +597,10 @@ impl Engine {
                 }
             }
         }
-        Ok(Generation::default())
+        Ok(Generation {
+            cancel,
+            ..Generation::default()
+        })
     }
 
     /// Produces the next token of a generation, or `None` when it has

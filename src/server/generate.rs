@@ -2,9 +2,10 @@
 //! by token, with stop strings held back until they can no longer match,
 //! stop tokens, log-probabilities, cancellation between tokens and timing.
 
-use crate::engine::{Engine, GenerateParams, GrammarSpec, SamplerConfig, StopReason};
+use crate::engine::{CancelHandle, Engine, GenerateParams, GrammarSpec, SamplerConfig, StopReason};
 use crate::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Sampling settings of a request (OpenAI names).
@@ -124,7 +125,7 @@ pub fn run(
     engine: &mut Engine,
     prompt: &[u32],
     s: &Sampling,
-    cancel: &AtomicBool,
+    cancel: &Arc<AtomicBool>,
     emit: &mut dyn FnMut(Piece) -> bool,
 ) -> Result<Outcome> {
     let params = GenerateParams {
@@ -155,19 +156,16 @@ pub fn run(
         return Ok(cancelled(Finish::Cancelled));
     }
     let t0 = Instant::now();
-    let mut g = engine.start_tokens(prompt, &params)?;
+    // The request's flag (set by `/interrupt` or a vanished client) is the
+    // generation's cancel handle: the engine watches it between prefill
+    // chunks and between tokens, ending with `StopReason::Interrupted`.
+    let handle = CancelHandle::from_flag(cancel.clone());
+    let mut g = engine.start_tokens_with(prompt, &params, handle)?;
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut all: Vec<TokenInfo> = Vec::new();
     let mut pending: Vec<TokenInfo> = Vec::new();
-    // The request's flag (set by `/interrupt` or a vanished client) goes
-    // through the engine's cancel handle: the engine ends the generation
-    // before its next token with `StopReason::Interrupted`.
-    let handle = g.cancel_handle();
     loop {
-        if cancel.load(Ordering::Relaxed) {
-            handle.cancel();
-        }
         let top = match s.logprobs {
             Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
             _ => Vec::new(),

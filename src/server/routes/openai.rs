@@ -377,7 +377,7 @@ fn run_cached(
     cache: &PrefixCache,
     e: &mut Engine,
     plan: &Plan,
-    cancel: &AtomicBool,
+    cancel: &Arc<AtomicBool>,
     emit: &mut dyn FnMut(Piece) -> bool,
 ) -> crate::Result<Outcome> {
     let reused = cache.prepare(e, &plan.prompt);

@@ -119,7 +119,7 @@ fn execute_on(
     e: &mut crate::engine::Engine,
     loaded: &Loaded,
     job: ExecJob,
-    cancel: &AtomicBool,
+    cancel: &Arc<AtomicBool>,
     emit: &mut dyn FnMut(Piece) -> bool,
 ) -> (Option<Outcome>, Option<String>, Option<Value>) {
     let ExecJob {
