@@ -5,8 +5,10 @@
 //!
 //! Sampler order under a grammar (see [`super::sampler::sample_masked`]):
 //! penalties → grammar mask → temperature → top-k / top-p → min-p. Greedy
-//! and top-k sampling test candidates lazily in logit order; other
-//! settings mask the whole vocabulary. When no token (EOS included) is
+//! and top-k sampling test candidates lazily in logit order, pure
+//! temperature sampling draws by rejection, min-p alone checks only the
+//! tokens near the best allowed one; top-p without top-k masks the whole
+//! vocabulary (each exact, see [`super::sampler`]). When no token (EOS included) is
 //! allowed the generation ends with [`super::StopReason::Grammar`], never
 //! with unconstrained text.
 
