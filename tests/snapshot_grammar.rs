@@ -151,14 +151,14 @@ fn snapshots_without_a_grammar_stay_version_1_and_restore() {
     assert!(state.grammar.is_none());
 }
 
+/// Changes a snapshot's description.
+type DescFn = dyn Fn(&mut Vec<(Value, Value)>);
+/// Changes (or drops, `None`) a tensor: name, shape, bytes.
+type TensorFn = dyn Fn(&str, Vec<u64>, Vec<u8>) -> Option<(Vec<u64>, Vec<u8>)>;
+
 /// Copies snapshot `src` to `dst` (digested parts), letting `edit_desc`
 /// change the description and `edit` each tensor (`None` drops it).
-fn rewrite(
-    src: &Path,
-    dst: &Path,
-    edit_desc: &dyn Fn(&mut Vec<(Value, Value)>),
-    edit: &dyn Fn(&str, Vec<u64>, Vec<u8>) -> Option<(Vec<u64>, Vec<u8>)>,
-) {
+fn rewrite(src: &Path, dst: &Path, edit_desc: &DescFn, edit: &TensorFn) {
     let r = Reader::open(src).unwrap();
     let options = WriteOptions {
         digest: Some(DigestAlg::Xxh3),
@@ -198,8 +198,8 @@ fn bytes_of(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-type DescEdit = Box<dyn Fn(&mut Vec<(Value, Value)>)>;
-type TensorEdit = Box<dyn Fn(&str, Vec<u64>, Vec<u8>) -> Option<(Vec<u64>, Vec<u8>)>>;
+type DescEdit = Box<DescFn>;
+type TensorEdit = Box<TensorFn>;
 
 fn set(desc: &mut [(Value, Value)], key: &str, value: Value) {
     for (k, v) in desc.iter_mut() {

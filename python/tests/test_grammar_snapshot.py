@@ -78,7 +78,7 @@ class TestGrammarSnapshotInNewProcess:
     def test_gbnf_on_the_fixture_model(self, tmp_path: Path) -> None:
         n, k = 40, 13
         whole = ids_of(Engine(TINY, n_ctx=160), "data:", n, 5, grammar=GBNF)
-        assert len(whole) == n
+        assert len(whole) > k + 5, whole
         e = Engine(TINY, n_ctx=160)
         first = ids_of(e, "data:", k, 5, grammar=GBNF)
         snap = tmp_path / "mid.zt"
@@ -95,6 +95,7 @@ class TestGrammarSnapshotInNewProcess:
         n, k = 40, 12
         prompt = "A JSON object about a city:\n"
         whole = ids_of(Engine(SMOL, n_ctx=128), prompt, n, 3, json_schema=SCHEMA)
+        assert len(whole) > k + 5, whole
         e = Engine(SMOL, n_ctx=128)
         first = ids_of(e, prompt, k, 3, json_schema=SCHEMA)
         assert first == whole[:k]

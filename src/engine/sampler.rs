@@ -221,7 +221,7 @@ fn sample_rejection(
         .filter(|x| !x.is_nan())
         .fold(f32::NEG_INFINITY, f32::max);
     s.weights.clear();
-    if max == f32::NEG_INFINITY || max == f32::INFINITY {
+    if max.is_infinite() {
         // Nothing finite to weigh (or an infinite logit): the mask decides.
         s.weights.resize(s.logits.len(), 0.0);
     } else {
