@@ -7,6 +7,9 @@ Decode speed only: each run streams `--tokens` tokens; the time from the
 first token to the last over the tokens after the first (prefill and the
 first token, which builds the grammar's per-vocabulary structures, are
 left out). One warm-up run per setting, then the median of `--repeat`.
+llama.cpp's runs get `--llama-timeout` seconds in all (its grammar runs
+over the full vocabulary can be very slow); settings it did not finish show
+n/a.
 Sampler settings: greedy, the default (top-k 40, top-p 0.95, min-p 0.05)
 and pure temperature 1.0 (no top-k/top-p/min-p). Not run in CI.
 
@@ -44,7 +47,6 @@ args = json.loads(sys.argv[1])
 llm = Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_threads=args["threads"],
             n_threads_batch=args["threads"], verbose=False, seed=0)
 grammar = LlamaGrammar.from_string(args["grammar"], verbose=False)
-out = {}
 for name, s in args["settings"].items():
     for mode in ("free", "json"):
         rates = []
@@ -60,8 +62,8 @@ for name, s in args["settings"].items():
                 times.append(time.perf_counter())
             if rep and len(times) > 2:
                 rates.append((len(times) - 1) / (times[-1] - times[0]))
-        out[f"{name}/{mode}"] = statistics.median(rates) if rates else None
-print(json.dumps(out))
+        rate = statistics.median(rates) if rates else None
+        print(json.dumps({f"{name}/{mode}": rate}), flush=True)
 """
 
 
@@ -103,16 +105,21 @@ def llama(args: argparse.Namespace, grammar: str) -> dict[str, float | None]:
         "tokens": args.tokens,
         "repeat": args.repeat,
     }
-    res = subprocess.run(
-        [args.llama_python, "-c", LLAMA, json.dumps(payload)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        print(res.stderr[-2000:], file=sys.stderr)
-        return {}
-    result: dict[str, float | None] = json.loads(res.stdout.strip().splitlines()[-1])
+    cmd = [args.llama_python, "-c", LLAMA, json.dumps(payload)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.llama_timeout)
+        stdout, stderr, failed = res.stdout, res.stderr, res.returncode != 0
+    except subprocess.TimeoutExpired as e:
+        # Keep the settings that finished (one JSON line each).
+        raw = e.stdout or b""
+        stdout = raw.decode() if isinstance(raw, bytes) else raw
+        stderr, failed = f"timed out after {args.llama_timeout} s", True
+    if failed:
+        print(f"llama-cpp-python: {stderr[-2000:]}", file=sys.stderr)
+    result: dict[str, float | None] = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            result.update(json.loads(line))
     return result
 
 
@@ -133,11 +140,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="measured runs per setting")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llama-python", help="a Python with llama-cpp-python installed")
+    ap.add_argument(
+        "--llama-timeout", type=float, default=900, help="seconds for all llama.cpp runs"
+    )
     args = ap.parse_args()
     if not MODEL.exists():
         sys.exit(f"{MODEL} absent: scripts/fetch_models.py")
     grammar = GRAMMAR.read_text()
     mine = ours(args, grammar)
+    print("ours:", json.dumps({k: None if v is None else round(v, 1) for k, v in mine.items()}))
     ref = llama(args, grammar) if args.llama_python else {}
     print(f"SmolLM2-135M Q4_1, JSON grammar, {args.tokens} tokens, {args.threads} threads")
     head = f"{'sampler':8} | {'ours free':>9} {'ours json':>9} {'json/free':>9}"

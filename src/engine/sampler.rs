@@ -15,8 +15,9 @@
 //!   draw from the unmasked distribution, keep an allowed token, otherwise
 //!   zero the refused one and redraw; the first allowed token drawn has
 //!   probability `p(t) / p(allowed)`, the masked distribution;
-//! * min-p alone: the best allowed token lazily, then only the tokens
-//!   within `min_p` of it are checked;
+//! * min-p alone: the best allowed token lazily, then rejection sampling
+//!   among the tokens within `min_p` of it (the same filter as without a
+//!   grammar, applied to the allowed tokens only);
 //! * top-p without top-k: the full mask (the nucleus needs the total mass
 //!   of the allowed tokens).
 
@@ -145,10 +146,9 @@ pub fn sample(
 
 /// [`sample`] under a grammar, in the order penalties → grammar mask →
 /// temperature → top-k / top-p → min-p. Greedy and top-k test candidates
-/// lazily in logit order (only until enough pass), pure temperature
-/// sampling draws by rejection and min-p alone checks only the tokens that
-/// can pass it (see the module documentation for why each is exact); only
-/// top-p without top-k masks the whole vocabulary. Fails with [`GrammarError::NoTokenAllowed`] when
+/// lazily in logit order (only until enough pass), pure temperature and
+/// min-p alone draw by rejection (see the module documentation for why
+/// each is exact); only top-p without top-k masks the whole vocabulary. Fails with [`GrammarError::NoTokenAllowed`] when
 /// the grammar allows no token: the caller must stop, never sample freely.
 pub fn sample_masked(
     cfg: &SamplerConfig,
@@ -172,8 +172,8 @@ pub fn sample_masked(
         );
     } else if cfg.top_p >= 1.0 && cfg.min_p <= 0.0 {
         return sample_rejection(cfg, rng, s, mask, state);
-    } else if cfg.top_p >= 1.0 && lazy_min_p(cfg, s, mask, state)? {
-        // `s.work` holds every allowed token that can pass min-p.
+    } else if cfg.top_p >= 1.0 {
+        return sample_min_p(cfg, rng, s, mask, state);
     } else {
         mask.apply(state, &mut s.logits)?;
         s.work.extend(
@@ -193,9 +193,6 @@ pub fn sample_masked(
 /// Draws rejected before the full mask is built (each costs one scan of
 /// the weights and one grammar check).
 const MAX_REJECTIONS: usize = 32;
-/// Candidates above the min-p threshold tested lazily before the full mask
-/// is built.
-const MIN_P_BUDGET: usize = 512;
 
 /// Pure temperature sampling under a grammar by rejection: draw from the
 /// softmax of the scaled logits over the whole vocabulary; a token the
@@ -298,37 +295,71 @@ fn pick(weights: &[f64], mut r: f64) -> u32 {
     last as u32
 }
 
-/// min-p without top-k / top-p under a grammar, lazily: the best allowed
-/// token is found in logit order, then only tokens whose weight can reach
-/// `min_p` of it are checked. Fills `s.work` with the allowed ones
-/// (temperature-scaled) for [`draw`], which applies min-p exactly; returns
-/// false (nothing filled) when there are too many candidates to check one
-/// by one, and the caller masks the vocabulary instead.
-fn lazy_min_p(
+/// min-p without top-k / top-p under a grammar. The best allowed token `b`
+/// is found lazily (candidates in logit order); min-p then keeps the
+/// allowed tokens whose weight is at least `min_p` of `b`'s — a subset of
+/// the candidates `C` (allowed or not) passing that test, computed with the
+/// same `f32` arithmetic as [`draw`]. Drawing from `C` in proportion to the
+/// weights and rejecting (zeroing) refused tokens yields exactly the
+/// masked-then-filtered distribution, as in [`sample_rejection`]; after
+/// [`MAX_REJECTIONS`] refusals the full mask decides which of `C` remain.
+fn sample_min_p(
     cfg: &SamplerConfig,
+    rng: &mut Rng,
     s: &mut SampleScratch,
     mask: &mut TokenMask,
     state: &GrammarState,
-) -> Result<bool, GrammarError> {
+) -> Result<u32, GrammarError> {
     let best = mask.greedy(state, &s.logits)?;
     let top = s.logits[best as usize] / cfg.temperature;
-    // A little below the exact bound: `draw` filters exactly afterwards.
-    let floor = top + cfg.min_p.ln() - 1e-3;
-    let n_candidates = s
-        .logits
-        .iter()
-        .filter(|&&x| x / cfg.temperature >= floor)
-        .count();
-    if !floor.is_finite() || n_candidates > MIN_P_BUDGET {
-        return Ok(false);
+    if !top.is_finite() {
+        return Ok(best);
     }
-    for (i, &x) in s.logits.iter().enumerate() {
-        let x = x / cfg.temperature;
-        if x >= floor && mask.allowed(state, i as u32) {
-            s.work.push((x, i as u32));
+    s.work.clear();
+    s.weights.clear();
+    for (i, &l) in s.logits.iter().enumerate() {
+        let x = l / cfg.temperature;
+        // Tokens above the best allowed one were all refused by `greedy`.
+        if x.is_nan() || x > top {
+            continue;
+        }
+        let e = (x - top).exp();
+        if e >= cfg.min_p {
+            s.work.push((e, i as u32));
+            s.weights.push(f64::from(e));
         }
     }
-    Ok(!s.work.is_empty())
+    if s.work.is_empty() {
+        // min_p above 1: only the best survives, as in `draw`.
+        return Ok(best);
+    }
+    let mut total: f64 = s.weights.iter().sum();
+    for _ in 0..MAX_REJECTIONS {
+        if total.is_nan() || total <= 0.0 {
+            break;
+        }
+        let j = pick(&s.weights, rng.next_f64() * total) as usize;
+        let t = s.work[j].1;
+        if mask.allowed(state, t) {
+            return Ok(t);
+        }
+        total -= s.weights[j];
+        s.weights[j] = 0.0;
+        total = total.min(s.weights.iter().sum());
+    }
+    let allowed = mask.allowed_tokens(state)?;
+    let mut total = 0.0;
+    for (j, &(_, t)) in s.work.iter().enumerate() {
+        if allowed.binary_search(&t).is_err() {
+            s.weights[j] = 0.0;
+        }
+        total += s.weights[j];
+    }
+    if total.is_nan() || total <= 0.0 {
+        return Ok(best);
+    }
+    let j = pick(&s.weights, rng.next_f64() * total) as usize;
+    Ok(s.work[j].1)
 }
 
 /// Copies `logits` to the scratch and applies the repetition, frequency
@@ -538,8 +569,9 @@ mod tests {
     }
 
     #[test]
-    fn lazy_min_p_draws_as_the_full_mask() {
+    fn min_p_by_rejection_is_the_masked_distribution() {
         let (mut mask, state, logits) = masked_setup();
+        let allowed = [0usize, 1, 4, 7];
         for min_p in [0.05f32, 0.3, 0.9] {
             let cfg = SamplerConfig {
                 temperature: 1.3,
@@ -548,14 +580,39 @@ mod tests {
                 min_p,
                 ..SamplerConfig::default()
             };
-            let mut masked = logits.clone();
-            mask.apply(&state, &mut masked).expect("allowed");
-            let (mut a, mut b) = (Rng::seed(5), Rng::seed(5));
-            let mut w = SampleScratch::default();
-            for _ in 0..300 {
-                let lazy = sample_masked(&cfg, &logits, &[], &mut a, &mut w, &mut mask, &state);
-                let full = sample(&cfg, &masked, &[], &mut b, &mut w);
-                assert_eq!(lazy, Ok(full), "min_p {min_p}");
+            // The reference: mask first, then the plain sampler's min-p.
+            let best = allowed
+                .iter()
+                .map(|&i| logits[i] / 1.3)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let kept: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|&i| (logits[i] / 1.3 - best).exp() >= min_p)
+                .collect();
+            let z: f64 = kept
+                .iter()
+                .map(|&i| f64::from((logits[i] / 1.3 - best).exp()))
+                .sum();
+            let (mut rng, mut w) = (Rng::seed(5), SampleScratch::default());
+            let n = 30_000;
+            let mut counts = [0usize; 10];
+            for _ in 0..n {
+                let t = sample_masked(&cfg, &logits, &[], &mut rng, &mut w, &mut mask, &state)
+                    .expect("allowed");
+                counts[t as usize] += 1;
+            }
+            for (i, &c) in counts.iter().enumerate() {
+                let want = if kept.contains(&i) {
+                    f64::from((logits[i] / 1.3 - best).exp()) / z
+                } else {
+                    0.0
+                };
+                let got = c as f64 / n as f64;
+                assert!(
+                    (got - want).abs() < 0.012,
+                    "min_p {min_p} token {i}: {got} vs {want}"
+                );
             }
         }
     }
