@@ -2,7 +2,7 @@
 (temperature 1.0, min-p 0.05, no top-k / top-p) under each of three JSON
 Schemas; every one ends at EOS, parses with `json` and validates with
 `jsonschema`. Skipped when the model is not cached (see
-`scripts/fetch_models.py`). Bounded: short prompts, at most 100 tokens
+`scripts/fetch_models.py`). Bounded: short prompts, at most 128 tokens
 (the grammar allows up to 21 whitespace characters after the value, as
 llama.cpp's conversion does, and the model often spends them).
 """
@@ -54,12 +54,11 @@ SEGMENT: dict[str, Any] = {
     },
     "type": "object",
     "properties": {
-        "kind": {"const": "line"},
-        "from": {"$ref": "#/$defs/point"},
-        "to": {"$ref": "#/$defs/point"},
-        "label": {"anyOf": [{"type": "null"}, {"enum": ["a", "b"]}]},
+        "a": {"$ref": "#/$defs/point"},
+        "b": {"$ref": "#/$defs/point"},
+        "tag": {"anyOf": [{"type": "null"}, {"const": "ab"}]},
     },
-    "required": ["kind", "from", "to", "label"],
+    "required": ["a", "b", "tag"],
     "additionalProperties": False,
 }
 
@@ -91,7 +90,7 @@ class TestSmolLM2SchemaProofs:
             smol.reset()
             out = smol.generate(
                 prompt,
-                max_tokens=100,
+                max_tokens=128,
                 temperature=1.0,
                 top_k=0,
                 top_p=1.0,
