@@ -5,12 +5,14 @@
 //!
 //! Sampler order under a grammar (see [`super::sampler::sample_masked`]):
 //! penalties → grammar mask → temperature → top-k / top-p → min-p. Greedy
-//! and top-k sampling test candidates lazily in logit order; other
-//! settings mask the whole vocabulary. When no token (EOS included) is
+//! and top-k sampling test candidates lazily in logit order, pure
+//! temperature sampling draws by rejection, min-p alone checks only the
+//! tokens near the best allowed one; top-p without top-k masks the whole
+//! vocabulary (each exact, see [`super::sampler`]). When no token (EOS included) is
 //! allowed the generation ends with [`super::StopReason::Grammar`], never
 //! with unconstrained text.
 
-use super::grammar::{Grammar, Recognizer, TokenMask};
+use super::grammar::{Grammar, GrammarError, Recognizer, StateArrays, TokenMask};
 use super::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -101,5 +103,53 @@ impl ActiveGrammar {
     /// The GBNF source of this grammar.
     pub(crate) fn source(&self) -> &str {
         self.rec.grammar().source()
+    }
+}
+
+/// The grammar of a saved context: its GBNF source and the recogniser's
+/// live state as plain arrays (see spec §20 for how a snapshot stores it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedGrammar {
+    /// GBNF source (JSON Schemas are saved as the GBNF they became).
+    pub source: String,
+    /// The parser stacks and pending UTF-8 bytes.
+    pub state: StateArrays,
+}
+
+impl SavedGrammar {
+    /// The saved form of a live grammar.
+    pub(crate) fn of(a: &ActiveGrammar) -> SavedGrammar {
+        SavedGrammar {
+            source: a.source().to_string(),
+            state: a.rec.to_arrays(),
+        }
+    }
+
+    /// Compiles the source and checks the state against it (every count,
+    /// offset and stack entry), as a recogniser ready to continue.
+    pub fn recognizer(&self) -> std::result::Result<Recognizer, GrammarError> {
+        let g = Grammar::parse(&self.source)?;
+        Recognizer::from_arrays(Arc::new(g), &self.state)
+    }
+}
+
+impl ActiveGrammar {
+    /// A live grammar continuing `saved`, with its mask from `masks`.
+    pub(crate) fn resume(
+        masks: &MaskCache,
+        saved: &SavedGrammar,
+        tokenizer: &Tokenizer,
+        n_vocab: usize,
+        eog: &[u32],
+    ) -> Result<ActiveGrammar> {
+        let mask = masks.get(&saved.source, tokenizer, n_vocab, eog)?;
+        let g = mask
+            .lock()
+            .map_err(|_| Error::usage("grammar mask poisoned"))?
+            .grammar()
+            .clone();
+        let rec = Recognizer::from_arrays(g, &saved.state)
+            .map_err(|e| Error::usage(format!("grammar state: {e}")))?;
+        Ok(ActiveGrammar { mask, rec })
     }
 }

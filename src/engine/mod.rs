@@ -22,13 +22,14 @@ pub mod ops;
 pub mod quant;
 pub mod sampler;
 pub mod snapshot;
+mod snapshot_grammar;
 pub mod tokenizer;
 pub mod weights;
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 pub use arch::{Config, Model};
-pub use constrained::GrammarSpec;
+pub use constrained::{GrammarSpec, SavedGrammar};
 pub use kernels::kernel_name;
 pub use kv::{KvCache, KvRows, KvType};
 pub use matmul::dequant_row;
@@ -319,19 +320,32 @@ impl Engine {
             rng: self.rng.state,
             sampler: self.sampler.clone(),
             created: snapshot::unix_now(),
+            grammar: self.grammar.as_ref().map(constrained::SavedGrammar::of),
         })
     }
 
     /// Replaces the context with `state`, after checking it fits this
-    /// engine (on any error the engine is unchanged).
+    /// engine (on any error the engine is unchanged). A state saved under a
+    /// grammar brings it back with its parser state: a generation with an
+    /// empty prompt under the same grammar continues it.
     pub fn restore_state(&mut self, state: &State) -> Result<()> {
         snapshot::check_state(self, state)?;
+        let grammar = match &state.grammar {
+            None => None,
+            Some(saved) => Some(constrained::ActiveGrammar::resume(
+                &self.masks,
+                saved,
+                &self.tokenizer,
+                self.model.config.n_vocab,
+                &self.eog,
+            )?),
+        };
         self.cache.import(&state.kv, state.tokens.len())?;
         self.tokens.clone_from(&state.tokens);
         self.last_logits.clone_from(&state.last_logits);
         self.rng.state = state.rng;
         self.sampler = state.sampler.clone();
-        self.grammar = None;
+        self.grammar = grammar;
         Ok(())
     }
 
@@ -396,10 +410,9 @@ impl Engine {
         )?;
         e.states = self.states.clone();
         e.masks = self.masks.clone();
+        // The state carries the grammar and its parser state: the fork
+        // continues from a copy of its own.
         e.restore_state(&st)?;
-        if name.is_none() {
-            e.grammar = self.grammar.clone();
-        }
         Ok(e)
     }
 

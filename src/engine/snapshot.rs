@@ -10,10 +10,14 @@
 //! - `kv.k.<layer>` and `kv.v.<layer>`, f16 or f32 `[n, kv_dim]`;
 //! - attributes `{"ztensor.snapshot": {magic, version, arch, model_path,
 //!   model_fingerprint, tokenizer_digest, n_ctx, n_threads, n_layer,
-//!   kv_dim, kv_dtype, n_vocab, n_tokens, created, sampler: {...}}}`.
+//!   kv_dim, kv_dtype, n_vocab, n_tokens, created, sampler: {...}}}`;
+//! - under a grammar, `grammar.*` objects and a `grammar` description
+//!   (version 2, see [`super::snapshot_grammar`]).
 //!
 //! Every part carries an xxh3 digest, checked on restore.
 
+use super::constrained::SavedGrammar;
+use super::snapshot_grammar::{self, VERSION_WITH_GRAMMAR};
 use super::{Engine, EngineOptions, KvRows, KvType, SamplerConfig};
 use crate::cbor::Value;
 use crate::digest::DigestAlg;
@@ -26,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const MAGIC: &str = "ztensor-engine-snapshot";
+/// Version of a snapshot without grammar state (one with grammar state is
+/// [`VERSION_WITH_GRAMMAR`]; a reader accepts both).
 pub const VERSION: u64 = 1;
 /// The attribute holding a snapshot's description.
 pub const ATTRIBUTE: &str = "ztensor.snapshot";
@@ -41,6 +47,9 @@ pub struct State {
     pub sampler: SamplerConfig,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// The grammar of the generation in progress, if any, with its live
+    /// parser state (restoring continues it).
+    pub grammar: Option<SavedGrammar>,
 }
 
 /// What a snapshot file says about itself, read without the model.
@@ -83,7 +92,7 @@ fn fault(fault: SnapshotFault, detail: impl Into<String>) -> Error {
     }
 }
 
-fn malformed(detail: impl Into<String>) -> Error {
+pub(crate) fn malformed(detail: impl Into<String>) -> Error {
     fault(SnapshotFault::Malformed, detail)
 }
 
@@ -93,7 +102,7 @@ fn incompatible(detail: impl Into<String>) -> Error {
 
 /// A format error of the container reader, as a malformed snapshot (i/o
 /// errors, such as a missing file, stay what they are).
-fn wrap(e: Error) -> Error {
+pub(crate) fn wrap(e: Error) -> Error {
     match e {
         Error::Snapshot { .. } | Error::Io { .. } => e,
         other => malformed(format!("not a readable snapshot: {other}")),
@@ -137,9 +146,13 @@ impl Engine {
             Some(p) => Value::text(super::resolve_path(p).to_string_lossy().as_ref()),
             None => Value::Null,
         };
-        let desc = Value::text_map([
+        let version = match state.grammar {
+            Some(_) => VERSION_WITH_GRAMMAR,
+            None => VERSION,
+        };
+        let mut entries = vec![
             ("magic", Value::text(MAGIC)),
-            ("version", Value::Uint(VERSION)),
+            ("version", Value::Uint(version)),
             ("arch", Value::text(c.arch.as_str())),
             ("model_path", path),
             ("model_fingerprint", Value::text(self.model.fingerprint()?)),
@@ -157,7 +170,11 @@ impl Engine {
             ("n_tokens", Value::Uint(state.tokens.len() as u64)),
             ("created", Value::Uint(state.created)),
             ("sampler", sampler_value(&state.sampler)?),
-        ])?;
+        ];
+        if let Some(g) = &state.grammar {
+            entries.push(("grammar", snapshot_grammar::describe(g)?));
+        }
+        let desc = Value::text_map(entries)?;
         Value::text_map([(ATTRIBUTE, desc)])
     }
 
@@ -181,6 +198,9 @@ impl Engine {
             &state.last_logits,
         )?;
         w.add::<u64>("rng", &[4], &state.rng)?;
+        if let Some(g) = &state.grammar {
+            snapshot_grammar::write(&mut w, g)?;
+        }
         let shape = [n, kv_dim as u64];
         let layers = self.model.config.n_layer;
         match &state.kv {
@@ -354,9 +374,9 @@ pub fn read_info(reader: &Reader) -> Result<SnapshotInfo> {
         return Err(malformed(format!("magic is {magic:?}, not {MAGIC:?}")));
     }
     let version = uint(desc, "version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_WITH_GRAMMAR {
         return Err(malformed(format!(
-            "version {version} is not supported (this reader knows {VERSION})"
+            "version {version} is not supported (this reader knows {VERSION} and {VERSION_WITH_GRAMMAR})"
         )));
     }
     let kv_type = match text(desc, "kv_dtype")?.as_str() {
@@ -581,6 +601,11 @@ pub fn read_state(reader: &Reader, info: &SnapshotInfo) -> Result<State> {
             KvRows::F16 { k, v }
         }
     };
+    let desc = reader
+        .attributes()
+        .and_then(|a| a.get(ATTRIBUTE))
+        .ok_or_else(|| malformed(format!("no {ATTRIBUTE} attribute: not an engine snapshot")))?;
+    let grammar = snapshot_grammar::read(reader, desc, info.version)?;
     Ok(State {
         tokens,
         kv,
@@ -588,5 +613,6 @@ pub fn read_state(reader: &Reader, info: &SnapshotInfo) -> Result<State> {
         rng,
         sampler: info.sampler.clone(),
         created: info.created,
+        grammar,
     })
 }

@@ -122,7 +122,7 @@ pub fn generate(args: &EngineArgs, prompt: &str, sample: &SampleArgs) -> Result<
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = None;
-    e.generate(prompt, &params, |t| {
+    let g = e.run_generation(prompt, &params, |t| {
         match out.write_all(t.text.as_bytes()).and_then(|_| out.flush()) {
             Ok(()) => true,
             Err(err) => {
@@ -138,7 +138,14 @@ pub fn generate(args: &EngineArgs, prompt: &str, sample: &SampleArgs) -> Result<
         return Ok(());
     }
     writeln!(out).map_err(|e| Error::io("writing to stdout", e))?;
-    flush(&mut out)
+    flush(&mut out)?;
+    // Fail closed: output cut short by the grammar is not a success.
+    if g.stop_reason() == Some(ztensor::engine::StopReason::Grammar) {
+        return Err(Error::Usage(
+            "the grammar allows no token here: the output above is incomplete".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Where `zt chat` starts from and what it leaves behind.
