@@ -119,6 +119,9 @@ fn truncated(state: &State, k: usize, n_layer: usize) -> Option<State> {
         rng: state.rng,
         sampler: state.sampler.clone(),
         created: state.created,
+        // A cached prompt prefix is restored before a new prompt, which
+        // starts any grammar afresh.
+        grammar: None,
     })
 }
 
@@ -555,6 +558,7 @@ mod tests {
             rng: [0; 4],
             sampler: Default::default(),
             created: 0,
+            grammar: None,
         };
         let t = truncated(&s, 2, 2).unwrap();
         assert_eq!(t.tokens, vec![1, 2]);
