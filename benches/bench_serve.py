@@ -78,9 +78,7 @@ class Served:
         finally:
             conn.close()
 
-    def turn(
-        self, messages: list[dict[str, str]], max_tokens: int
-    ) -> tuple[float, str, int]:
+    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -161,9 +159,7 @@ def history(target_words: int) -> list[dict[str, str]]:
     return msgs
 
 
-def conversation(
-    s: Served, turns: int, max_tokens: int
-) -> list[tuple[float, int, str]]:
+def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -177,9 +173,7 @@ def conversation(
     msgs = history(560)
     out = []
     for t in range(turns):
-        msgs.append(
-            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
-        )
+        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
@@ -189,9 +183,7 @@ def conversation(
 def main() -> None:
     """Runs the three configurations and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
@@ -210,13 +202,8 @@ def main() -> None:
         again = Served(a.binary, a.model, [*on_args, "--cache-ram", "0"])
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
-    same = all(
-        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
-        for k in ("on", "restart")
-    )
-    print(
-        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
-    )
+    same = all([r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart"))
+    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
     print(
         f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
     )

@@ -112,9 +112,7 @@ class TestOpenAIClient:
         )
         chunks = list(stream)
         assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
-        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][
-            -1
-        ] == "length"
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
 
     def test_seeded_sampling_repeats(self, llama: Served) -> None:
         def run(seed: int) -> str:
@@ -147,18 +145,13 @@ class TestOpenAIClient:
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
-        assert (
-            "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-            == text
-        )
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
         assert chunks[-1].usage is not None
         assert chunks[-1].usage.prompt_tokens == c.usage.prompt_tokens  # type: ignore[union-attr]
 
     def test_errors_map_to_client_exceptions(self, llama: Served) -> None:
         with pytest.raises(openai.AuthenticationError):
-            llama.client("wrong").completions.create(
-                model="x", prompt="hi", max_tokens=2
-            )
+            llama.client("wrong").completions.create(model="x", prompt="hi", max_tokens=2)
         with pytest.raises(openai.BadRequestError) as e:
             llama.client().completions.create(model="x", prompt="hi", max_tokens=100000)
         assert "max_tokens" in str(e.value)
