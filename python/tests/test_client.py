@@ -9,6 +9,7 @@ exceptions.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -95,6 +96,29 @@ class TestGenerate:
                 b.text() for b in c.stream(messages=msgs, max_tokens=4, temperature=0)
             )
         assert g.text == streamed
+
+    def test_json_schema_and_grammar_equal_the_engine(self, server: Served) -> None:
+        schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        gbnf = 'root ::= ("yes" | "no") " " [a-z]+'
+        want_json = str(
+            Engine(MODEL).generate(PROMPT, max_tokens=16, temperature=0.0, json_schema=schema)
+        )
+        want_gbnf = str(Engine(MODEL).generate(PROMPT, max_tokens=8, temperature=0.0, grammar=gbnf))
+        with client(server) as c:
+            g = c.generate(PROMPT, max_tokens=16, temperature=0, json_schema=schema)
+            streamed = "".join(
+                b.text() for b in c.stream(PROMPT, max_tokens=16, temperature=0, json_schema=schema)
+            )
+            g_gbnf = c.generate(PROMPT, max_tokens=8, temperature=0, grammar=gbnf)
+            x = c.execute("initial", PROMPT, max_tokens=8, temperature=0, grammar=gbnf)
+            with pytest.raises(RpcError) as bad:
+                c.generate(PROMPT, max_tokens=4, grammar="root ::= nowhere")
+        assert g.text == want_json == streamed
+        # A state's context is built as /execute builds it, so only the
+        # shape is compared there; the stateless route equals the engine.
+        assert re.fullmatch(r"(yes|no) [a-z]+", x.output), x.output
+        assert g_gbnf.text == want_gbnf
+        assert bad.value.code == "invalid_argument"
 
     def test_seed_example_call_shapes(self, server: Served, want: str) -> None:
         c = client(server)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import ztensor
 from ztensor.engine import Engine
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -45,9 +46,9 @@ class TestGrammarPlumbing:
 
     def test_both_or_bad_grammars_raise(self) -> None:
         e = Engine(FIXTURES / "gguf" / "llama-tiny-bpe-f32.gguf", n_ctx=64)
-        with pytest.raises(ValueError):
+        with pytest.raises(ztensor.ZTensorValueError):
             e.generate("x", max_tokens=2, grammar='root ::= "a"', json_schema={})
-        with pytest.raises(Exception, match="undefined"):
+        with pytest.raises(ztensor.ZTensorError, match="undefined"):
             e.generate("x", max_tokens=2, grammar="root ::= nowhere")
 
 

@@ -4,6 +4,7 @@ it served counted; and servers that lie about lengths or drop connections."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import socket
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import ztensor
-from ztensor import FormatError, ZTensorFileNotFoundError, ZTensorIOError
+from ztensor import FormatError, ZTensorFileNotFoundError, ZTensorIOError, ZTensorValueError
 
 ROWS, COLS = 1024, 1024  # 4 MiB of f32: four 1 MiB zstd frames
 
@@ -48,6 +49,10 @@ class _RangeServer(http.server.ThreadingHTTPServer):
         self.root = root
         self.counts = _Counts()
         self.mode = "honest"
+        # Whether GETs with If-Match answer 412 when the entity tag differs
+        # (some servers ignore the header; the reader checks the answer's
+        # tag then).
+        self.honor_if_match = True
 
     @property
     def url(self) -> str:
@@ -65,6 +70,9 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         path = self.server.root / self.path.lstrip("/")
         return path.read_bytes() if path.is_file() else None
 
+    def _etag(self, data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
     def do_HEAD(self) -> None:
         with self.server.counts.lock:
             self.server.counts.heads += 1
@@ -75,12 +83,19 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", self._etag(data))
         self.end_headers()
 
     def do_GET(self) -> None:
         data = self._file()
         if data is None:
             self.send_error(404)
+            return
+        if_match = self.headers.get("If-Match")
+        if self.server.honor_if_match and if_match and if_match != self._etag(data):
+            self.send_response(412)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         header = self.headers.get("Range", "")
         if not header.startswith("bytes="):
@@ -102,6 +117,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if header else 200)
         self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", self._etag(data))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if mode == "drop":
@@ -213,6 +229,28 @@ class TestLyingServers:
         server.mode = "flip"
         with pytest.raises(FormatError):  # a digest mismatch, or a broken zstd frame
             r.verify()
+
+
+class TestChangedObjects:
+    @pytest.mark.parametrize("honor_if_match", [True, False])
+    def test_a_replaced_file_is_an_error_not_a_mix(
+        self, served: Any, tmp_path: Path, honor_if_match: bool
+    ) -> None:
+        server, _ = served
+        server.honor_if_match = honor_if_match
+        r = ztensor.open(f"{server.url}/model.zt")
+        path = tmp_path / "model.zt"
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same length, other bytes: a new version
+        path.write_bytes(bytes(data))
+        with pytest.raises(ZTensorIOError, match="changed|412|[Pp]recondition"):
+            r.read_tensor("big")
+
+    def test_signed_links_are_refused_not_stripped(self, served: Any) -> None:
+        server, _ = served
+        with pytest.raises(ZTensorValueError, match="query"):
+            ztensor.open(f"{server.url}/model.zt?sig=abc")
+        assert server.counts.heads == 0 and server.counts.gets == 0
 
 
 class TestS3:

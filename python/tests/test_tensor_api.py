@@ -248,6 +248,12 @@ class TestDTypes:
 class TestTensor:
     """Tensors over every type, bad input, and `.zt` round trips."""
 
+    def test_huge_shapes_are_refused_by_name(self) -> None:
+        with pytest.raises(ValueError, match="elements"):
+            Tensor.zeros([2**40, 2**40], "float32")
+        with pytest.raises(MemoryError, match="bytes"):
+            Tensor.zeros([2**31, 2**31], "uint8")
+
     @pytest.mark.parametrize("name", ALL)
     def test_numpy_round_trip(self, name: str) -> None:
         d = DType(name)

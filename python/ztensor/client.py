@@ -411,6 +411,8 @@ class Client:
         top_p: float | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Generation:
         """Generates a completion of a prompt, or a chat reply to messages.
 
@@ -423,6 +425,10 @@ class Client:
             top_p: Nucleus sampling, (0, 1].
             seed: Sampling seed.
             stop: Up to 4 stop strings.
+            json_schema: Constrain the output to JSON valid under this
+                schema (compiled to a grammar by the server).
+            grammar: Constrain the output to this GBNF grammar (llama.cpp's
+                format); at most one of `json_schema` and `grammar`.
 
         Returns:
             The generation.
@@ -441,6 +447,8 @@ class Client:
             top_p=top_p,
             seed=seed,
             stop=stop,
+            json_schema=json_schema,
+            grammar=grammar,
         )
         a = self.call_json(SERVICE, "Generate", req)
         usage = a.get("usage") or {}
@@ -463,6 +471,8 @@ class Client:
         top_p: float | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Iterator[TokenBatch]:
         """Generates like `generate`, yielding tokens as the server releases
         them (Connect server streaming, `ztensor.v1.Engine/GenerateStream`).
@@ -481,6 +491,10 @@ class Client:
             top_p: Nucleus sampling.
             seed: Sampling seed.
             stop: Up to 4 stop strings.
+            json_schema: Constrain the output to JSON valid under this
+                schema (compiled to a grammar by the server).
+            grammar: Constrain the output to this GBNF grammar (llama.cpp's
+                format); at most one of `json_schema` and `grammar`.
 
         Returns:
             An iterator of `TokenBatch` objects of `Token`s (id, text,
@@ -500,6 +514,8 @@ class Client:
             top_p=top_p,
             seed=seed,
             stop=stop,
+            json_schema=json_schema,
+            grammar=grammar,
         )
         url = self._url(SERVICE, "GenerateStream")
         try:
@@ -594,6 +610,8 @@ class Client:
         top_p: float | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Execution:
         """Continues a named state; on success the result is stored as a new
         (immutable) state.
@@ -609,6 +627,10 @@ class Client:
             top_p: Nucleus sampling.
             seed: Sampling seed.
             stop: Up to 4 stop strings.
+            json_schema: Constrain the output to JSON valid under this
+                schema (compiled to a grammar by the server).
+            grammar: Constrain the output to this GBNF grammar (llama.cpp's
+                format); at most one of `json_schema` and `grammar`.
 
         Returns:
             The execution; `error` is set (and nothing stored) when the run
@@ -631,6 +653,8 @@ class Client:
             top_p=top_p,
             seed=seed,
             stop=stop,
+            json_schema=json_schema,
+            grammar=grammar,
         )
         a = self.call_json(SERVICE, "Execute", req)
         return Execution(

@@ -915,10 +915,10 @@ class Engine:
 
         Raises:
             ZTensorValueError: A run with this `exec_id` is still going.
-            ValueError: Both `grammar` and `json_schema` are given.
+            ZTensorValueError: Both `grammar` and `json_schema` are given.
         """
         if grammar is not None and json_schema is not None:
-            raise ValueError("give grammar or json_schema, not both")
+            raise ZTensorValueError("give grammar or json_schema, not both")
         if exec_id is None:
             exec_id = uuid.uuid4().hex
         start = {

@@ -337,6 +337,10 @@ class DType:
         return f"DType.{self._t.long}"
 
 
+# The element count a tensor can have (the format stores counts as i64).
+_MAX_ELEMENTS = 2**63 - 1
+
+
 def _check_shape(shape: Iterable[int], what: str = "shape") -> list[int]:
     """Dimensions as a list of non-negative ints."""
     if isinstance(shape, (str, bytes)):
@@ -354,6 +358,13 @@ def _check_shape(shape: Iterable[int], what: str = "shape") -> list[int]:
         if d < 0:
             raise ZTensorValueError(f"{what}[{i}] = {d} is negative")
         out.append(int(d))
+    count = 1
+    for d in out:
+        count *= d
+    if count > _MAX_ELEMENTS:
+        raise ZTensorValueError(
+            f"{what} {out} has {count} elements; at most {_MAX_ELEMENTS} (2**63 - 1) fit a tensor"
+        )
     return out
 
 
@@ -494,9 +505,16 @@ class Tensor:
 
         Raises:
             ValueError: A bad dimension or dtype (also a `ZTensorValueError`).
+            MemoryError: The tensor's bytes cannot be allocated.
         """
         meta = TensorMeta(shape, dtype, name=name)
-        return cls(meta, bytes(meta.size_bytes))
+        try:
+            data = bytes(meta.size_bytes)
+        except (MemoryError, OverflowError):
+            raise MemoryError(
+                f"zeros of shape {meta.shape} ({meta.dtype}) need {meta.size_bytes} bytes"
+            ) from None
+        return cls(meta, data)
 
     @classmethod
     def from_bytes(

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::reader::{OpenOptions, Reader};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, RetryConfig,
+};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -64,6 +66,8 @@ fn store_error(context: String, e: object_store::Error) -> Error {
         object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => std::io::ErrorKind::PermissionDenied,
+        // `If-Match` failed: the object changed since it was opened.
+        object_store::Error::Precondition { .. } => std::io::ErrorKind::InvalidData,
         _ => std::io::ErrorKind::Other,
     };
     Error::io(context, std::io::Error::new(kind, e))
@@ -75,6 +79,10 @@ pub struct ObjectSource {
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     len: u64,
+    /// The object's entity tag at open: every read asks for this version
+    /// (`If-Match`) and checks the answer, so a replaced object is an
+    /// error, never a mix of two versions.
+    e_tag: Option<String>,
 }
 
 impl std::fmt::Debug for ObjectSource {
@@ -91,6 +99,14 @@ impl ObjectSource {
     pub fn open(url: &str, options: &[(String, String)]) -> Result<ObjectSource> {
         let parsed =
             url::Url::parse(url).map_err(|e| Error::usage(format!("{url:?} is not a URL: {e}")))?;
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            // The object stores address objects by path; dropping a query
+            // (a signed link's signature) would read something else.
+            return Err(Error::usage(format!(
+                "{url:?}: URLs with a query or fragment (signed links) are not supported \
+                 for remote reads; pass credentials as storage options"
+            )));
+        }
         let bad_option = |k: &str| Error::usage(format!("unknown remote option {k:?}"));
         let (store, path): (Arc<dyn ObjectStore>, ObjectPath) = match parsed.scheme() {
             "s3" | "s3a" => {
@@ -145,6 +161,7 @@ impl ObjectSource {
             store,
             path,
             len: meta.size,
+            e_tag: meta.e_tag,
         })
     }
 }
@@ -164,12 +181,34 @@ impl RangeSource for ObjectSource {
         let bodies = runtime()?.block_on(
             futures::stream::iter(ranges.iter().cloned())
                 .map(|r| async move {
-                    store.get_range(path, r.clone()).await.map_err(|e| {
-                        store_error(
-                            format!("reading [{}, {}) of {}", r.start, r.end, self.url),
-                            e,
-                        )
-                    })
+                    let what = format!("reading [{}, {}) of {}", r.start, r.end, self.url);
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(r.clone())),
+                        if_match: self.e_tag.clone(),
+                        ..GetOptions::default()
+                    };
+                    let got = store
+                        .get_opts(path, options)
+                        .await
+                        .map_err(|e| store_error(what.clone(), e))?;
+                    // A server may ignore If-Match: check the version it
+                    // answered with as well.
+                    let changed = got.meta.size != self.len
+                        || (self.e_tag.is_some() && got.meta.e_tag != self.e_tag);
+                    if changed {
+                        return Err(Error::io(
+                            what,
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!(
+                                    "the object changed since it was opened (size {} then {}, \
+                                     entity tag {:?} then {:?})",
+                                    self.len, got.meta.size, self.e_tag, got.meta.e_tag
+                                ),
+                            ),
+                        ));
+                    }
+                    got.bytes().await.map_err(|e| store_error(what, e))
                 })
                 .buffered(CONCURRENCY)
                 .try_collect::<Vec<_>>(),

@@ -197,6 +197,22 @@ impl StateStore {
                 format!("state {name:?} already exists (states are immutable)"),
             ));
         }
+        // A file skipped at start-up (another model's state, a damaged
+        // file) keeps its name: it is left on disk, never overwritten.
+        if let Some(path) = self.path(name) {
+            if path.exists() {
+                reserved.remove(name);
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "invalid_request_error",
+                    format!(
+                        "state {name:?} has a file in the state directory that is not one of \
+                         this model's states ({}); it is left untouched",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         Ok(Reservation {
             store: self.clone(),
             name: name.to_string(),

@@ -352,7 +352,20 @@ fn bad_requests_get_openai_errors() {
 fn metrics_are_prometheus_text() {
     let s = Server::start(&fixture("llama-tiny-q8_0.gguf"), &[]);
     s.post("/v1/completions", &completion("hello", 8));
-    let m = s.get("/metrics");
+    // The answer goes out before the worker is done with its sequence (it
+    // still stores the prompt in the prefix cache): wait for it to be free.
+    let t0 = std::time::Instant::now();
+    let m = loop {
+        let m = s.get("/metrics");
+        if m.status != 200 || m.text().contains("\nzt_requests_processing 0\n") {
+            break m;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the request never finished processing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert_eq!(m.status, 200);
     assert!(m.content_type.starts_with("text/plain"));
     let text = m.text();

@@ -267,8 +267,23 @@ fn another_models_states_are_refused() {
         &["--state-dir", dir_l.to_str().unwrap()],
     );
     assert_eq!(names(&l), vec!["initial"]);
-    // Left alone on disk.
-    assert!(dir_l.join("fromqwen.zt").exists());
+    // Left alone on disk, and never overwritten by a new state of that name.
+    let before = std::fs::read(dir_l.join("fromqwen.zt")).unwrap();
+    for name in ["fromqwen", "junk"] {
+        let a = l.post(
+            "/execute",
+            &json!({"exec_id": format!("x-{name}"), "state_name": "initial",
+                    "new_state_name": name, "prompt": "hi", "max_tokens": 2}),
+        );
+        assert_eq!(a.status, 409, "{}", a.text());
+        assert!(a.text().contains("left untouched"), "{}", a.text());
+    }
+    assert_eq!(std::fs::read(dir_l.join("fromqwen.zt")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir_l.join("junk.zt")).unwrap(),
+        b"not a snapshot"
+    );
+    assert_eq!(names(&l), vec!["initial"]);
 }
 
 #[test]

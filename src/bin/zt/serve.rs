@@ -38,7 +38,7 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
     /// Disk budget of the prefix cache in bytes (least recently used
     /// entries are removed beyond it).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "cache_dir")]
     pub cache_bytes: Option<u64>,
     /// Memory budget of the prefix cache in bytes (0: no memory tier; with
     /// no --cache-dir either, the prefix cache is off).
@@ -63,6 +63,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         keys = server::config::read_key_file(&text);
         if keys.is_empty() {
             return Err(Error::Usage(format!("{} holds no key", f.display())));
+        }
+    }
+    // Refused before the model loads or anything listens.
+    for (flag, dir) in [
+        ("--state-dir", &args.state_dir),
+        ("--cache-dir", &args.cache_dir),
+    ] {
+        if let Some(d) = dir {
+            if d.exists() && !d.is_dir() {
+                return Err(Error::Usage(format!(
+                    "{flag} {}: exists and is not a directory",
+                    d.display()
+                )));
+            }
         }
     }
     let mut config = ServeConfig::new(args.model);
