@@ -97,7 +97,10 @@ pub fn export(input: &Path, output: &Path) -> Result<ExportReport> {
 /// [`export`] with options.
 pub fn export_with(input: &Path, output: &Path, options: &ExportOptions) -> Result<ExportReport> {
     let r = Reader::open(input)?;
-    match (output.extension().and_then(|e| e.to_str()), options.max_shard_size) {
+    match (
+        output.extension().and_then(|e| e.to_str()),
+        options.max_shard_size,
+    ) {
         (Some("gguf"), None) => to_gguf(&r, output),
         (Some("gguf"), Some(max)) => super::export_split::to_split_gguf(&r, output, max),
         (Some("safetensors"), Some(_)) => Err(Error::usage(format!(

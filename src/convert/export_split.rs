@@ -4,7 +4,8 @@
 //! `split.tensors.count` (i32, the tensors of the whole set). The first
 //! shard also holds every metadata key of the model (before the split
 //! keys, as `gguf-split` writes them); later shards hold only the split
-//! keys. Tensors keep their export order and are never cut: shards are
+//! keys, plus `general.alignment` when it is not the default 32 (each
+//! shard is parsed on its own and places its data by its own key). Tensors keep their export order and are never cut: shards are
 //! planned with [`crate::convert::shard_write::plan_runs`] so that each
 //! stays within the maximum size, except that a tensor larger than it
 //! gets a shard of its own.
@@ -27,6 +28,7 @@ pub const MAX_SPLIT_SHARDS: usize = u16::MAX as usize;
 
 const GGUF_U16: u32 = 2;
 const GGUF_I32: u32 = 5;
+const GGUF_U32: u32 = 4;
 
 /// The encoded split keys of shard `no` (0-based) of `count`.
 fn split_kv(no: u16, count: u16, tensors: i32) -> Vec<u8> {
@@ -40,6 +42,21 @@ fn split_kv(no: u16, count: u16, tensors: i32) -> Vec<u8> {
     key(SPLIT_KEYS[0], GGUF_U16, &no.to_le_bytes());
     key(SPLIT_KEYS[1], GGUF_U16, &count.to_le_bytes());
     key(SPLIT_KEYS[2], GGUF_I32, &tensors.to_le_bytes());
+    out
+}
+
+/// What a later shard carries besides the split keys: `general.alignment`
+/// when the data is not placed by GGUF's default of 32 (each shard is
+/// parsed on its own, so each must say how its data is aligned).
+fn alignment_kv(alignment: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if alignment != crate::formats::gguf::DEFAULT_ALIGNMENT {
+        let k = "general.alignment";
+        out.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&GGUF_U32.to_le_bytes());
+        out.extend_from_slice(&(alignment as u32).to_le_bytes());
+    }
     out
 }
 
@@ -83,7 +100,9 @@ pub fn to_split_gguf(r: &Reader, output: &Path, max_shard_size: u64) -> Result<E
         let (kv, n_keys) = if no == 0 {
             ([plan.kv.as_slice(), &split].concat(), plan.n_keys + 3)
         } else {
-            (split, 3)
+            let align = alignment_kv(plan.alignment);
+            let n = 3 + usize::from(!align.is_empty());
+            ([align.as_slice(), &split].concat(), n)
         };
         let tensors: &[TensorInfo] = &plan.tensors[run.clone()];
         match write_gguf_file(r, path, &plan, &kv, n_keys, tensors) {
@@ -112,7 +131,11 @@ pub fn to_split_gguf(r: &Reader, output: &Path, max_shard_size: u64) -> Result<E
 fn shard_runs(plan: &GgufPlan, max_shard_size: u64) -> Vec<std::ops::Range<usize>> {
     let split = split_kv(0, 0, 0).len() as u64;
     let overhead = |k: usize| {
-        let kv = if k == 0 { plan.kv.len() as u64 } else { 0 };
+        let kv = if k == 0 {
+            plan.kv.len()
+        } else {
+            alignment_kv(plan.alignment).len()
+        } as u64;
         (24 + split + plan.alignment).saturating_add(kv)
     };
     let costs: Vec<u64> = plan

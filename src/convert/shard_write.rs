@@ -158,7 +158,12 @@ pub fn convert_sharded(
                 // limit (blob aligned, plus the 40-byte footer).
                 let need = align_up(size, options.align).saturating_add(options.align + 40);
                 if let Some(s) = &current {
-                    if !fits(s.parts, align_up(s.used, options.align), need, max_shard_size) {
+                    if !fits(
+                        s.parts,
+                        align_up(s.used, options.align),
+                        need,
+                        max_shard_size,
+                    ) {
                         let s = current
                             .take()
                             .ok_or_else(|| Error::usage("no open shard"))?;

@@ -129,8 +129,10 @@ pub fn export(input: &Path, output: &Path, max_shard_size: Option<&str>) -> Resu
         many => format!(
             "{} files {} .. {}",
             many.len(),
-            many.first().map_or(String::new(), |p| p.display().to_string()),
-            many.last().map_or(String::new(), |p| p.display().to_string())
+            many.first()
+                .map_or(String::new(), |p| p.display().to_string()),
+            many.last()
+                .map_or(String::new(), |p| p.display().to_string())
         ),
     };
     println!(
