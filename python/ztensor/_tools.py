@@ -84,9 +84,7 @@ def convert(
     return _native.convert(os.fspath(src), os.fspath(dst), level, checksum or "none", align)
 
 
-def export(
-    src: PathLike, dst: PathLike, max_shard_size: int | None = None
-) -> dict[str, int]:
+def export(src: PathLike, dst: PathLike, max_shard_size: int | None = None) -> dict[str, int]:
     """Writes `src` as GGUF or safetensors, chosen by `dst`'s extension.
 
     With `max_shard_size`, a GGUF export is a split set in llama.cpp's
