@@ -473,3 +473,121 @@ fn zt_convert_max_shard_size_writes_a_set_from_a_set() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+// ------------------------------------------------- split GGUF export
+
+/// A .zt converted from the GGUF fixture.
+fn zt_of_gguf(dir: &Path) -> PathBuf {
+    let zt = dir.join("model.zt");
+    ztensor::convert::convert(&gguf_original(), &zt, WriteOptions::default()).unwrap();
+    zt
+}
+
+fn split_key(g: &GgufFile, key: &str) -> ztensor::formats::gguf::GgufValue {
+    g.get(key).unwrap_or_else(|| panic!("no {key}")).clone()
+}
+
+#[test]
+fn zt_export_max_shard_size_writes_a_split_gguf_set_equal_to_the_single_file() {
+    use ztensor::formats::gguf::GgufValue;
+    let d = tmp();
+    let zt = zt_of_gguf(d.path());
+    let single = d.path().join("single.gguf");
+    ztensor::convert::export::export(&zt, &single).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["export", "--max-shard-size", "64K"])
+        .arg(&zt)
+        .arg(d.path().join("split.gguf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().contains("split-"))
+        .collect();
+    shards.sort();
+    let n = shards.len();
+    assert!(n > 1, "{n} shards");
+    let whole = GgufFile::parse(&std::fs::read(&single).unwrap()).unwrap();
+    let mut tensors = 0;
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(
+            s.file_name().unwrap().to_str().unwrap(),
+            format!("split-{:05}-of-{n:05}.gguf", i + 1)
+        );
+        let bytes = std::fs::read(s).unwrap();
+        let g = GgufFile::parse(&bytes).unwrap();
+        assert_eq!(split_key(&g, "split.no"), GgufValue::U16(i as u16));
+        assert_eq!(split_key(&g, "split.count"), GgufValue::U16(n as u16));
+        assert_eq!(
+            split_key(&g, "split.tensors.count"),
+            GgufValue::I32(whole.tensors.len() as i32)
+        );
+        // All metadata in the first shard, only the split keys after it.
+        let want_keys = if i == 0 { whole.metadata.len() + 3 } else { 3 };
+        assert_eq!(g.metadata.len(), want_keys, "shard {i}");
+        // Within the limit unless a single tensor alone exceeds it.
+        assert!(bytes.len() <= 64 << 10 || g.tensors.len() == 1, "shard {i}");
+        tensors += g.tensors.len();
+    }
+    assert_eq!(tensors, whole.tensors.len());
+    let one = Reader::open(&single).unwrap();
+    for s in &shards {
+        let set = Reader::open(s).unwrap();
+        assert_eq!(set.attributes(), one.attributes(), "{}", s.display());
+        assert_same(&one, &set);
+    }
+    // Exporting the set back to one file gives the single-file export.
+    let back = d.path().join("back.gguf");
+    ztensor::convert::export::export(&shards[n - 1], &back).unwrap();
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&single).unwrap()
+    );
+    #[cfg(feature = "engine")]
+    assert_eq!(greedy(&shards[0]), greedy(&single));
+}
+
+#[test]
+fn zt_export_bad_max_shard_size_is_a_typed_error() {
+    use ztensor::convert::export::{export_with, ExportOptions};
+    let d = tmp();
+    let zt = zt_of_gguf(d.path());
+    for bad in ["12Q", "", "1.5G", "99999999999999999999G"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zt"))
+            .args(["export", "--max-shard-size", bad])
+            .arg(&zt)
+            .arg(d.path().join("bad.gguf"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("byte count"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let small = ExportOptions {
+        max_shard_size: Some(1000),
+    };
+    let e = export_with(&zt, &d.path().join("s.gguf"), &small).unwrap_err();
+    assert!(matches!(e, ztensor::Error::Usage(_)), "{e}");
+    assert!(e.to_string().contains("minimum"), "{e}");
+    let st = ExportOptions {
+        max_shard_size: Some(1 << 20),
+    };
+    let e = export_with(&zt, &d.path().join("s.safetensors"), &st).unwrap_err();
+    assert!(matches!(e, ztensor::Error::Usage(_)), "{e}");
+    // Nothing was written by the refused exports.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "model.zt")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -38,14 +38,22 @@ pub fn convert<'py>(
 }
 
 #[pyfunction]
-pub fn export<'py>(py: Python<'py>, src: PathBuf, dst: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (src, dst, max_shard_size = None))]
+pub fn export<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    max_shard_size: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let options = ztensor::convert::export::ExportOptions { max_shard_size };
     let rep = py
-        .detach(|| ztensor::convert::export::export(&src, &dst))
+        .detach(|| ztensor::convert::export::export_with(&src, &dst, &options))
         .map_err(to_pyerr)?;
     let d = PyDict::new(py);
     d.set_item("tensors", rep.tensors)?;
     d.set_item("metadata_keys", rep.metadata_keys)?;
     d.set_item("skipped_attributes", rep.skipped_attributes)?;
     d.set_item("bytes", rep.bytes)?;
+    d.set_item("files", rep.files.len())?;
     Ok(d)
 }

@@ -201,3 +201,52 @@ class TestExport:
             with pytest.raises(ztensor.UnsupportedError):
                 ztensor.export(tmp_path / "m.zt", tmp_path / out)
             assert not (tmp_path / out).exists()
+
+
+class TestSplitGgufExport:
+    """`ztensor.export(..., max_shard_size=...)` writes a split GGUF set."""
+
+    def test_each_shard_reads_with_the_gguf_package_and_the_set_equals_the_file(
+        self, tmp_path: Path
+    ) -> None:
+        src = FIXTURES / "gguf" / "llama-tiny-q8_0.gguf"
+        ztensor.convert(src, tmp_path / "m.zt")
+        report = ztensor.export(tmp_path / "m.zt", tmp_path / "s.gguf", max_shard_size=65536)
+        n = report["files"]
+        assert n > 1
+        shards = sorted(tmp_path.glob("s-*-of-*.gguf"))
+        assert [p.name for p in shards] == [f"s-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
+        whole = reference_fields(src)
+        names: list[str] = []
+        for i, shard in enumerate(shards):
+            fields = reference_fields(shard)
+            assert fields["split.no"] == ("u16", i)
+            assert fields["split.count"] == ("u16", n)
+            assert fields["split.tensors.count"] == ("i32", len(reference_tensors(src)))
+            rest = {k: v for k, v in fields.items() if not k.startswith("split.")}
+            assert rest == (whole if i == 0 else {})
+            names += [t[0] for t in reference_tensors(shard)]
+        want = reference_tensors(src)
+        assert names == [t[0] for t in want]
+        got = {t[0]: t[4] for s in shards for t in reference_tensors(s)}
+        assert got == {t[0]: t[4] for t in want}
+        # Our reader opens the set from any shard as the original model.
+        orig = ztensor.open(src)
+        for shard in (shards[0], shards[-1]):
+            r = ztensor.open(shard)
+            assert {k: v for k, v in r.attributes.items() if k != "gguf"} == {
+                k: v for k, v in orig.attributes.items() if k != "gguf"
+            }
+            assert our_tensors(r) != [] and [t[4] for t in our_tensors(r)] == [
+                t[4] for t in our_tensors(orig)
+            ]
+
+    def test_bad_max_shard_size_is_refused(self, tmp_path: Path) -> None:
+        src = FIXTURES / "gguf" / "llama-tiny-q8_0.gguf"
+        with pytest.raises(ztensor.ZTensorValueError, match="minimum"):
+            ztensor.export(src, tmp_path / "s.gguf", max_shard_size=100)
+        with pytest.raises(ztensor.ZTensorValueError, match="split GGUF"):
+            ztensor.export(src, tmp_path / "s.safetensors", max_shard_size=1 << 20)
+        with pytest.raises(OverflowError):
+            ztensor.export(src, tmp_path / "s.gguf", max_shard_size=-1)
+        assert list(tmp_path.iterdir()) == []

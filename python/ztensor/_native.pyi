@@ -107,7 +107,11 @@ def convert(
     checksum: str = "xxh3",
     align: int = 4096,
 ) -> dict[str, Any]: ...
-def export(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, int]: ...
+def export(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    max_shard_size: int | None = None,
+) -> dict[str, int]: ...
 @final
 class NativeEngine:
     def __new__(

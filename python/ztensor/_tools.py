@@ -84,8 +84,14 @@ def convert(
     return _native.convert(os.fspath(src), os.fspath(dst), level, checksum or "none", align)
 
 
-def export(src: PathLike, dst: PathLike) -> dict[str, int]:
+def export(src: PathLike, dst: PathLike, max_shard_size: int | None = None) -> dict[str, int]:
     """Writes `src` as GGUF or safetensors, chosen by `dst`'s extension.
+
+    With `max_shard_size`, a GGUF export is a split set in llama.cpp's
+    convention: `<stem>-00001-of-0000N.gguf`, ... next to `dst`, each with
+    the `split.no`, `split.count` and `split.tensors.count` keys, all other
+    metadata in the first, tensors never cut (a tensor larger than the
+    limit gets a file of its own).
 
     A `.zt` converted from GGUF exports to a file identical to the original.
     Every limit the target's readers enforce (GGUF tensor names of at most
@@ -96,13 +102,17 @@ def export(src: PathLike, dst: PathLike) -> dict[str, int]:
     Args:
         src: Input file.
         dst: Output path ending in `.gguf` or `.safetensors`.
+        max_shard_size: Most bytes a file of a split GGUF set holds
+            (at least 65536); None writes one file.
 
     Returns:
-        A report: tensors, metadata_keys, skipped_attributes and bytes.
+        A report: tensors, metadata_keys, skipped_attributes, bytes (over
+        all files) and files (how many were written).
 
     Raises:
         UnsupportedError: Something the target format cannot hold; no output
             file is created.
-        ZTensorValueError: `dst` has neither extension.
+        ZTensorValueError: `dst` has neither extension, or `max_shard_size`
+            is below the minimum or given for a safetensors export.
     """
-    return _native.export(os.fspath(src), os.fspath(dst))
+    return _native.export(os.fspath(src), os.fspath(dst), max_shard_size)

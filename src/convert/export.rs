@@ -40,7 +40,10 @@ pub struct ExportReport {
     pub metadata_keys: usize,
     /// Attributes that have no form in the target format.
     pub skipped_attributes: usize,
+    /// Bytes written, over all files.
     pub bytes: u64,
+    /// The files written (one, or every shard of a split GGUF set).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 const CHUNK: u64 = 8 << 20;
@@ -77,13 +80,34 @@ impl Out {
     }
 }
 
+/// How to export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Write a split GGUF set (see [`crate::convert::export_split`]) whose
+    /// files stay within this many bytes; GGUF only.
+    pub max_shard_size: Option<u64>,
+}
+
 /// Writes the target chosen by the output's extension (`.gguf` or
 /// `.safetensors`).
 pub fn export(input: &Path, output: &Path) -> Result<ExportReport> {
+    export_with(input, output, &ExportOptions::default())
+}
+
+/// [`export`] with options.
+pub fn export_with(input: &Path, output: &Path, options: &ExportOptions) -> Result<ExportReport> {
     let r = Reader::open(input)?;
-    match output.extension().and_then(|e| e.to_str()) {
-        Some("gguf") => to_gguf(&r, output),
-        Some("safetensors") => to_safetensors(&r, output),
+    match (
+        output.extension().and_then(|e| e.to_str()),
+        options.max_shard_size,
+    ) {
+        (Some("gguf"), None) => to_gguf(&r, output),
+        (Some("gguf"), Some(max)) => super::export_split::to_split_gguf(&r, output, max),
+        (Some("safetensors"), Some(_)) => Err(Error::usage(format!(
+            "{}: a maximum shard size is for split GGUF exports; safetensors sets are not written",
+            output.display()
+        ))),
+        (Some("safetensors"), None) => to_safetensors(&r, output),
         _ => Err(Error::usage(format!(
             "{}: export writes .gguf or .safetensors (chosen by the extension)",
             output.display()
@@ -351,8 +375,36 @@ fn ggml_type(r: &Reader, name: &str) -> Result<GgmlType> {
     Ok(t)
 }
 
-/// Writes a GGUF file from a reader.
-pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
+/// One tensor of a GGUF export: its info record without the offset, and
+/// its data size.
+pub(crate) struct TensorInfo {
+    pub name: String,
+    pub info: Vec<u8>,
+    pub size: u64,
+}
+
+/// Everything a GGUF export writes, checked against the readers' limits
+/// before any file is created.
+pub(crate) struct GgufPlan {
+    pub version: u32,
+    pub alignment: u64,
+    /// The encoded metadata key/value pairs, in order.
+    pub kv: Vec<u8>,
+    pub n_keys: usize,
+    pub tensors: Vec<TensorInfo>,
+}
+
+impl TensorInfo {
+    /// Bytes this tensor adds to a file: its info record with the offset,
+    /// and its data padded to the alignment.
+    pub fn cost(&self, alignment: u64) -> u64 {
+        (self.info.len() as u64 + 8)
+            .saturating_add(crate::container::align_up(self.size, alignment).unwrap_or(u64::MAX))
+    }
+}
+
+/// Plans a GGUF export of `r`.
+pub(crate) fn plan_gguf(r: &Reader) -> Result<GgufPlan> {
     let record = r.attributes().and_then(|a| a.get("gguf"));
     let types = record.and_then(|g| g.get("types"));
     let version = record
@@ -398,19 +450,15 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
     };
     let tensors = ordered(names_in(record, "tensors"), r.names());
 
-    let mut head = Vec::new();
-    head.extend_from_slice(b"GGUF");
-    head.extend_from_slice(&(version as u32).to_le_bytes());
-    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    head.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    let mut kv = Vec::new();
     for k in &keys {
         let v = value_of(k).ok_or_else(|| Error::usage(format!("attribute {k:?} is missing")))?;
         let t = type_of(k, v)?;
-        gguf_string(&mut head, k, "metadata key")?;
-        gguf_value(&mut head, &t, v, k)?;
+        gguf_string(&mut kv, k, "metadata key")?;
+        gguf_value(&mut kv, &t, v, k)?;
     }
-    let mut offset = 0u64;
-    let mut sizes = Vec::with_capacity(tensors.len());
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut total = 0u64;
     for name in &tensors {
         let o = r.object(name)?;
         let t = ggml_type(r, name)?;
@@ -421,17 +469,55 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
                 .map(|p| p.decoded_size())
                 .ok_or_else(|| Error::usage(format!("{name}: no data part")))
         })?;
-        gguf_string(&mut head, name, "tensor name")?;
-        head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        let mut info = Vec::new();
+        gguf_string(&mut info, name, "tensor name")?;
+        info.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for d in &dims {
-            head.extend_from_slice(&d.to_le_bytes());
+            info.extend_from_slice(&d.to_le_bytes());
         }
-        head.extend_from_slice(&t.id.to_le_bytes());
-        head.extend_from_slice(&offset.to_le_bytes());
-        sizes.push(size);
-        offset = offset
+        info.extend_from_slice(&t.id.to_le_bytes());
+        total = total
             .checked_add(size)
             .and_then(|o| crate::container::align_up(o, alignment))
+            .ok_or_else(|| Error::usage("tensor data too large"))?;
+        infos.push(TensorInfo {
+            name: name.to_string(),
+            info,
+            size,
+        });
+    }
+    Ok(GgufPlan {
+        version: version as u32,
+        alignment,
+        kv,
+        n_keys: keys.len(),
+        tensors: infos,
+    })
+}
+
+/// Writes one GGUF file of `tensors` after the metadata `kv` (`n_keys`
+/// pairs) to a temp file and renames it into place. Returns its size.
+pub(crate) fn write_gguf_file(
+    r: &Reader,
+    output: &Path,
+    plan: &GgufPlan,
+    kv: &[u8],
+    n_keys: usize,
+    tensors: &[TensorInfo],
+) -> Result<u64> {
+    let mut head = Vec::new();
+    head.extend_from_slice(b"GGUF");
+    head.extend_from_slice(&plan.version.to_le_bytes());
+    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(n_keys as u64).to_le_bytes());
+    head.extend_from_slice(kv);
+    let mut offset = 0u64;
+    for t in tensors {
+        head.extend_from_slice(&t.info);
+        head.extend_from_slice(&offset.to_le_bytes());
+        offset = offset
+            .checked_add(t.size)
+            .and_then(|o| crate::container::align_up(o, plan.alignment))
             .ok_or_else(|| Error::usage("tensor data too large"))?;
     }
     let mut out = Out {
@@ -439,18 +525,26 @@ pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
         pos: 0,
     };
     out.put(&head)?;
-    out.pad(alignment)?;
-    for (name, size) in tensors.iter().zip(sizes) {
-        out.copy_part(r, name, "data", size)?;
-        out.pad(alignment)?;
+    out.pad(plan.alignment)?;
+    for t in tensors {
+        out.copy_part(r, &t.name, "data", t.size)?;
+        out.pad(plan.alignment)?;
     }
     let bytes = out.pos;
     out.file.commit()?;
+    Ok(bytes)
+}
+
+/// Writes a GGUF file from a reader.
+pub fn to_gguf(r: &Reader, output: &Path) -> Result<ExportReport> {
+    let plan = plan_gguf(r)?;
+    let bytes = write_gguf_file(r, output, &plan, &plan.kv, plan.n_keys, &plan.tensors)?;
     Ok(ExportReport {
-        tensors: tensors.len(),
-        metadata_keys: keys.len(),
+        tensors: plan.tensors.len(),
+        metadata_keys: plan.n_keys,
         skipped_attributes: 0,
         bytes,
+        files: vec![output.to_path_buf()],
     })
 }
 
@@ -549,6 +643,7 @@ pub fn to_safetensors(r: &Reader, output: &Path) -> Result<ExportReport> {
         metadata_keys: keys,
         skipped_attributes: skipped,
         bytes,
+        files: vec![output.to_path_buf()],
     })
 }
 

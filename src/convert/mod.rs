@@ -12,6 +12,7 @@
 //! memory stays flat whatever the model size.
 
 pub mod export;
+pub mod export_split;
 pub mod shard_write;
 
 use crate::cbor::Value;

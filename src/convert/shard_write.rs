@@ -23,6 +23,46 @@ pub const MIN_SHARD_SIZE: u64 = 1 << 16;
 /// Most data shards one set may have (names are five digits).
 pub const MAX_SET_SHARDS: u32 = 99_999;
 
+/// Checks a requested maximum shard size against [`MIN_SHARD_SIZE`].
+pub fn check_max_shard_size(max_shard_size: u64) -> Result<()> {
+    if max_shard_size < MIN_SHARD_SIZE {
+        return Err(Error::usage(format!(
+            "max shard size {max_shard_size} is below the minimum of {MIN_SHARD_SIZE} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an item of `need` bytes still fits a shard holding `items`
+/// items in `used` bytes: an empty shard takes anything (an item larger
+/// than the limit gets a shard of its own).
+pub fn fits(items: usize, used: u64, need: u64, max_shard_size: u64) -> bool {
+    items == 0 || used.saturating_add(need) <= max_shard_size
+}
+
+/// Groups items of the given byte costs, in order, into consecutive runs
+/// (shards) of at most `max_shard_size` bytes, where shard `k` also costs
+/// `overhead(k)` bytes; an item that alone exceeds the limit gets a shard
+/// of its own. Never returns an empty run, except one for no items.
+pub fn plan_runs(
+    costs: &[u64],
+    overhead: impl Fn(usize) -> u64,
+    max_shard_size: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut used) = (0usize, overhead(0));
+    for (i, &cost) in costs.iter().enumerate() {
+        if !fits(i - start, used, cost, max_shard_size) {
+            runs.push(start..i);
+            start = i;
+            used = overhead(runs.len());
+        }
+        used = used.saturating_add(cost);
+    }
+    runs.push(start..costs.len());
+    runs
+}
+
 /// Copy buffer for streaming tensor data.
 const CHUNK: u64 = 8 << 20;
 
@@ -63,11 +103,7 @@ pub fn convert_sharded(
     max_shard_size: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertReport> {
-    if max_shard_size < MIN_SHARD_SIZE {
-        return Err(Error::usage(format!(
-            "max shard size {max_shard_size} is below the minimum of {MIN_SHARD_SIZE} bytes"
-        )));
-    }
+    check_max_shard_size(max_shard_size)?;
     if options.canonical {
         return Err(Error::usage("canonical form is single-file"));
     }
@@ -122,9 +158,12 @@ pub fn convert_sharded(
                 // limit (blob aligned, plus the 40-byte footer).
                 let need = align_up(size, options.align).saturating_add(options.align + 40);
                 if let Some(s) = &current {
-                    if s.parts > 0
-                        && align_up(s.used, options.align).saturating_add(need) > max_shard_size
-                    {
+                    if !fits(
+                        s.parts,
+                        align_up(s.used, options.align),
+                        need,
+                        max_shard_size,
+                    ) {
                         let s = current
                             .take()
                             .ok_or_else(|| Error::usage("no open shard"))?;

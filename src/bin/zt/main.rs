@@ -87,7 +87,16 @@ enum Command {
     },
     /// Export a file to GGUF or safetensors (chosen by OUTPUT's extension).
     /// A .zt converted from GGUF exports back to the identical GGUF.
-    Export { input: PathBuf, output: PathBuf },
+    Export {
+        input: PathBuf,
+        output: PathBuf,
+        /// Write a split GGUF set (llama.cpp's `gguf-split` convention):
+        /// `<stem>-00001-of-0000N.gguf`, ... each at most this size (bytes,
+        /// or with a K/M/G suffix, binary); a larger tensor gets a file of
+        /// its own.
+        #[arg(long, value_name = "SIZE")]
+        max_shard_size: Option<String>,
+    },
     /// Extract one dense tensor as a .npy file.
     Get {
         file: PathBuf,
@@ -185,7 +194,11 @@ fn main() -> ExitCode {
                 rewrite::convert_sharded(&input, &output, compress, &digest, align, quiet, &size)
             }
         },
-        Command::Export { input, output } => rewrite::export(&input, &output),
+        Command::Export {
+            input,
+            output,
+            max_shard_size,
+        } => rewrite::export(&input, &output, max_shard_size.as_deref()),
         Command::Demo { dir } => demo::run(&dir),
         Command::Generate {
             engine,

@@ -119,12 +119,26 @@ pub fn convert_sharded(
 }
 
 /// `zt export`: .zt (or any readable file) to GGUF or safetensors.
-pub fn export(input: &Path, output: &Path) -> Result<()> {
-    let rep = ztensor::convert::export::export(input, output)?;
+pub fn export(input: &Path, output: &Path, max_shard_size: Option<&str>) -> Result<()> {
+    let options = ztensor::convert::export::ExportOptions {
+        max_shard_size: max_shard_size.map(parse_size).transpose()?,
+    };
+    let rep = ztensor::convert::export::export_with(input, output, &options)?;
+    let files = match rep.files.as_slice() {
+        [one] => one.display().to_string(),
+        many => format!(
+            "{} files {} .. {}",
+            many.len(),
+            many.first()
+                .map_or(String::new(), |p| p.display().to_string()),
+            many.last()
+                .map_or(String::new(), |p| p.display().to_string())
+        ),
+    };
     println!(
         "{} -> {}: {} tensors, {} metadata keys ({} attributes without a form there), {} bytes",
         input.display(),
-        output.display(),
+        files,
         rep.tensors,
         rep.metadata_keys,
         rep.skipped_attributes,
