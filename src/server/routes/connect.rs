@@ -634,12 +634,7 @@ async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResul
         };
         let end = match generate::run(e, &prompt, &sampling, &flag, &mut emit) {
             Ok(o) => {
-                metrics.record(
-                    o.prompt_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(&o);
                 if o.finish == Finish::Cancelled {
                     return;
                 }

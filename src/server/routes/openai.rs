@@ -394,12 +394,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
         let rx = submit(&app, &loaded, cancel.clone(), move |e| {
             let out = run_cached(&cache, e, &plan, &flag, &mut |_| true);
             if let Ok(o) = &out {
-                metrics.record(
-                    o.prompt_tokens - o.cached_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(o);
             }
             out
         })?;
@@ -430,12 +425,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
         let out = run_cached(&cache, e, &plan, &flag, &mut emit);
         match out {
             Ok(o) => {
-                metrics.record(
-                    o.prompt_tokens - o.cached_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(&o);
                 if o.finish == Finish::Cancelled {
                     return;
                 }

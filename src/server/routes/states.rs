@@ -242,12 +242,7 @@ pub async fn execute(
             let _registered = registered;
             let r = execute_on(e, &l, job, &flag, &mut |_| true);
             if let Some(o) = &r.0 {
-                metrics.record(
-                    o.prompt_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(o);
             }
             result(&id, r.0.as_ref(), r.1.as_deref(), r.2)
         })?;
@@ -282,12 +277,7 @@ pub async fn execute(
         };
         let r = execute_on(e, &l, job, &flag, &mut emit);
         if let Some(o) = &r.0 {
-            metrics.record(
-                o.prompt_tokens,
-                o.prefill_secs,
-                o.completion_tokens,
-                o.decode_secs,
-            );
+            metrics.record_run(o);
         }
         let _ = tx.blocking_send(sse::event(&result(
             &exec_id,
