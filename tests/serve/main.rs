@@ -4,6 +4,8 @@
 #![cfg(feature = "server")]
 
 mod cache;
+#[path = "../common/mod.rs"]
+mod common;
 mod connect;
 mod grammar;
 mod harness;
