@@ -219,7 +219,7 @@ fn hostile_grammar_state_is_refused_and_leaves_the_engine_as_it_was() {
     donor.snapshot(&good, false).unwrap();
     // A control: the rewrite itself keeps the snapshot valid.
     let ctl = tmp("control.zt");
-    rewrite(&good, &ctl, &keep(), &same());
+    rewrite(&good, &ctl, keep(), same());
     engine().restore(&Reader::open(&ctl).unwrap()).unwrap();
 
     let cases: Vec<(&str, DescEdit, TensorEdit)> = vec![
