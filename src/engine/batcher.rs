@@ -6,9 +6,11 @@
 //! [`Seat`] while it decodes. Each step hands the sequence's KV cache
 //! (moved out of the engine, not shared), token and position to the
 //! batcher and waits. The step that completes the set — every seated
-//! sequence waiting — or that has waited [`GATHER`] for the others runs
+//! sequence waiting — or that has waited long enough for the others runs
 //! one batched forward over everything submitted, then hands every cache
-//! and its logits back. Steps submitted while a batch runs form the next
+//! and its logits back. Long enough is as long as a batched pass takes
+//! (recent average; waiting longer for a straggler costs more than giving
+//! it a pass of its own), at most [`GATHER`]. Steps submitted while a batch runs form the next
 //! batch. Prefill never goes through the batcher.
 //!
 //! A generation that ends (EOS, stop, length, cancel, grammar) gives its
@@ -26,8 +28,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How long a submitted step waits for the other seated sequences before
-/// the batch runs without them (a sequence busy elsewhere — a first
+/// The longest a submitted step waits for the other seated sequences
+/// before the batch runs without them (a sequence busy elsewhere — a first
 /// grammar mask, a slow client — must not hold the others back longer).
 pub const GATHER: Duration = Duration::from_millis(3);
 
@@ -60,7 +62,10 @@ pub struct BatchStats {
 }
 
 struct Shared {
+    /// The longest wait for stragglers.
     gather: Duration,
+    /// Wait no longer than a recent batched pass took.
+    adaptive: bool,
     model: Arc<Model>,
     pool: Arc<rayon::ThreadPool>,
     state: Mutex<State>,
@@ -83,6 +88,18 @@ struct State {
     scratch: Scratch,
     logits: Vec<f32>,
     stats: BatchStats,
+    /// Moving average of the batched passes' time (`None` before one).
+    pass_time: Option<Duration>,
+}
+
+impl State {
+    /// How long a queued step may wait for the other seated sequences.
+    fn patience(&self, sh: &Shared) -> Duration {
+        match (sh.adaptive, self.pass_time) {
+            (true, Some(t)) => t.min(sh.gather),
+            _ => sh.gather,
+        }
+    }
 }
 
 /// One sequence's step, carrying its cache there and back.
@@ -106,15 +123,21 @@ impl Shared {
 impl Batcher {
     /// A batcher for forks of `engine` (same model and thread pool).
     pub fn new(engine: &Engine) -> Batcher {
-        Batcher::with_gather(engine, GATHER)
+        Batcher::make(engine, GATHER, true)
     }
 
-    /// [`Batcher::new`] waiting up to `gather` (instead of [`GATHER`]) for
-    /// every seated sequence to submit its step.
+    /// [`Batcher::new`] waiting exactly up to `gather` for every seated
+    /// sequence to submit its step (not adapting to the pass time; a test
+    /// that needs full batches uses a long one).
     pub fn with_gather(engine: &Engine, gather: Duration) -> Batcher {
+        Batcher::make(engine, gather, false)
+    }
+
+    fn make(engine: &Engine, gather: Duration, adaptive: bool) -> Batcher {
         Batcher {
             shared: Arc::new(Shared {
                 gather,
+                adaptive,
                 model: engine.model.clone(),
                 pool: engine.pool.clone(),
                 state: Mutex::new(State::default()),
@@ -193,14 +216,15 @@ impl Seat {
                 return job.result;
             }
             let waited = s.first_at.map_or(Duration::ZERO, |t| t.elapsed());
+            let patience = s.patience(sh);
             if !s.running && !s.queue.is_empty() {
-                if s.queue.len() >= s.seats || waited >= sh.gather {
+                if s.queue.len() >= s.seats || waited >= patience {
                     s = lead(sh, s);
                     continue;
                 }
                 s = sh
                     .wake
-                    .wait_timeout(s, sh.gather - waited)
+                    .wait_timeout(s, patience - waited)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             } else {
@@ -219,8 +243,14 @@ fn lead<'a>(sh: &'a Shared, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, Stat
     let mut scratch = std::mem::take(&mut s.scratch);
     let mut logits = std::mem::take(&mut s.logits);
     drop(s);
+    let t0 = Instant::now();
     run(sh, &mut jobs, &mut scratch, &mut logits);
+    let took = t0.elapsed();
     let mut s = sh.lock();
+    s.pass_time = Some(match s.pass_time {
+        None => took,
+        Some(t) => (t * 3 + took) / 4,
+    });
     s.scratch = scratch;
     s.logits = logits;
     s.running = false;
@@ -265,8 +295,7 @@ fn run(sh: &Shared, jobs: &mut [Job], scratch: &mut Scratch, logits: &mut Vec<f3
         Err(_) => Some("batched decode panicked".to_string()),
     };
     let v = sh.model.config.n_vocab;
-    let mut i = 0;
-    for j in jobs.iter_mut().filter(|j| j.result.is_ok()) {
+    for (i, j) in jobs.iter_mut().filter(|j| j.result.is_ok()).enumerate() {
         match &failure {
             Some(msg) => j.result = Err(Error::usage(msg.clone())),
             None => {
@@ -274,7 +303,6 @@ fn run(sh: &Shared, jobs: &mut [Job], scratch: &mut Scratch, logits: &mut Vec<f3
                 j.logits.extend_from_slice(&logits[i * v..(i + 1) * v]);
             }
         }
-        i += 1;
     }
 }
 
