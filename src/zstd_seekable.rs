@@ -496,15 +496,15 @@ mod tests {
             .collect()
     }
 
+    fn opts(level: i32, frame_size: usize) -> ZstdOptions {
+        ZstdOptions { level, frame_size }
+    }
+
     #[test]
     fn round_trip_various_sizes() {
         for n in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 5] {
             let data = sample(n);
-            let opts = ZstdOptions {
-                level: 3,
-                frame_size: 4096,
-            };
-            let enc = encode(&data, opts).unwrap();
+            let enc = encode(&data, opts(3, 4096)).unwrap();
             assert_eq!(decode(&enc, n as u64).unwrap(), data, "n={n}");
         }
     }
@@ -512,14 +512,7 @@ mod tests {
     #[test]
     fn ranged_decode_equals_slicing() {
         let data = sample(10 * 1000 + 7);
-        let enc = encode(
-            &data,
-            ZstdOptions {
-                level: 1,
-                frame_size: 1000,
-            },
-        )
-        .unwrap();
+        let enc = encode(&data, opts(1, 1000)).unwrap();
         for (a, b) in [
             (0, 1),
             (999, 1001),
@@ -537,14 +530,7 @@ mod tests {
     #[test]
     fn wrong_decoded_length_is_rejected() {
         let data = sample(5000);
-        let enc = encode(
-            &data,
-            ZstdOptions {
-                level: 3,
-                frame_size: 1024,
-            },
-        )
-        .unwrap();
+        let enc = encode(&data, opts(3, 1024)).unwrap();
         assert_eq!(
             decode(&enc, 4999).unwrap_err().rule(),
             Some(Rule::ZstdLength)
@@ -558,14 +544,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_is_an_error_or_exact() {
         let data = sample(3000);
-        let enc = encode(
-            &data,
-            ZstdOptions {
-                level: 3,
-                frame_size: 1024,
-            },
-        )
-        .unwrap();
+        let enc = encode(&data, opts(3, 1024)).unwrap();
         for i in 0..enc.len() {
             let mut bad = enc.clone();
             bad[i] ^= 0x5a;
@@ -598,37 +577,9 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused() {
-        assert!(encode(
-            b"x",
-            ZstdOptions {
-                level: 0,
-                frame_size: 10
-            }
-        )
-        .is_err());
-        assert!(encode(
-            b"x",
-            ZstdOptions {
-                level: 23,
-                frame_size: 10
-            }
-        )
-        .is_err());
-        assert!(encode(
-            b"x",
-            ZstdOptions {
-                level: 3,
-                frame_size: 0
-            }
-        )
-        .is_err());
-        assert!(encode(
-            b"x",
-            ZstdOptions {
-                level: 3,
-                frame_size: MAX_FRAME_SIZE + 1
-            }
-        )
-        .is_err());
+        assert!(encode(b"x", opts(0, 10)).is_err());
+        assert!(encode(b"x", opts(23, 10)).is_err());
+        assert!(encode(b"x", opts(3, 0)).is_err());
+        assert!(encode(b"x", opts(3, MAX_FRAME_SIZE + 1)).is_err());
     }
 }

@@ -10,6 +10,9 @@
 
 #![cfg(feature = "engine")]
 
+mod common;
+
+use common::models::cached_model;
 use std::path::PathBuf;
 use ztensor::engine::{Engine, EngineOptions, KvType};
 use ztensor::Reader;
@@ -17,20 +20,7 @@ use ztensor::Reader;
 const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
 fn model() -> Option<PathBuf> {
-    let dir = match std::env::var_os("ZT_MODEL_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/ztensor-models"),
-    };
-    let p = dir.join(FILE);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is not cached (run scripts/fetch_models.py)",
-            p.display()
-        );
-        None
-    }
+    cached_model(FILE)
 }
 
 fn open(path: &PathBuf, n_ctx: usize) -> Engine {

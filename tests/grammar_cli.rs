@@ -5,6 +5,9 @@
 //! fields. Bad grammar or schema files are refused with an error naming
 //! the problem.
 
+mod common;
+
+use common::models::cached_model;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -119,17 +122,7 @@ fn bad_grammar_and_schema_files_are_refused() {
 }
 
 fn smollm2() -> Option<PathBuf> {
-    let cache = std::env::var_os("ZT_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/ztensor-models")
-        });
-    let p = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.exists() {
-        eprintln!("skipped: {} is not there", p.display());
-    }
-    p.exists().then_some(p)
+    cached_model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 fn path_str(p: &Path) -> String {

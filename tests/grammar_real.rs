@@ -8,6 +8,9 @@
 
 #![cfg(feature = "engine")]
 
+mod common;
+
+use common::models::cached_model;
 use std::path::PathBuf;
 use std::sync::Arc;
 use ztensor::engine::grammar::{Grammar, Recognizer};
@@ -16,21 +19,7 @@ use ztensor::engine::{
 };
 
 fn smollm2() -> Option<PathBuf> {
-    let cache = std::env::var_os("ZT_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/ztensor-models")
-        });
-    let p = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.exists() {
-        eprintln!(
-            "skipped: {} is not there (run scripts/fetch_models.py)",
-            p.display()
-        );
-        return None;
-    }
-    Some(p)
+    cached_model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 const GRAMMARS: &[(&str, &str)] = &[

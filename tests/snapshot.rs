@@ -5,14 +5,13 @@
 
 #![cfg(feature = "engine")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::snapshot::{rewrite_snapshot as rewrite, tiny_model};
+use std::path::PathBuf;
 use ztensor::cbor::Value;
 use ztensor::engine::{Engine, EngineOptions, GenerateParams, KvType, SamplerConfig};
-use ztensor::{Error, Reader, SnapshotFault, Writer};
-
-fn tiny_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/bin/zt/assets/llama-tiny-q8_0.zt")
-}
+use ztensor::{Error, Reader, SnapshotFault};
 
 fn other_model() -> Option<PathBuf> {
     let p = std::env::var_os("ZT_FIXTURES")
@@ -159,40 +158,6 @@ fn snapshot_info_reads_without_the_model() {
         info.model_path.as_deref(),
         Some(tiny_model().to_string_lossy().as_ref())
     );
-}
-
-/// Copies snapshot `src` to `dst`, letting `edit` change the attributes
-/// and each tensor (`None` drops it).
-fn rewrite(
-    src: &Path,
-    dst: &Path,
-    edit_attrs: impl Fn(&mut Vec<(Value, Value)>),
-    edit: impl Fn(&str, Vec<u64>, Vec<u8>) -> Option<(Vec<u64>, Vec<u8>)>,
-) {
-    let r = Reader::open(src).unwrap();
-    let mut w = Writer::create(dst).unwrap();
-    let Some(Value::Map(top)) = r.attributes().cloned() else {
-        panic!("no attributes")
-    };
-    let mut top = top;
-    for (k, v) in top.iter_mut() {
-        if k.as_str() == Some("ztensor.snapshot") {
-            let Value::Map(mut desc) = v.clone() else {
-                panic!()
-            };
-            edit_attrs(&mut desc);
-            *v = Value::map(desc).unwrap();
-        }
-    }
-    w.set_attributes(Value::map(top).unwrap()).unwrap();
-    for name in r.names() {
-        let t = r.read_dense(name).unwrap();
-        let dtype = t.etype.clone();
-        if let Some((shape, bytes)) = edit(name, t.shape.clone(), t.bytes.to_vec()) {
-            w.add_bytes(name, &shape, dtype, &bytes).unwrap();
-        }
-    }
-    w.finish().unwrap();
 }
 
 fn set(desc: &mut [(Value, Value)], key: &str, value: Value) {

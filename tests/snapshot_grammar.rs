@@ -7,16 +7,15 @@
 
 #![cfg(feature = "engine")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::snapshot::{rewrite_snapshot as rewrite, tiny_model};
+use std::path::PathBuf;
 use std::sync::Arc;
 use ztensor::cbor::Value;
 use ztensor::engine::grammar::{Grammar, Recognizer};
 use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
-use ztensor::{DigestAlg, Error, Reader, SnapshotFault, WriteOptions, Writer};
-
-fn tiny_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/bin/zt/assets/llama-tiny-q8_0.zt")
-}
+use ztensor::{Error, Reader, SnapshotFault};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("zt-snapshot-grammar-{}", std::process::id()));
@@ -156,38 +155,6 @@ type DescFn = dyn Fn(&mut Vec<(Value, Value)>);
 /// Changes (or drops, `None`) a tensor: name, shape, bytes.
 type TensorFn = dyn Fn(&str, Vec<u64>, Vec<u8>) -> Option<(Vec<u64>, Vec<u8>)>;
 
-/// Copies snapshot `src` to `dst` (digested parts), letting `edit_desc`
-/// change the description and `edit` each tensor (`None` drops it).
-fn rewrite(src: &Path, dst: &Path, edit_desc: &DescFn, edit: &TensorFn) {
-    let r = Reader::open(src).unwrap();
-    let options = WriteOptions {
-        digest: Some(DigestAlg::Xxh3),
-        ..WriteOptions::default()
-    };
-    let mut w = Writer::create_with(dst, options).unwrap();
-    let Some(Value::Map(mut top)) = r.attributes().cloned() else {
-        panic!("no attributes")
-    };
-    for (k, v) in top.iter_mut() {
-        if k.as_str() == Some("ztensor.snapshot") {
-            let Value::Map(mut desc) = v.clone() else {
-                panic!()
-            };
-            edit_desc(&mut desc);
-            *v = Value::map(desc).unwrap();
-        }
-    }
-    w.set_attributes(Value::map(top).unwrap()).unwrap();
-    for name in r.names() {
-        let t = r.read_dense(name).unwrap();
-        let dtype = t.etype.clone();
-        if let Some((shape, bytes)) = edit(name, t.shape.clone(), t.bytes.to_vec()) {
-            w.add_bytes(name, &shape, dtype, &bytes).unwrap();
-        }
-    }
-    w.finish().unwrap();
-}
-
 fn u32s(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -252,7 +219,7 @@ fn hostile_grammar_state_is_refused_and_leaves_the_engine_as_it_was() {
     donor.snapshot(&good, false).unwrap();
     // A control: the rewrite itself keeps the snapshot valid.
     let ctl = tmp("control.zt");
-    rewrite(&good, &ctl, &keep(), &same());
+    rewrite(&good, &ctl, keep(), same());
     engine().restore(&Reader::open(&ctl).unwrap()).unwrap();
 
     let cases: Vec<(&str, DescEdit, TensorEdit)> = vec![

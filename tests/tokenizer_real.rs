@@ -7,28 +7,15 @@
 //! its test with a message. The expected ids were produced by llama.cpp's
 //! `llama-tokenize` on the same files (no BOS unless noted).
 
+mod common;
+
+use common::models::cached_model;
 use std::path::PathBuf;
 use ztensor::engine::Tokenizer;
 use ztensor::Reader;
 
-fn cache() -> PathBuf {
-    std::env::var_os("ZT_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/ztensor-models")
-        })
-}
-
 fn tokenizer(file: &str) -> Option<Tokenizer> {
-    let path = cache().join(file);
-    if !path.exists() {
-        eprintln!(
-            "skipped: {} is not there (run scripts/fetch_models.py)",
-            path.display()
-        );
-        return None;
-    }
+    let path = cached_model(file)?;
     let reader = Reader::open(&path).unwrap();
     Some(Tokenizer::from_attributes(reader.attributes().unwrap()).unwrap())
 }

@@ -19,10 +19,11 @@ use crate::cbor::Value;
 use crate::error::Result;
 use crate::fingerprint;
 use crate::formats::Format;
-use crate::manifest::Object;
-use crate::reader::OpenOptions;
+use crate::manifest::{Object, Part};
+use crate::reader::{OpenOptions, Reader};
 use crate::store::Backend;
-use crate::writer::{PartOptions, WriteOptions, Writer};
+use crate::writer::{PartOptions, PartSink, WriteOptions, Writer};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What a conversion wrote.
@@ -56,22 +57,8 @@ pub fn convert_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertReport> {
     let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
-    let format = reader.format();
     let mut w = Writer::create_with(output, options.clone())?;
-    let mut report = ConvertReport {
-        format: Some(format),
-        input_bytes: reader.file_len(),
-        ..ConvertReport::default()
-    };
-    if let Some(Value::Map(entries)) = reader.attributes() {
-        report.metadata_keys = entries
-            .iter()
-            .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
-            .filter(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY))
-            .count();
-    }
-    // Every part's BLAKE3, taken as the bytes stream through.
-    let mut digests = Vec::new();
+    let mut report = start_report(&reader);
     // Copy in file order so the input is read front to back.
     let mut names: Vec<(&str, u64)> = reader
         .manifest()
@@ -85,63 +72,138 @@ pub fn convert_with_progress(
         })
         .collect();
     names.sort_by_key(|&(n, off)| (off, n));
-    let total: u64 = reader
-        .manifest()
-        .objects
-        .values()
-        .flat_map(|o| o.parts.values())
-        .map(|p| p.decoded_size())
-        .sum();
-    let mut done = 0u64;
-    let mut buf = vec![0u8; CHUNK.min(total.max(1)) as usize];
+    let mut copier = PartCopier::new(&reader, progress);
     for (name, _) in names {
         let src = reader.object(name)?;
-        let mut parts = std::collections::BTreeMap::new();
+        let mut parts = BTreeMap::new();
         for (role, p) in &src.parts {
             let mut sink = w.stream_part(PartOptions {
                 etype: p.etype.clone(),
                 compression: options.compression,
                 digest: options.digest,
             })?;
-            let size = p.decoded_size();
-            let mut at = 0u64;
-            let mut hasher = blake3::Hasher::new();
-            while at < size {
-                let n = (size - at).min(buf.len() as u64) as usize;
-                reader.part_range_into(name, role, at, &mut buf[..n])?;
-                sink.write(&buf[..n])?;
-                hasher.update_rayon(&buf[..n]);
-                at += n as u64;
-                done += n as u64;
-                progress(done, total);
-            }
+            copier.copy(&reader, name, role, p.decoded_size(), &mut sink)?;
             parts.insert(role.clone(), sink.finish()?);
-            digests.push((
-                name.to_string(),
-                role.clone(),
-                size,
-                *hasher.finalize().as_bytes(),
-            ));
         }
-        if src.layout.starts_with("gguf.") {
-            report.quantized += 1;
-        }
-        w.add_object(
-            name,
-            Object {
-                shape: src.shape.clone(),
-                layout: src.layout.clone(),
-                parts,
-                attributes: src.attributes.clone(),
-            },
-        )?;
-        report.tensors += 1;
+        w.add_object(name, copied_object(&mut report, src, parts))?;
     }
-    // The attributes, with the model's fingerprint cached (replacing a
-    // stale one a `.zt` input may carry).
-    // Free-form attributes that are not a map are copied as they are.
+    set_fingerprinted_attributes(&mut w, &reader, copier.digests)?;
+    report.output_bytes = w.finish()?;
+    Ok(report)
+}
+
+/// A report with what is known before any copying: the input's format,
+/// size and metadata key count (the `gguf` bookkeeping map and a cached
+/// fingerprint do not count).
+pub(crate) fn start_report(reader: &Reader) -> ConvertReport {
+    let format = reader.format();
+    let mut report = ConvertReport {
+        format: Some(format),
+        input_bytes: reader.file_len(),
+        ..ConvertReport::default()
+    };
+    if let Some(Value::Map(entries)) = reader.attributes() {
+        report.metadata_keys = entries
+            .iter()
+            .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
+            .filter(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY))
+            .count();
+    }
+    report
+}
+
+/// The output object for input object `src` whose parts were copied as
+/// `parts`, counted (and, if GGUF-quantized, counted as such) in `report`.
+pub(crate) fn copied_object(
+    report: &mut ConvertReport,
+    src: &Object,
+    parts: BTreeMap<String, Part>,
+) -> Object {
+    if src.layout.starts_with("gguf.") {
+        report.quantized += 1;
+    }
+    report.tensors += 1;
+    Object {
+        shape: src.shape.clone(),
+        layout: src.layout.clone(),
+        parts,
+        attributes: src.attributes.clone(),
+    }
+}
+
+/// Streams parts from the input into part sinks in [`CHUNK`]-sized reads,
+/// reporting progress over the whole input and taking every part's BLAKE3
+/// as the bytes stream through (for the model fingerprint).
+pub(crate) struct PartCopier<'p> {
+    buf: Vec<u8>,
+    done: u64,
+    total: u64,
+    progress: &'p mut dyn FnMut(u64, u64),
+    /// `(object, role, size, BLAKE3)` of every part copied so far.
+    pub(crate) digests: Vec<(String, String, u64, [u8; 32])>,
+}
+
+impl<'p> PartCopier<'p> {
+    pub(crate) fn new(reader: &Reader, progress: &'p mut dyn FnMut(u64, u64)) -> Self {
+        let total: u64 = reader
+            .manifest()
+            .objects
+            .values()
+            .flat_map(|o| o.parts.values())
+            .map(|p| p.decoded_size())
+            .sum();
+        PartCopier {
+            buf: vec![0u8; CHUNK.min(total.max(1)) as usize],
+            done: 0,
+            total,
+            progress,
+            digests: Vec::new(),
+        }
+    }
+
+    /// Copies the `size` decoded bytes of part `role` of object `name`
+    /// into `sink` (which the caller finishes).
+    pub(crate) fn copy(
+        &mut self,
+        reader: &Reader,
+        name: &str,
+        role: &str,
+        size: u64,
+        sink: &mut PartSink<'_>,
+    ) -> Result<()> {
+        let mut at = 0u64;
+        let mut hasher = blake3::Hasher::new();
+        while at < size {
+            let n = (size - at).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..n];
+            reader.part_range_into(name, role, at, chunk)?;
+            sink.write(chunk)?;
+            hasher.update_rayon(chunk);
+            at += n as u64;
+            self.done += n as u64;
+            (self.progress)(self.done, self.total);
+        }
+        self.digests.push((
+            name.to_string(),
+            role.to_string(),
+            size,
+            *hasher.finalize().as_bytes(),
+        ));
+        Ok(())
+    }
+}
+
+/// Copies the input's attributes to `w` with the model's fingerprint
+/// (combined from `digests`) cached, replacing a stale one a `.zt` input
+/// may carry. Free-form attributes that are not a map are copied as they
+/// are.
+pub(crate) fn set_fingerprinted_attributes(
+    w: &mut Writer,
+    reader: &Reader,
+    digests: Vec<(String, String, u64, [u8; 32])>,
+) -> Result<()> {
     match reader.attributes() {
-        Some(other) if !matches!(other, Value::Map(_)) => w.set_attributes(other.clone())?,
+        Some(other) if !matches!(other, Value::Map(_)) => w.set_attributes(other.clone()),
         attrs => {
             let mut entries = match attrs {
                 Some(Value::Map(e)) => e.clone(),
@@ -152,11 +214,9 @@ pub fn convert_with_progress(
                 Value::text(fingerprint::FINGERPRINT_KEY),
                 Value::text(fingerprint::combine(digests)),
             ));
-            w.set_attributes(Value::map(entries)?)?;
+            w.set_attributes(Value::map(entries)?)
         }
     }
-    report.output_bytes = w.finish()?;
-    Ok(report)
 }
 
 /// The GGUF value type recorded for `key` in a converted file's attributes.

@@ -5,12 +5,9 @@
 //! BLAKE3 digest. The shards are written and made durable first and the
 //! root last, so an interrupted conversion leaves no root that opens.
 
-use crate::cbor::Value;
-use crate::convert::ConvertReport;
+use super::{copied_object, set_fingerprinted_attributes, start_report, ConvertReport, PartCopier};
 use crate::digest::DigestAlg;
 use crate::error::{Error, Result};
-use crate::fingerprint;
-use crate::formats::Format;
 use crate::manifest::Object;
 use crate::reader::{OpenOptions, Reader};
 use crate::store::Backend;
@@ -63,9 +60,6 @@ pub fn plan_runs(
     runs
 }
 
-/// Copy buffer for streaming tensor data.
-const CHUNK: u64 = 8 << 20;
-
 /// The path of data shard `name` of root `output`: `<stem>-<name>.zt`.
 pub fn shard_file(output: &Path, name: &str) -> Result<PathBuf> {
     let stem = output
@@ -108,26 +102,7 @@ pub fn convert_sharded(
         return Err(Error::usage("canonical form is single-file"));
     }
     let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
-    let format = reader.format();
-    let mut report = ConvertReport {
-        format: Some(format),
-        input_bytes: reader.file_len(),
-        ..ConvertReport::default()
-    };
-    if let Some(Value::Map(entries)) = reader.attributes() {
-        report.metadata_keys = entries
-            .iter()
-            .filter(|(k, _)| !(format == Format::Gguf && k.as_str() == Some("gguf")))
-            .filter(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY))
-            .count();
-    }
-    let total: u64 = reader
-        .manifest()
-        .objects
-        .values()
-        .flat_map(|o| o.parts.values())
-        .map(|p| p.decoded_size())
-        .sum();
+    let mut report = start_report(&reader);
     let mut names: Vec<(&str, (Option<&str>, u64))> = reader
         .manifest()
         .objects
@@ -144,10 +119,8 @@ pub fn convert_sharded(
 
     let mut written: Vec<(String, PathBuf)> = Vec::new();
     let mut objects: Vec<(String, Object)> = Vec::new();
-    let mut digests = Vec::new();
+    let mut copier = PartCopier::new(&reader, progress);
     let mut current: Option<OpenShard> = None;
-    let mut buf = vec![0u8; CHUNK.min(total.max(1)) as usize];
-    let mut done = 0u64;
     let result = (|| -> Result<()> {
         for &(name, _) in &names {
             let src = reader.object(name)?;
@@ -195,42 +168,14 @@ pub fn convert_sharded(
                     compression: options.compression,
                     digest: options.digest,
                 })?;
-                let mut at = 0u64;
-                let mut hasher = blake3::Hasher::new();
-                while at < size {
-                    let n = (size - at).min(buf.len() as u64) as usize;
-                    reader.part_range_into(name, role, at, &mut buf[..n])?;
-                    sink.write(&buf[..n])?;
-                    hasher.update(&buf[..n]);
-                    at += n as u64;
-                    done += n as u64;
-                    progress(done, total);
-                }
+                copier.copy(&reader, name, role, size, &mut sink)?;
                 let mut part = sink.finish()?;
                 shard.used = part.blob.end().unwrap_or(u64::MAX);
                 shard.parts += 1;
                 part.shard = Some(shard.name.clone());
                 parts.insert(role.clone(), part);
-                digests.push((
-                    name.to_string(),
-                    role.clone(),
-                    size,
-                    *hasher.finalize().as_bytes(),
-                ));
             }
-            if src.layout.starts_with("gguf.") {
-                report.quantized += 1;
-            }
-            objects.push((
-                name.to_string(),
-                Object {
-                    shape: src.shape.clone(),
-                    layout: src.layout.clone(),
-                    parts,
-                    attributes: src.attributes.clone(),
-                },
-            ));
-            report.tensors += 1;
+            objects.push((name.to_string(), copied_object(&mut report, src, parts)));
         }
         if let Some(s) = current.take() {
             s.writer.finish_data_shard()?;
@@ -245,7 +190,7 @@ pub fn convert_sharded(
         remove_all(&written);
         return Err(e);
     }
-    match write_root(&reader, output, options, &written, objects, digests) {
+    match write_root(&reader, output, options, &written, objects, copier.digests) {
         Ok(root) => {
             report.output_bytes = root;
             for (_, path) in &written {
@@ -283,20 +228,6 @@ fn write_root(
     for (name, object) in objects {
         w.add_object(&name, object)?;
     }
-    match reader.attributes() {
-        Some(other) if !matches!(other, Value::Map(_)) => w.set_attributes(other.clone())?,
-        attrs => {
-            let mut entries = match attrs {
-                Some(Value::Map(e)) => e.clone(),
-                _ => Vec::new(),
-            };
-            entries.retain(|(k, _)| k.as_str() != Some(fingerprint::FINGERPRINT_KEY));
-            entries.push((
-                Value::text(fingerprint::FINGERPRINT_KEY),
-                Value::text(fingerprint::combine(digests)),
-            ));
-            w.set_attributes(Value::map(entries)?)?;
-        }
-    }
+    set_fingerprinted_attributes(&mut w, reader, digests)?;
     w.finish()
 }

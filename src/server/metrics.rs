@@ -1,5 +1,6 @@
 //! Counters for `GET /metrics` (Prometheus text format 0.0.4).
 
+use super::generate::Outcome;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,6 +28,18 @@ impl Metrics {
             .fetch_add((prompt_secs * 1e6) as u64, Ordering::Relaxed);
         self.decode_micros
             .fetch_add((decode_secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Adds one finished run: the prompt tokens it prefilled (those a
+    /// cached prefix supplied are not counted), the tokens it generated,
+    /// and their times.
+    pub fn record_run(&self, o: &Outcome) {
+        self.record(
+            o.prompt_tokens - o.cached_tokens,
+            o.prefill_secs,
+            o.completion_tokens,
+            o.decode_secs,
+        );
     }
 
     /// The text of `/metrics`; `queued`, `running` and `batch` come from

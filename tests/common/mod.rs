@@ -1,6 +1,9 @@
 //! Helpers to build `.zt` images by hand (for hostile and vector tests).
 #![allow(dead_code)]
 
+pub mod models;
+pub mod snapshot;
+
 use ztensor::cbor::{self, Value};
 use ztensor::container::{Footer, MAGIC};
 

@@ -3,10 +3,8 @@
 //! bodies both ways (a zip bomb refused), deadlines, and server streaming
 //! framed byte by byte.
 
-use crate::harness::{engine_greedy, fixture, temp_dir, Server, KEY};
+use crate::harness::{agent, engine_greedy, fixture, read_body, temp_dir, Server, KEY};
 use serde_json::{json, Value};
-use std::io::Read;
-use std::time::Duration;
 
 struct Reply {
     status: u16,
@@ -45,12 +43,7 @@ impl Reply {
 /// A raw POST to the server with the given headers (the test key is
 /// added unless `auth` is false).
 fn post(s: &Server, path: &str, body: &[u8], headers: &[(&str, &str)], auth: bool) -> Reply {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut r = agent.post(format!("{}{path}", s.base));
+    let mut r = agent().post(format!("{}{path}", s.base));
     if auth {
         r = r.header("Authorization", format!("Bearer {KEY}"));
     }
@@ -70,19 +63,12 @@ fn post(s: &Server, path: &str, body: &[u8], headers: &[(&str, &str)], auth: boo
         h("content-encoding"),
         h("accept-encoding"),
     );
-    let mut body = Vec::new();
-    resp.body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .reader()
-        .read_to_end(&mut body)
-        .unwrap();
     Reply {
         status: resp.status().as_u16(),
         content_type,
         content_encoding,
         accept_encoding,
-        body,
+        body: read_body(&mut resp),
     }
 }
 

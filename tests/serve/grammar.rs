@@ -3,49 +3,9 @@
 //! output equals the library engine's under the same grammar; bad
 //! grammars and schemas are 400s naming the problem.
 
-use crate::harness::{fixture, Server};
+use crate::harness::{engine_run, fixture, Server};
 use serde_json::{json, Value};
-use std::path::Path;
-use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
-
-/// The engine's greedy output for `prompt` under `grammar`, and its stop
-/// reason.
-fn engine_constrained(
-    model: &Path,
-    prompt: &str,
-    max_tokens: usize,
-    grammar: GrammarSpec,
-) -> (String, String) {
-    let mut e = Engine::open(
-        model,
-        EngineOptions {
-            n_threads: 1,
-            kv_type: KvType::F16,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
-    let params = GenerateParams {
-        max_tokens,
-        sampler: SamplerConfig {
-            temperature: 0.0,
-            ..SamplerConfig::default()
-        },
-        seed: Some(0),
-        grammar: Some(grammar),
-        ..Default::default()
-    };
-    let mut reason = String::new();
-    let text = e
-        .generate(prompt, &params, |t| {
-            if let Some(r) = t.stop_reason {
-                reason = r.name().to_string();
-            }
-            true
-        })
-        .unwrap();
-    (text, reason)
-}
+use ztensor::engine::GrammarSpec;
 
 fn schema() -> Value {
     json!({
@@ -64,7 +24,8 @@ fn response_format_json_schema_equals_the_engine_and_validates() {
     let model = fixture("llama-tiny-q8_0.gguf");
     let s = Server::start(&model, &[]);
     let prompt = "the quick brown fox";
-    let (want, reason) = engine_constrained(&model, prompt, 48, GrammarSpec::JsonSchema(schema()));
+    let run = engine_run(&model, prompt, 48, Some(GrammarSpec::JsonSchema(schema())));
+    let (want, reason) = (run.text, run.reason);
     let finish = if reason == "eos" || reason == "stop" {
         "stop"
     } else {

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use ztensor::engine::{Engine, EngineOptions, GenerateParams, KvType, SamplerConfig};
+use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
 
 pub const KEY: &str = "test-key-0123";
 
@@ -86,12 +86,11 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let s = Server { child, base, agent };
+        let s = Server {
+            child,
+            base,
+            agent: agent(),
+        };
         let t0 = Instant::now();
         loop {
             let a = s.request("GET", "/health", None, &[]);
@@ -157,18 +156,11 @@ impl Server {
         };
         let retry_after = h("retry-after");
         let content_type = h("content-type").unwrap_or_default();
-        let mut body = Vec::new();
-        resp.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .reader()
-            .read_to_end(&mut body)
-            .unwrap();
         Answer {
             status: resp.status().as_u16(),
             retry_after,
             content_type,
-            body,
+            body: read_body(&mut resp),
         }
     }
 
@@ -189,6 +181,28 @@ impl Server {
     pub fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_string()
     }
+}
+
+/// An HTTP client that returns error statuses as answers and gives up
+/// after 60 s.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// An answer's whole body (up to 64 MiB).
+pub fn read_body(resp: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+    let mut body = Vec::new();
+    resp.body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    body
 }
 
 /// Splits an SSE body into its `data:` payloads, checking the framing byte
@@ -219,6 +233,26 @@ pub fn sse_events(body: &[u8]) -> Vec<Value> {
 
 /// What the library's engine generates greedily for `prompt`.
 pub fn engine_greedy(model: &Path, prompt: &str, max_tokens: usize) -> (String, Vec<u32>) {
+    let run = engine_run(model, prompt, max_tokens, None);
+    (run.text, run.ids)
+}
+
+/// One greedy run of the library's engine.
+pub struct EngineRun {
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// The stop reason's name (empty if none was reported).
+    pub reason: String,
+}
+
+/// The library engine's greedy output for `prompt` (f16 KV, one thread,
+/// seed 0), under `grammar` when given: what the server must match.
+pub fn engine_run(
+    model: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    grammar: Option<GrammarSpec>,
+) -> EngineRun {
     let mut e = Engine::open(
         model,
         EngineOptions {
@@ -234,18 +268,22 @@ pub fn engine_greedy(model: &Path, prompt: &str, max_tokens: usize) -> (String, 
             temperature: 0.0,
             ..SamplerConfig::default()
         },
-        stop: Vec::new(),
         seed: Some(0),
+        grammar,
         ..Default::default()
     };
     let mut ids = Vec::new();
+    let mut reason = String::new();
     let text = e
         .generate(prompt, &params, |t| {
             ids.push(t.id);
+            if let Some(r) = t.stop_reason {
+                reason = r.name().to_string();
+            }
             true
         })
         .unwrap();
-    (text, ids)
+    EngineRun { text, ids, reason }
 }
 
 pub fn completion(prompt: &str, max_tokens: usize) -> Value {

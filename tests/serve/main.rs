@@ -5,6 +5,8 @@
 
 mod batch;
 mod cache;
+#[path = "../common/mod.rs"]
+mod common;
 mod connect;
 mod grammar;
 mod harness;

@@ -2,34 +2,17 @@
 //! `scripts/fetch_models.py` has not cached them): Gemma 3's turn format,
 //! ChatML on SmolLM2.
 
+use crate::common::models::cached_model;
 use crate::harness::Server;
 use serde_json::json;
-use std::path::PathBuf;
 use ztensor::engine::chat::ChatFormat;
 use ztensor::engine::{Engine, EngineOptions};
-
-fn model(file: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("ZT_MODEL_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/ztensor-models"),
-    };
-    let p = dir.join(file);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is not cached (run scripts/fetch_models.py)",
-            p.display()
-        );
-        None
-    }
-}
 
 /// Asks the capital of France; `paris`: the model is an instruct model
 /// that answers (the Gemma 3 270M file is the pretrained base model, which
 /// repeats the question, as llama.cpp's run of it does too).
 fn capital_of_france(file: &str, format: ChatFormat, paris: bool) -> Option<Vec<u32>> {
-    let path = model(file)?;
+    let path = cached_model(file)?;
     let e = Engine::open(&path, EngineOptions::default()).unwrap();
     assert_eq!(ChatFormat::detect(&e), format);
     let s = Server::start(&path, &["--ctx", "512"]);

@@ -20,12 +20,12 @@
 
 use super::misc::{self, DetokenizeRequest, TokenizeRequest};
 use super::openai::{self, chat_tokens, message_pairs, ChatRequest, CompletionRequest};
+use super::sampling::add_chat_stops;
 use super::states::{self as state_routes, ExecuteRequest, InterruptRequest};
-use super::{blocking, budget, check_sampling, check_stops, submit, usage, JsonBody, StopInput};
+use super::{blocking, submit, usage, JsonBody, SamplingFields};
 use crate::server::chat::Message;
-use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::generate::{self, Finish, Piece, Sampling};
+use crate::server::generate::{self, Finish, Piece};
 use crate::server::{sse, App};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -553,19 +553,11 @@ struct StreamRequest {
     prompt: Option<String>,
     #[serde(default)]
     messages: Option<Vec<Message>>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    stop: Option<StopInput>,
-    /// `response_format`, `grammar` or `json_schema`, as on the OpenAI routes.
+    /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and
+    /// `response_format`, `grammar` or `json_schema`, as on the OpenAI
+    /// routes.
     #[serde(flatten)]
-    grammar: GrammarFields,
+    sampling: SamplingFields,
 }
 
 /// Envelope flags of Connect streaming.
@@ -660,21 +652,12 @@ async fn generate_stream(
             ))
         }
     };
-    let (temperature, top_p) = check_sampling(req.temperature, req.top_p)?;
-    let mut sampling = Sampling {
-        max_tokens: budget(loaded.n_ctx, 0, prompt.len(), req.max_tokens)?,
-        temperature,
-        top_p,
-        seed: req.seed,
-        stop: check_stops(req.stop)?,
-        stop_ids: Vec::new(),
-        logprobs: Some(0),
-        grammar: constraint::from_request(req.grammar).await?,
-    };
+    let mut sampling = req
+        .sampling
+        .into_sampling(loaded.n_ctx, 0, prompt.len(), Some(0))
+        .await?;
     if chat {
-        let stops = loaded.chat.stop_strings();
-        sampling.stop.extend(stops.iter().map(|s| s.to_string()));
-        sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+        add_chat_stops(&mut sampling, &loaded);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
@@ -720,12 +703,7 @@ async fn generate_stream(
         };
         let end = match generate::run(e, &prompt, &sampling, &flag, &mut emit) {
             Ok(o) => {
-                metrics.record(
-                    o.prompt_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(&o);
                 if o.finish == Finish::Cancelled {
                     if let Some(d) = deadline.filter(|_| timed_out.load(Ordering::SeqCst)) {
                         let _ = tx.blocking_send(deadline_end(d));

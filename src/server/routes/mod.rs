@@ -1,11 +1,15 @@
 //! The HTTP routes and what they share: a JSON body extractor with
 //! OpenAI-style errors (400, 413), tokenizing off the async threads, the
-//! context budget and running work on a sequence.
+//! context budget, the sampling fields ([`sampling`]) and running work on
+//! a sequence.
 
 pub mod connect;
 pub mod misc;
 pub mod openai;
+pub mod sampling;
 pub mod states;
+
+pub use sampling::SamplingFields;
 
 use super::error::{ApiError, ApiResult};
 use super::scheduler::CancelOnDrop;
@@ -145,57 +149,6 @@ pub async fn wait<R>(cancel: Arc<AtomicBool>, rx: oneshot::Receiver<R>) -> ApiRe
     let _guard = CancelOnDrop(cancel);
     rx.await
         .map_err(|_| ApiError::internal("the sequence running the request stopped"))
-}
-
-/// A stop list: a string or up to 4 strings (OpenAI's limit), each 1-256
-/// bytes.
-pub fn check_stops(stop: Option<StopInput>) -> ApiResult<Vec<String>> {
-    let list = match stop {
-        None => Vec::new(),
-        Some(StopInput::One(s)) => vec![s],
-        Some(StopInput::Many(v)) => v,
-    };
-    if list.len() > 4 {
-        return Err(ApiError::bad(
-            "stop",
-            format!("stop has {} entries, at most 4 are allowed", list.len()),
-        ));
-    }
-    for s in &list {
-        if s.is_empty() || s.len() > 256 {
-            return Err(ApiError::bad(
-                "stop",
-                format!("stop strings must be 1-256 bytes, one is {}", s.len()),
-            ));
-        }
-    }
-    Ok(list)
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
-pub enum StopInput {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// Temperature in [0, 2] and top_p in (0, 1], OpenAI's ranges.
-pub fn check_sampling(temperature: Option<f32>, top_p: Option<f32>) -> ApiResult<(f32, f32)> {
-    let t = temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&t) {
-        return Err(ApiError::bad(
-            "temperature",
-            format!("temperature = {t} is outside [0, 2]"),
-        ));
-    }
-    let p = top_p.unwrap_or(1.0);
-    if !(p > 0.0 && p <= 1.0) {
-        return Err(ApiError::bad(
-            "top_p",
-            format!("top_p = {p} is outside (0, 1]"),
-        ));
-    }
-    Ok((t, p))
 }
 
 /// Seconds since the Unix epoch.

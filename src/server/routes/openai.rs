@@ -2,14 +2,11 @@
 //! JSON or `stream: true` Server-Sent Events ending in `data: [DONE]`.
 
 use super::misc::check_ids;
-use super::{
-    blocking, budget, check_sampling, check_stops, now, request_id, submit, usage, wait, JsonBody,
-    StopInput,
-};
+use super::sampling::add_chat_stops;
+use super::{blocking, now, request_id, submit, usage, wait, JsonBody, SamplingFields};
 use crate::engine::Engine;
 use crate::server::cache::PrefixCache;
 use crate::server::chat::{ChatFormat, Message};
-use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling, TokenInfo};
 use crate::server::{sse, App, Loaded};
@@ -24,26 +21,19 @@ use std::sync::Arc;
 /// as OpenAI clients send many).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Common {
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
+    /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and the
+    /// grammar fields.
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+    /// OpenAI's newer name for `max_tokens`; wins when both are given.
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    #[serde(default)]
-    pub seed: Option<u64>,
-    #[serde(default)]
-    pub stop: Option<StopInput>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub n: Option<u64>,
-    #[serde(flatten)]
-    pub grammar: GrammarFields,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -204,27 +194,36 @@ struct Plan {
     include_usage: bool,
 }
 
-fn sampling(
-    loaded: &Loaded,
-    c: &Common,
-    prompt_len: usize,
-    logprobs: Option<usize>,
-) -> ApiResult<Sampling> {
-    if c.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad("n", "only n = 1 is supported"));
+impl Plan {
+    /// Checks the shared fields (`n`, then the sampling fields) and plans
+    /// the run of `prompt`; a chat prompt also stops at the chat format's
+    /// end markers.
+    async fn new(
+        kind: Kind,
+        loaded: &Loaded,
+        common: Common,
+        prompt: Vec<u32>,
+        logprobs: Option<usize>,
+    ) -> ApiResult<Plan> {
+        if common.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad("n", "only n = 1 is supported"));
+        }
+        let mut fields = common.sampling;
+        fields.max_tokens = common.max_completion_tokens.or(fields.max_tokens);
+        let mut sampling = fields
+            .into_sampling(loaded.n_ctx, 0, prompt.len(), logprobs)
+            .await?;
+        if kind == Kind::Chat {
+            add_chat_stops(&mut sampling, loaded);
+        }
+        Ok(Plan {
+            kind,
+            prompt,
+            sampling,
+            stream: common.stream.unwrap_or(false),
+            include_usage: common.stream_options.is_some_and(|o| o.include_usage),
+        })
     }
-    let (temperature, top_p) = check_sampling(c.temperature, c.top_p)?;
-    let max = c.max_completion_tokens.or(c.max_tokens);
-    Ok(Sampling {
-        max_tokens: budget(loaded.n_ctx, 0, prompt_len, max)?,
-        temperature,
-        top_p,
-        seed: c.seed,
-        stop: check_stops(c.stop.clone())?,
-        stop_ids: Vec::new(),
-        logprobs,
-        grammar: None,
-    })
 }
 
 pub async fn completions(
@@ -253,15 +252,7 @@ pub async fn completions(
             ))
         }
     };
-    let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
-    sampling.grammar = constraint::from_request(req.common.grammar).await?;
-    let plan = Plan {
-        kind: Kind::Completion,
-        prompt,
-        sampling,
-        stream: req.common.stream.unwrap_or(false),
-        include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
-    };
+    let plan = Plan::new(Kind::Completion, &loaded, req.common, prompt, logprobs).await?;
     run(app, loaded, plan).await
 }
 
@@ -349,18 +340,7 @@ pub async fn chat_completions(
         (false, None) => None,
     };
     let prompt = chat_tokens(&loaded, pairs, true).await?;
-    let mut sampling = sampling(&loaded, &req.common, prompt.len(), logprobs)?;
-    let stops = loaded.chat.stop_strings();
-    sampling.stop.extend(stops.iter().map(|s| s.to_string()));
-    sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
-    sampling.grammar = constraint::from_request(req.common.grammar).await?;
-    let plan = Plan {
-        kind: Kind::Chat,
-        prompt,
-        sampling,
-        stream: req.common.stream.unwrap_or(false),
-        include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
-    };
+    let plan = Plan::new(Kind::Chat, &loaded, req.common, prompt, logprobs).await?;
     run(app, loaded, plan).await
 }
 
@@ -414,12 +394,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
         let rx = submit(&app, &loaded, cancel.clone(), move |e| {
             let out = run_cached(&cache, e, &plan, &flag, &mut |_| true);
             if let Ok(o) = &out {
-                metrics.record(
-                    o.prompt_tokens - o.cached_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(o);
             }
             out
         })?;
@@ -450,12 +425,7 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
         let out = run_cached(&cache, e, &plan, &flag, &mut emit);
         match out {
             Ok(o) => {
-                metrics.record(
-                    o.prompt_tokens - o.cached_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(&o);
                 if o.finish == Finish::Cancelled {
                     return;
                 }

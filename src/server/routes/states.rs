@@ -8,9 +8,9 @@
 //! (bad field, unknown state, existing new name) gets an HTTP error.
 
 use super::openai::{chat_tokens, message_pairs};
-use super::{blocking, budget, check_sampling, check_stops, submit, usage, JsonBody, StopInput};
+use super::sampling::add_chat_stops;
+use super::{blocking, submit, usage, JsonBody, SamplingFields};
 use crate::server::chat::Message;
-use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling};
 use crate::server::scheduler::CancelOnDrop;
@@ -34,20 +34,12 @@ pub struct ExecuteRequest {
     pub prompt: Option<String>,
     #[serde(default)]
     pub messages: Option<Vec<Message>>,
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    #[serde(default)]
-    pub seed: Option<u64>,
-    #[serde(default)]
-    pub stop: Option<StopInput>,
+    /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and the
+    /// grammar fields.
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
     #[serde(default)]
     pub stream: Option<bool>,
-    #[serde(flatten)]
-    pub grammar: GrammarFields,
 }
 
 /// Execution ids: 1-128 of `A-Z a-z 0-9 _ - . :`.
@@ -206,27 +198,12 @@ pub async fn execute(
         (None, Some(msgs)) => (chat_tokens(&loaded, message_pairs(msgs)?, bos).await?, true),
         _ => return Err(ApiError::invalid("give either prompt or messages")),
     };
-    let (temperature, top_p) = check_sampling(req.temperature, req.top_p)?;
-    let mut sampling = Sampling {
-        max_tokens: budget(
-            loaded.n_ctx,
-            info.tokens_count,
-            prompt.len(),
-            req.max_tokens,
-        )?,
-        temperature,
-        top_p,
-        seed: req.seed,
-        stop: check_stops(req.stop)?,
-        stop_ids: Vec::new(),
-        logprobs: None,
-        grammar: constraint::from_request(req.grammar).await?,
-    };
+    let mut sampling = req
+        .sampling
+        .into_sampling(loaded.n_ctx, info.tokens_count, prompt.len(), None)
+        .await?;
     if chat {
-        sampling
-            .stop
-            .extend(loaded.chat.stop_strings().iter().map(|s| s.to_string()));
-        sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+        add_chat_stops(&mut sampling, &loaded);
     }
     let reservation = loaded.states.reserve(&new_name)?;
     let cancel = Arc::new(AtomicBool::new(false));
@@ -265,12 +242,7 @@ pub async fn execute(
             let _registered = registered;
             let r = execute_on(e, &l, job, &flag, &mut |_| true);
             if let Some(o) = &r.0 {
-                metrics.record(
-                    o.prompt_tokens,
-                    o.prefill_secs,
-                    o.completion_tokens,
-                    o.decode_secs,
-                );
+                metrics.record_run(o);
             }
             result(&id, r.0.as_ref(), r.1.as_deref(), r.2)
         })?;
@@ -305,12 +277,7 @@ pub async fn execute(
         };
         let r = execute_on(e, &l, job, &flag, &mut emit);
         if let Some(o) = &r.0 {
-            metrics.record(
-                o.prompt_tokens,
-                o.prefill_secs,
-                o.completion_tokens,
-                o.decode_secs,
-            );
+            metrics.record_run(o);
         }
         let _ = tx.blocking_send(sse::event(&result(
             &exec_id,

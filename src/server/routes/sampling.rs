@@ -1,0 +1,116 @@
+//! The sampling fields every generation route takes (OpenAI's names), and
+//! their validation into the [`Sampling`] a run uses.
+
+use super::budget;
+use crate::server::constraint::{self, GrammarFields};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::generate::Sampling;
+use crate::server::Loaded;
+
+/// Sampling fields shared by `/v1/completions`, `/v1/chat/completions`,
+/// `/execute` and Connect's `GenerateStream`: flattened into each request
+/// struct, so they sit at the top level of the JSON body.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SamplingFields {
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<StopInput>,
+    /// `response_format`, `grammar` or `json_schema`.
+    #[serde(flatten)]
+    pub grammar: GrammarFields,
+}
+
+impl SamplingFields {
+    /// Checks the fields (temperature and top_p, then `max_tokens` against
+    /// the room a `prompt_len`-token prompt leaves after `used` context
+    /// tokens of an `n_ctx`-token context, then the stop list, then the
+    /// grammar, which is compiled here) and builds the run's sampling with
+    /// `logprobs` alternatives per token.
+    pub async fn into_sampling(
+        self,
+        n_ctx: usize,
+        used: usize,
+        prompt_len: usize,
+        logprobs: Option<usize>,
+    ) -> ApiResult<Sampling> {
+        let (temperature, top_p) = check_sampling(self.temperature, self.top_p)?;
+        let max_tokens = budget(n_ctx, used, prompt_len, self.max_tokens)?;
+        let stop = check_stops(self.stop)?;
+        Ok(Sampling {
+            max_tokens,
+            temperature,
+            top_p,
+            seed: self.seed,
+            stop,
+            stop_ids: Vec::new(),
+            logprobs,
+            grammar: constraint::from_request(self.grammar).await?,
+        })
+    }
+}
+
+/// Adds the chat format's stop strings and end-marker ids to `sampling`
+/// (for a prompt built from chat messages).
+pub fn add_chat_stops(sampling: &mut Sampling, loaded: &Loaded) {
+    let stops = loaded.chat.stop_strings();
+    sampling.stop.extend(stops.iter().map(|s| s.to_string()));
+    sampling.stop_ids = loaded.chat.stop_ids(&loaded.tokenizer);
+}
+
+/// A stop list: a string or up to 4 strings (OpenAI's limit), each 1-256
+/// bytes.
+pub fn check_stops(stop: Option<StopInput>) -> ApiResult<Vec<String>> {
+    let list = match stop {
+        None => Vec::new(),
+        Some(StopInput::One(s)) => vec![s],
+        Some(StopInput::Many(v)) => v,
+    };
+    if list.len() > 4 {
+        return Err(ApiError::bad(
+            "stop",
+            format!("stop has {} entries, at most 4 are allowed", list.len()),
+        ));
+    }
+    for s in &list {
+        if s.is_empty() || s.len() > 256 {
+            return Err(ApiError::bad(
+                "stop",
+                format!("stop strings must be 1-256 bytes, one is {}", s.len()),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StopInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Temperature in [0, 2] and top_p in (0, 1], OpenAI's ranges.
+pub fn check_sampling(temperature: Option<f32>, top_p: Option<f32>) -> ApiResult<(f32, f32)> {
+    let t = temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&t) {
+        return Err(ApiError::bad(
+            "temperature",
+            format!("temperature = {t} is outside [0, 2]"),
+        ));
+    }
+    let p = top_p.unwrap_or(1.0);
+    if !(p > 0.0 && p <= 1.0) {
+        return Err(ApiError::bad(
+            "top_p",
+            format!("top_p = {p} is outside (0, 1]"),
+        ));
+    }
+    Ok((t, p))
+}
