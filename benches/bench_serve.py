@@ -1,4 +1,7 @@
-"""`zt serve` prefix cache: time to first token (TTFT) of a multi-turn chat
+"""`zt serve` benchmarks: prefix-cache TTFT, and aggregate decode throughput
+against llama.cpp's `llama-server` at 1, 2, 4, 8 concurrent streams.
+
+**ttft** (default): time to first token (TTFT) of a multi-turn chat
 with a ~1,000-token history, cache on vs off, and after a server restart.
 
 Starts real `zt serve` processes (the `ci` build: `cargo build --profile
@@ -11,10 +14,22 @@ new user message), streaming, greedy, and times the first content chunk.
 - **restart**: a new process on the same cache directory, the memory tier
   empty: the same conversation again, served from the `.zt` files.
 
+**throughput**: N streams (N = 1, 2, 4, 8 by default), each sending
+greedy completions back to back (distinct short prompts, `--max-tokens`
+each), against `zt serve --parallel N` and `llama-server -np N` (its
+slots: continuous batching) on the same GGUF with the same settings: 2
+threads, per-sequence context `--ctx`, f16 KV cache, no flash attention,
+no prompt/prefix cache. Aggregate tok/s = generated tokens of all streams
+/ wall time from the first request to the last answer (prefill included,
+the same prompts on both sides). Also prints zt's mean decode batch size
+(from `/metrics`).
+
 Not run in CI (needs the real model; minutes on a loaded machine):
 
     cargo build --profile ci
     python benches/bench_serve.py [--model PATH] [--threads 2]
+    python benches/bench_serve.py --mode throughput --model M.gguf \
+        --llama-server /path/to/llama-server [--streams 1,2,4,8]
 """
 
 from __future__ import annotations
@@ -23,9 +38,11 @@ import argparse
 import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,7 +95,9 @@ class Served:
         finally:
             conn.close()
 
-    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
+    def turn(
+        self, messages: list[dict[str, str]], max_tokens: int
+    ) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -159,7 +178,9 @@ def history(target_words: int) -> list[dict[str, str]]:
     return msgs
 
 
-def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
+def conversation(
+    s: Served, turns: int, max_tokens: int
+) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -173,22 +194,245 @@ def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, in
     msgs = history(560)
     out = []
     for t in range(turns):
-        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
+        msgs.append(
+            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
+        )
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
     return out
 
 
+PROMPTS = [
+    "The history of the river town begins with a mill, a bridge and",
+    "Write a short story about a fox who counts the stones along the bank:",
+    "Here is a list of the ten most useful kitchen tools and why:",
+    "The weather report for the coast this weekend says that",
+    "Once upon a time, in a village at the edge of a forest, there lived",
+    "To repair a bicycle tyre you need a pump, a patch kit and",
+    "The committee met on Tuesday to discuss the new library, and",
+    "A good cup of tea depends on the water, the leaves and",
+]
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer(Served):
+    """A `llama-server` process (llama.cpp) and its base URL."""
+
+    def __init__(self, binary: Path, model: Path, args: list[str]) -> None:
+        """Starts llama-server on a free port and waits for `/health`.
+
+        Args:
+            binary: The `llama-server` binary.
+            model: The GGUF model.
+            args: Extra arguments.
+        """
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(binary),
+                "-m",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addr = f"127.0.0.1:{port}"
+        self.base = f"http://{self.addr}"
+        t0 = time.monotonic()
+        while True:
+            try:
+                if self._status("/health") == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode}")
+            if time.monotonic() - t0 > 120:
+                raise RuntimeError("llama-server never loaded")
+            time.sleep(0.1)
+
+
+def complete(addr: str, prompt: str, max_tokens: int) -> tuple[int, str]:
+    """One greedy, non-streamed `/v1/completions` request.
+
+    Args:
+        addr: host:port of the server.
+        prompt: The prompt.
+        max_tokens: Tokens to generate.
+
+    Returns:
+        (completion tokens, text).
+    """
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    conn = http.client.HTTPConnection(addr, timeout=600)
+    try:
+        conn.request(
+            "POST",
+            "/v1/completions",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        r = conn.getresponse()
+        raw = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{r.status}: {raw[:300]!r}")
+        j = json.loads(raw)
+        return int(j["usage"]["completion_tokens"]), j["choices"][0]["text"]
+    finally:
+        conn.close()
+
+
+def aggregate(
+    addr: str, streams: int, rounds: int, max_tokens: int
+) -> tuple[float, int, float]:
+    """`streams` clients sending `rounds` completions each, back to back.
+
+    Args:
+        addr: host:port of the server.
+        streams: Concurrent clients.
+        rounds: Requests per client.
+        max_tokens: Tokens per request.
+
+    Returns:
+        (aggregate generated tok/s, tokens, wall seconds).
+    """
+    complete(addr, PROMPTS[0], 8)  # warm-up (page the weights in)
+    tokens = [0] * streams
+    errors: list[BaseException] = []
+    start = threading.Barrier(streams + 1)
+
+    def client(i: int) -> None:
+        try:
+            start.wait()
+            for r in range(rounds):
+                n, _ = complete(
+                    addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens
+                )
+                tokens[i] += n
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]}")
+    return sum(tokens) / wall, sum(tokens), wall
+
+
+def metric(addr: str, name: str) -> float:
+    """A value of zt's `/metrics`.
+
+    Args:
+        addr: host:port of the server.
+        name: The metric's name.
+
+    Returns:
+        Its value (0 when absent).
+    """
+    conn = http.client.HTTPConnection(addr, timeout=60)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def throughput(a: argparse.Namespace) -> None:
+    """Aggregate tok/s of zt serve and llama-server at each stream count.
+
+    Args:
+        a: The parsed command line.
+    """
+    if a.llama_server is None:
+        raise SystemExit("--mode throughput needs --llama-server PATH")
+    counts = [int(x) for x in a.streams.split(",")]
+    rows = []
+    for n in counts:
+        zt = Served(
+            a.binary,
+            a.model,
+            ["--threads", str(a.threads), "--ctx", str(a.ctx), "--parallel", str(n)]
+            + ["--queue", str(2 * n), "--cache-ram", "0"],
+        )
+        try:
+            z = aggregate(zt.addr, n, a.rounds, a.max_tokens)
+            batches = metric(zt.addr, "zt_decode_batches_total")
+            batch_rows = metric(zt.addr, "zt_decode_batch_rows_total")
+        finally:
+            zt.close()
+        llama = LlamaServer(
+            a.llama_server,
+            a.model,
+            ["-t", str(a.threads), "-tb", str(a.threads), "-np", str(n)]
+            + ["-c", str(a.ctx * n), "-ctk", "f16", "-ctv", "f16", "-fa", "off"]
+            + ["--no-cache-prompt", "-cram", "0", "-cb"],
+        )
+        try:
+            ll = aggregate(llama.addr, n, a.rounds, a.max_tokens)
+        finally:
+            llama.close()
+        mean_batch = batch_rows / batches if batches else 1.0
+        rows.append((n, z, ll, mean_batch))
+        print(
+            f"N={n}: zt {z[0]:.1f} tok/s ({z[1]} tok), llama-server {ll[0]:.1f} tok/s "
+            f"({ll[1]} tok), load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+    print(
+        f"model {a.model.name}, threads {a.threads}, ctx/seq {a.ctx}, "
+        f"{a.rounds} requests x {a.max_tokens} tokens per stream, f16 KV, greedy"
+    )
+    print(
+        f"{'N':>3} {'zt tok/s':>9} {'llama tok/s':>12} {'zt/llama':>9} {'zt batch':>9}"
+    )
+    for n, z, ll, mb in rows:
+        print(f"{n:>3} {z[0]:>9.1f} {ll[0]:>12.1f} {z[0] / ll[0]:>9.2f} {mb:>9.2f}")
+    print(f"load average at the end: {os.getloadavg()}")
+
+
 def main() -> None:
-    """Runs the three configurations and prints a table."""
+    """Runs the chosen benchmark and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--mode", choices=["ttft", "throughput"], default="ttft")
+    ap.add_argument(
+        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
-    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--llama-server", type=Path, default=None)
+    ap.add_argument("--streams", default="1,2,4,8")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=1024)
     a = ap.parse_args()
+    if a.mode == "throughput":
+        a.max_tokens = a.max_tokens or 64
+        throughput(a)
+        return
+    a.max_tokens = a.max_tokens or 16
     common = ["--threads", str(a.threads), "--ctx", "2048"]
     with tempfile.TemporaryDirectory() as cache_dir:
         runs = {}
@@ -202,8 +446,13 @@ def main() -> None:
         again = Served(a.binary, a.model, [*on_args, "--cache-ram", "0"])
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
-    same = all([r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart"))
-    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
+    same = all(
+        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
+        for k in ("on", "restart")
+    )
+    print(
+        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
+    )
     print(
         f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
     )

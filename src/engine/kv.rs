@@ -27,9 +27,16 @@ pub(crate) enum KvData {
     F16(Vec<f16>),
 }
 
+impl Default for KvData {
+    fn default() -> Self {
+        KvData::F32(Vec::new())
+    }
+}
+
 /// K and V for every layer and position, laid out `[layer][pos][kv_dim]`,
-/// allocated once for `n_ctx` positions.
-#[derive(Debug, Clone)]
+/// allocated once for `n_ctx` positions. The default is an empty cache of
+/// no positions (what a cache moved out with `std::mem::take` leaves).
+#[derive(Debug, Clone, Default)]
 pub struct KvCache {
     pub n_ctx: usize,
     pub n_layer: usize,

@@ -12,6 +12,8 @@
 
 pub mod arch;
 mod attention;
+mod batch;
+mod batcher;
 pub mod chat;
 mod constrained;
 pub mod grammar;
@@ -29,6 +31,7 @@ pub mod weights;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 pub use arch::{Config, Model};
+pub use batcher::{BatchStats, Batcher, GATHER};
 pub use constrained::{GrammarSpec, SavedGrammar};
 pub use kernels::kernel_name;
 pub use kv::{KvCache, KvRows, KvType};
@@ -213,6 +216,8 @@ pub struct Engine {
     masks: constrained::MaskCache,
     /// The grammar of the current generation, if any.
     grammar: Option<constrained::ActiveGrammar>,
+    /// Where decode steps go when several sequences decode together.
+    batcher: Option<Batcher>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -296,6 +301,7 @@ impl Engine {
             work: sampler::SampleScratch::default(),
             masks: constrained::MaskCache::default(),
             grammar: None,
+            batcher: None,
         })
     }
 
@@ -612,6 +618,7 @@ impl Engine {
         }
         Ok(Generation {
             cancel,
+            seat: self.take_seat(),
             ..Generation::default()
         })
     }
@@ -695,7 +702,7 @@ impl Engine {
                 .map_err(|e| Error::usage(format!("grammar: {e}")))?;
         }
         let piece = g.stream.push(&g.bytes);
-        self.run(&[id])?;
+        self.step_token(g.seat.as_ref(), id)?;
         g.produced += 1;
         g.text.push_str(&piece);
         let mut stop_reason = None;
@@ -709,6 +716,7 @@ impl Engine {
             // so the cut is never before what was already given out.
             g.text.truncate(cut.max(g.yielded));
             g.done = true;
+            g.seat = None;
             g.stop_reason = Some(StopReason::Stop);
             stop_reason = g.stop_reason;
             g.take_rest()
@@ -818,6 +826,8 @@ pub struct Generation {
     cancel: CancelHandle,
     stream: tokenizer::Utf8Stream,
     bytes: Vec<u8>,
+    /// Its place at the engine's batcher while it decodes.
+    seat: Option<batcher::Seat>,
 }
 
 impl Generation {
@@ -829,6 +839,8 @@ impl Generation {
             return String::new();
         }
         self.done = true;
+        // The other sequences need not wait for this one any more.
+        self.seat = None;
         self.stop_reason = Some(reason);
         let rest = self.stream.finish();
         self.text.push_str(&rest);

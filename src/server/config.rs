@@ -18,7 +18,8 @@ pub struct ServeConfig {
     pub queue: usize,
     /// Context length per sequence (0: the model's, at most 4096).
     pub n_ctx: usize,
-    /// Worker threads per sequence (0: the cores divided among the sequences).
+    /// Threads of the engine's pool, shared by every sequence: the batched
+    /// decode steps and each prefill run on it (0: all cores).
     pub threads: usize,
     /// Where named states live as `.zt` snapshots (none: in memory only).
     pub state_dir: Option<PathBuf>,
@@ -51,13 +52,14 @@ impl ServeConfig {
         }
     }
 
-    /// Threads each sequence's engine uses.
-    pub fn threads_per_sequence(&self) -> usize {
+    /// Threads of the pool the sequences share (the engine's forks share
+    /// their parent's pool, so dividing the cores among the sequences
+    /// would leave a batched step on a fraction of them).
+    pub fn pool_threads(&self) -> usize {
         if self.threads > 0 {
             return self.threads;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.parallel.max(1)).max(1)
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 

@@ -42,8 +42,15 @@ impl Metrics {
         );
     }
 
-    /// The text of `/metrics`; `queued` and `running` come from the scheduler.
-    pub fn render(&self, queued: usize, running: usize, parallel: usize) -> String {
+    /// The text of `/metrics`; `queued`, `running` and `batch` come from
+    /// the scheduler.
+    pub fn render(
+        &self,
+        queued: usize,
+        running: usize,
+        parallel: usize,
+        batch: crate::engine::BatchStats,
+    ) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let rate = |n: u64, us: u64| {
             if us == 0 {
@@ -147,6 +154,24 @@ impl Metrics {
             "gauge",
             "Sequences that can run at once.",
             parallel.to_string(),
+        );
+        put(
+            "decode_batches_total",
+            "counter",
+            "Batched decode passes (one pass steps every sequence in it).",
+            batch.steps.to_string(),
+        );
+        put(
+            "decode_batch_rows_total",
+            "counter",
+            "Sequence steps run in batched decode passes.",
+            batch.rows.to_string(),
+        );
+        put(
+            "decode_batch_rows_max",
+            "gauge",
+            "The most sequences stepped in one batched decode pass.",
+            batch.max_rows.to_string(),
         );
         s
     }

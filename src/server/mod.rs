@@ -86,7 +86,7 @@ impl App {
         let c = &self.config;
         let options = EngineOptions {
             n_ctx: c.n_ctx,
-            n_threads: c.threads_per_sequence(),
+            n_threads: c.pool_threads(),
             ..EngineOptions::default()
         };
         let base = Engine::open(&c.model, options)?;

@@ -3,11 +3,13 @@
 //! cache), fed from one bounded queue. A full queue refuses new work at
 //! once (503 with `Retry-After`) instead of letting requests pile up.
 //!
-//! Each sequence decodes on its own; batching the N sequences' next tokens
-//! into one pass over the weights needs a batched forward in the engine.
+//! With N > 1 the workers' engines share one [`Batcher`]: while several
+//! sequences decode, their next tokens go through one batched forward
+//! (the weights read once per step for all of them); each prefill runs on
+//! its own worker as before.
 
 use super::error::{ApiError, ApiResult};
-use crate::engine::Engine;
+use crate::engine::{BatchStats, Batcher, Engine};
 use crate::Result;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +35,8 @@ pub struct Scheduler {
     pub running: Arc<AtomicUsize>,
     pub parallel: usize,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The workers' shared batcher (`None` with one sequence).
+    batcher: Option<Batcher>,
 }
 
 /// Sets a cancel flag when dropped (a handler's future dropped because its
@@ -54,9 +58,11 @@ impl Scheduler {
         let queued = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
+        let batcher = (parallel > 1).then(|| Batcher::new(base));
         for i in 0..parallel.max(1) {
             let mut engine = base.fork(None)?;
             engine.reset();
+            engine.attach_batcher(batcher.clone())?;
             let rx = rx.clone();
             let (queued, running) = (queued.clone(), running.clone());
             let handle = std::thread::Builder::new()
@@ -92,7 +98,15 @@ impl Scheduler {
             running,
             parallel: parallel.max(1),
             workers: Mutex::new(workers),
+            batcher,
         })
+    }
+
+    /// What the batcher has run (zeros with one sequence).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batcher
+            .as_ref()
+            .map_or_else(BatchStats::default, Batcher::stats)
     }
 
     /// Queues `work`; refuses at once when the queue is full.

@@ -317,6 +317,51 @@ fn deadlines_cancel_the_call() {
     assert_eq!(g["usage"]["completion_tokens"], 2);
 }
 
+#[test]
+fn stream_deadlines_end_the_stream_with_deadline_exceeded() {
+    let model = fixture("llama-tiny-q8_0.gguf");
+    let s = Server::start(&model, &[]);
+    // No max_tokens: the rest of the context, far more than 1 ms of work.
+    let req = json!({"prompt": "hello", "temperature": 0});
+    let r = post(
+        &s,
+        "/ztensor.v1.Engine/GenerateStream",
+        &stream_body(&req, false),
+        &[
+            ("Content-Type", "application/connect+json"),
+            ("Connect-Timeout-Ms", "1"),
+        ],
+        true,
+    );
+    assert_eq!(r.status, 200);
+    let msgs = envelopes(&r.body);
+    let end = &msgs[msgs.len() - 1].1;
+    assert_eq!(end["error"]["code"], "deadline_exceeded", "{end}");
+    assert!(end["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1-ms deadline"));
+    // Only token messages before it: no summary of a finished run.
+    assert!(msgs[..msgs.len() - 1]
+        .iter()
+        .all(|m| m.1.get("tokens").is_some()));
+    // The sequence is free again and a generous deadline changes nothing.
+    let req = json!({"prompt": "hello", "max_tokens": 3, "temperature": 0});
+    let r = post(
+        &s,
+        "/ztensor.v1.Engine/GenerateStream",
+        &stream_body(&req, false),
+        &[
+            ("Content-Type", "application/connect+json"),
+            ("Connect-Timeout-Ms", "600000"),
+        ],
+        true,
+    );
+    let msgs = envelopes(&r.body);
+    assert_eq!(msgs[msgs.len() - 1].1, json!({}));
+    assert_eq!(msgs[msgs.len() - 2].1["usage"]["completion_tokens"], 3);
+}
+
 /// Splits a Connect stream into its messages: (flags, JSON), checking that
 /// the bytes are exactly back-to-back envelopes ending with the end flag.
 fn envelopes(body: &[u8]) -> Vec<(u8, Value)> {

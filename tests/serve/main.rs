@@ -3,6 +3,7 @@
 
 #![cfg(feature = "server")]
 
+mod batch;
 mod cache;
 #[path = "../common/mod.rs"]
 mod common;

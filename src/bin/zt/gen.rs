@@ -220,7 +220,11 @@ pub fn bench(
     prompt_tokens: usize,
     gen_tokens: usize,
     runs: usize,
+    batches: &[usize],
 ) -> Result<()> {
+    if let Some(&n) = batches.iter().find(|&&n| n > 256) {
+        return Err(Error::Usage(format!("--batch {n}: at most 256 sequences")));
+    }
     let mut e = open(args, 0)?;
     let v = e.config().n_vocab as u32;
     let need = prompt_tokens + gen_tokens + 1;
@@ -281,7 +285,54 @@ pub fn bench(
         med(&mut dec),
         dec.len()
     );
+    for &n in batches.iter().filter(|&&n| n > 1) {
+        let mut agg = Vec::new();
+        for _ in 0..runs.max(1) {
+            agg.push(batched_decode(&e, &prompt, gen_tokens, n)?);
+        }
+        println!(
+            "batched decode of {n} sequences: {:.1} tokens/s aggregate ({gen_tokens} steps, median of {})",
+            med(&mut agg),
+            agg.len()
+        );
+    }
     Ok(())
+}
+
+/// Aggregate tokens/s of `n` forks of `e` (each prefilled with `prompt`
+/// rotated by its index) decoding `steps` greedy tokens together through
+/// [`Engine::eval_batch`].
+fn batched_decode(e: &Engine, prompt: &[u32], steps: usize, n: usize) -> Result<f64> {
+    let mut forks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut f = e.fork(None)?;
+        f.reset();
+        let mut p = prompt.to_vec();
+        let k = p.len().saturating_sub(1);
+        if k > 0 {
+            p[1..].rotate_left(i % k);
+        }
+        f.prefill(&p)?;
+        forks.push(f);
+    }
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0 as u32
+    };
+    let mut next: Vec<u32> = forks.iter().map(|f| argmax(f.last_logits())).collect();
+    let v = e.config().n_vocab;
+    let t = Instant::now();
+    for _ in 0..steps {
+        let mut refs: Vec<&mut Engine> = forks.iter_mut().collect();
+        let logits = Engine::eval_batch(&mut refs, &next)?;
+        next = logits.chunks(v).map(argmax).collect();
+    }
+    Ok((n * steps) as f64 / t.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

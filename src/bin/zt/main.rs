@@ -141,6 +141,10 @@ enum Command {
         /// Runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also decode this many sequences together (batched forward
+        /// passes), comma-separated: aggregate tokens/s of each.
+        #[arg(long, value_delimiter = ',')]
+        batch: Vec<usize>,
     },
     /// Write a sample file (dense, sparse, compressed, streamed tensors),
     /// list it, verify it deeply and read every tensor back.
@@ -216,7 +220,8 @@ fn main() -> ExitCode {
             prompt_tokens,
             gen_tokens,
             runs,
-        } => gen::bench(&engine, prompt_tokens, gen_tokens, runs),
+            batch,
+        } => gen::bench(&engine, prompt_tokens, gen_tokens, runs, &batch),
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };
     match result {

@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Context length per sequence (0: the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: usize,
-    /// Threads per sequence (0: the cores divided among the sequences).
+    /// Threads of the pool all sequences share (0: all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
     /// Directory of the named states (.zt snapshots); in memory without it.

@@ -17,11 +17,12 @@
 //! window is a mask on the attention), so the cache, its snapshots and
 //! states have the same layout as every other architecture ([`KV_LAYOUT`]).
 
-use super::{bad_key, embed, float, head, need_uint, sized, uint, Config, Scratch};
+use super::{
+    attend_seqs, bad_key, embed, float, head, need_uint, sized, uint, Config, Scratch, Seq,
+};
 use crate::cbor::Value;
-use crate::engine::attention::{attend, AttnSpec};
-use crate::engine::kv::KvCache;
-use crate::engine::matmul::{matmul, matmul_group};
+use crate::engine::attention::AttnSpec;
+use crate::engine::batch::Mul;
 use crate::engine::ops::{self, RopeStyle};
 use crate::engine::weights::{Loader, Weight};
 use crate::error::Result;
@@ -141,25 +142,25 @@ impl Gemma3 {
         })
     }
 
-    /// See [`super::Model::forward`] (sizes and ids already checked).
-    #[allow(clippy::too_many_arguments)]
+    /// See [`super::Model::forward_seqs`]: every row through every
+    /// matmul together, RoPE / KV store / attention per sequence.
     pub(crate) fn forward(
         &self,
         c: &Config,
-        cache: &mut KvCache,
+        seqs: &mut [Seq<'_>],
         s: &mut Scratch,
         tokens: &[u32],
-        pos0: usize,
         all: bool,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let n = tokens.len();
+        let mm = Mul::of(seqs);
         let (d, qd, kvd, hd, eps) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.rms_eps);
         embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
         ops::scale(&mut s.x, (d as f32).sqrt());
         for (li, l) in self.layers.iter().enumerate() {
             ops::rms_norm(&s.x, &l.attn_norm, eps, sized(&mut s.xn, n * d));
-            matmul_group(
+            mm.group(
                 &mut [
                     (&l.wq, sized(&mut s.q, n * qd)),
                     (&l.wk, sized(&mut s.k, n * kvd)),
@@ -177,9 +178,6 @@ impl Gemma3 {
             } else {
                 &self.inv_freq_global
             };
-            ops::rope(&mut s.q, c.n_head, hd, inv_freq, RopeStyle::Neox, pos0);
-            ops::rope(&mut s.k, c.n_head_kv, hd, inv_freq, RopeStyle::Neox, pos0);
-            cache.store(li, pos0, &s.k, &s.v);
             let spec = AttnSpec {
                 n_head: c.n_head,
                 n_head_kv: c.n_head_kv,
@@ -188,9 +186,8 @@ impl Gemma3 {
                 window: l.local.then_some(self.window),
                 softcap: self.attn_softcap,
             };
-            let att = sized(&mut s.att, n * qd);
-            attend(cache, li, &spec, &s.q, pos0, &mut s.scores, att);
-            matmul(
+            attend_seqs(seqs, li, &spec, inv_freq, RopeStyle::Neox, s);
+            mm.one(
                 &l.wo,
                 &s.att,
                 n,
@@ -201,7 +198,7 @@ impl Gemma3 {
             ops::rms_norm_inplace(&mut s.xn, &l.post_attn_norm, eps);
             ops::add(&mut s.x, &s.xn);
             ops::rms_norm(&s.x, &l.ffn_norm, eps, sized(&mut s.xn, n * d));
-            matmul_group(
+            mm.group(
                 &mut [
                     (&l.gate, sized(&mut s.gate, n * c.n_ff)),
                     (&l.up, sized(&mut s.up, n * c.n_ff)),
@@ -212,7 +209,7 @@ impl Gemma3 {
                 &mut s.qa,
             )?;
             ops::gelu_tanh_mul(&mut s.gate, &s.up);
-            matmul(
+            mm.one(
                 &l.down,
                 &s.gate,
                 n,
@@ -224,7 +221,7 @@ impl Gemma3 {
             ops::add(&mut s.x, &s.xn);
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
-        head(s, &self.output_norm, eps, lm_head, n, all, logits)?;
+        head(s, &self.output_norm, eps, lm_head, n, all, logits, mm)?;
         if let Some(cap) = self.final_softcap {
             ops::softcap(logits, cap);
         }

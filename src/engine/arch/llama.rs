@@ -5,11 +5,10 @@
 //! `output.weight` is absent). A batch of tokens (prefill) goes through
 //! every matmul together, so each weight row is dequantized once per batch.
 
-use super::{embed, head, sized, Config, Scratch};
+use super::{attend_seqs, embed, head, sized, Config, Scratch, Seq};
 use crate::cbor::Value;
-use crate::engine::attention::{attend, AttnSpec};
-use crate::engine::kv::KvCache;
-use crate::engine::matmul::{matmul, matmul_group};
+use crate::engine::attention::AttnSpec;
+use crate::engine::batch::Mul;
 use crate::engine::ops::{self, RopeStyle};
 use crate::engine::weights::{Loader, Weight};
 use crate::error::Result;
@@ -88,19 +87,19 @@ impl Llama {
         })
     }
 
-    /// See [`super::Model::forward`] (sizes and ids already checked).
-    #[allow(clippy::too_many_arguments)]
+    /// See [`super::Model::forward_seqs`]: every row through every
+    /// matmul together, RoPE / KV store / attention per sequence.
     pub(crate) fn forward(
         &self,
         c: &Config,
-        cache: &mut KvCache,
+        seqs: &mut [Seq<'_>],
         s: &mut Scratch,
         tokens: &[u32],
-        pos0: usize,
         all: bool,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let n = tokens.len();
+        let mm = Mul::of(seqs);
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
         let spec = AttnSpec {
@@ -111,12 +110,9 @@ impl Llama {
             window: None,
             softcap: None,
         };
-        let rope = |x: &mut [f32], heads: usize| {
-            ops::rope(x, heads, hd, &self.rope_inv_freq, self.rope_style, pos0)
-        };
         for (li, l) in self.layers.iter().enumerate() {
             ops::rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-            matmul_group(
+            mm.group(
                 &mut [
                     (&l.wq, sized(&mut s.q, n * qd)),
                     (&l.wk, sized(&mut s.k, n * kvd)),
@@ -130,12 +126,8 @@ impl Llama {
             ops::add_bias(&mut s.q, l.bq.as_ref());
             ops::add_bias(&mut s.k, l.bk.as_ref());
             ops::add_bias(&mut s.v, l.bv.as_ref());
-            rope(&mut s.q, c.n_head);
-            rope(&mut s.k, c.n_head_kv);
-            cache.store(li, pos0, &s.k, &s.v);
-            let att = sized(&mut s.att, n * qd);
-            attend(cache, li, &spec, &s.q, pos0, &mut s.scores, att);
-            matmul(
+            attend_seqs(seqs, li, &spec, &self.rope_inv_freq, self.rope_style, s);
+            mm.one(
                 &l.wo,
                 &s.att,
                 n,
@@ -145,7 +137,7 @@ impl Llama {
             )?;
             ops::add(&mut s.x, &s.xn);
             ops::rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-            matmul_group(
+            mm.group(
                 &mut [
                     (&l.gate, sized(&mut s.gate, n * c.n_ff)),
                     (&l.up, sized(&mut s.up, n * c.n_ff)),
@@ -156,7 +148,7 @@ impl Llama {
                 &mut s.qa,
             )?;
             ops::silu_mul(&mut s.gate, &s.up);
-            matmul(
+            mm.one(
                 &l.down,
                 &s.gate,
                 n,
@@ -167,6 +159,6 @@ impl Llama {
             ops::add(&mut s.x, &s.xn);
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
-        head(s, &self.output_norm, c.rms_eps, lm_head, n, all, logits)
+        head(s, &self.output_norm, c.rms_eps, lm_head, n, all, logits, mm)
     }
 }

@@ -9,8 +9,10 @@
 pub(crate) mod gemma3;
 pub(crate) mod llama;
 
+use super::attention::{attend, AttnSpec};
+use super::batch::Mul;
 use super::kv::KvCache;
-use super::ops;
+use super::ops::{self, RopeStyle};
 use super::quant::QAct;
 use super::weights::{Loader, Weight};
 use crate::cbor::Value;
@@ -218,6 +220,48 @@ pub(crate) struct Scratch {
     pub qa: QAct,
 }
 
+/// One sequence's rows in a forward pass: `n` consecutive rows of the
+/// activations, at positions `pos0..pos0 + n` of its own KV cache. A
+/// prefill is one sequence of many rows; a batched decode step is several
+/// sequences of one row each (see `engine::batch`).
+#[derive(Debug)]
+pub(crate) struct Seq<'a> {
+    pub cache: &'a mut KvCache,
+    pub pos0: usize,
+    pub n: usize,
+}
+
+/// The per-sequence part of a layer: RoPE of each sequence's rows of
+/// `s.q` / `s.k` at its own positions, their K/V stored in its cache, and
+/// its queries attending over its cache into its rows of `s.att`. Every
+/// other step of a layer is row-wise and runs over all rows at once.
+pub(crate) fn attend_seqs(
+    seqs: &mut [Seq<'_>],
+    layer: usize,
+    spec: &AttnSpec,
+    inv_freq: &[f64],
+    style: RopeStyle,
+    s: &mut Scratch,
+) {
+    let (hd, qd) = (spec.head_dim, spec.n_head * spec.head_dim);
+    let kvd = spec.n_head_kv * hd;
+    let rows: usize = seqs.iter().map(|q| q.n).sum();
+    sized(&mut s.att, rows * qd);
+    let mut r0 = 0;
+    for sq in seqs.iter_mut() {
+        let r = r0..r0 + sq.n;
+        r0 += sq.n;
+        let q = &mut s.q[r.start * qd..r.end * qd];
+        let k = &mut s.k[r.start * kvd..r.end * kvd];
+        ops::rope(q, spec.n_head, hd, inv_freq, style, sq.pos0);
+        ops::rope(k, spec.n_head_kv, hd, inv_freq, style, sq.pos0);
+        sq.cache
+            .store(layer, sq.pos0, k, &s.v[r.start * kvd..r.end * kvd]);
+        let out = &mut s.att[r.start * qd..r.end * qd];
+        attend(sq.cache, layer, spec, q, sq.pos0, &mut s.scores, out);
+    }
+}
+
 /// The first `n` values of `v`, grown to fit.
 pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     v.resize(n, 0.0);
@@ -234,6 +278,7 @@ pub(crate) fn embed(w: &Weight, tokens: &[u32], x: &mut [f32]) -> Result<()> {
 }
 
 /// Final norm and LM head over the last (or every) row of `s.x`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn head(
     s: &mut Scratch,
     norm: &[f32],
@@ -242,6 +287,7 @@ pub(crate) fn head(
     n: usize,
     all: bool,
     logits: &mut Vec<f32>,
+    mm: Mul,
 ) -> Result<()> {
     let d = norm.len();
     let first = if all { 0 } else { n - 1 };
@@ -253,7 +299,7 @@ pub(crate) fn head(
         sized(&mut s.xn, rows * d),
     );
     logits.resize(rows * lm_head.rows, 0.0);
-    super::matmul::matmul(lm_head, &s.xn, rows, logits, &mut s.tmp, &mut s.qa)
+    mm.one(lm_head, &s.xn, rows, logits, &mut s.tmp, &mut s.qa)
 }
 
 /// The loaded model: weights bound to their bytes in the reader's map.
@@ -330,9 +376,24 @@ impl Model {
                 c.n_vocab
             )));
         }
+        let mut seqs = [Seq { cache, pos0, n }];
+        self.forward_seqs(&mut seqs, s, tokens, all, logits)
+    }
+
+    /// Runs the rows of `seqs` (their tokens concatenated in `tokens`;
+    /// sizes, positions and ids already checked) through the model.
+    pub(crate) fn forward_seqs(
+        &self,
+        seqs: &mut [Seq<'_>],
+        s: &mut Scratch,
+        tokens: &[u32],
+        all: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let c = &self.config;
         match &self.arch {
-            Arch::Llama(a) => a.forward(c, cache, s, tokens, pos0, all, logits),
-            Arch::Gemma3(a) => a.forward(c, cache, s, tokens, pos0, all, logits),
+            Arch::Llama(a) => a.forward(c, seqs, s, tokens, all, logits),
+            Arch::Gemma3(a) => a.forward(c, seqs, s, tokens, all, logits),
         }
     }
 }

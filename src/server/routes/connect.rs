@@ -13,8 +13,10 @@
 //! - Bodies may be zstd-compressed (`Content-Encoding: zstd`, decompressed
 //!   size bounded by the body limit); answers are compressed when the
 //!   request's `Accept-Encoding` allows zstd. `Connect-Timeout-Ms` is a
-//!   deadline. Auth is the server's key check; its refusals (and any other
-//!   non-Connect error on these paths) are rewritten as Connect errors.
+//!   deadline (on `GenerateStream` too: the stream ends with a
+//!   `deadline_exceeded` error after the tokens sent so far). Auth is the
+//!   server's key check; its refusals (and any other non-Connect error on
+//!   these paths) are rewritten as Connect errors.
 
 use super::misc::{self, DetokenizeRequest, TokenizeRequest};
 use super::openai::{self, chat_tokens, message_pairs, ChatRequest, CompletionRequest};
@@ -33,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -480,9 +482,10 @@ async fn call_inner(app: Arc<App>, method: &str, req: Request) -> ConnectResult<
     let codec = negotiate(&parts.headers, streaming)?;
     let limit = deadline(&parts.headers)?;
     if streaming {
+        let due = limit.map(|d| (tokio::time::Instant::now() + d, d));
         // A stream's errors travel in its end message, under HTTP 200.
         let started = match read_body(&app, body, &codec, true).await {
-            Ok(message) => generate_stream(app, &message, codec.zstd_out).await,
+            Ok(message) => generate_stream(app, &message, codec.zstd_out, due).await,
             Err(e) => Err(e),
         };
         let mut r = match started {
@@ -529,6 +532,17 @@ async fn call_inner(app: Arc<App>, method: &str, req: Request) -> ConnectResult<
     );
     r.extensions_mut().insert(Own);
     Ok(r)
+}
+
+/// Stops a deadline timer when dropped (its call ended first).
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }
 
 /// `GenerateStream`'s request: a prompt or chat messages and OpenAI's
@@ -582,8 +596,35 @@ fn piece_message(p: &Piece, position: &mut usize) -> Value {
     json!({"text": p.text, "tokens": tokens})
 }
 
+/// The end message of a call whose `Connect-Timeout-Ms` passed.
+fn deadline_end(d: Duration) -> Bytes {
+    let e = ConnectError::new(
+        "deadline_exceeded",
+        format!("the {}-ms deadline passed", d.as_millis()),
+    );
+    envelope(
+        FLAG_END,
+        &json!({"error": {"code": e.code, "message": e.message}}),
+        false,
+    )
+}
+
+/// Where a `GenerateStream` job is, for its deadline timer.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const EXPIRED: u8 = 2;
+
 /// `GenerateStream`: tokens as they are released, on a fresh context.
-async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResult<Response> {
+/// With a deadline (`due`: when, and the `Connect-Timeout-Ms` given) the
+/// generation is cancelled when it passes and the stream ends with a
+/// `deadline_exceeded` error after the tokens already sent (also when the
+/// call was still waiting for a sequence).
+async fn generate_stream(
+    app: Arc<App>,
+    body: &[u8],
+    zstd: bool,
+    due: Option<(tokio::time::Instant, Duration)>,
+) -> ConnectResult<Response> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let req: StreamRequest = message(body)?;
     let loaded = app.ready()?;
@@ -622,8 +663,36 @@ async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResul
     let flag = cancel.clone();
     let metrics = app.metrics.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    submit(&app, &loaded, cancel.clone(), move |e| {
-        if tx.is_closed() {
+    let phase = Arc::new(AtomicU8::new(QUEUED));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = due.map(|(at, d)| {
+        let (phase, timed_out, cancel) = (phase.clone(), timed_out.clone(), cancel.clone());
+        // Weak: the timer must not keep the stream open.
+        let weak = tx.downgrade();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            timed_out.store(true, Ordering::SeqCst);
+            let never_ran = phase
+                .compare_exchange(QUEUED, EXPIRED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            cancel.store(true, Ordering::SeqCst);
+            if never_ran {
+                // The queued job will be skipped: the answer is ours.
+                if let Some(tx) = weak.upgrade() {
+                    let _ = tx.send(deadline_end(d)).await;
+                }
+            }
+        })
+    });
+    let stop_timer = timer.as_ref().map(|t| t.abort_handle());
+    let stop_on_refusal = stop_timer.clone();
+    let deadline = due.map(|(_, d)| d);
+    let submitted = submit(&app, &loaded, cancel.clone(), move |e| {
+        let _stop = AbortOnDrop(stop_timer);
+        let started = phase
+            .compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if !started || tx.is_closed() {
             return;
         }
         e.reset();
@@ -636,6 +705,9 @@ async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResul
             Ok(o) => {
                 metrics.record_run(&o);
                 if o.finish == Finish::Cancelled {
+                    if let Some(d) = deadline.filter(|_| timed_out.load(Ordering::SeqCst)) {
+                        let _ = tx.blocking_send(deadline_end(d));
+                    }
                     return;
                 }
                 let summary = json!({
@@ -651,8 +723,11 @@ async fn generate_stream(app: Arc<App>, body: &[u8], zstd: bool) -> ConnectResul
             }
         };
         let _ = tx.blocking_send(envelope(FLAG_END, &end, false));
-    })
-    .map_err(ConnectError::from)?;
+    });
+    if let Err(e) = submitted {
+        drop(AbortOnDrop(stop_on_refusal));
+        return Err(ConnectError::from(e));
+    }
     let mut r = sse::response(rx, cancel);
     let h = r.headers_mut();
     h.insert(

@@ -21,15 +21,16 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 
 pub async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let (queued, running, parallel) = match app.loaded.get() {
+    let (queued, running, parallel, batch) = match app.loaded.get() {
         Some(l) => (
             l.scheduler.queued.load(Ordering::Relaxed),
             l.scheduler.running.load(Ordering::Relaxed),
             l.scheduler.parallel,
+            l.scheduler.batch_stats(),
         ),
-        None => (0, 0, app.config.parallel),
+        None => (0, 0, app.config.parallel, Default::default()),
     };
-    let text = app.metrics.render(queued, running, parallel);
+    let text = app.metrics.render(queued, running, parallel, batch);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

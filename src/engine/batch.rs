@@ -1,0 +1,237 @@
+//! Batched decoding: the next token of several sequences — each with its
+//! own KV cache and position — in one forward pass, so every weight is
+//! read once per step for all of them instead of once per sequence (on a
+//! memory-bound CPU the step costs about what one sequence's step does).
+//!
+//! The layer code is the architectures' own (`arch::*::forward` over
+//! [`Seq`]s): every matmul runs once over all rows, and RoPE, the KV store
+//! and attention run per sequence at its own position in its own cache.
+//!
+//! Each row's result is the one that sequence would get decoding alone:
+//! where a single-row matmul takes the integer kernels (the row quantized
+//! to 8 bits), a batched decode quantizes each row the same way and runs
+//! the same kernel over the same 16-row chunks of the weight ([`Mul`]), so
+//! greedy outputs do not depend on what else the server is decoding.
+//! Other weight types go through `matmul` with all rows (f32 arithmetic
+//! either way; sums may differ in the last bits).
+
+use super::arch::{Model, Scratch, Seq};
+use super::kernels;
+use super::kv::KvCache;
+use super::matmul::{matmul, matmul_group};
+use super::quant::{self, QAct};
+use super::weights::Weight;
+use super::Engine;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Weight rows per parallel task on the per-row integer path: the chunking
+/// of the single-row path, so each row's sums are formed the same way.
+const ROWS_PER_TASK: usize = 16;
+
+/// How a forward multiplies its rows by a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mul {
+    /// Consecutive tokens of one sequence (a prefill, a one-token step):
+    /// `matmul` over all rows.
+    Tokens,
+    /// One row for each of several sequences: each row computed as that
+    /// sequence's own one-token step would compute it.
+    Decode,
+}
+
+impl Mul {
+    /// [`Mul::Decode`] for several one-row sequences, else [`Mul::Tokens`].
+    pub(crate) fn of(seqs: &[Seq<'_>]) -> Mul {
+        if seqs.len() > 1 && seqs.iter().all(|q| q.n == 1) {
+            Mul::Decode
+        } else {
+            Mul::Tokens
+        }
+    }
+
+    /// `out[i] = W · x[i]` for the `n` rows of `x`.
+    pub(crate) fn one(
+        self,
+        w: &Weight,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        tmp: &mut Vec<f32>,
+        qa: &mut QAct,
+    ) -> Result<()> {
+        let blocks = quant::act_blocks(w.wtype).filter(|_| quant::supports(w.wtype, w.cols));
+        match blocks {
+            Some(b) if self == Mul::Decode && n > 1 => {
+                qa.quantize(b, &x[..n * w.cols], w.cols);
+                int_rows(w, qa, n, out, tmp);
+                Ok(())
+            }
+            _ => matmul(w, x, n, out, tmp, qa),
+        }
+    }
+
+    /// Up to three matrices over the same input (Q/K/V, gate/up).
+    pub(crate) fn group(
+        self,
+        jobs: &mut [(&Weight, &mut [f32])],
+        x: &[f32],
+        n: usize,
+        tmp: &mut Vec<f32>,
+        qa: &mut QAct,
+    ) -> Result<()> {
+        if self == Mul::Tokens || n == 1 {
+            return matmul_group(jobs, x, n, tmp, qa);
+        }
+        for (w, out) in jobs.iter_mut() {
+            self.one(w, x, n, out, tmp, qa)?;
+        }
+        Ok(())
+    }
+}
+
+/// `out[k][r] = W_r · a_k` for the `n` quantized rows of `qa`: each task
+/// takes a 16-row chunk of the weight (read from memory once, then from
+/// cache) and runs the single-row integer kernel for every activation row.
+fn int_rows(w: &Weight, qa: &QAct, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+    let (rows, rb, bytes) = (w.rows, w.row_bytes, w.bytes());
+    let dot = kernels::get().int_rows_dot;
+    tmp.resize(rows * n, 0.0);
+    // Task `c` writes `[k][j]` for its `nr` weight rows: contiguous.
+    tmp[..rows * n]
+        .par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let nr = chunk.len() / n;
+            let r0 = c * ROWS_PER_TASK;
+            let wb = &bytes[r0 * rb..(r0 + nr) * rb];
+            for (k, o) in chunk.chunks_mut(nr).enumerate() {
+                dot(w.wtype, wb, rb, qa.row(k), o);
+            }
+        });
+    for (c, chunk) in tmp[..rows * n].chunks(ROWS_PER_TASK * n).enumerate() {
+        let nr = chunk.len() / n;
+        let r0 = c * ROWS_PER_TASK;
+        for (k, o) in chunk.chunks(nr).enumerate() {
+            out[k * rows + r0..k * rows + r0 + nr].copy_from_slice(o);
+        }
+    }
+}
+
+/// One sequence's next token in a batched step.
+#[derive(Debug)]
+pub(crate) struct DecodeRow<'a> {
+    pub cache: &'a mut KvCache,
+    pub token: u32,
+    /// Where the token goes: the number of tokens already in the context.
+    pub pos: usize,
+}
+
+impl Model {
+    /// An error unless `token` at `pos` can run on `cache` with this model.
+    pub(crate) fn check_decode_row(&self, cache: &KvCache, token: u32, pos: usize) -> Result<()> {
+        let c = &self.config;
+        if cache.n_layer != c.n_layer || cache.kv_dim != c.kv_dim() {
+            return Err(Error::usage(format!(
+                "a KV cache of {} layers × {} is not one of this model ({} × {})",
+                cache.n_layer,
+                cache.kv_dim,
+                c.n_layer,
+                c.kv_dim()
+            )));
+        }
+        if pos >= cache.n_ctx {
+            return Err(Error::usage(format!(
+                "context full: position {pos} is past n_ctx {}",
+                cache.n_ctx
+            )));
+        }
+        if token as usize >= c.n_vocab {
+            return Err(Error::usage(format!(
+                "token id {token} is outside the vocabulary of {}",
+                c.n_vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs each row's token at its position in its cache, all in one
+    /// pass; `logits` gets `rows.len() × n_vocab` values, row `i` the
+    /// logits after row `i`'s token.
+    pub(crate) fn decode_batch(
+        &self,
+        rows: &mut [DecodeRow<'_>],
+        s: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            logits.clear();
+            return Ok(());
+        }
+        for r in rows.iter() {
+            self.check_decode_row(r.cache, r.token, r.pos)?;
+        }
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let mut seqs: Vec<Seq<'_>> = rows
+            .iter_mut()
+            .map(|r| Seq {
+                cache: &mut *r.cache,
+                pos0: r.pos,
+                n: 1,
+            })
+            .collect();
+        self.forward_seqs(&mut seqs, s, &tokens, true, logits)
+    }
+}
+
+impl Engine {
+    /// Appends `tokens[i]` to the context of `engines[i]`, all in one
+    /// batched forward pass, and returns the logits after each
+    /// (`engines.len() × n_vocab`, row `i` also left as that engine's
+    /// [`Engine::last_logits`]). The engines must share one loaded model
+    /// (forks of one engine); each keeps its own context. Row `i` is what
+    /// `engines[i].eval(&[tokens[i]])` gives, computed with the weights
+    /// read once for all rows. On an error no engine changes.
+    pub fn eval_batch(engines: &mut [&mut Engine], tokens: &[u32]) -> Result<Vec<f32>> {
+        if engines.len() != tokens.len() {
+            return Err(Error::usage(format!(
+                "{} engines but {} tokens",
+                engines.len(),
+                tokens.len()
+            )));
+        }
+        let Some(first) = engines.first() else {
+            return Ok(Vec::new());
+        };
+        let (model, pool) = (first.model.clone(), first.pool.clone());
+        if let Some(i) = engines.iter().position(|e| !Arc::ptr_eq(&e.model, &model)) {
+            return Err(Error::usage(format!(
+                "engine {i} has another model: a batch runs forks of one engine"
+            )));
+        }
+        let mut scratch = std::mem::take(&mut engines[0].scratch);
+        let mut logits = Vec::new();
+        let result = {
+            let mut rows: Vec<DecodeRow<'_>> = engines
+                .iter_mut()
+                .zip(tokens)
+                .map(|(e, &token)| DecodeRow {
+                    pos: e.tokens.len(),
+                    cache: &mut e.cache,
+                    token,
+                })
+                .collect();
+            pool.install(|| model.decode_batch(&mut rows, &mut scratch, &mut logits))
+        };
+        engines[0].scratch = scratch;
+        result?;
+        let v = model.config.n_vocab;
+        for (i, (e, &t)) in engines.iter_mut().zip(tokens).enumerate() {
+            e.tokens.push(t);
+            e.last_logits.clear();
+            e.last_logits.extend_from_slice(&logits[i * v..(i + 1) * v]);
+        }
+        Ok(logits)
+    }
+}
