@@ -44,6 +44,21 @@ pub(super) mod x86 {
     use crate::engine::quant::QRow;
     use std::arch::x86_64::*;
 
+    /// The int32 lanes of Σ u·s over each 4 bytes of `u` (unsigned) and
+    /// `s` (signed): `vpdpbusd` with VNNI, else `maddubs` then `madd` by
+    /// ones. The same sums whenever no adjacent pair's Σ exceeds i16 (true
+    /// for every caller: |u| ≤ 128 for q8_0's signs, ≤ 31 for the rest),
+    /// so both bodies give identical results.
+    macro_rules! udot {
+        ($vnni:expr, $u:expr, $s:expr) => {
+            if $vnni {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), $u, $s)
+            } else {
+                _mm256_madd_epi16(_mm256_maddubs_epi16($u, $s), _mm256_set1_epi16(1))
+            }
+        };
+    }
+
     /// The 32 weights of the block at `p` as signed bytes (q4_0 or q8_0).
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -66,8 +81,14 @@ pub(super) mod x86 {
 
     /// Σ over 32-value blocks of `d_w · d_a · (w · a)` for `N` vectors,
     /// each weight block unpacked once.
+    /// `VNNI`: the products through `vpdpbusd`; only inlined into a
+    /// caller that enables AVX-512 VNNI and VL.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn blocks32<const Q4: bool, const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
+    #[inline]
+    unsafe fn blocks32<const Q4: bool, const N: usize, const VNNI: bool>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
         let bytes = if Q4 { 18 } else { 34 };
         let nb = row.len() / bytes;
         let nb = a.iter().fold(nb, |m, a| m.min(a.d.len()));
@@ -82,7 +103,6 @@ pub(super) mod x86 {
             // lie in every `a[k].q` (checked by the caller).
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
-                let ones = _mm256_set1_epi16(1);
                 if Q4 {
                     // Nibbles unsigned into `maddubs`; the offset of 8
                     // comes off as 8 Σa.
@@ -93,7 +113,7 @@ pub(super) mod x86 {
                     );
                     for k in 0..N {
                         let x = load32(a[k].q.as_ptr().add(32 * b));
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                        let p = udot!(VNNI, w, x);
                         let p = _mm256_sub_epi32(
                             p,
                             _mm256_setr_epi32(8 * a[k].s[b] as i32, 0, 0, 0, 0, 0, 0, 0),
@@ -106,7 +126,7 @@ pub(super) mod x86 {
                     let aw = _mm256_sign_epi8(w, w);
                     for k in 0..N {
                         let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones);
+                        let p = udot!(VNNI, aw, x);
                         let s = _mm256_set1_ps(dw * a[k].d[b]);
                         acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
                     }
@@ -132,6 +152,8 @@ pub(super) mod x86 {
         }
     }
 
+    pub(in crate::engine::kernels::int8) const Q8_0: u8 = 0;
+    pub(in crate::engine::kernels::int8) const Q4_0: u8 = 4;
     pub(in crate::engine::kernels::int8) const Q4_1: u8 = 1;
     pub(in crate::engine::kernels::int8) const Q5_0: u8 = 2;
     pub(in crate::engine::kernels::int8) const Q5_1: u8 = 3;
@@ -161,7 +183,12 @@ pub(super) mod x86 {
     /// 16 taken off as 16 Σa in int32, the mins (q4_1, q5_1) added as
     /// m · d_a · Σa in f32 once per block.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::engine::kernels::int8) unsafe fn unsigned32<const K: u8, const N: usize>(
+    #[inline]
+    pub(in crate::engine::kernels::int8) unsafe fn unsigned32<
+        const K: u8,
+        const N: usize,
+        const VNNI: bool,
+    >(
         row: &[u8],
         a: &[QRow; N],
     ) -> [f32; N] {
@@ -173,7 +200,6 @@ pub(super) mod x86 {
         let nb = a.iter().fold(row.len() / bytes, |m, a| m.min(a.d.len()));
         let rp = row.as_ptr();
         let low = _mm256_set1_epi8(0xF);
-        let ones = _mm256_set1_epi16(1);
         let mut even = [_mm256_setzero_ps(); N];
         let mut odd = [_mm256_setzero_ps(); N];
         let mut mins = [0f32; N];
@@ -200,7 +226,7 @@ pub(super) mod x86 {
                 let m = if K == Q5_0 { 0.0 } else { h2f(q, 2) };
                 for k in 0..N {
                     let x = load32(a[k].q.as_ptr().add(32 * b));
-                    let mut p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+                    let mut p = udot!(VNNI, w, x);
                     let s = a[k].s[b] as i32;
                     if K == Q5_0 {
                         p = _mm256_sub_epi32(p, _mm256_setr_epi32(16 * s, 0, 0, 0, 0, 0, 0, 0));
@@ -235,7 +261,7 @@ pub(super) mod x86 {
         a: &[QRow; N],
     ) -> [f32; N] {
         // SAFETY: same requirements as this function's.
-        unsafe { blocks32::<false, N>(row, a) }
+        unsafe { blocks32::<false, N, false>(row, a) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -249,7 +275,31 @@ pub(super) mod x86 {
             return [unsafe { q4_0_by8(row, &a[0]) }; N];
         }
         // SAFETY: same requirements as this function's.
-        unsafe { blocks32::<true, N>(row, a) }
+        unsafe { blocks32::<true, N, false>(row, a) }
+    }
+
+    /// The 32-value block types with AVX-512 VNNI (`vpdpbusd` on 256-bit
+    /// vectors): q8_0 (`K` = 0), q4_0 (`K` = 4), q4_1, q5_0, q5_1; the
+    /// same sums as the AVX2 kernels.
+    ///
+    /// # Safety
+    /// As the AVX2 kernels, and AVX-512 VNNI and VL available.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    pub(in crate::engine::kernels::int8) unsafe fn vnni32<const K: u8, const N: usize>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
+        // SAFETY: same requirements as this function's; VNNI and VL
+        // enabled here, so the `VNNI` bodies may run.
+        unsafe {
+            match K {
+                Q8_0 => blocks32::<false, N, true>(row, a),
+                Q4_0 => blocks32::<true, N, true>(row, a),
+                Q4_1 => unsigned32::<Q4_1, N, true>(row, a),
+                Q5_0 => unsigned32::<Q5_0, N, true>(row, a),
+                _ => unsigned32::<Q5_1, N, true>(row, a),
+            }
+        }
     }
 
     /// q4_1 · one vector, 8 blocks at a time, as [`q4_0_by8`] without
