@@ -96,9 +96,9 @@ pub(super) mod x86 {
                 WeightType::Q4_1 if N == 1 && a[0].d.len().is_multiple_of(8) => {
                     [b32::q4_1_by8(row, &a[0]); N]
                 }
-                WeightType::Q4_1 => b32::unsigned32::<{ b32::Q4_1 }, N, false>(row, a),
-                WeightType::Q5_0 => b32::unsigned32::<{ b32::Q5_0 }, N, false>(row, a),
-                WeightType::Q5_1 => b32::unsigned32::<{ b32::Q5_1 }, N, false>(row, a),
+                WeightType::Q4_1 => b32::unsigned32::<{ b32::Q4_1 }, N>(row, a),
+                WeightType::Q5_0 => b32::unsigned32::<{ b32::Q5_0 }, N>(row, a),
+                WeightType::Q5_1 => b32::unsigned32::<{ b32::Q5_1 }, N>(row, a),
                 WeightType::Q2K => kq::q2k::<N>(row, a),
                 WeightType::Q3K => kq::q3k::<N>(row, a),
                 WeightType::Q4K => kq::q4k::<N>(row, a),

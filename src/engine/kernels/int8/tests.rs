@@ -356,7 +356,7 @@ fn tile_with_mismatched_shapes_falls_back_to_the_twin() {
     let rb = r.len();
     // Three outputs of two rows, one vector, one row of bytes.
     for (name, tile) in tiles() {
-        let mut out = vec![f32::NAN; 6];
+        let mut out = [f32::NAN; 6];
         let mut outs: Vec<&mut [f32]> = out.chunks_mut(2).collect();
         tile(t, &r, rb, &a, &mut outs);
         assert_eq!(out[0], row_dot_scalar(t, &r, a.row(0)), "{name}");
