@@ -147,18 +147,15 @@ fn check_reference(path: &PathBuf, file: &str) {
     let mut e = open(path, r.prompt.len() + r.greedy.len() + 8);
     e.eval(&r.prompt).unwrap();
     let logits = e.last_logits().to_vec();
-    // The reference's top tokens keep their values within ε, the error
-    // 8-bit activations are allowed (the prefill rounds them as llama.cpp
-    // does, and as decoding always has; measured 0.11 and 0.31 here, where
-    // it was ~0.002 while the prefill kept f32 activations).
-    let eps = llama_cpp_eps();
+    // The reference's top tokens keep their values within the error of the
+    // 8-bit activations, f16 KV cache and f32 sums (measured: ~0.002).
     let mut worst = 0f32;
     for (&id, &want) in r.top_ids.iter().zip(&r.top_logits) {
         let got = logits[id as usize];
         worst = worst.max((got - want).abs());
         assert!(
-            (got - want).abs() <= eps,
-            "logit of {id}: {got} vs reference {want} (allowed {eps})"
+            (got - want).abs() <= 0.05,
+            "logit of {id}: {got} vs reference {want}"
         );
     }
     eprintln!("{file}: largest top-10 logit difference from the reference: {worst}");
