@@ -6,7 +6,7 @@
 //! Also the checked whole-row dequantizer.
 
 use super::kernels;
-use super::quant::{self, QAct, WeightType};
+use super::quant::{self, ActBlocks, QAct, WeightType};
 use super::weights::Weight;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -138,8 +138,8 @@ pub fn rows4_dots(t: WeightType, rows: &[u8], xs: &[f32], cols: usize, n: usize,
 const ROWS_PER_TASK: usize = 16;
 
 /// `out[i] = W · x[i]` for the `n` vectors of `x` (each `w.cols` long).
-/// On a type the integer kernels cover and up to [`INT_BATCH_MAX`]
-/// vectors, `x` is quantized to 8 bits once and every output is an int8
+/// On a type the integer kernels cover and a small batch
+/// ([`int_batch_max`]), `x` is quantized to 8 bits once and every output is an int8
 /// dot product (one vector: row kernels; several: tiles that unpack each
 /// weight block once for several vectors). Larger batches and other
 /// types (f32, f16, bf16) take the f32 kernels.
@@ -153,7 +153,7 @@ pub(crate) fn matmul(
 ) -> Result<()> {
     let cols = w.cols;
     if let Some(blocks) =
-        quant::act_blocks(w.wtype).filter(|_| quant::supports(w.wtype, cols) && int_batch(n))
+        quant::act_blocks(w.wtype).filter(|&b| quant::supports(w.wtype, cols) && int_batch(b, n))
     {
         qa.quantize(blocks, &x[..n * cols], cols);
         int_matmuls(&mut [(w, out)], qa, n);
@@ -193,19 +193,26 @@ fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f3
     transpose_into(t, rows, n, out);
 }
 
-/// The most vectors a matmul on a quantized type sends to the integer
-/// kernels; larger batches take the f32 tiles. The integer tile unpacks a
+/// The most vectors a matmul sends to the integer kernels, by activation
+/// layout; larger batches take the f32 tiles. The integer tile unpacks a
 /// weight block once per 4 vectors, so its cost per vector stays flat as
 /// the batch grows, while the f32 path dequantizes each row once for the
-/// whole batch; measured on this project's 2-core AVX-512 machine (1536 ×
-/// 576 and 1536 × 512 weights, every integer type), the integer tile is
-/// 1.2-3× faster up to 8 vectors (batched decode, short prompts) and up to
-/// 2× slower from 64 (long prefills), around par at 16.
-pub(crate) const INT_BATCH_MAX: usize = 8;
+/// whole batch and runs AVX-512 4 × 4 tiles. Measured on this project's
+/// 2-core AVX-512 machine (1536 × 576 and × 512 weights, loaded): the
+/// 32-value block types' integer tile is 2-2.5× faster up to 4 vectors
+/// and 0.8-1.2× at 8 (q4_1 slower there; whole-model 8-token prefill of
+/// SmolLM2 Q4_1 too); the k-quants' 1.1-1.8× faster up to 16; both up to
+/// 2× slower from 64 vectors (long prefills).
+fn int_batch_max(blocks: ActBlocks) -> usize {
+    match blocks {
+        ActBlocks::B32 => 4,
+        ActBlocks::K256 => 16,
+    }
+}
 
-/// Whether a batch of `n` vectors takes the integer kernels.
-fn int_batch(n: usize) -> bool {
-    n <= INT_BATCH_MAX
+/// Whether a batch of `n` vectors in `blocks` takes the integer kernels.
+fn int_batch(blocks: ActBlocks, n: usize) -> bool {
+    n <= int_batch_max(blocks)
 }
 
 /// The `n` output vectors of a matmul (`out[k * rows..][..rows]`) cut into
@@ -277,7 +284,7 @@ fn transpose_into(t: &[f32], rows: usize, n: usize, out: &mut [f32]) {
 }
 
 /// Up to three matrices applied to the same input (Q/K/V, gate/up). On
-/// the integer path (a batch of at most [`INT_BATCH_MAX`] vectors) with
+/// the integer path (a small batch: [`int_batch_max`]) with
 /// one activation layout, the input is quantized
 /// once and all rows go through one parallel pass (one wake-up of the
 /// pool instead of one per matrix); otherwise one matmul each.
@@ -298,7 +305,7 @@ pub(crate) fn matmul_group(
                 && w.cols == first.cols
                 && quant::supports(w.wtype, w.cols)
         });
-    let Some(blocks) = blocks.filter(|_| shared && int_batch(n)) else {
+    let Some(blocks) = blocks.filter(|&b| shared && int_batch(b, n)) else {
         for (w, out) in jobs.iter_mut() {
             matmul(w, x, n, out, tmp, qa)?;
         }
