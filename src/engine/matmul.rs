@@ -1,10 +1,12 @@
 //! Weight × activation products, dispatched by weight type to the chosen
-//! kernels: decoding quantizes the activation once and takes the integer
-//! kernels where the type has one; prefill dequantizes rows once per batch
-//! into f32 tiles. Also the checked whole-row dequantizer.
+//! kernels: where the type has integer kernels and the batch is small
+//! (decoding, batched decoding, short prompts) the activations are
+//! quantized once and every product is an int8 dot, as llama.cpp does;
+//! larger batches and f32/f16/bf16 weights are dequantized into f32 tiles.
+//! Also the checked whole-row dequantizer.
 
 use super::kernels;
-use super::quant::{self, QAct, WeightType};
+use super::quant::{self, ActBlocks, QAct, WeightType};
 use super::weights::Weight;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -136,8 +138,11 @@ pub fn rows4_dots(t: WeightType, rows: &[u8], xs: &[f32], cols: usize, n: usize,
 const ROWS_PER_TASK: usize = 16;
 
 /// `out[i] = W · x[i]` for the `n` vectors of `x` (each `w.cols` long).
-/// One vector (decoding) on a type the integer kernels cover: `x` is
-/// quantized to 8 bits once and every row is an int8 dot product.
+/// On a type the integer kernels cover and a small batch
+/// ([`int_batch_max`]), `x` is quantized to 8 bits once and every output is an int8
+/// dot product (one vector: row kernels; several: tiles that unpack each
+/// weight block once for several vectors). Larger batches and other
+/// types (f32, f16, bf16) take the f32 kernels.
 pub(crate) fn matmul(
     w: &Weight,
     x: &[f32],
@@ -146,30 +151,23 @@ pub(crate) fn matmul(
     tmp: &mut Vec<f32>,
     qa: &mut QAct,
 ) -> Result<()> {
-    let bytes = w.bytes();
-    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    let cols = w.cols;
     if let Some(blocks) =
-        quant::act_blocks(w.wtype).filter(|_| quant::supports(w.wtype, cols) && n == 1)
+        quant::act_blocks(w.wtype).filter(|&b| quant::supports(w.wtype, cols) && int_batch(b, n))
     {
         qa.quantize(blocks, &x[..n * cols], cols);
-        let qa = &*qa;
-        let dot = kernels::get().int_rows_dot;
-        let a = qa.row(0);
-        out[..rows]
-            .par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let r = c * ROWS_PER_TASK;
-                dot(
-                    w.wtype,
-                    &bytes[r * rb..(r + chunk.len()) * rb],
-                    rb,
-                    a,
-                    chunk,
-                );
-            });
+        int_matmuls(&mut [(w, out)], qa, n);
         return Ok(());
     }
+    f32_matmul(w, x, n, out, tmp);
+    Ok(())
+}
+
+/// The f32 path: rows dequantized (4 at a time for a batch) and dotted
+/// with the f32 vectors in tiles, then transposed into `out`.
+fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+    let bytes = w.bytes();
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
     let t = sized(tmp, rows * n);
     if n > 1 && rows % 4 == 0 {
         // Prefill: 4 rows at a time dequantized into this thread's buffer,
@@ -193,7 +191,87 @@ pub(crate) fn matmul(
             });
     }
     transpose_into(t, rows, n, out);
-    Ok(())
+}
+
+/// The most vectors a matmul sends to the integer kernels, by activation
+/// layout; larger batches take the f32 tiles. The integer tile unpacks a
+/// weight block once per 4 vectors, so its cost per vector stays flat as
+/// the batch grows, while the f32 path dequantizes each row once for the
+/// whole batch and runs AVX-512 4 × 4 tiles. Measured on this project's
+/// 2-core AVX-512 machine (1536 × 576 and × 512 weights, loaded): the
+/// 32-value block types' integer tile is 2-2.5× faster up to 4 vectors
+/// and 0.8-1.2× at 8 (q4_1 slower there; whole-model 8-token prefill of
+/// SmolLM2 Q4_1 too); the k-quants' 1.1-1.8× faster up to 16; both up to
+/// 2× slower from 64 vectors (long prefills).
+fn int_batch_max(blocks: ActBlocks) -> usize {
+    match blocks {
+        ActBlocks::B32 => 4,
+        ActBlocks::K256 => 16,
+    }
+}
+
+/// Whether a batch of `n` vectors in `blocks` takes the integer kernels.
+fn int_batch(blocks: ActBlocks, n: usize) -> bool {
+    n <= int_batch_max(blocks)
+}
+
+/// The `n` output vectors of a matmul (`out[k * rows..][..rows]`) cut into
+/// the parallel tasks' pieces: task `c` gets rows `c · per ..` of every
+/// vector, so tasks write disjoint parts of `out` straight from the tiles.
+fn column_pieces(out: &mut [f32], rows: usize, n: usize, per: usize) -> Vec<Vec<&mut [f32]>> {
+    let tasks = rows.div_ceil(per.max(1));
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(n)).collect();
+    for col in out[..n * rows].chunks_mut(rows.max(1)) {
+        for (p, piece) in pieces.iter_mut().zip(col.chunks_mut(per.max(1))) {
+            p.push(piece);
+        }
+    }
+    pieces
+}
+
+/// `out = W · a` for each job, `a` the `n` quantized vectors (already in
+/// the jobs' common activation layout, each job's type supported for its
+/// `cols`), all jobs in one parallel pass: one wake-up of the pool.
+fn int_matmuls(jobs: &mut [(&Weight, &mut [f32])], a: &QAct, n: usize) {
+    let k = kernels::get();
+    if n == 1 {
+        let (dot, a) = (k.int_rows_dot, a.row(0));
+        jobs.par_iter_mut()
+            .flat_map(|(w, out)| {
+                let w: &Weight = w;
+                out[..w.rows]
+                    .par_chunks_mut(ROWS_PER_TASK)
+                    .enumerate()
+                    .map(move |(c, chunk)| (w, c, chunk))
+            })
+            .for_each(|(w, c, chunk)| {
+                let (rb, r) = (w.row_bytes, c * ROWS_PER_TASK);
+                let b = &w.bytes()[r * rb..(r + chunk.len()) * rb];
+                dot(w.wtype, b, rb, a, chunk);
+            });
+        return;
+    }
+    let tile = k.int_tile;
+    let mut tasks = Vec::new();
+    for (w, out) in jobs.iter_mut() {
+        let w: &Weight = w;
+        for (c, outs) in column_pieces(out, w.rows, n, ROWS_PER_TASK)
+            .into_iter()
+            .enumerate()
+        {
+            tasks.push((w, c * ROWS_PER_TASK, outs));
+        }
+    }
+    tasks.into_par_iter().for_each(|(w, r0, mut outs)| {
+        let (rb, m) = (w.row_bytes, outs.first().map_or(0, |o| o.len()));
+        tile(
+            w.wtype,
+            &w.bytes()[r0 * rb..(r0 + m) * rb],
+            rb,
+            a,
+            &mut outs,
+        );
+    });
 }
 
 /// `out[i][r] = t[r][i]` for `t` of `rows × n`.
@@ -205,10 +283,11 @@ fn transpose_into(t: &[f32], rows: usize, n: usize, out: &mut [f32]) {
     }
 }
 
-/// Up to three matrices applied to the same input (Q/K/V, gate/up). When
-/// decoding on the integer path with one activation layout, the input is
-/// quantized once and all rows go through one parallel pass (one wake-up
-/// of the pool instead of one per matrix); otherwise one matmul each.
+/// Up to three matrices applied to the same input (Q/K/V, gate/up). On
+/// the integer path (a small batch: [`int_batch_max`]) with
+/// one activation layout, the input is quantized
+/// once and all rows go through one parallel pass (one wake-up of the
+/// pool instead of one per matrix); otherwise one matmul each.
 pub(crate) fn matmul_group(
     jobs: &mut [(&Weight, &mut [f32])],
     x: &[f32],
@@ -220,39 +299,19 @@ pub(crate) fn matmul_group(
         return Ok(());
     };
     let blocks = quant::act_blocks(first.wtype);
-    let fused = n == 1
-        && jobs.len() <= 3
-        && blocks.is_some()
+    let shared = blocks.is_some()
         && jobs.iter().all(|(w, _)| {
             quant::act_blocks(w.wtype) == blocks
                 && w.cols == first.cols
                 && quant::supports(w.wtype, w.cols)
         });
-    let Some(blocks) = blocks.filter(|_| fused) else {
+    let Some(blocks) = blocks.filter(|&b| shared && int_batch(b, n)) else {
         for (w, out) in jobs.iter_mut() {
             matmul(w, x, n, out, tmp, qa)?;
         }
         return Ok(());
     };
-    let mut bytes: [&[u8]; 3] = [&[]; 3];
-    for (b, (w, _)) in bytes.iter_mut().zip(jobs.iter()) {
-        *b = w.bytes();
-    }
-    qa.quantize(blocks, &x[..first.cols], first.cols);
-    let a = qa.row(0);
-    let dot = kernels::get().int_rows_dot;
-    jobs.par_iter_mut()
-        .zip(bytes.par_iter())
-        .flat_map(|((w, out), &b)| {
-            let w: &Weight = w;
-            out[..w.rows]
-                .par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .map(move |(c, chunk)| (w, b, c, chunk))
-        })
-        .for_each(|(w, b, c, chunk)| {
-            let (rb, r) = (w.row_bytes, c * ROWS_PER_TASK);
-            dot(w.wtype, &b[r * rb..(r + chunk.len()) * rb], rb, a, chunk);
-        });
+    qa.quantize(blocks, &x[..n * first.cols], first.cols);
+    int_matmuls(jobs, qa, n);
     Ok(())
 }

@@ -24,6 +24,8 @@ pub(crate) struct Kernels {
     pub row_dot: dot::RowDotFn,
     pub int_row_dot: int8::IntDotFn,
     pub int_rows_dot: int8::RowsDotFn,
+    /// Several activation vectors against several rows (prefill).
+    pub int_tile: int8::tile::TileFn,
     pub dot_f16: attn::DotF16Fn,
     pub axpy_f16: attn::AxpyF16Fn,
     pub attn_scores: attn::ScoresF16Fn,
@@ -42,6 +44,7 @@ impl Kernels {
             row_dot: dot::row_dot_scalar,
             int_row_dot: int8::row_dot_scalar,
             int_rows_dot: int8::rows_dot_scalar,
+            int_tile: int8::tile::tile_scalar,
             dot_f16: attn::dot_f16_scalar,
             axpy_f16: attn::axpy_f16_scalar,
             attn_scores: attn::scores_f16_scalar,
@@ -62,6 +65,8 @@ impl Kernels {
                 "fma" => std::is_x86_feature_detected!("fma"),
                 "f16c" => std::is_x86_feature_detected!("f16c"),
                 "avx512f" => std::is_x86_feature_detected!("avx512f"),
+                "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+                "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
                 _ => false,
             };
             let (avx2, fma, f16c) = (has("avx2"), has("fma"), has("f16c"));
@@ -77,6 +82,7 @@ impl Kernels {
                 k.row_dot = dot::x86::row_dot_avx2_safe;
                 k.int_row_dot = int8::x86::row_dot_avx2_safe;
                 k.int_rows_dot = int8::x86::rows_dot_avx2_safe;
+                k.int_tile = int8::tile::x86::tile_avx2_safe;
                 k.dot_f16 = attn::dot_f16_avx2;
                 k.axpy_f16 = attn::axpy_f16_avx2;
                 k.attn_scores = attn::scores_f16_avx2;
@@ -84,6 +90,11 @@ impl Kernels {
             }
             if has("avx512f") {
                 k.tile4x4 = Some(f32::tile4x4_avx512);
+            }
+            if avx2 && fma && f16c && has("avx512vnni") && has("avx512vl") {
+                k.name = "avx2+fma+avx512vnni";
+                k.int_tile = int8::tile::x86::tile_vnni_safe;
+                k.int_rows_dot = int8::x86::rows_dot_vnni_safe;
             }
         }
         #[cfg(target_arch = "aarch64")]

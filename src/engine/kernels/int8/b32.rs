@@ -44,6 +44,20 @@ pub(super) mod x86 {
     use crate::engine::quant::QRow;
     use std::arch::x86_64::*;
 
+    /// The int32 lanes of Σ u·s over each 4 bytes of `u` (unsigned) and
+    /// `s` (signed): `vpdpbusd` with VNNI, else `maddubs` then `madd` by
+    /// ones. The same sums whenever no adjacent pair's Σ exceeds i16 (true
+    /// for every caller: |u| ≤ 128 for q8_0's signs, ≤ 31 for the rest),
+    /// so both bodies give identical results.
+    macro_rules! udot {
+        (true, $u:expr, $s:expr) => {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), $u, $s)
+        };
+        (false, $u:expr, $s:expr) => {
+            _mm256_madd_epi16(_mm256_maddubs_epi16($u, $s), _mm256_set1_epi16(1))
+        };
+    }
+
     /// The 32 weights of the block at `p` as signed bytes (q4_0 or q8_0).
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -64,74 +78,172 @@ pub(super) mod x86 {
         }
     }
 
-    /// Σ over 32-value blocks of `d_w · d_a · (w · a)` for `N` vectors,
-    /// each weight block unpacked once.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn blocks32<const Q4: bool, const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
-        let bytes = if Q4 { 18 } else { 34 };
-        let nb = row.len() / bytes;
-        let nb = a.iter().fold(nb, |m, a| m.min(a.d.len()));
-        let rp = row.as_ptr();
-        // Two accumulators per vector (even and odd blocks), so one
-        // vector's FMAs do not wait on each other.
-        let mut even = [_mm256_setzero_ps(); N];
-        let mut odd = [_mm256_setzero_ps(); N];
-        let block = |b: usize, acc: &mut [__m256; N]| {
-            let dw = h2f(row, b * bytes);
-            // SAFETY: block b < nb lies in `row`; its 32 activation quants
-            // lie in every `a[k].q` (checked by the caller).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
-                let ones = _mm256_set1_epi16(1);
-                if Q4 {
-                    // Nibbles unsigned into `maddubs`; the offset of 8
-                    // comes off as 8 Σa.
-                    let q = _mm_loadu_si128(rp.add(b * bytes + 2) as *const __m128i);
-                    let w = _mm256_and_si256(
-                        _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
-                        _mm256_set1_epi8(0xF),
-                    );
-                    for k in 0..N {
-                        let x = load32(a[k].q.as_ptr().add(32 * b));
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
-                        let p = _mm256_sub_epi32(
-                            p,
-                            _mm256_setr_epi32(8 * a[k].s[b] as i32, 0, 0, 0, 0, 0, 0, 0),
-                        );
-                        let s = _mm256_set1_ps(dw * a[k].d[b]);
-                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+    /// The 32-value block kernels, generated once per instruction set
+    /// (`$feat`; `$vnni`: products through `vpdpbusd`), so that each body
+    /// is compiled with its own features and the VNNI instruction inlines.
+    macro_rules! b32_kernels {
+        ($feat:literal, $vnni:tt, $blocks32:ident, $unsigned32:ident) => {
+            /// Σ over 32-value blocks of `d_w · d_a · (w · a)` for `N` vectors,
+            /// each weight block unpacked once.
+            #[target_feature(enable = $feat)]
+            unsafe fn $blocks32<const Q4: bool, const N: usize>(
+                row: &[u8],
+                a: &[QRow; N],
+            ) -> [f32; N] {
+                let bytes = if Q4 { 18 } else { 34 };
+                let nb = row.len() / bytes;
+                let nb = a.iter().fold(nb, |m, a| m.min(a.d.len()));
+                let rp = row.as_ptr();
+                // Two accumulators per vector (even and odd blocks), so one
+                // vector's FMAs do not wait on each other.
+                let mut even = [_mm256_setzero_ps(); N];
+                let mut odd = [_mm256_setzero_ps(); N];
+                let block = |b: usize, acc: &mut [__m256; N]| {
+                    let dw = h2f(row, b * bytes);
+                    // SAFETY: block b < nb lies in `row`; its 32 activation quants
+                    // lie in every `a[k].q` (checked by the caller).
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
+                        if Q4 {
+                            // Nibbles unsigned into `maddubs`; the offset of 8
+                            // comes off as 8 Σa.
+                            let q = _mm_loadu_si128(rp.add(b * bytes + 2) as *const __m128i);
+                            let w = _mm256_and_si256(
+                                _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                                _mm256_set1_epi8(0xF),
+                            );
+                            for k in 0..N {
+                                let x = load32(a[k].q.as_ptr().add(32 * b));
+                                let p = udot!($vnni, w, x);
+                                let p = _mm256_sub_epi32(
+                                    p,
+                                    _mm256_setr_epi32(8 * a[k].s[b] as i32, 0, 0, 0, 0, 0, 0, 0),
+                                );
+                                let s = _mm256_set1_ps(dw * a[k].d[b]);
+                                acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                            }
+                        } else {
+                            let w = weights::<Q4>(rp.add(b * bytes));
+                            let aw = _mm256_sign_epi8(w, w);
+                            for k in 0..N {
+                                let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
+                                let p = udot!($vnni, aw, x);
+                                let s = _mm256_set1_ps(dw * a[k].d[b]);
+                                acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                            }
+                        }
                     }
-                } else {
-                    let w = weights::<Q4>(rp.add(b * bytes));
-                    let aw = _mm256_sign_epi8(w, w);
+                };
+                let mut b = 0;
+                while b + 2 <= nb {
+                    block(b, &mut even);
+                    block(b + 1, &mut odd);
+                    b += 2;
+                }
+                if b < nb {
+                    block(b, &mut even);
+                }
+                // SAFETY: AVX2 is enabled for this function.
+                unsafe {
+                    let mut out = [0f32; N];
                     for k in 0..N {
-                        let x = _mm256_sign_epi8(load32(a[k].q.as_ptr().add(32 * b)), w);
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones);
-                        let s = _mm256_set1_ps(dw * a[k].d[b]);
-                        acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[k]);
+                        out[k] = hsum(_mm256_add_ps(even[k], odd[k]));
                     }
+                    out
                 }
             }
-        };
-        let mut b = 0;
-        while b + 2 <= nb {
-            block(b, &mut even);
-            block(b + 1, &mut odd);
-            b += 2;
-        }
-        if b < nb {
-            block(b, &mut even);
-        }
-        // SAFETY: AVX2 is enabled for this function.
-        unsafe {
-            let mut out = [0f32; N];
-            for k in 0..N {
-                out[k] = hsum(_mm256_add_ps(even[k], odd[k]));
+
+            /// q4_1, q5_0, q5_1 (`K`): the 4- or 5-bit values unsigned into
+            /// `maddubs` (each 16-bit pair at most 2 · 31 · 127), q5_0's offset of
+            /// 16 taken off as 16 Σa in int32, the mins (q4_1, q5_1) added as
+            /// m · d_a · Σa in f32 once per block.
+            #[target_feature(enable = $feat)]
+            pub(in crate::engine::kernels::int8) unsafe fn $unsigned32<
+                const K: u8,
+                const N: usize,
+            >(
+                row: &[u8],
+                a: &[QRow; N],
+            ) -> [f32; N] {
+                let (bytes, qs_at) = match K {
+                    Q4_1 => (20, 4),
+                    Q5_0 => (22, 6),
+                    _ => (24, 8),
+                };
+                let nb = a.iter().fold(row.len() / bytes, |m, a| m.min(a.d.len()));
+                let rp = row.as_ptr();
+                let low = _mm256_set1_epi8(0xF);
+                let mut even = [_mm256_setzero_ps(); N];
+                let mut odd = [_mm256_setzero_ps(); N];
+                let mut mins = [0f32; N];
+                let mut block = |b: usize, acc: &mut [__m256; N]| {
+                    let at = b * bytes;
+                    let dw = h2f(row, at);
+                    let q = &row[at..at + bytes];
+                    // SAFETY: block b < nb lies in `row` (`q` is its bytes); its 32
+                    // activation quants and its sum lie in every `a[k]` (checked
+                    // by the caller).
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(rp.add(at + 512) as *const i8);
+                        let nib = _mm_loadu_si128(q.as_ptr().add(qs_at) as *const __m128i);
+                        let mut w =
+                            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(nib, 4), nib), low);
+                        if K != Q4_1 {
+                            let qh = u32::from_le_bytes([
+                                q[qs_at - 4],
+                                q[qs_at - 3],
+                                q[qs_at - 2],
+                                q[qs_at - 1],
+                            ]);
+                            w = _mm256_or_si256(w, high_bits(qh));
+                        }
+                        let m = if K == Q5_0 { 0.0 } else { h2f(q, 2) };
+                        for k in 0..N {
+                            let x = load32(a[k].q.as_ptr().add(32 * b));
+                            let mut p = udot!($vnni, w, x);
+                            let s = a[k].s[b] as i32;
+                            if K == Q5_0 {
+                                p = _mm256_sub_epi32(
+                                    p,
+                                    _mm256_setr_epi32(16 * s, 0, 0, 0, 0, 0, 0, 0),
+                                );
+                            } else {
+                                mins[k] += m * a[k].d[b] * s as f32;
+                            }
+                            let sc = _mm256_set1_ps(dw * a[k].d[b]);
+                            acc[k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[k]);
+                        }
+                    }
+                };
+                let mut b = 0;
+                while b + 2 <= nb {
+                    block(b, &mut even);
+                    block(b + 1, &mut odd);
+                    b += 2;
+                }
+                if b < nb {
+                    block(b, &mut even);
+                }
+                let mut out = [0f32; N];
+                for k in 0..N {
+                    // SAFETY: AVX2 is enabled for this function.
+                    out[k] = unsafe { hsum(_mm256_add_ps(even[k], odd[k])) } + mins[k];
+                }
+                out
             }
-            out
-        }
+        };
     }
 
+    b32_kernels!("avx2,fma,f16c", false, blocks32, unsigned32);
+    b32_kernels!(
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        true,
+        blocks32_vnni,
+        unsigned32_vnni
+    );
+
+    pub(in crate::engine::kernels::int8) const Q8_0: u8 = 0;
+    pub(in crate::engine::kernels::int8) const Q4_0: u8 = 4;
     pub(in crate::engine::kernels::int8) const Q4_1: u8 = 1;
     pub(in crate::engine::kernels::int8) const Q5_0: u8 = 2;
     pub(in crate::engine::kernels::int8) const Q5_1: u8 = 3;
@@ -156,79 +268,6 @@ pub(super) mod x86 {
         _mm256_and_si256(set, _mm256_set1_epi8(0x10))
     }
 
-    /// q4_1, q5_0, q5_1 (`K`): the 4- or 5-bit values unsigned into
-    /// `maddubs` (each 16-bit pair at most 2 · 31 · 127), q5_0's offset of
-    /// 16 taken off as 16 Σa in int32, the mins (q4_1, q5_1) added as
-    /// m · d_a · Σa in f32 once per block.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::engine::kernels::int8) unsafe fn unsigned32<const K: u8, const N: usize>(
-        row: &[u8],
-        a: &[QRow; N],
-    ) -> [f32; N] {
-        let (bytes, qs_at) = match K {
-            Q4_1 => (20, 4),
-            Q5_0 => (22, 6),
-            _ => (24, 8),
-        };
-        let nb = a.iter().fold(row.len() / bytes, |m, a| m.min(a.d.len()));
-        let rp = row.as_ptr();
-        let low = _mm256_set1_epi8(0xF);
-        let ones = _mm256_set1_epi16(1);
-        let mut even = [_mm256_setzero_ps(); N];
-        let mut odd = [_mm256_setzero_ps(); N];
-        let mut mins = [0f32; N];
-        let mut block = |b: usize, acc: &mut [__m256; N]| {
-            let at = b * bytes;
-            let dw = h2f(row, at);
-            let q = &row[at..at + bytes];
-            // SAFETY: block b < nb lies in `row` (`q` is its bytes); its 32
-            // activation quants and its sum lie in every `a[k]` (checked
-            // by the caller).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(rp.add(at + 512) as *const i8);
-                let nib = _mm_loadu_si128(q.as_ptr().add(qs_at) as *const __m128i);
-                let mut w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(nib, 4), nib), low);
-                if K != Q4_1 {
-                    let qh = u32::from_le_bytes([
-                        q[qs_at - 4],
-                        q[qs_at - 3],
-                        q[qs_at - 2],
-                        q[qs_at - 1],
-                    ]);
-                    w = _mm256_or_si256(w, high_bits(qh));
-                }
-                let m = if K == Q5_0 { 0.0 } else { h2f(q, 2) };
-                for k in 0..N {
-                    let x = load32(a[k].q.as_ptr().add(32 * b));
-                    let mut p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
-                    let s = a[k].s[b] as i32;
-                    if K == Q5_0 {
-                        p = _mm256_sub_epi32(p, _mm256_setr_epi32(16 * s, 0, 0, 0, 0, 0, 0, 0));
-                    } else {
-                        mins[k] += m * a[k].d[b] * s as f32;
-                    }
-                    let sc = _mm256_set1_ps(dw * a[k].d[b]);
-                    acc[k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[k]);
-                }
-            }
-        };
-        let mut b = 0;
-        while b + 2 <= nb {
-            block(b, &mut even);
-            block(b + 1, &mut odd);
-            b += 2;
-        }
-        if b < nb {
-            block(b, &mut even);
-        }
-        let mut out = [0f32; N];
-        for k in 0..N {
-            // SAFETY: AVX2 is enabled for this function.
-            out[k] = unsafe { hsum(_mm256_add_ps(even[k], odd[k])) } + mins[k];
-        }
-        out
-    }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::engine::kernels::int8) unsafe fn q8_0<const N: usize>(
         row: &[u8],
@@ -250,6 +289,30 @@ pub(super) mod x86 {
         }
         // SAFETY: same requirements as this function's.
         unsafe { blocks32::<true, N>(row, a) }
+    }
+
+    /// The 32-value block types with AVX-512 VNNI (`vpdpbusd` on 256-bit
+    /// vectors): q8_0 (`K` = 0), q4_0 (`K` = 4), q4_1, q5_0, q5_1; the
+    /// same sums as the AVX2 kernels.
+    ///
+    /// # Safety
+    /// As the AVX2 kernels, and AVX-512 VNNI and VL available.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    pub(in crate::engine::kernels::int8) unsafe fn vnni32<const K: u8, const N: usize>(
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> [f32; N] {
+        // SAFETY: same requirements as this function's; VNNI and VL
+        // enabled here, so the `VNNI` bodies may run.
+        unsafe {
+            match K {
+                Q8_0 => blocks32_vnni::<false, N>(row, a),
+                Q4_0 => blocks32_vnni::<true, N>(row, a),
+                Q4_1 => unsigned32_vnni::<Q4_1, N>(row, a),
+                Q5_0 => unsigned32_vnni::<Q5_0, N>(row, a),
+                _ => unsigned32_vnni::<Q5_1, N>(row, a),
+            }
+        }
     }
 
     /// q4_1 · one vector, 8 blocks at a time, as [`q4_0_by8`] without

@@ -12,6 +12,7 @@ mod b32;
 mod k_quants;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tile;
 
 use crate::engine::quant::{QRow, WeightType};
 
@@ -62,7 +63,7 @@ pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     /// Whether `row` and `a` hold whole blocks of `t` for `a.q.len()` values.
-    fn fits(t: WeightType, row: &[u8], a: &QRow) -> bool {
+    pub(super) fn fits(t: WeightType, row: &[u8], a: &QRow) -> bool {
         let elems = a.q.len();
         let per_scale = match t {
             WeightType::Q8_0
@@ -82,7 +83,11 @@ pub(super) mod x86 {
     /// # Safety
     /// AVX2 and FMA available; every `a` passes [`fits`].
     #[inline(always)]
-    unsafe fn dots<const N: usize>(t: WeightType, row: &[u8], a: &[QRow; N]) -> Option<[f32; N]> {
+    pub(super) unsafe fn dots<const N: usize>(
+        t: WeightType,
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> Option<[f32; N]> {
         // SAFETY: forwarded from the caller.
         unsafe {
             Some(match t {
@@ -104,6 +109,35 @@ pub(super) mod x86 {
         }
     }
 
+    /// As [`dots`], the 32-value block types through the VNNI kernels
+    /// (the k-quants, whose per-16 scales ride on `madd`, as AVX2).
+    ///
+    /// # Safety
+    /// As [`dots`], and AVX-512 VNNI and VL available.
+    #[inline(always)]
+    pub(super) unsafe fn dots_vnni<const N: usize>(
+        t: WeightType,
+        row: &[u8],
+        a: &[QRow; N],
+    ) -> Option<[f32; N]> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            Some(match t {
+                // One vector over whole groups of 8 blocks: the AVX2
+                // 8-block kernels, which fold 8 blocks before converting.
+                WeightType::Q4_0 | WeightType::Q4_1 if N == 1 && a[0].d.len().is_multiple_of(8) => {
+                    return dots::<N>(t, row, a)
+                }
+                WeightType::Q8_0 => b32::vnni32::<{ b32::Q8_0 }, N>(row, a),
+                WeightType::Q4_0 => b32::vnni32::<{ b32::Q4_0 }, N>(row, a),
+                WeightType::Q4_1 => b32::vnni32::<{ b32::Q4_1 }, N>(row, a),
+                WeightType::Q5_0 => b32::vnni32::<{ b32::Q5_0 }, N>(row, a),
+                WeightType::Q5_1 => b32::vnni32::<{ b32::Q5_1 }, N>(row, a),
+                _ => return dots::<N>(t, row, a),
+            })
+        }
+    }
+
     pub fn row_dot_avx2_safe(t: WeightType, row: &[u8], a: QRow) -> f32 {
         if !fits(t, row, &a) {
             return super::row_dot_scalar(t, row, a);
@@ -114,6 +148,17 @@ pub(super) mod x86 {
     }
 
     pub fn rows_dot_avx2_safe(t: WeightType, rows: &[u8], rb: usize, a: QRow, out: &mut [f32]) {
+        rows_dot::<false>(t, rows, rb, a, out)
+    }
+
+    /// The many-row kernel with AVX-512 VNNI for the 32-value block types.
+    pub fn rows_dot_vnni_safe(t: WeightType, rows: &[u8], rb: usize, a: QRow, out: &mut [f32]) {
+        rows_dot::<true>(t, rows, rb, a, out)
+    }
+
+    /// Only called through the two wrappers above, which the kernel table
+    /// picks after detecting their features.
+    fn rows_dot<const VNNI: bool>(t: WeightType, rows: &[u8], rb: usize, a: QRow, out: &mut [f32]) {
         let whole = out.len().checked_mul(rb).is_some_and(|n| n <= rows.len());
         if !whole
             || !fits(t, &rows[..rb.min(rows.len())], &a)
@@ -123,9 +168,17 @@ pub(super) mod x86 {
         }
         for (j, o) in out.iter_mut().enumerate() {
             let row = &rows[j * rb..(j + 1) * rb];
-            // SAFETY: chosen after AVX2, FMA and F16C were detected; every
-            // row is `rb` bytes, which fit `a` (checked above).
-            *o = unsafe { dots::<1>(t, row, &[a]) }.map_or(0.0, |r| r[0]);
+            // SAFETY: chosen after AVX2, FMA and F16C (and, for `VNNI`,
+            // AVX-512 VNNI and VL) were detected; every row is `rb` bytes,
+            // which fit `a` (checked above).
+            let r = unsafe {
+                if VNNI {
+                    dots_vnni::<1>(t, row, &[a])
+                } else {
+                    dots::<1>(t, row, &[a])
+                }
+            };
+            *o = r.map_or(0.0, |r| r[0]);
         }
     }
 

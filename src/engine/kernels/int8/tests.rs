@@ -192,3 +192,177 @@ proptest! {
         }
     }
 }
+
+/// Whether this CPU runs the AVX2 kernels, and the VNNI ones.
+fn features() -> (bool, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        let vnni = std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl");
+        (avx2, avx2 && vnni)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    (false, false)
+}
+
+/// Every tile kernel this CPU can run (the table holds only the best).
+fn tiles() -> Vec<(&'static str, super::tile::TileFn)> {
+    #[allow(unused_mut)]
+    let mut v: Vec<(&'static str, super::tile::TileFn)> =
+        vec![("table", super::super::get().int_tile)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (avx2, vnni) = features();
+        if avx2 {
+            v.push(("avx2", super::tile::x86::tile_avx2_safe));
+        }
+        if vnni {
+            v.push(("vnni", super::tile::x86::tile_vnni_safe));
+        }
+    }
+    v
+}
+
+/// Every many-row kernel this CPU can run.
+fn rows_kernels() -> Vec<(&'static str, RowsDotFn)> {
+    #[allow(unused_mut)]
+    let mut v: Vec<(&'static str, RowsDotFn)> = vec![("table", super::super::get().int_rows_dot)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (avx2, vnni) = features();
+        if avx2 {
+            v.push(("avx2", x86::rows_dot_avx2_safe));
+        }
+        if vnni {
+            v.push(("vnni", x86::rows_dot_vnni_safe));
+        }
+    }
+    v
+}
+
+proptest! {
+    /// The many-row kernels (AVX2 and VNNI where the CPU has them) against
+    /// the twin, on whole groups of 8 blocks (512 values) and not (224):
+    /// VNNI's `vpdpbusd` gives the same integer sums as AVX2's `maddubs`
+    /// and `madd`, so the two agree exactly.
+    #[test]
+    fn rows_kernels_match_the_twin_and_each_other(
+        seed in proptest::collection::vec(any::<u8>(), 8..48),
+        x in proptest::collection::vec(-3f32..3.0, 512),
+        cols in prop_oneof![Just(224usize), Just(512usize)],
+    ) {
+        let mut a = QAct::default();
+        for t in TYPES {
+            if !quant::supports(t, cols) {
+                continue;
+            }
+            a.quantize(act_blocks(t).unwrap(), &x[..cols], cols);
+            let r = row(t, &seed, cols);
+            let mut rows = r.clone();
+            let other: Vec<u8> = seed.iter().map(|b| b.wrapping_mul(3) ^ 0x5a).collect();
+            rows.extend(row(t, &other, cols));
+            let mut twin = [0f32; 2];
+            rows_dot_scalar(t, &rows, r.len(), a.row(0), &mut twin);
+            let mag: f32 = twin.iter().map(|v| v.abs()).sum::<f32>() + 1.0;
+            let mut seen: Vec<(&str, [f32; 2])> = Vec::new();
+            for (name, k) in rows_kernels() {
+                let mut got = [0f32; 2];
+                k(t, &rows, r.len(), a.row(0), &mut got);
+                for (g, w) in got.iter().zip(&twin) {
+                    prop_assert!((g - w).abs() <= 1e-3 * mag, "{} {name}: {g} vs {w}", t.name());
+                }
+                seen.push((name, got));
+            }
+            let pick = |n: &str| seen.iter().find(|(m, _)| *m == n).map(|(_, g)| *g);
+            if let (Some(x), Some(y)) = (pick("avx2"), pick("vnni")) {
+                prop_assert_eq!(x, y, "{}", t.name());
+            }
+        }
+    }
+}
+
+proptest! {
+    /// The tile kernels (several vectors against several rows) against their
+    /// twin, on every type, with vector counts that are not whole tiles
+    /// (1..=11) and 1-5 rows whose scales differ row to row; the twin is
+    /// exactly the one-row scalar kernel.
+    #[test]
+    fn tile_matches_its_twin_on_any_vector_and_row_count(
+        seed in proptest::collection::vec(any::<u8>(), 8..48),
+        x in proptest::collection::vec(-3f32..3.0, 512 * 11),
+        n in 1usize..=11,
+        m in 1usize..=5,
+    ) {
+        use super::tile::tile_scalar;
+        let mut a = QAct::default();
+        for t in TYPES {
+            a.quantize(act_blocks(t).unwrap(), &x[..512 * n], 512);
+            let r = row(t, &seed, 512);
+            let rb = r.len();
+            let mut rows = Vec::new();
+            for j in 0..m {
+                rows.extend(r.iter().map(|b| b.wrapping_add(j as u8)));
+            }
+            for (b, f) in (0..rows.len()).step_by(t.block_bytes()).zip(0..) {
+                let h = half::f16::from_f32((f % 23) as f32 / 37.0 - 0.3);
+                let at = b + scale_fields(t)[0];
+                rows[at..at + 2].copy_from_slice(&h.to_le_bytes());
+            }
+            let mut twin = vec![0f32; n * m];
+            let mut outs: Vec<&mut [f32]> = twin.chunks_mut(m).collect();
+            tile_scalar(t, &rows, rb, &a, &mut outs);
+            let mut seen: Vec<(&str, Vec<f32>)> = Vec::new();
+            for (name, tile) in tiles() {
+            let mut got = vec![0f32; n * m];
+            let mut outs: Vec<&mut [f32]> = got.chunks_mut(m).collect();
+            tile(t, &rows, rb, &a, &mut outs);
+            seen.push((name, got.clone()));
+            for k in 0..n {
+                for j in 0..m {
+                    let row = &rows[j * rb..(j + 1) * rb];
+                    let want = row_dot_scalar(t, row, a.row(k));
+                    prop_assert_eq!(twin[k * m + j], want);
+                    let mut w = vec![0f32; 512];
+                    quant::dequant_row_scalar(t, row, &mut w);
+                    let xs = &x[512 * k..512 * (k + 1)];
+                    let mag: f32 = w.iter().zip(xs).map(|(p, q)| (p * q).abs()).sum::<f32>() + 1e-3;
+                    let g = got[k * m + j];
+                    prop_assert!((g - want).abs() <= 1e-4 * mag, "{} {name} vector {k} row {j}: {g} vs {want}", t.name());
+                }
+            }
+            }
+            // VNNI's integer sums equal AVX2's, so the floats do too.
+            let pick = |n: &str| seen.iter().find(|(m, _)| *m == n).map(|(_, g)| g.clone());
+            if let (Some(x), Some(y)) = (pick("avx2"), pick("vnni")) {
+                prop_assert_eq!(x, y, "{}", t.name());
+            }
+        }
+    }
+}
+
+/// Arguments that do not fit (fewer quantized vectors than outputs, rows
+/// shorter than claimed) are computed by the twin, which reads only what
+/// is there, instead of reading past the buffers.
+#[test]
+fn tile_with_mismatched_shapes_falls_back_to_the_twin() {
+    let t = WeightType::Q8_0;
+    let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut a = QAct::default();
+    a.quantize(act_blocks(t).unwrap(), &x, 64);
+    let r = row(t, &[7, 11, 13], 64);
+    let rb = r.len();
+    // Three outputs of two rows, one vector, one row of bytes.
+    for (name, tile) in tiles() {
+        let mut out = [f32::NAN; 6];
+        let mut outs: Vec<&mut [f32]> = out.chunks_mut(2).collect();
+        tile(t, &r, rb, &a, &mut outs);
+        assert_eq!(out[0], row_dot_scalar(t, &r, a.row(0)), "{name}");
+        assert!(
+            out[1].is_nan() && out[2..].iter().all(|v| v.is_nan()),
+            "{name}"
+        );
+    }
+}
