@@ -141,6 +141,18 @@ enum Command {
         /// Runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also decode under this GBNF grammar: each run then decodes the
+        /// text prompt freely and under the grammar, both with the default
+        /// sampler (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05) and
+        /// the run's seed, and the ratio of the medians is printed.
+        #[arg(long, value_name = "FILE")]
+        grammar: Option<PathBuf>,
+        /// The text prompt of the --grammar runs.
+        #[arg(
+            long,
+            default_value = "Here is a JSON object describing a city, its population and landmarks:\n"
+        )]
+        prompt: String,
     },
     /// Write a sample file (dense, sparse, compressed, streamed tensors),
     /// list it, verify it deeply and read every tensor back.
@@ -216,7 +228,12 @@ fn main() -> ExitCode {
             prompt_tokens,
             gen_tokens,
             runs,
-        } => gen::bench(&engine, prompt_tokens, gen_tokens, runs),
+            grammar,
+            prompt,
+        } => match grammar {
+            None => gen::bench(&engine, prompt_tokens, gen_tokens, runs),
+            Some(g) => gen::bench_grammar(&engine, &g, &prompt, gen_tokens, runs),
+        },
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };
     match result {
