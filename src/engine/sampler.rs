@@ -138,13 +138,6 @@ pub fn sample(
     draw(cfg, &mut s.work, rng)
 }
 
-/// [`sample`] under a grammar, in the order penalties → grammar mask →
-/// temperature → top-k / top-p → min-p. Greedy and top-k test candidates
-/// lazily in logit order (only until enough pass), pure temperature and
-/// min-p alone draw by rejection (see the module documentation for why
-/// each is exact); only top-p without top-k masks the whole vocabulary. Fails with [`GrammarError::NoTokenAllowed`] when
-/// the grammar allows no token: the caller must stop, never sample freely.
-
 /// Copies `logits` to the scratch and applies the repetition, frequency
 /// and presence penalties over the last `penalty_last_n` of `history`.
 fn penalize(cfg: &SamplerConfig, logits: &[f32], history: &[u32], s: &mut SampleScratch) {

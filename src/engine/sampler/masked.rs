@@ -169,7 +169,6 @@ fn sample_lazy(
             break Walk::Kept(keep);
         }
     };
-    drop(q);
     let t = match walk {
         Walk::Kept(keep) => pick_prefix(&s.found_w[..keep], rng),
         Walk::Complete if s.found.is_empty() => return Err(GrammarError::NoTokenAllowed),
@@ -212,7 +211,8 @@ fn decide(
     // is certain where a sum surely reaches it.
     let (clean, cut) = if !use_top_p {
         (w.len(), None)
-    } else if !(cfg.top_p > 0.0) {
+    } else if cfg.top_p <= 0.0 {
+        // (Not NaN: `use_top_p` holds.)
         (0, Some(0))
     } else {
         let terms = (w.len() + unseen.min(1 << 30)) as f64;
@@ -300,7 +300,6 @@ fn sample_rejection(
         // Sums drift when many weights are removed: recompute.
         total = total.min(s.weights.iter().sum());
     }
-    drop(q);
     let allowed = mask.allowed_tokens(state)?;
     let mut total = 0.0;
     for &t in allowed.iter() {
@@ -491,7 +490,7 @@ mod tests {
     /// sometimes far below the refused ones, and a few -inf and NaN.
     fn random_logits(rng: &mut Rng, n: usize, allowed: &[u32]) -> Vec<f32> {
         let spread = 0.5 + 8.0 * rng.next_f64();
-        let quantise = rng.next_u64() % 3 == 0;
+        let quantise = rng.next_u64().is_multiple_of(3);
         let mut l: Vec<f32> = (0..n)
             .map(|_| {
                 // Box-Muller.
@@ -515,7 +514,7 @@ mod tests {
         }
         for _ in 0..(rng.next_u64() % 4) {
             let i = (rng.next_u64() % n as u64) as usize;
-            l[i] = if rng.next_u64() % 2 == 0 {
+            l[i] = if rng.next_u64().is_multiple_of(2) {
                 f32::NEG_INFINITY
             } else {
                 f32::NAN
