@@ -300,6 +300,59 @@ fn json_schema_basics() {
     }
 }
 
+/// Whitespace and digit runs are capped (as llama.cpp's
+/// json-schema-to-grammar), so a model cannot loop forever inside valid
+/// JSON: at most one space, or a newline and 20 spaces or tabs, between
+/// tokens; at most 16 digits in an integer part, a fraction, an exponent or
+/// an open-ended integer range.
+#[test]
+fn json_grammars_cap_whitespace_and_digit_runs() {
+    let any_object = schema_grammar(json!({"type": "object"}));
+    let any_value = schema_grammar(json!({}));
+    let int_from = schema_grammar(json!({"type": "integer", "minimum": -3}));
+    let int_to = schema_grammar(json!({"type": "integer", "maximum": 7}));
+    let nonneg_number = schema_grammar(json!({"type": "number", "minimum": 0}));
+    let sixteen = "1234567890123456";
+    let ws20 = format!("\n{}", " ".repeat(20));
+    let ws21 = format!("\n{}", " ".repeat(21));
+    for (g, ok) in [
+        (&any_object, format!("{{\"a\":{sixteen}}}")),
+        (
+            &any_object,
+            format!("{{\"a\":-{sixteen}.{sixteen}e-{sixteen}}}"),
+        ),
+        (&any_object, format!("{{{ws20}\"a\": [ 1,{ws20}2 ] }}")),
+        (&any_object, "{\"a\":0.5E+3}".to_string()),
+        (&any_value, format!("-{sixteen}")),
+        (&int_from, sixteen.to_string()),
+        (&int_to, format!("-{sixteen}")),
+        (&nonneg_number, format!("{sixteen}.5")),
+    ] {
+        assert!(matches(g, ok.as_bytes()), "{ok}");
+    }
+    for (g, bad) in [
+        (&any_object, format!("{{\"a\":{sixteen}7}}")),
+        (&any_object, format!("{{\"a\":1.{sixteen}7}}")),
+        (&any_object, format!("{{\"a\":1e{sixteen}7}}")),
+        (&any_object, format!("{{{ws21}\"a\":1}}")),
+        (&any_object, "{  \"a\":1}".to_string()),
+        (&any_object, "{\"a\":1 \n}".to_string()),
+        (&any_object, "{\"a\":\n\n1}".to_string()),
+        (&any_value, format!("{sixteen}0")),
+        (&int_from, format!("{sixteen}0")),
+        (&int_to, format!("-{sixteen}0")),
+        (&nonneg_number, format!("{sixteen}0")),
+    ] {
+        assert!(!matches(g, bad.as_bytes()), "{bad}");
+    }
+    // A recogniser that has taken 16 digits refuses a 17th: generation
+    // under the grammar cannot loop inside a number.
+    let mut r = Recognizer::new(any_value.clone()).expect("recogniser");
+    r.accept_bytes(sixteen.as_bytes()).expect("16 digits");
+    assert!(r.state_after(b"1").is_err() && r.state_after(b" ").is_ok());
+    assert_eq!(ztensor::engine::grammar::MAX_INT_DIGITS, 16);
+}
+
 #[test]
 fn json_schema_unsupported_keywords_name_keyword_and_pointer() {
     let cases = [

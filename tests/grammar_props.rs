@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use ztensor::engine::grammar::{Grammar, GrammarError, Recognizer, TokenMask};
+use ztensor::engine::grammar::{Grammar, GrammarError, Recognizer, TokenMask, MAX_INT_DIGITS};
 
 // ---------- random grammars as an AST, printed as GBNF ----------
 
@@ -484,8 +484,25 @@ fn schema() -> Value {
     })
 }
 
+/// Integers the generated grammars produce: at most `MAX_INT_DIGITS`
+/// digits (longer ones are valid JSON the grammar never emits).
+fn capped_int() -> impl Strategy<Value = i64> {
+    let most = 10i64.pow(MAX_INT_DIGITS) - 1;
+    prop_oneof![-most..=most, -1000i64..1000]
+}
+
+/// Does serde_json's text of `f` keep within the digit caps (integral part,
+/// fraction and exponent each at most 16 digits)?
+fn number_within_caps(f: f64) -> bool {
+    let text = serde_json::to_string(&f).expect("finite");
+    let body = text.trim_start_matches('-');
+    let (mantissa, exp) = body.split_once(['e', 'E']).unwrap_or((body, "0"));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
+    int.len() <= 16 && frac.len() <= 16 && exp.trim_start_matches(['-', '+']).len() <= 16
+}
+
 fn node_strategy() -> impl Strategy<Value = Value> {
-    let leaf = (any::<i64>(), any::<bool>()).prop_map(|(v, n)| {
+    let leaf = (capped_int(), any::<bool>()).prop_map(|(v, n)| {
         if n {
             json!({"v": v, "next": null})
         } else {
@@ -493,7 +510,7 @@ fn node_strategy() -> impl Strategy<Value = Value> {
         }
     });
     leaf.prop_recursive(3, 8, 1, |inner| {
-        (any::<i64>(), inner).prop_map(|(v, next)| json!({"v": v, "next": next}))
+        (capped_int(), inner).prop_map(|(v, next)| json!({"v": v, "next": next}))
     })
 }
 
@@ -512,7 +529,9 @@ fn instance_strategy() -> impl Strategy<Value = Value> {
         ]),
         proptest::option::of((1000u32..9999, 1u32..=12, 1u32..=28)),
         proptest::option::of(any::<u128>()),
-        proptest::option::of(any::<f64>().prop_filter("finite", |f| f.is_finite())),
+        proptest::option::of(any::<f64>().prop_filter("finite, within the caps", |f| {
+            f.is_finite() && number_within_caps(*f)
+        })),
         proptest::option::of(node_strategy()),
     )
         .prop_map(|(name, age, tags, kind, when, id, score, child)| {
@@ -590,7 +609,10 @@ proptest! {
         if let Some(l) = lo { s["minimum"] = json!(l); }
         if let Some(h) = hi { s["maximum"] = json!(h); }
         let g = Arc::new(Grammar::from_json_schema(&s).expect("compiles"));
-        let inside = lo.is_none_or(|l| x >= l) && hi.is_none_or(|h| x <= h);
+        // An open side stops at MAX_INT_DIGITS digits.
+        let inside = lo.is_none_or(|l| x >= l)
+            && hi.is_none_or(|h| x <= h)
+            && x.unsigned_abs() < 10u64.pow(MAX_INT_DIGITS);
         prop_assert_eq!(full_match(&g, &x.to_string()), inside, "{} in {:?}..={:?}", x, lo, hi);
     }
 }

@@ -128,6 +128,54 @@ fn restore_continues_a_constrained_generation_token_for_token() {
     }
 }
 
+/// A snapshot taken mid-way through constrained output, restored and
+/// continued with no grammar given, goes on under the saved grammar (the
+/// same tokens as the uninterrupted run); `clear_grammar` or a new prompt
+/// drop it.
+#[test]
+fn restored_snapshot_continues_under_its_grammar_when_none_is_given() {
+    let g = Arc::new(Grammar::parse(GRAMMAR).unwrap());
+    let mut e = engine();
+    let (whole, _) = run(&mut e, PROMPT, &params(N, Some(21), 40));
+    assert_eq!(whole.len(), N, "the run ended early");
+    let mut e = engine();
+    let (first, _) = run(&mut e, PROMPT, &params(K, Some(21), 40));
+    let path = tmp("continue-without.zt");
+    e.snapshot(&path, false).unwrap();
+    let snap = Reader::open(&path).unwrap();
+    let mut free = params(N - K, None, 40);
+    free.grammar = None;
+
+    let mut back = Engine::from_snapshot(&snap, Some(&tiny_model()), 1).unwrap();
+    assert_eq!(back.grammar_source(), Some(GRAMMAR));
+    let (more, _) = run(&mut back, "", &free);
+    assert_eq!([&first[..], &more[..]].concat(), whole);
+    assert_eq!(back.grammar_source(), Some(GRAMMAR), "still live");
+
+    // Cleared: the same continuation is unconstrained (the tiny random
+    // model leaves the grammar at once).
+    let mut back = Engine::from_snapshot(&snap, Some(&tiny_model()), 1).unwrap();
+    back.clear_grammar();
+    assert_eq!(back.grammar_source(), None);
+    let (loose, loose_bytes) = run(&mut back, "", &free);
+    assert_ne!([&first[..], &loose[..]].concat(), whole);
+    let mut r = Recognizer::new(g.clone()).unwrap();
+    let mut first_bytes = Vec::new();
+    for &id in &first {
+        back.tokenizer().token_bytes(id, false, &mut first_bytes);
+    }
+    r.accept_bytes(&first_bytes).unwrap();
+    assert!(
+        r.accept_bytes(&loose_bytes).is_err(),
+        "free text happened to follow the grammar"
+    );
+
+    // A new prompt without a grammar generates freely too.
+    let mut back = Engine::from_snapshot(&snap, Some(&tiny_model()), 1).unwrap();
+    run(&mut back, " more", &free);
+    assert_eq!(back.grammar_source(), None);
+}
+
 #[test]
 fn snapshots_without_a_grammar_stay_version_1_and_restore() {
     let mut e = engine();

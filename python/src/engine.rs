@@ -325,6 +325,19 @@ impl NativeEngine {
         })
     }
 
+    /// Drops the live grammar (see `Engine::clear_grammar`).
+    fn clear_grammar(&self, py: Python<'_>) -> PyResult<()> {
+        self.exclusive(py, true, |c| {
+            c.engine.clear_grammar();
+            Ok(())
+        })
+    }
+
+    /// The GBNF source of the live grammar, if any.
+    fn grammar_source(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |c| Ok(c.engine.grammar_source().map(str::to_string)))
+    }
+
     /// Starts a run and returns its id. Sampler settings left `None` take
     /// the engine's current ones (the last run's or a restored
     /// snapshot's). `from_state` is switched to first; `new_state` is

@@ -47,6 +47,8 @@ import json, sys
 from ztensor.engine import Engine
 a = json.loads(sys.argv[1])
 e = Engine.restore(a["snapshot"], n_threads=1)
+if a.get("clear"):
+    e.clear_grammar()
 grammar = a.get("grammar")
 schema = a.get("json_schema")
 with e.stream("", max_tokens=a["n"], grammar=grammar, json_schema=schema, **a["sampler"]) as run:
@@ -85,10 +87,32 @@ class TestGrammarSnapshotInNewProcess:
         e.snapshot(snap)
         rest = continue_in_child(snap, n - k, grammar=GBNF)
         assert first + rest == whole
-        # Without the grammar the continuation is not constrained by it any
-        # more: a different run, so the grammar really was carried.
-        free = continue_in_child(snap, n - k)
+        # Given no grammar, the continuation goes on under the saved one.
+        assert continue_in_child(snap, n - k) == rest
+        # Cleared, it is free: a different run, so the grammar really was
+        # carried.
+        free = continue_in_child(snap, n - k, clear=True)
         assert free != rest
+
+    def test_restored_grammar_is_live_until_cleared(self, tmp_path: Path) -> None:
+        e = Engine(TINY, n_ctx=160)
+        first = ids_of(e, "data:", 9, 5, grammar=GBNF)
+        snap = tmp_path / "live.zt"
+        e.snapshot(snap)
+        back = Engine.restore(snap)
+        assert back.grammar == GBNF
+        kept = ids_of(back, "", 20, None)
+        assert back.grammar == GBNF
+        again = Engine.restore(snap)
+        assert ids_of(again, "", 20, None, grammar=GBNF) == kept
+        again = Engine.restore(snap)
+        again.clear_grammar()
+        assert again.grammar is None
+        assert ids_of(again, "", 20, None) != kept
+        # A new prompt without a grammar is free too.
+        ids_of(back, " more", 3, None)
+        assert back.grammar is None
+        assert len(first) == 9
 
     @pytest.mark.skipif(not SMOL.exists(), reason=f"{SMOL} absent: scripts/fetch_models.py")
     def test_json_schema_on_smollm2(self, tmp_path: Path) -> None:

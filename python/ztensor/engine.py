@@ -515,6 +515,18 @@ class Engine:
         """Forgets the context (the RNG continues)."""
         self._native.reset()
 
+    def clear_grammar(self) -> None:
+        """Drops the live grammar (a constrained run's, or a restored
+        snapshot's): a later run with an empty prompt and no grammar then
+        continues unconstrained instead of under it."""
+        self._native.clear_grammar()
+
+    @property
+    def grammar(self) -> str | None:
+        """The GBNF of the live grammar an empty-prompt run continues
+        under, or None."""
+        return self._native.grammar_source()
+
     @property
     def sampler(self) -> SamplerSettings:
         """The sampler settings used for arguments a generation omits: the
@@ -594,7 +606,8 @@ class Engine:
             exec_id: Names the run for `Engine.interrupt` (default: a new uuid).
             grammar: GBNF text (llama.cpp's grammar format) the output must
                 follow. A run with a prompt starts the grammar afresh; an
-                empty prompt under the same grammar continues it. If the
+                empty prompt under the same grammar, or with no grammar,
+                continues the live one (`clear_grammar()` drops it). If the
                 grammar allows no token the run ends with `stop_reason`
                 `"grammar"`, never with unconstrained text.
             json_schema: A JSON Schema the output must be valid JSON under

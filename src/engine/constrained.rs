@@ -4,12 +4,12 @@
 //! generation.
 //!
 //! Sampler order under a grammar (see [`super::sampler::sample_masked`]):
-//! penalties → grammar mask → temperature → top-k / top-p → min-p. Greedy
-//! and top-k sampling test candidates lazily in logit order, pure
-//! temperature sampling draws by rejection, min-p alone checks only the
-//! tokens near the best allowed one; top-p without top-k masks the whole
-//! vocabulary (each exact, see [`super::sampler`]). When no token (EOS included) is
-//! allowed the generation ends with [`super::StopReason::Grammar`], never
+//! penalties → grammar mask → temperature → top-k → top-p → min-p. Greedy,
+//! top-k, top-p and min-p test candidates lazily in logit order until the
+//! kept tokens are certain and then draw the very token the full mask
+//! would; pure temperature sampling draws by rejection (the same
+//! distribution). When no token (EOS included) is allowed the generation
+//! ends with [`super::StopReason::Grammar`], never
 //! with unconstrained text.
 
 use super::grammar::{Grammar, GrammarError, Recognizer, StateArrays, TokenMask};

@@ -169,7 +169,10 @@ pub struct GenerateParams {
     /// Constrain the output to this grammar (GBNF or a JSON Schema). A
     /// generation with a prompt starts the grammar afresh; one with an
     /// empty prompt under the same grammar as the live one (say after a
-    /// restore) continues where it stood.
+    /// restore) continues where it stood. `None` with an empty prompt also
+    /// continues under the live grammar, if there is one (a snapshot taken
+    /// mid-way through constrained output goes on constrained); `None` with
+    /// a prompt, or [`Engine::clear_grammar`] first, generates freely.
     pub grammar: Option<GrammarSpec>,
 }
 
@@ -534,6 +537,21 @@ impl Engine {
         Ok(())
     }
 
+    /// The GBNF source of the live grammar (the last constrained
+    /// generation's, or a restored snapshot's), if any. A generation with
+    /// an empty prompt and no grammar of its own continues under it.
+    pub fn grammar_source(&self) -> Option<&str> {
+        self.grammar
+            .as_ref()
+            .map(constrained::ActiveGrammar::source)
+    }
+
+    /// Drops the live grammar: the next generation with an empty prompt and
+    /// no grammar continues the context unconstrained.
+    pub fn clear_grammar(&mut self) {
+        self.grammar = None;
+    }
+
     /// Forgets the context (the RNG continues).
     pub fn reset(&mut self) {
         self.tokens.clear();
@@ -601,6 +619,10 @@ impl Engine {
             ));
         }
         match &params.grammar {
+            // A continuation (no new prompt) keeps the live grammar: output
+            // cut off under a grammar (by max_tokens, a snapshot) goes on
+            // under it unless the caller cleared it.
+            None if ids.is_empty() => {}
             None => self.grammar = None,
             Some(spec) => {
                 let source = spec.to_gbnf()?;

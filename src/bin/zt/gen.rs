@@ -335,6 +335,75 @@ fn batched_decode(e: &Engine, prompt: &[u32], steps: usize, n: usize) -> Result<
     Ok((n * steps) as f64 / t.elapsed().as_secs_f64())
 }
 
+/// `zt bench-gen --grammar FILE`: decode speed without and under a grammar
+/// with the default sampler, interleaved run by run (so a loaded machine
+/// slows both alike), and the ratio of the medians.
+pub fn bench_grammar(
+    args: &EngineArgs,
+    grammar: &std::path::Path,
+    prompt: &str,
+    gen_tokens: usize,
+    runs: usize,
+) -> Result<()> {
+    let source = std::fs::read_to_string(grammar)
+        .map_err(|e| Error::io(format!("reading {}", grammar.display()), e))?;
+    let mut e = open(args, 0)?;
+    let n_prompt = e.tokenize(prompt, None, false).len();
+    if n_prompt + gen_tokens + 2 > e.n_ctx() {
+        return Err(Error::Usage(format!(
+            "{} tokens do not fit the {}-token context; pass --ctx",
+            n_prompt + gen_tokens + 2,
+            e.n_ctx()
+        )));
+    }
+    println!(
+        "model: {} vocab {}; {} threads; default sampler; grammar {}; {gen_tokens} tokens",
+        e.config().arch,
+        e.config().n_vocab,
+        e.n_threads(),
+        grammar.display()
+    );
+    let (mut free, mut constrained) = (Vec::new(), Vec::new());
+    for run in 0..runs.max(1) {
+        for under in [false, true] {
+            let params = GenerateParams {
+                max_tokens: gen_tokens,
+                seed: Some(run as u64),
+                grammar: under.then(|| GrammarSpec::Gbnf(source.clone())),
+                ..GenerateParams::default()
+            };
+            e.reset();
+            let mut g = e.start(prompt, &params)?;
+            // Decode rate over the tokens after the first (the first one
+            // builds the grammar's per-vocabulary trie once).
+            let (mut first, mut last, mut n) = (None, Instant::now(), 0usize);
+            while e.next_token(&mut g, &params)?.is_some() {
+                last = Instant::now();
+                first.get_or_insert(last);
+                n += 1;
+            }
+            if let Some(t0) = first.filter(|_| n > 2) {
+                let rate = (n - 1) as f64 / last.duration_since(t0).as_secs_f64();
+                if under { &mut constrained } else { &mut free }.push(rate);
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied()
+    };
+    match (med(&mut free), med(&mut constrained)) {
+        (Some(f), Some(c)) => println!(
+            "decode free: {f:.1} tokens/s, under the grammar: {c:.1} tokens/s, ratio {:.3} (medians of {} and {} runs)",
+            c / f,
+            free.len(),
+            constrained.len()
+        ),
+        _ => println!("the runs ended too early to time (fewer than 3 tokens)"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

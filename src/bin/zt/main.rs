@@ -145,6 +145,18 @@ enum Command {
         /// passes), comma-separated: aggregate tokens/s of each.
         #[arg(long, value_delimiter = ',')]
         batch: Vec<usize>,
+        /// Also decode under this GBNF grammar: each run then decodes the
+        /// text prompt freely and under the grammar, both with the default
+        /// sampler (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05) and
+        /// the run's seed, and the ratio of the medians is printed.
+        #[arg(long, value_name = "FILE")]
+        grammar: Option<PathBuf>,
+        /// The text prompt of the --grammar runs.
+        #[arg(
+            long,
+            default_value = "Here is a JSON object describing a city, its population and landmarks:\n"
+        )]
+        prompt: String,
     },
     /// Write a sample file (dense, sparse, compressed, streamed tensors),
     /// list it, verify it deeply and read every tensor back.
@@ -221,7 +233,12 @@ fn main() -> ExitCode {
             gen_tokens,
             runs,
             batch,
-        } => gen::bench(&engine, prompt_tokens, gen_tokens, runs, &batch),
+            grammar,
+            prompt,
+        } => match grammar {
+            None => gen::bench(&engine, prompt_tokens, gen_tokens, runs, &batch),
+            Some(g) => gen::bench_grammar(&engine, &g, &prompt, gen_tokens, runs),
+        },
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),
     };
     match result {

@@ -1,6 +1,8 @@
 //! GBNF for the decimal integers of an inclusive range, exactly (JSON
 //! syntax: optional `-`, no leading zeros, no `-0`).
 
+use super::json_schema::MAX_INT_DIGITS;
+
 fn digits(v: u128) -> u32 {
     let mut d = 1;
     let mut x = v / 10;
@@ -75,8 +77,11 @@ fn nonneg(a: u128, b: Option<u128>) -> String {
     };
     match b {
         None => {
+            // Open above: up to MAX_INT_DIGITS digits (more if the bound
+            // itself has more), so a model cannot loop inside a number.
             alts.push(span(a, pow(da) - 1));
-            alts.push(format!("[1-9] [0-9]{{{da},}}"));
+            let most = MAX_INT_DIGITS.max(da + 1) - 1;
+            alts.push(format!("[1-9] [0-9]{{{da},{most}}}"));
         }
         Some(b) => {
             let db = digits(b);

@@ -30,6 +30,14 @@ const ANNOTATIONS: &[&str] = &[
     "definitions",
 ];
 
+/// Most digits of an integer part (or an unbounded side of an integer
+/// range) the generated grammars allow: 16, as llama.cpp's
+/// json-schema-to-grammar. Fractions and exponents take 1 to 16 digits,
+/// whitespace between tokens is at most one space, or a newline and up to
+/// 20 spaces or tabs. Every sentence the grammar accepts is still valid
+/// JSON; longer numbers and runs of whitespace are simply never produced.
+pub const MAX_INT_DIGITS: u32 = 16;
+
 const LIBRARY: &[(&str, &str)] = &[
     ("space", r#"| " " | "\n" [ \t]{0,20}"#),
     (
@@ -37,9 +45,12 @@ const LIBRARY: &[(&str, &str)] = &[
         r#"[^"\\\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})"#,
     ),
     ("string", r#""\"" char* "\"" space"#),
-    ("integral", r#""0" | [1-9] [0-9]*"#),
-    ("fraction", r#""." [0-9]+"#),
-    ("exponent", r#"[eE] [-+]? [0-9]+"#),
+    // Digit runs are capped (as llama.cpp's `integral-part` and
+    // `decimal-part`) so a model cannot loop forever inside one number;
+    // `space` is capped likewise. See [`MAX_INT_DIGITS`].
+    ("integral", r#""0" | [1-9] [0-9]{0,15}"#),
+    ("fraction", r#""." [0-9]{1,16}"#),
+    ("exponent", r#"[eE] [-+]? [0-9]{1,16}"#),
     ("number", r#""-"? integral fraction? exponent? space"#),
     ("integer", r#""-"? integral space"#),
     ("boolean", r#"("true" | "false") space"#),

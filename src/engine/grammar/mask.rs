@@ -147,8 +147,76 @@ pub struct TokenMask {
     vocab: Vec<Vec<u8>>,
     is_eos: Vec<bool>,
     trie: Trie,
-    memo: HashMap<GrammarState, Memo>,
+    /// Memo slot of each parser state seen lately (see [`MEMO_STATES`]).
+    memo_keys: HashMap<GrammarState, usize>,
+    memos: Vec<Memo>,
     trans: Transitions,
+}
+
+/// Token checks against one parser state. The state is resolved once (its
+/// memo slot and its interned id in the transition cache); each check is
+/// then a memo read or a walk of the token's bytes through the cache. It
+/// borrows the mask, so nothing else can reset the caches meanwhile.
+pub struct StateQuery<'a> {
+    mask: &'a mut TokenMask,
+    state: &'a GrammarState,
+    /// `None`: the state belongs to another grammar (nothing is allowed).
+    slot: Option<usize>,
+    /// The state's interned id, once a check needed it.
+    root: Option<u32>,
+}
+
+impl StateQuery<'_> {
+    /// May `token` come next? (Unknown ids: no.)
+    pub fn allowed(&mut self, token: u32) -> bool {
+        let Some(slot) = self.slot else {
+            return false;
+        };
+        let t = token as usize;
+        match self.mask.memos[slot].known.get(t) {
+            None => return false,
+            Some(&YES) => return true,
+            Some(&NO) => return false,
+            Some(_) => {}
+        }
+        let ok = self.check(t);
+        self.mask.memos[slot].known[t] = if ok { YES } else { NO };
+        ok
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> usize {
+        self.mask.vocab.len()
+    }
+
+    fn check(&mut self, t: usize) -> bool {
+        let m = &mut *self.mask;
+        if m.is_eos[t] {
+            return self.state.can_end();
+        }
+        let bytes = &m.vocab[t];
+        if bytes.is_empty() {
+            return false;
+        }
+        let mut id = match self.root {
+            Some(r) => r,
+            None => {
+                // Once per query: the ids stay valid until the next reserve.
+                m.trans.reserve();
+                let r = m.trans.intern(self.state.clone());
+                self.root = Some(r);
+                r
+            }
+        };
+        for &b in bytes {
+            match m.trans.step(&m.grammar, id, b) {
+                Ok(Some(next)) => id = next,
+                Ok(None) => return false,
+                Err(()) => return step_plain(&m.grammar, self.state, bytes),
+            }
+        }
+        true
+    }
 }
 
 impl TokenMask {
@@ -177,7 +245,8 @@ impl TokenMask {
             vocab: vocab.to_vec(),
             is_eos,
             trie,
-            memo: HashMap::new(),
+            memo_keys: HashMap::new(),
+            memos: Vec::new(),
             trans: Transitions::default(),
         })
     }
@@ -194,12 +263,13 @@ impl TokenMask {
 
     /// Forget the per-state answers (the byte-transition cache stays).
     pub fn clear_memo(&mut self) {
-        self.memo.clear();
+        self.memo_keys.clear();
+        self.memos.clear();
     }
 
     /// Forget every cached answer and transition (to measure cold cost).
     pub fn clear_all(&mut self) {
-        self.memo.clear();
+        self.clear_memo();
         self.trans = Transitions::default();
     }
 
@@ -208,57 +278,39 @@ impl TokenMask {
         self.trie.edges.len()
     }
 
-    fn memo_for(&mut self, state: &GrammarState) -> &mut Memo {
+    /// The memo slot of `state`, made if new (which may forget the others).
+    fn memo_slot(&mut self, state: &GrammarState) -> usize {
+        if let Some(&i) = self.memo_keys.get(state) {
+            return i;
+        }
         // A huge state (pathological grammar) is memoised alone.
         let huge = entries(state) > MAX_INTERNED_ENTRIES / MEMO_STATES;
-        if (self.memo.len() >= MEMO_STATES || huge) && !self.memo.contains_key(state) {
-            self.memo.clear();
+        if self.memos.len() >= MEMO_STATES || huge {
+            self.clear_memo();
         }
-        let n = self.vocab.len();
-        self.memo.entry(state.clone()).or_insert_with(|| Memo {
-            known: vec![UNKNOWN; n],
+        self.memos.push(Memo {
+            known: vec![UNKNOWN; self.vocab.len()],
             full: None,
-        })
+        });
+        self.memo_keys.insert(state.clone(), self.memos.len() - 1);
+        self.memos.len() - 1
     }
 
-    fn check(&mut self, state: &GrammarState, token: u32) -> bool {
-        let Some(bytes) = self.vocab.get(token as usize) else {
-            return false;
-        };
-        if self.is_eos[token as usize] {
-            return state.can_end();
+    /// Checks of tokens against `state` (see [`StateQuery`]).
+    pub fn query<'a>(&'a mut self, state: &'a GrammarState) -> StateQuery<'a> {
+        let slot = (state.fingerprint == self.grammar.fingerprint()).then(|| self.memo_slot(state));
+        StateQuery {
+            mask: self,
+            state,
+            slot,
+            root: None,
         }
-        if bytes.is_empty() {
-            return false;
-        }
-        self.trans.reserve();
-        let mut id = self.trans.intern(state.clone());
-        for &b in bytes {
-            match self.trans.step(&self.grammar, id, b) {
-                Ok(Some(next)) => id = next,
-                Ok(None) => return false,
-                Err(()) => return step_plain(&self.grammar, state, bytes),
-            }
-        }
-        true
     }
 
     /// May `token` come next in `state`? (Unknown ids and states of another
     /// grammar: no.)
     pub fn allowed(&mut self, state: &GrammarState, token: u32) -> bool {
-        if token as usize >= self.vocab.len() || state.fingerprint != self.grammar.fingerprint() {
-            return false;
-        }
-        if let Some(m) = self.memo.get(state) {
-            match m.known[token as usize] {
-                YES => return true,
-                NO => return false,
-                _ => {}
-            }
-        }
-        let ok = self.check(state, token);
-        self.memo_for(state).known[token as usize] = if ok { YES } else { NO };
-        ok
+        self.query(state).allowed(token)
     }
 
     /// The first of `candidates` (in the order given) that is allowed.
@@ -267,8 +319,9 @@ impl TokenMask {
         state: &GrammarState,
         candidates: impl IntoIterator<Item = u32>,
     ) -> Result<u32> {
+        let mut q = self.query(state);
         for t in candidates {
-            if self.allowed(state, t) {
+            if q.allowed(t) {
                 return Ok(t);
             }
         }
@@ -329,7 +382,11 @@ impl TokenMask {
                 detail: "the state belongs to another grammar".into(),
             });
         }
-        if let Some(full) = self.memo.get(state).and_then(|m| m.full.clone()) {
+        if let Some(full) = self
+            .memo_keys
+            .get(state)
+            .and_then(|&i| self.memos[i].full.clone())
+        {
             return Ok(full);
         }
         let yes = match self.trie_walk_cached(state) {
@@ -353,7 +410,8 @@ impl TokenMask {
             return Err(GrammarError::NoTokenAllowed);
         }
         let full = Arc::new(full);
-        let m = self.memo_for(state);
+        let slot = self.memo_slot(state);
+        let m = &mut self.memos[slot];
         for (k, y) in m.known.iter_mut().zip(&yes) {
             *k = if *y { YES } else { NO };
         }
@@ -412,7 +470,7 @@ impl TokenMask {
                     best_v = l;
                 }
             }
-            if best != usize::MAX && self.allowed(state, best as u32) {
+            if best != usize::MAX && self.query(state).allowed(best as u32) {
                 return Ok(vec![best as u32]);
             }
         }
@@ -425,8 +483,9 @@ impl TokenMask {
         }
         ids[..budget].sort_unstable_by(better);
         let mut out = Vec::with_capacity(k);
+        let mut q = self.query(state);
         for &t in &ids[..budget] {
-            if self.allowed(state, t) {
+            if q.allowed(t) {
                 out.push(t);
                 if out.len() == k {
                     return Ok(out);
@@ -484,6 +543,10 @@ mod tests {
         let id = m.trans.intern(r.snapshot());
         m.trans.entries = MAX_INTERNED_ENTRIES + 1;
         assert_eq!(m.trans.step(&m.grammar.clone(), id, b'a'), Err(()));
-        assert!(m.check(r.state(), 1) && !m.check(r.state(), 0));
+        let st = r.snapshot();
+        let mut q = m.query(&st);
+        assert!(q.check(1)); // interns the state (the cache is empty again)
+        q.mask.trans.entries = MAX_INTERNED_ENTRIES + 1;
+        assert!(q.check(2) && !q.check(0) && !q.check(9));
     }
 }

@@ -25,7 +25,7 @@ mod one_of;
 mod recognizer;
 
 pub use gbnf::Grammar;
-pub use json_schema::json_schema_to_gbnf;
+pub use json_schema::{json_schema_to_gbnf, MAX_INT_DIGITS};
 pub use mask::TokenMask;
 pub use recognizer::{GrammarState, Recognizer, StateArrays, STATE_LAYOUT_VERSION};
 
