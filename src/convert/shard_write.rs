@@ -104,10 +104,22 @@ pub fn convert_sharded(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertReport> {
     check_max_shard_size(max_shard_size)?;
+    let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
+    convert_sharded_reader(&reader, output, options, max_shard_size, progress)
+}
+
+/// [`convert_sharded`] from an open reader (e.g. a remote object).
+pub fn convert_sharded_reader(
+    reader: &Reader,
+    output: &Path,
+    options: WriteOptions,
+    max_shard_size: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertReport> {
+    check_max_shard_size(max_shard_size)?;
     if options.canonical {
         return Err(Error::usage("canonical form is single-file"));
     }
-    let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
     let format = reader.format();
     let mut report = ConvertReport {
         format: Some(format),
@@ -245,7 +257,7 @@ pub fn convert_sharded(
         remove_all(&written);
         return Err(e);
     }
-    match write_root(&reader, output, options, &written, objects, digests) {
+    match write_root(reader, output, options, &written, objects, digests) {
         Ok(root) => {
             report.output_bytes = root;
             for (_, path) in &written {
