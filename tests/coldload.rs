@@ -264,3 +264,51 @@ fn destinations_of_the_wrong_size_and_sparse_names_are_refused() {
         Error::NotFound { .. }
     ));
 }
+
+#[test]
+fn conversion_reads_ahead_across_windows_and_stops_on_a_cut_input() {
+    let dir = tmp();
+    let input = dir.0.join("in.zt");
+    let mut w = Writer::create(&input).unwrap();
+    w.add("a.small", &[5], &bytes(1, 5)).unwrap();
+    // Larger than the 32 MiB read-ahead window, and not a multiple of it.
+    w.add("b.big", &[(40 << 20) + 3], &bytes(2, (40 << 20) + 3))
+        .unwrap();
+    w.add("c.empty", &[0], &bytes(3, 0)).unwrap();
+    w.add("d.odd", &[70_001], &bytes(4, 70_001)).unwrap();
+    w.finish().unwrap();
+    let out = dir.0.join("out.zt");
+    let mut calls = 0;
+    ztensor::convert::convert_with_progress(&input, &out, WriteOptions::default(), &mut |_, _| {
+        calls += 1
+    })
+    .unwrap();
+    assert!(calls >= 4, "{calls} progress calls");
+    let (a, b) = (Reader::open(&input).unwrap(), Reader::open(&out).unwrap());
+    assert_eq!(a.names().collect::<Vec<_>>(), b.names().collect::<Vec<_>>());
+    for n in a.names() {
+        assert!(
+            a.read_dense(n).unwrap().bytes == b.read_dense(n).unwrap().bytes,
+            "{n}"
+        );
+    }
+    b.verify().unwrap();
+
+    // Cut under an open reader: the read-ahead thread's error ends the
+    // conversion (no hang, nothing published).
+    let r = OpenOptions::default()
+        .backend(ztensor::Backend::Pread)
+        .open(&input)
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .unwrap();
+    f.set_len(20 << 20).unwrap();
+    drop(f);
+    let cut = dir.0.join("cut.zt");
+    let e = ztensor::convert::convert_reader(&r, &cut, WriteOptions::default(), &mut |_, _| {})
+        .unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(!cut.exists());
+}
