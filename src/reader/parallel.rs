@@ -75,6 +75,9 @@ impl LoadOptions {
     }
 }
 
+/// Checks a target's bytes once they are all in.
+type Check<'r> = Box<dyn Fn(&[u8]) -> Result<()> + Sync + 'r>;
+
 /// One destination: where its bytes start and how many there are. The
 /// pointer comes from a `&mut [u8]` the load holds for its whole run.
 struct Target<'r> {
@@ -82,7 +85,7 @@ struct Target<'r> {
     len: usize,
     /// Chunks not yet written; the thread that takes it to zero checks.
     pending: AtomicUsize,
-    check: Box<dyn Fn(&[u8]) -> Result<()> + Sync + 'r>,
+    check: Check<'r>,
 }
 
 // SAFETY: `ptr` is only dereferenced for disjoint chunk ranges (one thread
@@ -123,7 +126,7 @@ impl Reader {
         let mut targets = Vec::with_capacity(jobs.len());
         let mut work = Vec::new();
         for (name, dst) in jobs.iter_mut() {
-            let name: &str = *name;
+            let name: &str = name;
             let want = self.dense_len(name)?;
             let (object, part) = self.part(name, "data")?;
             let etype = Reader::typed_etype(name, "data", part)?;
