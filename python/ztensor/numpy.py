@@ -46,8 +46,8 @@ def load_file(
             Copies of dense tensors are read by several threads issuing
             large `pread`s straight into the new arrays (fast on a cold
             page cache), and their digests are checked.
-        threads: Reader threads for `copy` (default: twice the cores,
-            4 to 16).
+        threads: Reader threads for `copy` (default 8: the reads are
+            I/O-bound).
 
     Returns:
         Name → array; sparse tensors as scipy sparse matrices. Without

@@ -21,7 +21,9 @@ mod parallel;
 mod tensor;
 mod typed;
 
-pub use parallel::{LoadOptions, DEFAULT_CHUNK_BYTES, MAX_THREADS, MIN_CHUNK_BYTES};
+pub use parallel::{
+    LoadOptions, DEFAULT_CHUNK_BYTES, DEFAULT_THREADS, MAX_THREADS, MIN_CHUNK_BYTES,
+};
 pub use tensor::{CooTensor, CsrTensor, TensorData, VerifyReport};
 pub use typed::file_digest;
 

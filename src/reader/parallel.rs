@@ -29,6 +29,12 @@ pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 /// Smallest chunk accepted (64 KiB): smaller reads only add syscalls.
 pub const MIN_CHUNK_BYTES: usize = 64 << 10;
 
+/// Reader threads by default. Reads are I/O-bound, so this does not follow
+/// the core count: on a 2-core VM's virtio disk, cold loads ran at about
+/// 1.0 GB/s with 8 threads against 0.4-0.9 GB/s with 4 and 0.15-0.4 GB/s
+/// with 1 (8 MiB chunks; see `benches/bench_coldload.py`).
+pub const DEFAULT_THREADS: usize = 8;
+
 /// Most threads one load may start.
 pub const MAX_THREADS: usize = 64;
 
@@ -36,7 +42,8 @@ pub const MAX_THREADS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Reader threads (I/O-bound, so more than the cores helps on disks
-    /// that serve several requests at once). Clamped to 1..=[`MAX_THREADS`].
+    /// that serve several requests at once; default [`DEFAULT_THREADS`]).
+    /// Clamped to 1..=[`MAX_THREADS`].
     pub threads: usize,
     /// Bytes per `pread`; rounded down to a multiple of 4 KiB and raised to
     /// at least [`MIN_CHUNK_BYTES`].
@@ -48,9 +55,8 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         LoadOptions {
-            threads: (cores * 2).clamp(4, 16),
+            threads: DEFAULT_THREADS,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             verify_digests: true,
         }
