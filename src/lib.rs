@@ -57,7 +57,9 @@ pub use dtype::{DType, ElementType, Logical, LogicalType};
 pub use element::Element;
 pub use error::{Error, Result, Rule, SnapshotFault};
 pub use manifest::{Blob, Manifest, Object, Part};
-pub use reader::{CooTensor, CsrTensor, OpenOptions, Reader, TensorData, VerifyReport};
+pub use reader::{
+    CooTensor, CsrTensor, LoadOptions, OpenOptions, Reader, TensorData, VerifyReport,
+};
 pub use store::Backend;
 pub use writer::{AtomicFile, DenseSink, PartOptions, PartSink, WriteOptions, Writer};
 pub use zstd_seekable::ZstdOptions;

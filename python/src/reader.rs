@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
 use std::sync::Arc;
-use ztensor::{Backend, OpenOptions, Reader};
+use ztensor::{Backend, LoadOptions, OpenOptions, Reader};
 
 #[pyclass(frozen, module = "ztensor._native")]
 pub struct NativeReader {
@@ -29,6 +29,13 @@ pub struct PartBuffer {
 
 fn owned_array<'py>(py: Python<'py>, bytes: Vec<u8>) -> Bound<'py, PyArray1<u8>> {
     PyArray1::from_vec(py, bytes)
+}
+
+/// A new uninitialised 1-D uint8 array of `len` bytes.
+fn new_bytes_array(py: Python<'_>, len: usize) -> Bound<'_, PyArray1<u8>> {
+    // SAFETY: every caller fills each byte (`load_dense_into`) before the
+    // array reaches Python, and on failure drops it unseen.
+    unsafe { PyArray1::<u8>::new(py, [len], false) }
 }
 
 fn u64_array<'py>(py: Python<'py>, v: Vec<u64>) -> Bound<'py, PyArray1<u64>> {
@@ -186,17 +193,57 @@ impl NativeReader {
         }
         let len = usize::try_from(self.inner.dense_len(name).py_err()?)
             .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("tensor too large"))?;
-        // SAFETY: the array is new and referenced only here; every byte is
-        // written by `read_dense_into` before it is returned to Python, and
-        // on failure it is dropped unseen.
-        let array = unsafe { PyArray1::<u8>::new(py, [len], false) };
+        let array = new_bytes_array(py, len);
         // SAFETY: a freshly allocated 1-D array is contiguous and nothing
         // else reads or writes it while this slice lives.
         let dst = unsafe { array.as_slice_mut() }
             .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("array is not contiguous"))?;
         let reader = Arc::clone(&self.inner);
-        py.detach(|| reader.read_dense_into(name, dst)).py_err()?;
+        let opts = LoadOptions::default();
+        py.detach(|| reader.load_one_into(name, dst, &opts))
+            .py_err()?;
         Ok(array.into_any())
+    }
+
+    /// Several dense tensors as new uint8 arrays, read by `threads` threads
+    /// issuing large `pread`s (see `ztensor::LoadOptions`); each tensor's
+    /// data rules and, with `verify`, its digest are checked.
+    #[pyo3(signature = (names, threads = None, chunk_bytes = None, verify = true))]
+    fn dense_many<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        threads: Option<usize>,
+        chunk_bytes: Option<usize>,
+        verify: bool,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<u8>>>> {
+        let mut opts = LoadOptions::default().verify_digests(verify);
+        if let Some(t) = threads {
+            opts = opts.threads(t);
+        }
+        if let Some(c) = chunk_bytes {
+            opts = opts.chunk_bytes(c);
+        }
+        let mut arrays = Vec::with_capacity(names.len());
+        for name in &names {
+            let len = usize::try_from(self.inner.dense_len(name).py_err()?)
+                .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("tensor too large"))?;
+            arrays.push(new_bytes_array(py, len));
+        }
+        let mut jobs = Vec::with_capacity(names.len());
+        for (name, array) in names.iter().zip(&arrays) {
+            // SAFETY: each array is new, contiguous and referenced only
+            // here; the slices are disjoint and dropped before the arrays
+            // are returned to Python.
+            let dst = unsafe { array.as_slice_mut() }
+                .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("array is not contiguous"))?;
+            jobs.push((name.as_str(), dst));
+        }
+        let reader = Arc::clone(&self.inner);
+        py.detach(|| reader.load_dense_into(&mut jobs, &opts))
+            .py_err()?;
+        drop(jobs);
+        Ok(arrays)
     }
 
     /// Decoded bytes of one part (owned).

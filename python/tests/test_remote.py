@@ -129,6 +129,65 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _CountingProxy(http.server.ThreadingHTTPServer):
+    """Forwards every request to `upstream` (host, port) unchanged and
+    records (method, path, Range header, body bytes) of each."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str, str | None, int]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def take(self) -> list[tuple[str, str, str | None, int]]:
+        with self.lock:
+            out, self.log = self.log, []
+        return out
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    server: _CountingProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        import http.client
+
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        conn = http.client.HTTPConnection(*self.server.upstream, timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = resp.getheaders()
+        finally:
+            conn.close()
+        with self.server.lock:
+            self.server.log.append((self.command, self.path, self.headers.get("Range"), len(data)))
+        self.send_response_only(resp.status, resp.reason)
+        skip = {"transfer-encoding", "connection"}
+        if self.command != "HEAD":
+            skip.add("content-length")
+            self.send_header("Content-Length", str(len(data)))
+        for k, v in headers:
+            if k.lower() not in skip:
+                self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = _forward
+
+
 def _write_model(path: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
     tensors = {
@@ -284,6 +343,55 @@ class TestS3:
             with pytest.raises(ZTensorFileNotFoundError):
                 ztensor.open("s3://models/absent.zt", storage_options=options)
         finally:
+            server.stop()
+
+    def test_s3_reads_cost_the_requests_of_spec_22(self, tmp_path: Path) -> None:
+        moto_server = pytest.importorskip("moto.server")
+        boto3 = pytest.importorskip("boto3")
+        tensors = _write_model(tmp_path / "model.zt")
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        proxy: _CountingProxy | None = None
+        try:
+            host, port = server.get_host_and_port()
+            creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+            s3 = boto3.client(
+                "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1", **creds
+            )
+            s3.create_bucket(Bucket="models")
+            s3.upload_file(str(tmp_path / "model.zt"), "models", "m/model.zt")
+            # The reader talks to moto through a proxy that logs each request.
+            proxy = _CountingProxy((host, port))
+            threading.Thread(target=proxy.serve_forever, daemon=True).start()
+            options = {
+                "endpoint_url": proxy.url,
+                "region": "us-east-1",
+                "access_key_id": "test",
+                "secret_access_key": "test",
+                "allow_http": True,
+                "virtual_hosted_style_request": False,
+            }
+            r = ztensor.open("s3://models/m/model.zt", storage_options=options)
+            log = proxy.take()
+            # The size (HEAD), then head and tail in one batch (§22).
+            assert [m for m, *_ in log] == ["HEAD", "GET", "GET"], log
+            assert all(p == "/models/m/model.zt" for _, p, _, _ in log), log
+            assert sum(n for *_, n in log) <= 64 + 64 * 1024
+
+            np.testing.assert_array_equal(r.read_tensor("big"), tensors["big"])
+            log = proxy.take()
+            assert [(m, n) for m, _, _, n in log] == [("GET", tensors["big"].nbytes)], log
+
+            rows = r.get_slice("packed")[300:310]
+            np.testing.assert_array_equal(rows, tensors["packed"][300:310])
+            log = proxy.take()
+            # The part's seek table, then the one frame covering the rows.
+            assert [m for m, *_ in log] == ["GET", "GET"], log
+            assert all(rng and rng.startswith("bytes=") for _, _, rng, _ in log), log
+        finally:
+            if proxy is not None:
+                proxy.shutdown()
+                proxy.server_close()
             server.stop()
 
 

@@ -302,13 +302,16 @@ class Reader:
             name: Tensor name.
             to: `'numpy'` (NumPy array, or scipy sparse matrix for sparse
                 tensors) or `'torch'` (torch tensor, or torch sparse tensor).
-            copy: Return a writable copy instead of a read-only view.
+            copy: Return a writable copy instead of a read-only view. A
+                dense copy is read by several threads with large `pread`s
+                and its digest is checked.
 
         Returns:
             The tensor in the requested framework.
 
         Raises:
             ZTensorKeyError: No tensor has that name.
+            ChecksumError: With `copy`, the tensor's digest does not match.
             ZTensorValueError: `to` is neither `'numpy'` nor `'torch'`.
             UnsupportedError: The element type or layout cannot be decoded.
             FormatError: The stored data breaks a rule of its layout.
@@ -404,6 +407,21 @@ class Reader:
             else np.frombuffer(cast(bytes, data), t.storage)
         )
         return arr.reshape(meta.shape)
+
+    def _dense_copies(self, names: list[str], threads: int | None = None) -> dict[str, np.ndarray]:
+        """Writable copies of dense tensors, read in parallel (large `pread`s
+        by several threads) with data rules and digests checked."""
+        metas = [self.metadata(n) for n in names]
+        for meta in metas:
+            if meta.layout != "dense":
+                raise UnsupportedError(f"{meta.name!r} has layout {meta.layout!r}")
+            self._typed(meta)
+        raw = self._native_reader().dense_many(names, threads)
+        out: dict[str, np.ndarray] = {}
+        for meta, data in zip(metas, raw):
+            t = self._typed(meta)
+            out[meta.name] = _as_user_dtype(data.view(t.storage).reshape(meta.shape), t)
+        return out
 
     def _dense(self, meta: TensorMetadata, copy: bool) -> np.ndarray:
         t = self._typed(meta)

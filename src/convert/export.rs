@@ -96,18 +96,22 @@ pub fn export(input: &Path, output: &Path) -> Result<ExportReport> {
 
 /// [`export`] with options.
 pub fn export_with(input: &Path, output: &Path, options: &ExportOptions) -> Result<ExportReport> {
-    let r = Reader::open(input)?;
+    export_reader(&Reader::open(input)?, output, options)
+}
+
+/// [`export_with`] from an open reader (e.g. a remote object).
+pub fn export_reader(r: &Reader, output: &Path, options: &ExportOptions) -> Result<ExportReport> {
     match (
         output.extension().and_then(|e| e.to_str()),
         options.max_shard_size,
     ) {
-        (Some("gguf"), None) => to_gguf(&r, output),
-        (Some("gguf"), Some(max)) => super::export_split::to_split_gguf(&r, output, max),
+        (Some("gguf"), None) => to_gguf(r, output),
+        (Some("gguf"), Some(max)) => super::export_split::to_split_gguf(r, output, max),
         (Some("safetensors"), Some(_)) => Err(Error::usage(format!(
             "{}: a maximum shard size is for split GGUF exports; safetensors sets are not written",
             output.display()
         ))),
-        (Some("safetensors"), None) => to_safetensors(&r, output),
+        (Some("safetensors"), None) => to_safetensors(r, output),
         _ => Err(Error::usage(format!(
             "{}: export writes .gguf or .safetensors (chosen by the extension)",
             output.display()

@@ -16,11 +16,11 @@ pub mod export_split;
 pub mod shard_write;
 
 use crate::cbor::Value;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fingerprint;
 use crate::formats::Format;
 use crate::manifest::{Object, Part};
-use crate::reader::{OpenOptions, Reader};
+use crate::reader::{LoadOptions, OpenOptions, Reader};
 use crate::store::Backend;
 use crate::writer::{PartOptions, PartSink, WriteOptions, Writer};
 use std::collections::BTreeMap;
@@ -40,6 +40,10 @@ pub struct ConvertReport {
 /// Copy buffer for streaming tensor data from the input file.
 const CHUNK: u64 = 8 << 20;
 
+/// Bytes the read-ahead thread fills at a time (several parallel 8 MiB
+/// `pread`s); at most three windows are alive at once.
+const WINDOW: u64 = 32 << 20;
+
 /// Converts any readable file (GGUF, safetensors, npy, npz, legacy ztensor
 /// or `.zt`) into `.zt`. Every object keeps its name, shape, layout,
 /// element types and attributes; part bytes are copied unchanged.
@@ -48,8 +52,11 @@ pub fn convert(input: &Path, output: &Path, options: WriteOptions) -> Result<Con
 }
 
 /// [`convert`], calling `progress(bytes_done, bytes_total)` after every
-/// chunk. The input is read with `pread` in 8 MiB chunks (its header
-/// alone is parsed), so memory stays flat whatever the model size.
+/// chunk. The input is read by a read-ahead thread in 32 MiB windows,
+/// each filled by several threads' 8 MiB `pread`s (its header alone is
+/// parsed), while this thread writes the previous window: memory stays
+/// flat (three windows) whatever the model size, and a cold input has
+/// several reads in flight.
 pub fn convert_with_progress(
     input: &Path,
     output: &Path,
@@ -57,8 +64,21 @@ pub fn convert_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertReport> {
     let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
+    convert_reader(&reader, output, options, progress)
+}
+
+/// [`convert_with_progress`] from an open reader (a local file, a set, or
+/// a remote object opened with [`Reader::open_url`](crate::Reader)).
+pub fn convert_reader(
+    reader: &Reader,
+    output: &Path,
+    options: WriteOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertReport> {
     let mut w = Writer::create_with(output, options.clone())?;
-    let mut report = start_report(&reader);
+    let mut report = start_report(reader);
+    // Every part's BLAKE3, taken as the bytes stream through.
+    let mut digests = Vec::new();
     // Copy in file order so the input is read front to back.
     let mut names: Vec<(&str, u64)> = reader
         .manifest()
@@ -72,22 +92,86 @@ pub fn convert_with_progress(
         })
         .collect();
     names.sort_by_key(|&(n, off)| (off, n));
-    let mut copier = PartCopier::new(&reader, progress);
-    for (name, _) in names {
-        let src = reader.object(name)?;
-        let mut parts = BTreeMap::new();
-        for (role, p) in &src.parts {
-            let mut sink = w.stream_part(PartOptions {
-                etype: p.etype.clone(),
-                compression: options.compression,
-                digest: options.digest,
-            })?;
-            copier.copy(&reader, name, role, p.decoded_size(), &mut sink)?;
-            parts.insert(role.clone(), sink.finish()?);
+    let total: u64 = reader
+        .manifest()
+        .objects
+        .values()
+        .flat_map(|o| o.parts.values())
+        .map(|p| p.decoded_size())
+        .sum();
+    let mut done = 0u64;
+    // Every part in copy order; a read-ahead thread fills windows of them
+    // with parallel `pread`s while this thread writes the previous one.
+    let plan: Vec<(&str, &str, u64)> = names
+        .iter()
+        .filter_map(|&(n, _)| reader.manifest().objects.get(n).map(|o| (n, o)))
+        .flat_map(|(n, o)| {
+            o.parts
+                .iter()
+                .map(move |(r, p)| (n, r.as_str(), p.decoded_size()))
+        })
+        .collect();
+    let window = WINDOW.min(total.max(1)) as usize;
+    let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let load = LoadOptions::default().verify_digests(false);
+    let reader_ref = reader;
+    std::thread::scope(|s| -> Result<()> {
+        // Owned by this closure, so an early `?` drops it and the
+        // read-ahead thread's next send fails instead of blocking the join.
+        let filled_rx = filled_rx;
+        s.spawn(move || {
+            for &(name, role, size) in &plan {
+                let mut at = 0u64;
+                while at < size {
+                    let n = (size - at).min(window as u64) as usize;
+                    let mut buf = empty_rx.try_recv().unwrap_or_default();
+                    buf.resize(n, 0);
+                    let got = reader_ref.part_range_into_parallel(name, role, at, &mut buf, &load);
+                    let failed = got.is_err();
+                    if filled_tx.send(got.map(|()| buf)).is_err() || failed {
+                        return;
+                    }
+                    at += n as u64;
+                }
+            }
+        });
+        for &(name, _) in &names {
+            let src = reader.object(name)?;
+            let mut parts = std::collections::BTreeMap::new();
+            for (role, p) in &src.parts {
+                let mut sink = w.stream_part(PartOptions {
+                    etype: p.etype.clone(),
+                    compression: options.compression,
+                    digest: options.digest,
+                })?;
+                let size = p.decoded_size();
+                let mut at = 0u64;
+                let mut hasher = blake3::Hasher::new();
+                while at < size {
+                    let buf = filled_rx
+                        .recv()
+                        .map_err(|_| Error::usage("the read-ahead thread stopped early"))??;
+                    sink.write(&buf)?;
+                    hasher.update_rayon(&buf);
+                    at += buf.len() as u64;
+                    done += buf.len() as u64;
+                    progress(done, total);
+                    let _ = empty_tx.send(buf);
+                }
+                parts.insert(role.clone(), sink.finish()?);
+                digests.push((
+                    name.to_string(),
+                    role.clone(),
+                    size,
+                    *hasher.finalize().as_bytes(),
+                ));
+            }
+            w.add_object(name, copied_object(&mut report, src, parts))?;
         }
-        w.add_object(name, copied_object(&mut report, src, parts))?;
-    }
-    set_fingerprinted_attributes(&mut w, &reader, copier.digests)?;
+        Ok(())
+    })?;
+    set_fingerprinted_attributes(&mut w, reader, digests)?;
     report.output_bytes = w.finish()?;
     Ok(report)
 }

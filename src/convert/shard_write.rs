@@ -98,11 +98,23 @@ pub fn convert_sharded(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertReport> {
     check_max_shard_size(max_shard_size)?;
+    let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
+    convert_sharded_reader(&reader, output, options, max_shard_size, progress)
+}
+
+/// [`convert_sharded`] from an open reader (e.g. a remote object).
+pub fn convert_sharded_reader(
+    reader: &Reader,
+    output: &Path,
+    options: WriteOptions,
+    max_shard_size: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertReport> {
+    check_max_shard_size(max_shard_size)?;
     if options.canonical {
         return Err(Error::usage("canonical form is single-file"));
     }
-    let reader = OpenOptions::default().backend(Backend::Pread).open(input)?;
-    let mut report = start_report(&reader);
+    let mut report = start_report(reader);
     let mut names: Vec<(&str, (Option<&str>, u64))> = reader
         .manifest()
         .objects
@@ -119,7 +131,7 @@ pub fn convert_sharded(
 
     let mut written: Vec<(String, PathBuf)> = Vec::new();
     let mut objects: Vec<(String, Object)> = Vec::new();
-    let mut copier = PartCopier::new(&reader, progress);
+    let mut copier = PartCopier::new(reader, progress);
     let mut current: Option<OpenShard> = None;
     let result = (|| -> Result<()> {
         for &(name, _) in &names {
@@ -168,7 +180,7 @@ pub fn convert_sharded(
                     compression: options.compression,
                     digest: options.digest,
                 })?;
-                copier.copy(&reader, name, role, size, &mut sink)?;
+                copier.copy(reader, name, role, size, &mut sink)?;
                 let mut part = sink.finish()?;
                 shard.used = part.blob.end().unwrap_or(u64::MAX);
                 shard.parts += 1;
@@ -190,7 +202,7 @@ pub fn convert_sharded(
         remove_all(&written);
         return Err(e);
     }
-    match write_root(&reader, output, options, &written, objects, copier.digests) {
+    match write_root(reader, output, options, &written, objects, copier.digests) {
         Ok(root) => {
             report.output_bytes = root;
             for (_, path) in &written {

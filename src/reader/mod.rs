@@ -17,9 +17,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+mod parallel;
 mod tensor;
 mod typed;
 
+pub use parallel::{
+    LoadOptions, DEFAULT_CHUNK_BYTES, DEFAULT_THREADS, MAX_THREADS, MIN_CHUNK_BYTES,
+};
 pub use tensor::{CooTensor, CsrTensor, TensorData, VerifyReport};
 pub use typed::file_digest;
 
@@ -82,7 +86,14 @@ pub struct Reader {
     manifest: Manifest,
     options: OpenOptions,
     shards: HashMap<String, OnceLock<Arc<Store>>>,
+    /// Opens a data shard, by shard name, for a root not opened by path
+    /// (a URL: see [`crate::remote::open_url`]); returns where it is.
+    shard_opener: Option<ShardOpener>,
 }
+
+/// Opens the data shard of the given name for a root read remotely:
+/// returns the shard's location (for errors) and its store.
+pub(crate) type ShardOpener = Arc<dyn Fn(&str) -> Result<(String, Store)> + Send + Sync>;
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,6 +173,7 @@ impl Reader {
                 manifest: foreign.manifest,
                 options,
                 shards: HashMap::new(),
+                shard_opener: None,
             });
         }
         drop(head);
@@ -204,7 +216,15 @@ impl Reader {
             manifest,
             options,
             shards,
+            shard_opener: None,
         })
+    }
+
+    /// Sets how data shards are found when the root was not opened by path
+    /// (only remote roots do, today).
+    #[cfg(feature = "remote")]
+    pub(crate) fn set_shard_opener(&mut self, opener: ShardOpener) {
+        self.shard_opener = Some(opener);
     }
 
     /// A multi-file model of another format (safetensors index, split
@@ -246,6 +266,7 @@ impl Reader {
             manifest,
             options,
             shards,
+            shard_opener: None,
         })
     }
 
@@ -336,14 +357,22 @@ impl Reader {
             return Ok(s);
         }
         let entry = &self.manifest.shards[shard];
-        let path = self.shard_path(shard)?;
-        let store = Store::open(&path, self.options.backend)?;
+        let (location, store) = match &self.shard_opener {
+            Some(open) if self.path.is_none() => {
+                manifest::check_shard_name(shard)?;
+                open(shard)?
+            }
+            _ => {
+                let path = self.shard_path(shard)?;
+                let store = Store::open(&path, self.options.backend)?;
+                (path.display().to_string(), store)
+            }
+        };
         if store.len() != entry.size {
             return Err(Error::corrupt(
                 Rule::ShardFile,
                 format!(
-                    "shard {shard:?} ({}) is {} bytes, the shard table says {}",
-                    path.display(),
+                    "shard {shard:?} ({location}) is {} bytes, the shard table says {}",
                     store.len(),
                     entry.size
                 ),
@@ -352,10 +381,7 @@ impl Reader {
         read_footer(&store).map_err(|e| {
             Error::corrupt(
                 Rule::ShardFile,
-                format!(
-                    "shard {shard:?} ({}) is not a valid container: {e}",
-                    path.display()
-                ),
+                format!("shard {shard:?} ({location}) is not a valid container: {e}"),
             )
         })?;
         let _ = cell.set(Arc::new(store));

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::path::Path;
 
 impl Reader {
-    fn typed_etype(name: &str, role: &str, part: &Part) -> Result<ElementType> {
+    pub(super) fn typed_etype(name: &str, role: &str, part: &Part) -> Result<ElementType> {
         if let Some(Logical::Unknown(t)) = &part.etype.logical {
             return Err(Error::Unsupported(format!(
                 "{name}/{role}: logical type {t:?} is unknown; only structural access is possible"

@@ -14,6 +14,7 @@
 use super::RangeSource;
 use crate::error::{Error, Result};
 use crate::reader::{OpenOptions, Reader};
+use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -219,9 +220,46 @@ impl RangeSource for ObjectSource {
 
 /// Opens the `.zt` (or other readable format) at `url` for reading; see
 /// the module notes for the URLs and options it takes.
+///
+/// A sharded `.zt` root's data shards are resolved relative to its URL,
+/// as they are next to a local root (spec §8): shard `NAME` of
+/// `.../model.zt` is `.../model-NAME.zt`, opened with the same options on
+/// first use. A shard that cannot be opened is an I/O error naming it.
 pub fn open_url(url: &str, options: &[(String, String)], open: OpenOptions) -> Result<Reader> {
     let source = ObjectSource::open(url, options)?;
-    Reader::open_source(Arc::new(source), open)
+    let mut reader = Reader::open_source(Arc::new(source), open)?;
+    if !reader.manifest().shards.is_empty() {
+        let prefix = shard_url_prefix(url)?;
+        let options = options.to_vec();
+        reader.set_shard_opener(Arc::new(move |name: &str| {
+            let shard_url = format!("{prefix}-{name}.zt");
+            let opened = ObjectSource::open(&shard_url, &options)
+                .and_then(|s| crate::remote::RemoteFile::open(Arc::new(s)));
+            match opened {
+                Ok(file) => Ok((shard_url, Store::Remote(Arc::new(file)))),
+                Err(Error::Io { context, source }) => Err(Error::Io {
+                    context: format!("opening shard {name:?} ({shard_url}): {context}"),
+                    source,
+                }),
+                Err(e) => Err(e),
+            }
+        }));
+    }
+    Ok(reader)
+}
+
+/// `.../dir/model` for `.../dir/model.zt`: the URL without its last path
+/// segment's extension, to which a shard's `-NAME.zt` is appended.
+fn shard_url_prefix(url: &str) -> Result<String> {
+    let (dir, file) = url
+        .rsplit_once('/')
+        .filter(|(d, f)| !f.is_empty() && d.contains("//"))
+        .ok_or_else(|| Error::usage(format!("{url:?}: the URL names no file")))?;
+    let stem = match file.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => file,
+    };
+    Ok(format!("{dir}/{stem}"))
 }
 
 impl Reader {

@@ -1,8 +1,8 @@
 //! `zt info`, `zt verify` and `zt get`.
 
-use crate::util::{emit, human_bytes, table};
+use crate::util::{emit, human_bytes, open_input, table};
 use std::path::Path;
-use ztensor::{npy, Error, Reader, Result};
+use ztensor::{npy, Backend, Error, Result};
 
 fn shape_str(shape: &[u64]) -> String {
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
@@ -10,7 +10,7 @@ fn shape_str(shape: &[u64]) -> String {
 }
 
 pub fn run(file: &Path) -> Result<()> {
-    let r = Reader::open(file)?;
+    let r = open_input(file, Backend::Mmap)?;
     emit(&format!(
         "{}: {} objects, {} ({})\n",
         file.display(),
@@ -62,7 +62,7 @@ pub fn run(file: &Path) -> Result<()> {
 }
 
 pub fn verify(file: &Path, deep: bool) -> Result<()> {
-    let r = Reader::open(file)?;
+    let r = open_input(file, Backend::Mmap)?;
     if !deep {
         println!(
             "ok: {} objects, structure valid (use --deep to check data and digests)",
@@ -85,7 +85,7 @@ pub fn verify(file: &Path, deep: bool) -> Result<()> {
 }
 
 pub fn get(file: &Path, name: &str, output: &Path) -> Result<()> {
-    let r = Reader::open(file)?;
+    let r = open_input(file, Backend::Mmap)?;
     let t = r.read_dense(name)?;
     if npy::descr(&t.etype).is_none() {
         eprintln!(

@@ -17,7 +17,11 @@ use std::process::ExitCode;
 #[command(
     name = "zt",
     version,
-    about = "Inspect, verify, convert and extract tensor files; run models on the CPU"
+    about = "Inspect, verify, convert and extract tensor files; run models on the CPU",
+    long_about = "Inspect, verify, convert and extract tensor files; run models on the CPU.\n\n\
+        The file read by info, verify, get, rewrite, convert and export may be an \
+        http(s):// or s3:// URL: it is read with range requests (S3 settings from the \
+        AWS_* environment variables, e.g. AWS_ENDPOINT_URL, AWS_REGION)."
 )]
 struct Cli {
     #[command(subcommand)]

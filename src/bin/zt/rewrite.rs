@@ -1,8 +1,9 @@
 //! `zt rewrite`: re-encode every object of a file.
 
+use crate::util::open_input;
 use std::path::Path;
 use ztensor::{
-    DigestAlg, Error, Object, PartOptions, Reader, Result, WriteOptions, Writer, ZstdOptions,
+    Backend, DigestAlg, Error, Object, PartOptions, Result, WriteOptions, Writer, ZstdOptions,
 };
 
 /// Inputs above this size get a progress bar (unless `--quiet`).
@@ -23,7 +24,8 @@ pub fn convert(
         compression: compress.map(ZstdOptions::level),
         ..WriteOptions::default()
     };
-    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    let reader = open_input(input, Backend::Pread)?;
+    let size = reader.file_len();
     // indicatif draws nothing when stderr is not a terminal.
     let bar = (!quiet && size >= PROGRESS_FROM).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -36,13 +38,12 @@ pub fn convert(
         bar
     });
     let t = std::time::Instant::now();
-    let rep =
-        ztensor::convert::convert_with_progress(input, output, options, &mut |done, total| {
-            if let Some(b) = &bar {
-                b.set_length(total);
-                b.set_position(done);
-            }
-        })?;
+    let rep = ztensor::convert::convert_reader(&reader, output, options, &mut |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -96,8 +97,9 @@ pub fn convert_sharded(
         ..WriteOptions::default()
     };
     let max = parse_size(max_shard_size)?;
-    let rep = ztensor::convert::shard_write::convert_sharded(
-        input,
+    let reader = open_input(input, Backend::Pread)?;
+    let rep = ztensor::convert::shard_write::convert_sharded_reader(
+        &reader,
         output,
         options,
         max,
@@ -123,7 +125,8 @@ pub fn export(input: &Path, output: &Path, max_shard_size: Option<&str>) -> Resu
     let options = ztensor::convert::export::ExportOptions {
         max_shard_size: max_shard_size.map(parse_size).transpose()?,
     };
-    let rep = ztensor::convert::export::export_with(input, output, &options)?;
+    let reader = open_input(input, Backend::Mmap)?;
+    let rep = ztensor::convert::export::export_reader(&reader, output, &options)?;
     let files = match rep.files.as_slice() {
         [one] => one.display().to_string(),
         many => format!(
@@ -192,7 +195,7 @@ pub fn run(
             ..WriteOptions::default()
         }
     };
-    let r = Reader::open(input)?;
+    let r = open_input(input, Backend::Mmap)?;
     let mut w = Writer::create_with(output, options)?;
     if let Some(a) = r.attributes() {
         w.set_attributes(a.clone())?;

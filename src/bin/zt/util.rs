@@ -1,6 +1,27 @@
 //! Small helpers shared by the subcommands.
 
-use ztensor::Error;
+use std::path::Path;
+use ztensor::{Backend, Error, OpenOptions, Reader, Result};
+
+/// True for an `http://`, `https://` or `s3://` argument.
+pub fn is_url(arg: &Path) -> bool {
+    arg.to_str().is_some_and(|s| {
+        ["http://", "https://", "s3://", "s3a://"]
+            .iter()
+            .any(|p| s.len() > p.len() && s[..p.len()].eq_ignore_ascii_case(p))
+    })
+}
+
+/// Opens a file argument: a URL with range requests (spec §22; S3 settings
+/// from the `AWS_*` environment), anything else as a local path.
+pub fn open_input(arg: &Path, backend: Backend) -> Result<Reader> {
+    match arg.to_str() {
+        Some(url) if is_url(arg) => {
+            ztensor::remote::open_url(url, &[], OpenOptions::default().backend(backend))
+        }
+        _ => OpenOptions::default().backend(backend).open(arg),
+    }
+}
 
 /// `<rule-id>: <what>` for format errors, a kind prefix for the rest.
 pub fn describe(e: &Error) -> String {
