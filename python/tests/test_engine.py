@@ -132,11 +132,17 @@ class TestGeneration:
     def test_ctrl_c_stops_between_tokens_and_the_engine_survives(self) -> None:
         e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=256, seed=3)
         seen = 0
-        with pytest.raises(KeyboardInterrupt):
-            for _ in e.stream("hello", max_tokens=200, temperature=0.8):
-                seen += 1
-                if seen == 3:
-                    signal.raise_signal(signal.SIGINT)
+        # A shell starts background jobs with SIGINT ignored, and Python then
+        # keeps it ignored: install the usual handler for this test.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                for _ in e.stream("hello", max_tokens=200, temperature=0.8):
+                    seen += 1
+                    if seen == 3:
+                        signal.raise_signal(signal.SIGINT)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         assert seen == 3
         before = len(e.tokens)
         e.generate("", max_tokens=2, temperature=0.0)
