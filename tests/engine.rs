@@ -625,3 +625,22 @@ fn long_prefills_run_in_chunks_and_stop_on_cancel() {
     assert!(stopped.next_token(&mut g, &params).unwrap().is_none());
     assert_eq!(g.stop_reason(), Some(StopReason::Interrupted));
 }
+
+/// A thread count past the engine's limit is a usage error naming the
+/// field, not a pool that spawns threads until the process dies.
+#[test]
+fn too_many_threads_is_a_usage_error() {
+    let path = fixtures().join("gguf").join("llama-tiny-q8_0.gguf");
+    let o = EngineOptions {
+        n_threads: ztensor::engine::MAX_THREADS + 1,
+        ..opts()
+    };
+    let err = Engine::open(&path, o).unwrap_err();
+    assert!(matches!(err, ztensor::Error::Usage(_)), "{err}");
+    assert!(err.to_string().contains("n_threads 1025"), "{err}");
+    let o = EngineOptions {
+        n_threads: ztensor::engine::MAX_THREADS,
+        ..opts()
+    };
+    assert!(Engine::open(&path, o).is_ok());
+}

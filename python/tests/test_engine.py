@@ -255,6 +255,10 @@ class TestInterruptAndConcurrency:
     """Issue 11.6: a run has an id and can be stopped from another thread;
     concurrent calls on one engine serialise instead of "Already borrowed"."""
 
+    def test_too_many_threads_is_a_value_error(self) -> None:
+        with pytest.raises(ValueError, match="n_threads 1000000"):
+            Engine(TINY, n_ctx=64, n_threads=10**6)
+
     def test_interrupt_by_id_from_another_thread(self) -> None:
         import threading
 

@@ -45,7 +45,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
-/// Control tokens that end a turn besides EOS.
+/// Most worker threads an engine's pool may have (`EngineOptions::n_threads`);
+/// more is a usage error instead of a pool that exhausts the process.
+pub const MAX_THREADS: usize = 1024;
+
 /// How to set an engine up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -276,6 +279,11 @@ impl Engine {
         let cache = KvCache::new(c.n_layer, n_ctx, c.kv_dim(), options.kv_type)?;
         let n_threads = match options.n_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > MAX_THREADS => {
+                return Err(Error::usage(format!(
+                    "n_threads {n} is over the limit of {MAX_THREADS} worker threads"
+                )))
+            }
             n => n,
         };
         let pool = match pool {

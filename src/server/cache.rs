@@ -11,15 +11,16 @@
 //!   model (fingerprint and tokenizer); others, and unreadable ones, are
 //!   skipped with a log line and left alone.
 //!
-//! Exactness (greedy output with the cache equals without): the engine
-//! computes a batch of one token (decode) with quantized activations and a
-//! batch of several (prefill) without, so KV rows written while decoding
-//! differ slightly from those a prefill of the same tokens writes. Only
-//! rows written by a prefill of at least two tokens are cached (a run's
-//! prompt, not its generated tokens), and at most `prompt.len() - 2`
-//! tokens are reused, so the rest of the prompt is again a prefill of at
-//! least two tokens; within a prefill each position's rows depend only on
-//! the tokens before it. A cached context is kept cut to its prompt; its
+//! Exactness (greedy output with the cache equals without): a position's KV
+//! rows depend on how the engine batched it. One token (decode) and batches
+//! of up to [`INT_BATCH`] tokens compute with 8-bit activations, longer
+//! prefills with f32 tiles that group [`TILE`] positions from the start of
+//! the prefill (a partial last group takes other kernels). So only rows
+//! written by a prompt prefill are cached (not generated tokens), a reused
+//! prefix is cut to a multiple of [`TILE`] (its positions sat in whole
+//! groups, as in a prefill from position 0), and at least `INT_BATCH + 1`
+//! prompt tokens are prefilled again (the rest takes the f32 tiles, grouped
+//! as in a full prefill). A cached context is kept cut to its prompt; its
 //! stored logits are then those of the longer context and are never used
 //! (a run always prefills after restoring, which replaces them).
 
@@ -33,6 +34,19 @@ use std::time::SystemTime;
 
 /// Fewer shared tokens than this are not worth a restore.
 const MIN_REUSE: usize = 4;
+
+/// Positions the engine's f32 prefill tiles group, from a prefill's start.
+const TILE: usize = 4;
+
+/// Largest batch the engine computes with 8-bit activations (as decoding).
+const INT_BATCH: usize = 4;
+
+/// Most prompt tokens a cached context may supply for a prompt of `n`
+/// tokens whose common prefix with it is `common`: see the module notes.
+fn reusable(common: usize, n: usize) -> usize {
+    let limit = n.saturating_sub(INT_BATCH + 1);
+    common.min(limit) / TILE * TILE
+}
 /// Snapshots waiting for the disk writer before new ones are dropped.
 const WRITE_QUEUE: usize = 4;
 
@@ -288,14 +302,13 @@ impl PrefixCache {
     }
 
     /// Sets `engine` up to run `prompt`: restores the longest cached prefix
-    /// of it (at most `prompt.len() - 2` tokens) or empties the context.
+    /// of it (see [`reusable`]) or empties the context.
     /// Returns how many prompt tokens are already in the context.
     pub fn prepare(&self, engine: &mut Engine, prompt: &[u32]) -> usize {
         engine.reset();
-        if !self.enabled() || prompt.len() < MIN_REUSE + 2 {
+        if !self.enabled() || reusable(prompt.len(), prompt.len()) < MIN_REUSE {
             return 0;
         }
-        let limit = prompt.len() - 2;
         // Best in memory.
         let mut best: Option<(usize, Arc<State>)> = None;
         if let Ok(mut mem) = self.mem.lock() {
@@ -303,7 +316,7 @@ impl PrefixCache {
             let mut pick: Option<usize> = None;
             let mut len = 0;
             for (i, e) in mem.iter().enumerate() {
-                let k = common_prefix(&e.state.tokens, prompt).min(limit);
+                let k = reusable(common_prefix(&e.state.tokens, prompt), prompt.len());
                 if k > len {
                     (len, pick) = (k, Some(i));
                 }
@@ -319,7 +332,7 @@ impl PrefixCache {
             let found = disk.entries.lock().ok().and_then(|mut entries| {
                 let mut pick: Option<(usize, usize)> = None;
                 for (i, e) in entries.iter().enumerate() {
-                    let k = common_prefix(&e.tokens, prompt).min(limit);
+                    let k = reusable(common_prefix(&e.tokens, prompt), prompt.len());
                     if k > mem_len && pick.is_none_or(|p| k > p.1) {
                         pick = Some((i, k));
                     }
@@ -426,7 +439,9 @@ impl PrefixCache {
     /// and (in the background) on disk.
     pub fn store(&self, engine: &Engine, prefilled: usize) {
         let n = prefilled.min(engine.tokens().len());
-        if !self.enabled() || n < MIN_REUSE {
+        // A prompt of up to INT_BATCH tokens was prefilled with 8-bit
+        // activations: its rows differ from a longer prefill's.
+        if !self.enabled() || n < MIN_REUSE || n <= INT_BATCH {
             return;
         }
         let full = match engine.capture() {
@@ -528,6 +543,20 @@ fn write_entry(disk: &Disk, io: &Mutex<Engine>, state: &State) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn reuse_is_cut_to_whole_tiles_and_leaves_an_f32_prefill() {
+        // 14-token prompt: at most 14 - 5 = 9 tokens, cut to 8.
+        assert_eq!(reusable(14, 14), 8);
+        assert_eq!(reusable(7, 14), 4);
+        assert_eq!(reusable(3, 14), 0);
+        // The rest (6 tokens) is longer than the integer batch.
+        assert!(14 - reusable(14, 14) > INT_BATCH);
+        assert_eq!(reusable(100, 9), 4);
+        assert_eq!(reusable(100, 8), 0);
+        assert_eq!(reusable(0, 0), 0);
+    }
+
     use super::*;
 
     #[test]
