@@ -29,9 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def llama_batched(
-    model: Path, n: int, threads: int, prompt_tokens: int, steps: int
-) -> float:
+def llama_batched(model: Path, n: int, threads: int, prompt_tokens: int, steps: int) -> float:
     """llama.cpp: N sequences prefilled, then `steps` batched decode steps.
 
     Args:
@@ -72,9 +70,7 @@ def llama_batched(
 
     def argmax(i: int) -> int:
         p = ll.llama_get_logits_ith(ctx, i)
-        arr = np.ctypeslib.as_array(
-            ctypes.cast(p, ctypes.POINTER(ctypes.c_float)), (n_vocab,)
-        )
+        arr = np.ctypeslib.as_array(ctypes.cast(p, ctypes.POINTER(ctypes.c_float)), (n_vocab,))
         return int(arr.argmax())
 
     nxt = []
@@ -97,9 +93,7 @@ def llama_batched(
     return rate
 
 
-def zt_batched(
-    binary: Path, model: Path, batches: list[int], a: argparse.Namespace
-) -> dict:
+def zt_batched(binary: Path, model: Path, batches: list[int], a: argparse.Namespace) -> dict:
     """zt: `bench-gen --batch` (one run per N, median of `--runs`).
 
     Args:
@@ -140,10 +134,7 @@ def main() -> None:
     ll.llama_backend_init()
     print(f"load before: {os.getloadavg()}", flush=True)
     zt = zt_batched(a.binary, a.model, batches, a)
-    peer = {
-        n: llama_batched(a.model, n, a.threads, a.prompt_tokens, a.steps)
-        for n in batches
-    }
+    peer = {n: llama_batched(a.model, n, a.threads, a.prompt_tokens, a.steps) for n in batches}
     print(
         f"model {a.model.name}, {a.threads} threads, f16 KV, greedy, "
         f"{a.prompt_tokens}-token prompts, {a.steps} steps"

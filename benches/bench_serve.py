@@ -95,9 +95,7 @@ class Served:
         finally:
             conn.close()
 
-    def turn(
-        self, messages: list[dict[str, str]], max_tokens: int
-    ) -> tuple[float, str, int]:
+    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -178,9 +176,7 @@ def history(target_words: int) -> list[dict[str, str]]:
     return msgs
 
 
-def conversation(
-    s: Served, turns: int, max_tokens: int
-) -> list[tuple[float, int, str]]:
+def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -194,9 +190,7 @@ def conversation(
     msgs = history(560)
     out = []
     for t in range(turns):
-        msgs.append(
-            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
-        )
+        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
@@ -294,9 +288,7 @@ def complete(addr: str, prompt: str, max_tokens: int) -> tuple[int, str]:
         conn.close()
 
 
-def aggregate(
-    addr: str, streams: int, rounds: int, max_tokens: int
-) -> tuple[float, int, float]:
+def aggregate(addr: str, streams: int, rounds: int, max_tokens: int) -> tuple[float, int, float]:
     """`streams` clients sending `rounds` completions each, back to back.
 
     Args:
@@ -317,9 +309,7 @@ def aggregate(
         try:
             start.wait()
             for r in range(rounds):
-                n, _ = complete(
-                    addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens
-                )
+                n, _ = complete(addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens)
                 tokens[i] += n
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -404,9 +394,7 @@ def throughput(a: argparse.Namespace) -> None:
         f"model {a.model.name}, threads {a.threads}, ctx/seq {a.ctx}, "
         f"{a.rounds} requests x {a.max_tokens} tokens per stream, f16 KV, greedy"
     )
-    print(
-        f"{'N':>3} {'zt tok/s':>9} {'llama tok/s':>12} {'zt/llama':>9} {'zt batch':>9}"
-    )
+    print(f"{'N':>3} {'zt tok/s':>9} {'llama tok/s':>12} {'zt/llama':>9} {'zt batch':>9}")
     for n, z, ll, mb in rows:
         print(f"{n:>3} {z[0]:>9.1f} {ll[0]:>12.1f} {z[0] / ll[0]:>9.2f} {mb:>9.2f}")
     print(f"load average at the end: {os.getloadavg()}")
@@ -416,9 +404,7 @@ def main() -> None:
     """Runs the chosen benchmark and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["ttft", "throughput"], default="ttft")
-    ap.add_argument(
-        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
@@ -446,13 +432,8 @@ def main() -> None:
         again = Served(a.binary, a.model, [*on_args, "--cache-ram", "0"])
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
-    same = all(
-        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
-        for k in ("on", "restart")
-    )
-    print(
-        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
-    )
+    same = all([r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart"))
+    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
     print(
         f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
     )
