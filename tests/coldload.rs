@@ -3,29 +3,13 @@
 //! and data rules checked, and a file truncated under the reader is a
 //! typed error, never zeros or a panic.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::tmp::tmp;
+use std::path::Path;
 use ztensor::{
     DigestAlg, ElementType, Error, LoadOptions, OpenOptions, Reader, WriteOptions, Writer,
     ZstdOptions,
 };
-
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp() -> Tmp {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("zt-coldload-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Tmp(dir)
-}
 
 /// Deterministic bytes that differ from tensor to tensor.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {

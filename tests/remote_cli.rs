@@ -3,31 +3,15 @@
 //! opened by URL finds its shards next to the root URL (a missing shard is
 //! an error naming it).
 
+mod common;
+use common::tmp::tmp;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use ztensor::convert::shard_write::convert_sharded;
 use ztensor::{Error, OpenOptions, Reader, WriteOptions, Writer, ZstdOptions};
-
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp() -> Tmp {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("zt-remote-cli-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Tmp(dir)
-}
 
 /// Serves the files of one directory on 127.0.0.1 with `HEAD` and ranged
 /// `GET` (`ETag` = size and mtime, `If-Match` honoured), one request per

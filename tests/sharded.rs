@@ -2,6 +2,8 @@
 //! `.zt` sets open as one reader, equal tensor for tensor to the single
 //! file they were split from; broken sets fail naming the shard.
 
+mod common;
+use common::tmp::tmp;
 use std::path::{Path, PathBuf};
 use ztensor::convert::shard_write::convert_sharded;
 use ztensor::formats::gguf::GgufFile;
@@ -11,31 +13,6 @@ fn fixtures() -> PathBuf {
     std::env::var_os("ZT_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-}
-
-/// A fresh directory, removed when dropped.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp() -> Tmp {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("zt-sharded-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Tmp(dir)
 }
 
 /// Every object of `b` equals `a`'s: shape, layout and decoded bytes.

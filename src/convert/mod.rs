@@ -92,13 +92,7 @@ pub fn convert_reader(
         })
         .collect();
     names.sort_by_key(|&(n, off)| (off, n));
-    let total: u64 = reader
-        .manifest()
-        .objects
-        .values()
-        .flat_map(|o| o.parts.values())
-        .map(|p| p.decoded_size())
-        .sum();
+    let total = decoded_total(reader);
     let mut done = 0u64;
     // Every part in copy order; a read-ahead thread fills windows of them
     // with parallel `pread`s while this thread writes the previous one.
@@ -176,6 +170,17 @@ pub fn convert_reader(
     Ok(report)
 }
 
+/// Decoded bytes of every part of every object (the progress total).
+fn decoded_total(reader: &Reader) -> u64 {
+    reader
+        .manifest()
+        .objects
+        .values()
+        .flat_map(|o| o.parts.values())
+        .map(|p| p.decoded_size())
+        .sum()
+}
+
 /// A report with what is known before any copying: the input's format,
 /// size and metadata key count (the `gguf` bookkeeping map and a cached
 /// fingerprint do not count).
@@ -229,13 +234,7 @@ pub(crate) struct PartCopier<'p> {
 
 impl<'p> PartCopier<'p> {
     pub(crate) fn new(reader: &Reader, progress: &'p mut dyn FnMut(u64, u64)) -> Self {
-        let total: u64 = reader
-            .manifest()
-            .objects
-            .values()
-            .flat_map(|o| o.parts.values())
-            .map(|p| p.decoded_size())
-            .sum();
+        let total = decoded_total(reader);
         PartCopier {
             buf: vec![0u8; CHUNK.min(total.max(1)) as usize],
             done: 0,

@@ -3,6 +3,7 @@
 
 pub mod models;
 pub mod snapshot;
+pub mod tmp;
 
 use ztensor::cbor::{self, Value};
 use ztensor::container::{Footer, MAGIC};
