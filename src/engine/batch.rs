@@ -9,14 +9,15 @@
 //!
 //! Each row's result is the one that sequence would get decoding alone:
 //! where a single-row matmul takes the integer kernels (the row quantized
-//! to 8 bits), a batched decode quantizes each row the same way and runs
-//! the same kernel over the same 16-row chunks of the weight ([`Mul`]), so
-//! greedy outputs do not depend on what else the server is decoding.
+//! to 8 bits), a batched decode quantizes each row the same way and
+//! computes each product with the single-row kernel's arithmetic, bit for
+//! bit, while unpacking each weight block once for up to 4 rows
+//! (`rows`), so greedy outputs do not depend on what else the server is
+//! decoding.
 //! Other weight types go through `matmul` with all rows (f32 arithmetic
 //! either way; sums may differ in the last bits).
 
 use super::arch::{Model, Scratch, Seq};
-use super::kernels;
 use super::kv::KvCache;
 use super::matmul::{matmul, matmul_group};
 use super::quant::{self, QAct};
@@ -26,8 +27,10 @@ use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Weight rows per parallel task on the per-row integer path: the chunking
-/// of the single-row path, so each row's sums are formed the same way.
+mod rows;
+
+/// Weight rows per parallel task on the integer path: the chunking of the
+/// single-row path.
 const ROWS_PER_TASK: usize = 16;
 
 /// How a forward multiplies its rows by a weight.
@@ -61,18 +64,12 @@ impl Mul {
         tmp: &mut Vec<f32>,
         qa: &mut QAct,
     ) -> Result<()> {
-        let blocks = quant::act_blocks(w.wtype).filter(|_| quant::supports(w.wtype, w.cols));
-        match blocks {
-            Some(b) if self == Mul::Decode && n > 1 => {
-                qa.quantize(b, &x[..n * w.cols], w.cols);
-                int_rows(w, qa, n, out, tmp);
-                Ok(())
-            }
-            _ => matmul(w, x, n, out, tmp, qa),
-        }
+        self.group(&mut [(w, out)], x, n, tmp, qa)
     }
 
-    /// Up to three matrices over the same input (Q/K/V, gate/up).
+    /// Up to three matrices over the same input (Q/K/V, gate/up). Batched
+    /// decoding on the integer path quantizes the rows once and runs every
+    /// matrix in one parallel pass (one wake-up of the pool).
     pub(crate) fn group(
         self,
         jobs: &mut [(&Weight, &mut [f32])],
@@ -84,39 +81,66 @@ impl Mul {
         if self == Mul::Tokens || n == 1 {
             return matmul_group(jobs, x, n, tmp, qa);
         }
-        for (w, out) in jobs.iter_mut() {
-            self.one(w, x, n, out, tmp, qa)?;
+        let Some(first) = jobs.first().map(|(w, _)| *w) else {
+            return Ok(());
+        };
+        let blocks = quant::act_blocks(first.wtype);
+        let shared = jobs.iter().all(|(w, _)| {
+            quant::act_blocks(w.wtype) == blocks
+                && w.cols == first.cols
+                && quant::supports(w.wtype, w.cols)
+        });
+        match blocks {
+            Some(b) if shared => {
+                qa.quantize(b, &x[..n * first.cols], first.cols);
+                int_rows(jobs, qa, n);
+            }
+            _ if jobs.len() > 1 => {
+                for (w, out) in jobs.iter_mut() {
+                    self.group(&mut [(w, out)], x, n, tmp, qa)?;
+                }
+            }
+            _ => {
+                for (w, out) in jobs.iter_mut() {
+                    matmul(w, x, n, out, tmp, qa)?;
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// `out[k][r] = W_r · a_k` for the `n` quantized rows of `qa`: each task
-/// takes a 16-row chunk of the weight (read from memory once, then from
-/// cache) and runs the single-row integer kernel for every activation row.
-fn int_rows(w: &Weight, qa: &QAct, n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
-    let (rows, rb, bytes) = (w.rows, w.row_bytes, w.bytes());
-    let dot = kernels::get().int_rows_dot;
-    tmp.resize(rows * n, 0.0);
-    // Task `c` writes `[k][j]` for its `nr` weight rows: contiguous.
-    tmp[..rows * n]
-        .par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let nr = chunk.len() / n;
-            let r0 = c * ROWS_PER_TASK;
-            let wb = &bytes[r0 * rb..(r0 + nr) * rb];
-            for (k, o) in chunk.chunks_mut(nr).enumerate() {
-                dot(w.wtype, wb, rb, qa.row(k), o);
+/// `out[k][r] = W_r · a_k` for every job's weight and the `n` quantized
+/// rows of `qa`, all jobs in one parallel pass: each task takes a 16-row
+/// chunk of a weight (read from memory once) and computes it for every
+/// activation row with [`rows::rows_many`], writing straight into the
+/// outputs.
+fn int_rows(jobs: &mut [(&Weight, &mut [f32])], qa: &QAct, n: usize) {
+    let mut tasks: Vec<(&Weight, usize, Vec<&mut [f32]>)> = Vec::new();
+    for (w, out) in jobs.iter_mut() {
+        let w: &Weight = w;
+        let rows = w.rows;
+        let first = tasks.len();
+        let chunks = rows.div_ceil(ROWS_PER_TASK);
+        for c in 0..chunks {
+            tasks.push((w, c * ROWS_PER_TASK, Vec::with_capacity(n)));
+        }
+        for col in out[..n * rows].chunks_mut(rows.max(1)) {
+            for (t, piece) in tasks[first..].iter_mut().zip(col.chunks_mut(ROWS_PER_TASK)) {
+                t.2.push(piece);
             }
-        });
-    for (c, chunk) in tmp[..rows * n].chunks(ROWS_PER_TASK * n).enumerate() {
-        let nr = chunk.len() / n;
-        let r0 = c * ROWS_PER_TASK;
-        for (k, o) in chunk.chunks(nr).enumerate() {
-            out[k * rows + r0..k * rows + r0 + nr].copy_from_slice(o);
         }
     }
+    tasks.into_par_iter().for_each(|(w, r0, mut outs)| {
+        let (rb, m) = (w.row_bytes, outs.first().map_or(0, |o| o.len()));
+        rows::rows_many(
+            w.wtype,
+            &w.bytes()[r0 * rb..(r0 + m) * rb],
+            rb,
+            qa,
+            &mut outs,
+        );
+    });
 }
 
 /// One sequence's next token in a batched step.
