@@ -21,8 +21,10 @@ slots: continuous batching) on the same GGUF with the same settings: 2
 threads, per-sequence context `--ctx`, f16 KV cache, no flash attention,
 no prompt/prefix cache. Aggregate tok/s = generated tokens of all streams
 / wall time from the first request to the last answer (prefill included,
-the same prompts on both sides). Also prints zt's mean decode batch size
-(from `/metrics`).
+the same prompts on both sides). Both servers run at once and take turns
+(zt, llama, llama, zt, ... `--repeats` each), so a change of the shared
+machine's load between them hits both alike; medians are compared. Also
+prints zt's mean decode batch size (from `/metrics`).
 
 Not run in CI (needs the real model; minutes on a loaded machine):
 
@@ -95,7 +97,9 @@ class Served:
         finally:
             conn.close()
 
-    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
+    def turn(
+        self, messages: list[dict[str, str]], max_tokens: int
+    ) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -176,7 +180,9 @@ def history(target_words: int) -> list[dict[str, str]]:
     return msgs
 
 
-def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
+def conversation(
+    s: Served, turns: int, max_tokens: int
+) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -190,7 +196,9 @@ def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, in
     msgs = history(560)
     out = []
     for t in range(turns):
-        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
+        msgs.append(
+            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
+        )
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
@@ -288,7 +296,9 @@ def complete(addr: str, prompt: str, max_tokens: int) -> tuple[int, str]:
         conn.close()
 
 
-def aggregate(addr: str, streams: int, rounds: int, max_tokens: int) -> tuple[float, int, float]:
+def aggregate(
+    addr: str, streams: int, rounds: int, max_tokens: int
+) -> tuple[float, int, float]:
     """`streams` clients sending `rounds` completions each, back to back.
 
     Args:
@@ -309,7 +319,9 @@ def aggregate(addr: str, streams: int, rounds: int, max_tokens: int) -> tuple[fl
         try:
             start.wait()
             for r in range(rounds):
-                n, _ = complete(addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens)
+                n, _ = complete(
+                    addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens
+                )
                 tokens[i] += n
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -352,6 +364,11 @@ def metric(addr: str, name: str) -> float:
 def throughput(a: argparse.Namespace) -> None:
     """Aggregate tok/s of zt serve and llama-server at each stream count.
 
+    Both servers run side by side (an idle one uses no CPU) and take turns,
+    in the order zt, llama, llama, zt, ... for `--repeats` rounds each, so
+    a change in the machine's load in between hits both alike; the medians
+    are compared.
+
     Args:
         a: The parsed command line.
     """
@@ -367,36 +384,56 @@ def throughput(a: argparse.Namespace) -> None:
             + ["--queue", str(2 * n), "--cache-ram", "0"],
         )
         try:
-            z = aggregate(zt.addr, n, a.rounds, a.max_tokens)
+            llama = LlamaServer(
+                a.llama_server,
+                a.model,
+                ["-t", str(a.threads), "-tb", str(a.threads), "-np", str(n)]
+                + ["-c", str(a.ctx * n), "-ctk", "f16", "-ctv", "f16", "-fa", "off"]
+                + ["--no-cache-prompt", "-cram", "0", "-cb"],
+            )
+        except BaseException:
+            zt.close()
+            raise
+        runs: dict[str, list[tuple[float, int, float]]] = {"zt": [], "llama": []}
+        loads = []
+        try:
+            for r in range(a.repeats):
+                order = [("zt", zt), ("llama", llama)]
+                for name, srv in order if r % 2 == 0 else order[::-1]:
+                    loads.append(os.getloadavg()[0])
+                    runs[name].append(aggregate(srv.addr, n, a.rounds, a.max_tokens))
             batches = metric(zt.addr, "zt_decode_batches_total")
             batch_rows = metric(zt.addr, "zt_decode_batch_rows_total")
         finally:
             zt.close()
-        llama = LlamaServer(
-            a.llama_server,
-            a.model,
-            ["-t", str(a.threads), "-tb", str(a.threads), "-np", str(n)]
-            + ["-c", str(a.ctx * n), "-ctk", "f16", "-ctv", "f16", "-fa", "off"]
-            + ["--no-cache-prompt", "-cram", "0", "-cb"],
-        )
-        try:
-            ll = aggregate(llama.addr, n, a.rounds, a.max_tokens)
-        finally:
             llama.close()
+        z = statistics.median(x[0] for x in runs["zt"])
+        ll = statistics.median(x[0] for x in runs["llama"])
         mean_batch = batch_rows / batches if batches else 1.0
-        rows.append((n, z, ll, mean_batch))
+        rows.append((n, z, ll, mean_batch, loads))
+        each = ", ".join(
+            f"{p[0]:.1f}/{q[0]:.1f}"
+            for p, q in zip(runs["zt"], runs["llama"], strict=True)
+        )
         print(
-            f"N={n}: zt {z[0]:.1f} tok/s ({z[1]} tok), llama-server {ll[0]:.1f} tok/s "
-            f"({ll[1]} tok), load {os.getloadavg()[0]:.2f}",
+            f"N={n}: zt {z:.1f} tok/s, llama-server {ll:.1f} tok/s (median of {a.repeats}; "
+            f"zt/llama each round {each}), load {min(loads):.2f}-{max(loads):.2f}",
             flush=True,
         )
     print(
         f"model {a.model.name}, threads {a.threads}, ctx/seq {a.ctx}, "
-        f"{a.rounds} requests x {a.max_tokens} tokens per stream, f16 KV, greedy"
+        f"{a.rounds} requests x {a.max_tokens} tokens per stream, f16 KV, greedy, "
+        "prefill included"
     )
-    print(f"{'N':>3} {'zt tok/s':>9} {'llama tok/s':>12} {'zt/llama':>9} {'zt batch':>9}")
-    for n, z, ll, mb in rows:
-        print(f"{n:>3} {z[0]:>9.1f} {ll[0]:>12.1f} {z[0] / ll[0]:>9.2f} {mb:>9.2f}")
+    print(
+        f"{'N':>3} {'zt tok/s':>9} {'llama tok/s':>12} {'zt/llama':>9} {'zt batch':>9} "
+        f"{'load':>10}"
+    )
+    for n, z, ll, mb, loads in rows:
+        print(
+            f"{n:>3} {z:>9.1f} {ll:>12.1f} {z / ll:>9.2f} {mb:>9.2f} "
+            f"{min(loads):>4.2f}-{max(loads):.2f}"
+        )
     print(f"load average at the end: {os.getloadavg()}")
 
 
@@ -404,7 +441,9 @@ def main() -> None:
     """Runs the chosen benchmark and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["ttft", "throughput"], default="ttft")
-    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument(
+        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
@@ -412,6 +451,9 @@ def main() -> None:
     ap.add_argument("--llama-server", type=Path, default=None)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="throughput: turns per server (median)"
+    )
     ap.add_argument("--ctx", type=int, default=1024)
     a = ap.parse_args()
     if a.mode == "throughput":
@@ -432,8 +474,13 @@ def main() -> None:
         again = Served(a.binary, a.model, [*on_args, "--cache-ram", "0"])
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
-    same = all([r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart"))
-    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
+    same = all(
+        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
+        for k in ("on", "restart")
+    )
+    print(
+        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
+    )
     print(
         f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
     )
