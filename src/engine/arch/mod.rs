@@ -9,7 +9,7 @@
 pub(crate) mod gemma3;
 pub(crate) mod llama;
 
-use super::attention::{attend, AttnSpec};
+use super::attention::{attend, attend_one_each, AttnSpec};
 use super::batch::Mul;
 use super::kv::KvCache;
 use super::ops::{self, RopeStyle};
@@ -247,6 +247,9 @@ pub(crate) fn attend_seqs(
     let kvd = spec.n_head_kv * hd;
     let rows: usize = seqs.iter().map(|q| q.n).sum();
     sized(&mut s.att, rows * qd);
+    // A batched decoding step: every (sequence, head) in one parallel
+    // pass, after each sequence's RoPE and KV store.
+    let one_each = seqs.len() > 1 && seqs.iter().all(|q| q.n == 1);
     let mut r0 = 0;
     for sq in seqs.iter_mut() {
         let r = r0..r0 + sq.n;
@@ -257,8 +260,23 @@ pub(crate) fn attend_seqs(
         ops::rope(k, spec.n_head_kv, hd, inv_freq, style, sq.pos0);
         sq.cache
             .store(layer, sq.pos0, k, &s.v[r.start * kvd..r.end * kvd]);
-        let out = &mut s.att[r.start * qd..r.end * qd];
-        attend(sq.cache, layer, spec, q, sq.pos0, &mut s.scores, out);
+        if !one_each {
+            let out = &mut s.att[r.start * qd..r.end * qd];
+            attend(sq.cache, layer, spec, q, sq.pos0, &mut s.scores, out);
+        }
+    }
+    if one_each {
+        let caches: Vec<&KvCache> = seqs.iter().map(|q| &*q.cache).collect();
+        let pos: Vec<usize> = seqs.iter().map(|q| q.pos0).collect();
+        attend_one_each(
+            &caches,
+            layer,
+            spec,
+            &s.q[..rows * qd],
+            &pos,
+            &mut s.scores,
+            &mut s.att,
+        );
     }
 }
 
