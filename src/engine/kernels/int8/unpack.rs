@@ -5,7 +5,7 @@
 //! decoders in `quant::decode`). An unpacked row is read by the GEMM for
 //! every activation vector of a prefill, so it is made once per matmul.
 
-use crate::engine::quant::{f16_at, scale_min_k4, WeightType, ACT_BLOCK};
+use crate::engine::quant::{scale_min_k4, WeightType, ACT_BLOCK};
 
 /// Values per entry of [`Unpacked`]'s scales: the activation block.
 pub const SUB: usize = ACT_BLOCK;
@@ -45,6 +45,37 @@ impl Unpacked {
     /// Unpacks the `m` rows of `rows` (each `row_bytes`, whole blocks of
     /// `t` for `cols` values; the caller checked both).
     pub fn fill(&mut self, t: WeightType, rows: &[u8], row_bytes: usize, m: usize, cols: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected.
+            return unsafe { self.fill_avx2(t, rows, row_bytes, m, cols) };
+        }
+        self.fill_any(t, rows, row_bytes, m, cols)
+    }
+
+    /// The same code compiled for AVX2, so the per-type loops vectorize.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, t: WeightType, rows: &[u8], rb: usize, m: usize, cols: usize) {
+        self.fill_any(t, rows, rb, m, cols)
+    }
+
+    #[inline(always)]
+    fn fill_any(&mut self, t: WeightType, rows: &[u8], rb: usize, m: usize, cols: usize) {
+        self.fill_with(t, rows, rb, m, cols)
+    }
+
+    /// Unpacks every block (its bytes into its weights, and its natural
+    /// sub-blocks' scales and offsets), spreading the scales to entries of
+    /// [`SUB`] values, then sums the corrections. The branch on `t` per
+    /// block always goes the same way; no closure, so every unpacker
+    /// inlines in the caller's instruction set.
+    #[inline(always)]
+    fn fill_with(&mut self, t: WeightType, rows: &[u8], row_bytes: usize, m: usize, cols: usize) {
+        use WeightType::*;
         let Some((sub, _)) = sub_block(t) else {
             return;
         };
@@ -57,18 +88,25 @@ impl Unpacked {
         self.offset.resize(m * nsb, 0.0);
         self.corr.resize(m * nsb, 0);
         let (mut sc, mut off) = ([0f32; 16], [0f32; 16]);
+        let per = be / sub;
         for r in 0..m {
             let row = &rows[r * row_bytes..(r + 1) * row_bytes];
             for (b, blk) in row.chunks_exact(bb).take(cols / be).enumerate() {
                 let e0 = r * cols + b * be;
-                let per = be / sub;
-                unpack_block(
-                    t,
-                    blk,
-                    &mut self.q[e0..e0 + be],
-                    &mut sc[..per],
-                    &mut off[..per],
-                );
+                let (q, bsc, boff) = (&mut self.q[e0..e0 + be], &mut sc[..per], &mut off[..per]);
+                match t {
+                    Q8_0 => unpack_q8_0(blk, q, bsc, boff),
+                    Q4_0 => unpack_q4::<false>(blk, q, bsc, boff),
+                    Q4_1 => unpack_q4::<true>(blk, q, bsc, boff),
+                    Q5_0 => unpack_q5::<false>(blk, q, bsc, boff),
+                    Q5_1 => unpack_q5::<true>(blk, q, bsc, boff),
+                    Q4K => unpack_k45::<false>(blk, q, bsc, boff),
+                    Q5K => unpack_k45::<true>(blk, q, bsc, boff),
+                    Q6K => unpack_q6k(blk, q, bsc, boff),
+                    Q3K => unpack_q3k(blk, q, bsc, boff),
+                    Q2K => unpack_q2k(blk, q, bsc, boff),
+                    F32 | F16 | BF16 => {}
+                }
                 let s0 = r * nsb + b * (be / SUB);
                 for j in 0..be / SUB {
                     self.scale[s0 + j] = sc[j * SUB / sub];
@@ -86,110 +124,139 @@ impl Unpacked {
     }
 }
 
-/// One block of `t` into `q` (its weights), `sc` and `off` (its
-/// sub-blocks').
-fn unpack_block(t: WeightType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
-    use WeightType::*;
-    match t {
-        Q8_0 => {
-            sc[0] = f16_at(b, 0);
-            off[0] = 0.0;
-            for (o, &v) in q.iter_mut().zip(&b[2..34]) {
-                *o = v as i8;
-            }
-        }
-        Q4_0 | Q4_1 => {
-            let d = f16_at(b, 0);
-            let (off0, at) = if t == Q4_0 {
-                (-8.0 * d, 2)
-            } else {
-                (f16_at(b, 2), 4)
-            };
-            sc[0] = d;
-            off[0] = off0;
-            nibbles(&b[at..at + 16], q);
-        }
-        Q5_0 | Q5_1 => {
-            let d = f16_at(b, 0);
-            let (off0, at) = if t == Q5_0 {
-                (-16.0 * d, 2)
-            } else {
-                (f16_at(b, 2), 4)
-            };
-            sc[0] = d;
-            off[0] = off0;
-            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            nibbles(&b[at + 4..at + 20], q);
-            for (j, v) in q.iter_mut().enumerate().take(32) {
-                *v |= (((qh >> j) & 1) << 4) as i8;
-            }
-        }
-        Q4K | Q5K => {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let scales = &b[4..16];
-            for j in 0..8 {
-                let (s, m) = scale_min_k4(j, scales);
-                sc[j] = d * s as f32;
-                off[j] = -dmin * m as f32;
-            }
-            let ql0 = if t == Q4K { 16 } else { 48 };
-            for c in 0..4 {
-                let ql = &b[ql0 + 32 * c..ql0 + 32 * c + 32];
-                for l in 0..32 {
-                    q[64 * c + l] = (ql[l] & 0xF) as i8;
-                    q[64 * c + 32 + l] = (ql[l] >> 4) as i8;
-                }
-                if t == Q5K {
-                    let qh = &b[16..48];
-                    for l in 0..32 {
-                        q[64 * c + l] |= (((qh[l] >> (2 * c)) & 1) << 4) as i8;
-                        q[64 * c + 32 + l] |= (((qh[l] >> (2 * c + 1)) & 1) << 4) as i8;
-                    }
-                }
-            }
-        }
-        Q6K => {
-            let d = f16_at(b, 208);
-            for j in 0..16 {
-                let s = d * (b[192 + j] as i8) as f32;
-                sc[j] = s;
-                off[j] = -32.0 * s;
-            }
-            for n in 0..2 {
-                let ql = &b[64 * n..64 * n + 64];
-                let qh = &b[128 + 32 * n..128 + 32 * n + 32];
-                let y = &mut q[128 * n..128 * n + 128];
-                for l in 0..32 {
-                    y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8;
-                    y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8;
-                    y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8;
-                    y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8;
-                }
-            }
-        }
-        Q3K => unpack_q3k(b, q, sc, off),
-        Q2K => {
-            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-            for j in 0..16 {
-                let s = b[j];
-                sc[j] = d * (s & 0xF) as f32;
-                off[j] = -dmin * (s >> 4) as f32;
-            }
-            for n in 0..2 {
-                let qs = &b[16 + 32 * n..16 + 32 * n + 32];
-                for j in 0..4 {
-                    let y = &mut q[128 * n + 32 * j..128 * n + 32 * j + 32];
-                    for l in 0..32 {
-                        y[l] = ((qs[l] >> (2 * j)) & 3) as i8;
-                    }
-                }
-            }
-        }
-        F32 | F16 | BF16 => {}
+#[inline(always)]
+fn unpack_q8_0(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    sc[0] = f16_at(b, 0);
+    off[0] = 0.0;
+    for (o, &v) in q[..32].iter_mut().zip(&b[2..34]) {
+        *o = v as i8;
     }
 }
 
+/// Q4_0 (`w = d·(u − 8)`) or, `MIN`, Q4_1 (`w = d·u + m`).
+#[inline(always)]
+fn unpack_q4<const MIN: bool>(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    let d = f16_at(b, 0);
+    sc[0] = d;
+    off[0] = if MIN { f16_at(b, 2) } else { -8.0 * d };
+    let at = if MIN { 4 } else { 2 };
+    nibbles(&b[at..at + 16], q);
+}
+
+/// Q5_0 (`w = d·(u − 16)`) or, `MIN`, Q5_1 (`w = d·u + m`).
+#[inline(always)]
+fn unpack_q5<const MIN: bool>(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    let d = f16_at(b, 0);
+    sc[0] = d;
+    off[0] = if MIN { f16_at(b, 2) } else { -16.0 * d };
+    let at = if MIN { 4 } else { 2 };
+    nibbles(&b[at + 4..at + 20], q);
+    // Bit j of the 32-bit `qh` is bit 4 of value j: each `qh` byte spreads
+    // to 8 values through a table (0x10 in the bytes of its set bits).
+    for (k, v8) in q[..32].chunks_exact_mut(8).enumerate() {
+        let spread = HIGH_BITS[b[at + k] as usize].to_le_bytes();
+        for (v, s) in v8.iter_mut().zip(spread) {
+            *v |= s as i8;
+        }
+    }
+}
+
+/// For each byte value, 8 bytes holding 0x10 where its bit is set.
+const HIGH_BITS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if b & (1 << i) != 0 {
+                t[b] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Q4_K or, `FIVE`, Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+#[inline(always)]
+fn unpack_k45<const FIVE: bool>(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    for j in 0..8 {
+        let (s, m) = scale_min_k4(j, scales);
+        sc[j] = d * s as f32;
+        off[j] = -dmin * m as f32;
+    }
+    let ql0 = if FIVE { 48 } else { 16 };
+    for c in 0..4 {
+        let ql = &b[ql0 + 32 * c..ql0 + 32 * c + 32];
+        let (lo, hi) = q[64 * c..64 * c + 64].split_at_mut(32);
+        for l in 0..32 {
+            lo[l] = (ql[l] & 0xF) as i8;
+            hi[l] = (ql[l] >> 4) as i8;
+        }
+        if FIVE {
+            let qh = &b[16..48];
+            for l in 0..32 {
+                lo[l] |= (((qh[l] >> (2 * c)) & 1) << 4) as i8;
+                hi[l] |= (((qh[l] >> (2 * c + 1)) & 1) << 4) as i8;
+            }
+        }
+    }
+}
+
+/// Q6_K: 16 sub-blocks of 16, `w = d·s·(u − 32)`.
+#[inline(always)]
+fn unpack_q6k(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    let d = f16_at(b, 208);
+    for j in 0..16 {
+        let s = d * (b[192 + j] as i8) as f32;
+        sc[j] = s;
+        off[j] = -32.0 * s;
+    }
+    for n in 0..2 {
+        let ql = &b[64 * n..64 * n + 64];
+        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+        let y = &mut q[128 * n..128 * n + 128];
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8;
+            y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8;
+        }
+    }
+}
+
+/// Q2_K: 16 sub-blocks of 16, `w = d·s·u − dmin·m`.
+#[inline(always)]
+fn unpack_q2k(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    for j in 0..16 {
+        let s = b[j];
+        sc[j] = d * (s & 0xF) as f32;
+        off[j] = -dmin * (s >> 4) as f32;
+    }
+    for n in 0..2 {
+        let qs = &b[16 + 32 * n..16 + 32 * n + 32];
+        for j in 0..4 {
+            let y = &mut q[128 * n + 32 * j..128 * n + 32 * j + 32];
+            for l in 0..32 {
+                y[l] = ((qs[l] >> (2 * j)) & 3) as i8;
+            }
+        }
+    }
+}
+
+/// The f16 at `b[at..at + 2]`, converted arithmetically (the engine's
+/// 256 KiB lookup table would push the weights out of the cache here).
+#[inline(always)]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
 /// 16 bytes of nibbles: low halves are values 0..16, high halves 16..32.
+#[inline(always)]
 fn nibbles(b: &[u8], q: &mut [i8]) {
     for j in 0..16 {
         q[j] = (b[j] & 0xF) as i8;
@@ -197,6 +264,7 @@ fn nibbles(b: &[u8], q: &mut [i8]) {
     }
 }
 
+#[inline(always)]
 fn unpack_q3k(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
     let hm = &b[0..32];
     let d = f16_at(b, 108);
