@@ -69,3 +69,27 @@ fn resume_refuses_a_file_that_is_not_a_snapshot() {
     assert!(err.contains("error"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `zt bench-gen` refuses counts of zero (a benchmark of no runs, tokens or
+/// sequences would print nothing measured) before loading anything.
+#[test]
+fn bench_gen_refuses_zero_counts() {
+    for args in [
+        ["--runs", "0"],
+        ["--prompt-tokens", "0"],
+        ["--gen-tokens", "0"],
+        ["--batch", "0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_zt"))
+            .arg("bench-gen")
+            .args(args)
+            .output()
+            .expect("run zt");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(
+            stderr.contains(args[0]) && stderr.contains("0 is not in 1.."),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -51,8 +51,18 @@ fn ref_tokens(model: &str) -> Vec<u32> {
 /// The issue's bounds are 1e-4 (f32), 5e-3 (f16), 0.15 (quantized); the
 /// engine keeps f32 activations and dequantizes exactly, so with an f32 KV
 /// cache every type must land within f32 rounding of the reference.
-fn tolerance(_t: &str) -> f32 {
-    1e-4
+/// Bound on |Δ| from the exact-weights reference. Dense weights are exact
+/// to f32 rounding. Quantized weights in a batch of 5 or more tokens take
+/// the integer GEMM where the CPU has AVX-512 VNNI (8-bit activations, as
+/// llama.cpp's prefill), and one token at a time the integer dot
+/// kernels: the issue's bound for 8-bit activations is 0.15 (llama.cpp
+/// itself is at 0.06-0.11 on these fixtures).
+fn tolerance(t: &str) -> f32 {
+    if matches!(t, "f32" | "f16" | "bf16") {
+        1e-4
+    } else {
+        0.15
+    }
 }
 
 fn ggufs() -> Vec<PathBuf> {
@@ -213,6 +223,13 @@ fn f16_kv_cache_stays_within_the_issue_bounds() {
                 .join(model)
                 .join(format!("ref_logits_gguf_{t}.npy")),
         );
+        // The f16 cache's own effect: against the same engine with an f32
+        // cache (same kernels otherwise), and against the reference within
+        // the type's bound.
+        let f32_kv = Engine::open(&path, opts())
+            .unwrap()
+            .eval(&ref_tokens(model))
+            .unwrap();
         let mut e = Engine::open(
             &path,
             EngineOptions {
@@ -222,12 +239,30 @@ fn f16_kv_cache_stays_within_the_issue_bounds() {
         )
         .unwrap();
         let got = e.eval(&ref_tokens(model)).unwrap();
-        let max = got
+        let worst = got
             .iter()
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max <= 5e-3, "{stem}: max |Δ| {max} with an f16 KV cache");
+        let bound = tolerance(t).max(5e-3);
+        assert!(worst <= bound, "{stem}: max |Δ| {worst} from the reference");
+        let max = got
+            .iter()
+            .zip(&f32_kv)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // With 8-bit activations (quantized weights) the cache's rounding
+        // can flip an activation's int8 rounding downstream, a step of the
+        // activation quantization's own size: bounded by the type's bound.
+        let kv_bound = if tolerance(t) > 5e-3 {
+            tolerance(t)
+        } else {
+            5e-3
+        };
+        assert!(
+            max <= kv_bound,
+            "{stem}: max |Δ| {max} with an f16 KV cache"
+        );
     }
 }
 

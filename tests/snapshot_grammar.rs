@@ -82,7 +82,13 @@ fn restore_continues_a_constrained_generation_token_for_token() {
     for top_k in [0, 40] {
         let mut e = engine();
         let (whole, bytes) = run(&mut e, PROMPT, &params(N, Some(11), top_k));
-        assert_eq!(whole.len(), N, "the run ended early");
+        // The sampled text may complete the grammar before `N` tokens; every
+        // continuation below must then end at the same token.
+        assert!(
+            whole.len() > K + 9,
+            "the run ended at {} tokens",
+            whole.len()
+        );
         let mut r = Recognizer::new(g.clone()).unwrap();
         r.accept_bytes(&bytes)
             .expect("the output follows the grammar");
@@ -137,7 +143,12 @@ fn restored_snapshot_continues_under_its_grammar_when_none_is_given() {
     let g = Arc::new(Grammar::parse(GRAMMAR).unwrap());
     let mut e = engine();
     let (whole, _) = run(&mut e, PROMPT, &params(N, Some(21), 40));
-    assert_eq!(whole.len(), N, "the run ended early");
+    // The continuation must exist (the grammar may complete before `N`).
+    assert!(
+        whole.len() > K + 4,
+        "the run ended at {} tokens",
+        whole.len()
+    );
     let mut e = engine();
     let (first, _) = run(&mut e, PROMPT, &params(K, Some(21), 40));
     let path = tmp("continue-without.zt");

@@ -51,6 +51,14 @@ class TestParallelCopies:
                 np.testing.assert_array_equal(got[name], views[name])
                 assert got[name].flags.writeable and got[name].flags.c_contiguous
 
+    @pytest.mark.parametrize("threads", [0, -1, 2.5, True])
+    def test_bad_thread_counts_are_value_errors(
+        self, model: tuple[Path, dict], threads: object
+    ) -> None:
+        path, _ = model
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            ztnp.load_file(path, copy=True, threads=threads)  # type: ignore[arg-type]
+
     def test_read_tensor_copy_is_writable_and_equal(self, model: tuple[Path, dict]) -> None:
         path, want = model
         with ztensor.Reader(path) as r:

@@ -38,7 +38,11 @@ class TestReferenceParity:
             e = Engine(path, n_ctx=64, n_threads=2, kv_dtype="f32")
             got = e.eval(ref_tokens(model))
             assert got.shape == want.shape
-            assert np.abs(got - want).max() < 1e-4
+            # Dense weights are exact to f32 rounding; quantized weights take
+            # 8-bit activations in a 5+ token prefill on CPUs with AVX-512
+            # VNNI (as llama.cpp does): the bound for those is 0.15.
+            bound = 1e-4 if kind in ("f32", "f16") else 0.15
+            assert np.abs(got - want).max() < bound
 
     def test_tokenizer_matches_llama_cpp(self) -> None:
         for model in ("llama-tiny", "qwen2-tiny-bpe"):
@@ -258,6 +262,23 @@ class TestInterruptAndConcurrency:
     def test_too_many_threads_is_a_value_error(self) -> None:
         with pytest.raises(ValueError, match="n_threads 1000000"):
             Engine(TINY, n_ctx=64, n_threads=10**6)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"n_threads": -1}, "n_threads must be between 0 and"),
+            ({"n_ctx": -5}, "n_ctx must be between 0 and"),
+            ({"seed": -1}, "seed must be between 0 and"),
+            ({"seed": 2**64}, "seed must be between 0 and"),
+            ({"n_threads": 1.5}, "n_threads must be an int"),
+            ({"n_ctx": True}, "n_ctx must be an int"),
+        ],
+    )
+    def test_bad_counts_are_value_errors_naming_the_parameter(
+        self, kwargs: dict[str, object], match: str
+    ) -> None:
+        with pytest.raises(ValueError, match=match):
+            Engine(TINY, **kwargs)  # type: ignore[arg-type]
 
     def test_interrupt_by_id_from_another_thread(self) -> None:
         import threading

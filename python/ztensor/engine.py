@@ -168,6 +168,28 @@ def _snapshot_io(what: str) -> Iterator[None]:
         raise err from exc
 
 
+def _count(name: str, value: int, limit: int = 2**63 - 1) -> int:
+    """Checks a non-negative integer parameter.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: The value passed.
+        limit: The largest value allowed.
+
+    Returns:
+        `value`, unchanged.
+
+    Raises:
+        ValueError: `value` is not an int (bools included) or is outside
+            `0..=limit`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ZTensorValueError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= limit:
+        raise ZTensorValueError(f"{name} must be between 0 and {limit}, got {value}")
+    return int(value)
+
+
 class Engine:
     """A model with its context (tokens, KV cache, sampler RNG).
 
@@ -177,6 +199,11 @@ class Engine:
         n_threads: Worker threads (0: all cores).
         kv_dtype: KV cache element type, `"f16"` (default) or `"f32"`.
         seed: Seed of the sampler's RNG (xoshiro256**).
+
+    Raises:
+        ValueError: `n_ctx`, `n_threads` or `seed` is not a non-negative int
+            (or `seed` is 2**64 or more), `n_threads` is over 1024, or
+            `kv_dtype` is unknown.
     """
 
     def __init__(
@@ -188,7 +215,15 @@ class Engine:
         kv_dtype: str = "f16",
         seed: int = 0,
     ) -> None:
-        self._setup(NativeEngine(os.fspath(path), n_ctx, n_threads, kv_dtype, seed))
+        self._setup(
+            NativeEngine(
+                os.fspath(path),
+                _count("n_ctx", n_ctx),
+                _count("n_threads", n_threads),
+                kv_dtype,
+                _count("seed", seed, 2**64 - 1),
+            )
+        )
 
     def _setup(self, native: NativeEngine) -> None:
         self._native = native
@@ -270,7 +305,9 @@ class Engine:
                 target._native.restore_path(os.fspath(path))
                 return target
             native = NativeEngine.from_snapshot(
-                os.fspath(path), None if model_path is None else os.fspath(model_path), n_threads
+                os.fspath(path),
+                None if model_path is None else os.fspath(model_path),
+                _count("n_threads", n_threads),
             )
         return target._from_native(native)
 
@@ -303,7 +340,9 @@ class Engine:
         if model_path is None:
             raise TypeError("Engine.restore_bytes needs model_path=")
         with _snapshot_io("restoring the snapshot"):
-            native = NativeEngine.from_snapshot(bytes(blob), os.fspath(model_path), n_threads)
+            native = NativeEngine.from_snapshot(
+                bytes(blob), os.fspath(model_path), _count("n_threads", n_threads)
+            )
         return target._from_native(native)
 
     @staticmethod

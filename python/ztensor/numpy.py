@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import ZTensorValueError
 from ._reader import Reader
 from ._writer import Writer
 
@@ -58,7 +59,12 @@ def load_file(
         ZTensorFileNotFoundError: The file does not exist.
         FormatError: The file is not valid.
         ChecksumError: With `copy`, a tensor's digest does not match.
+        ValueError: `threads` is not a positive int.
     """
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ZTensorValueError(f"threads must be a positive int or None, got {threads!r}")
     with Reader(filename) as r:
         if not copy:
             return {name: r.read_tensor(name) for name in r.tensor_names}

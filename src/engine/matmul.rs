@@ -1,12 +1,14 @@
 //! Weight × activation products, dispatched by weight type to the chosen
 //! kernels: where the type has integer kernels and the batch is small
-//! (decoding, batched decoding, short prompts) the activations are
-//! quantized once and every product is an int8 dot, as llama.cpp does;
-//! larger batches and f32/f16/bf16 weights are dequantized into f32 tiles.
-//! Also the checked whole-row dequantizer.
+//! (decoding, batched decoding, prompts of up to 4 tokens) the activations
+//! are quantized once and every product is an int8 dot, as llama.cpp does;
+//! larger batches of quantized weights take the integer GEMM where the CPU
+//! has AVX-512 VNNI ([`gemm_ok`]); the rest (f32/f16/bf16 weights, q4_1,
+//! q5_1, CPUs without VNNI) is dequantized into f32 tiles. Also the checked
+//! whole-row dequantizer.
 
-use super::kernels;
-use super::quant::{self, ActBlocks, QAct, WeightType};
+use super::kernels::{self, int8::gemm};
+use super::quant::{self, ActBlocks, ActPanel, QAct, WeightType};
 use super::weights::Weight;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -152,6 +154,11 @@ pub(crate) fn matmul(
     qa: &mut QAct,
 ) -> Result<()> {
     let cols = w.cols;
+    if gemm_ok(w, n) {
+        qa.panel.quantize(&x[..n * cols], n, cols);
+        gemm_matmuls(&mut [(w, out)], &qa.panel, n);
+        return Ok(());
+    }
     if let Some(blocks) =
         quant::act_blocks(w.wtype).filter(|&b| quant::supports(w.wtype, cols) && int_batch(b, n))
     {
@@ -210,6 +217,56 @@ fn int_batch_max(blocks: ActBlocks) -> usize {
     match blocks {
         ActBlocks::B32 | ActBlocks::K256 => 4,
     }
+}
+
+/// Fewest vectors that take the prefill GEMM (where the CPU has one):
+/// above the integer tiles' limit, so a batch takes exactly one of them.
+const GEMM_MIN: usize = 5;
+
+/// Rows per parallel task of the GEMM (unpacked together, then run
+/// against every group of vectors).
+const GEMM_ROWS: usize = 32;
+
+/// Whether `n` vectors against `w` take the prefill GEMM. Not the offset
+/// formats q4_1 and q5_1 (`w = d·q + m`): on SmolLM2 Q4_1 their 8-bit
+/// activations left next-token logits no closer to the exact weights than
+/// llama.cpp's on 2 of its 4 reference prompts (the k-quants' GEMM is
+/// closer than llama.cpp on every Gemma 3 prompt), and their f32 tiles
+/// already prefill faster than llama.cpp's q4_1 (1.9× on the benchmark
+/// model), so they keep exact activations.
+fn gemm_ok(w: &Weight, n: usize) -> bool {
+    n >= GEMM_MIN
+        && !matches!(w.wtype, WeightType::Q4_1 | WeightType::Q5_1)
+        && kernels::get().gemm.is_some()
+        && gemm::supports(w.wtype, w.cols)
+}
+
+/// `out = W · a` for each job (`a` quantized for the GEMM with the jobs'
+/// common `cols`), all jobs' row tasks in one parallel pass.
+fn gemm_matmuls(jobs: &mut [(&Weight, &mut [f32])], a: &ActPanel, n: usize) {
+    let Some(gemm) = kernels::get().gemm else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for (w, out) in jobs.iter_mut() {
+        let w: &Weight = w;
+        for (c, outs) in column_pieces(out, w.rows, n, GEMM_ROWS)
+            .into_iter()
+            .enumerate()
+        {
+            tasks.push((w, c * GEMM_ROWS, outs));
+        }
+    }
+    tasks.into_par_iter().for_each(|(w, r0, mut outs)| {
+        let (rb, m) = (w.row_bytes, outs.first().map_or(0, |o| o.len()));
+        gemm(
+            w.wtype,
+            &w.bytes()[r0 * rb..(r0 + m) * rb],
+            rb,
+            a,
+            &mut outs,
+        );
+    });
 }
 
 /// Whether a batch of `n` vectors in `blocks` takes the integer kernels.
@@ -300,6 +357,14 @@ pub(crate) fn matmul_group(
     let Some(first) = jobs.first().map(|(w, _)| *w) else {
         return Ok(());
     };
+    if jobs
+        .iter()
+        .all(|(w, _)| w.cols == first.cols && gemm_ok(w, n))
+    {
+        qa.panel.quantize(&x[..n * first.cols], n, first.cols);
+        gemm_matmuls(jobs, &qa.panel, n);
+        return Ok(());
+    }
     let blocks = quant::act_blocks(first.wtype);
     let shared = blocks.is_some()
         && jobs.iter().all(|(w, _)| {

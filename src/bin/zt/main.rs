@@ -137,17 +137,17 @@ enum Command {
         #[command(flatten)]
         engine: gen::EngineArgs,
         /// Prompt length for the prefill measurement.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = at_least_one())]
         prompt_tokens: usize,
         /// Tokens to decode.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one())]
         gen_tokens: usize,
         /// Runs (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = at_least_one())]
         runs: usize,
         /// Also decode this many sequences together (batched forward
         /// passes), comma-separated: aggregate tokens/s of each.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = at_least_one())]
         batch: Vec<usize>,
         /// Also decode under this GBNF grammar: each run then decodes the
         /// text prompt freely and under the grammar, both with the default
@@ -252,4 +252,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A count that must be at least 1 (a benchmark of 0 runs, tokens or
+/// sequences measures nothing).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }

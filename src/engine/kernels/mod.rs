@@ -26,6 +26,9 @@ pub(crate) struct Kernels {
     pub int_rows_dot: int8::RowsDotFn,
     /// Several activation vectors against several rows (prefill).
     pub int_tile: int8::tile::TileFn,
+    /// Many activation vectors against many rows (long prefills), where
+    /// the CPU has AVX-512 VNNI; otherwise those take the f32 tiles.
+    pub gemm: Option<int8::gemm::GemmFn>,
     pub dot_f16: attn::DotF16Fn,
     pub axpy_f16: attn::AxpyF16Fn,
     pub attn_scores: attn::ScoresF16Fn,
@@ -45,6 +48,7 @@ impl Kernels {
             int_row_dot: int8::row_dot_scalar,
             int_rows_dot: int8::rows_dot_scalar,
             int_tile: int8::tile::tile_scalar,
+            gemm: Some(int8::gemm::gemm_scalar),
             dot_f16: attn::dot_f16_scalar,
             axpy_f16: attn::axpy_f16_scalar,
             attn_scores: attn::scores_f16_scalar,
@@ -58,6 +62,9 @@ impl Kernels {
         // Without the fused kernels a row dot dequantizes with the best
         // dequantizer and dots with the best dot.
         k.row_dot = dot::generic;
+        // The scalar GEMM is slower than the f32 tiles: long prefills take
+        // the GEMM only where the CPU has VNNI.
+        k.gemm = None;
         #[cfg(target_arch = "x86_64")]
         {
             let has = |f: &str| match f {
@@ -95,6 +102,9 @@ impl Kernels {
                 k.name = "avx2+fma+avx512vnni";
                 k.int_tile = int8::tile::x86::tile_vnni_safe;
                 k.int_rows_dot = int8::x86::rows_dot_vnni_safe;
+            }
+            if has("avx512f") && has("avx512vnni") {
+                k.gemm = Some(int8::gemm::x86::gemm_vnni_safe);
             }
         }
         #[cfg(target_arch = "aarch64")]

@@ -60,6 +60,9 @@ pub struct QAct {
     pub q: Vec<i8>,
     /// Σq per 32 (B32) or per 16 (K256); at most 32 · 127, so i16.
     pub s: Vec<i16>,
+    /// The same activations laid out for the prefill GEMM (filled only
+    /// when a matmul takes it).
+    pub panel: super::ActPanel,
 }
 
 /// One quantized vector of a [`QAct`].

@@ -143,6 +143,8 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
 
 mod act;
 mod decode;
+mod panel;
 pub use act::{act_blocks, supports, ActBlocks, QAct, QRow};
 pub(crate) use decode::scale_min_k4;
 pub use decode::{dequant_chunk, dequant_row_scalar};
+pub use panel::{ActPanel, BLOCK as ACT_BLOCK, LANES};

@@ -9,10 +9,12 @@
 //! without SIMD.
 
 mod b32;
+pub(crate) mod gemm;
 mod k_quants;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tile;
+mod unpack;
 
 use crate::engine::quant::{QRow, WeightType};
 
