@@ -150,33 +150,18 @@ fn unpack_q5<const MIN: bool>(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut 
     sc[0] = d;
     off[0] = if MIN { f16_at(b, 2) } else { -16.0 * d };
     let at = if MIN { 4 } else { 2 };
-    nibbles(&b[at + 4..at + 20], q);
-    // Bit j of the 32-bit `qh` is bit 4 of value j: each `qh` byte spreads
-    // to 8 values through a table (0x10 in the bytes of its set bits).
-    for (k, v8) in q[..32].chunks_exact_mut(8).enumerate() {
-        let spread = HIGH_BITS[b[at + k] as usize].to_le_bytes();
-        for (v, s) in v8.iter_mut().zip(spread) {
-            *v |= s as i8;
-        }
+    // Bit j of the 32-bit `qh` is bit 4 of value j, tested with a per-value
+    // constant mask (no table, no variable shifts: the loop vectorizes).
+    let qh = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    let qs = &b[at + 4..at + 20];
+    for j in 0..16 {
+        let bit = 1u8 << (j % 8);
+        let h0 = if qh[j / 8] & bit != 0 { 0x10 } else { 0 };
+        let h1 = if qh[2 + j / 8] & bit != 0 { 0x10 } else { 0 };
+        q[j] = ((qs[j] & 0xF) | h0) as i8;
+        q[j + 16] = ((qs[j] >> 4) | h1) as i8;
     }
 }
-
-/// For each byte value, 8 bytes holding 0x10 where its bit is set.
-const HIGH_BITS: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut i = 0;
-        while i < 8 {
-            if b & (1 << i) != 0 {
-                t[b] |= 0x10 << (8 * i);
-            }
-            i += 1;
-        }
-        b += 1;
-    }
-    t
-};
 
 /// Q4_K or, `FIVE`, Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
 #[inline(always)]
@@ -189,19 +174,16 @@ fn unpack_k45<const FIVE: bool>(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mu
         off[j] = -dmin * m as f32;
     }
     let ql0 = if FIVE { 48 } else { 16 };
+    // Each value written once (nibble and high bit together): a
+    // read-modify-write of the fresh stores stalled on store forwarding.
+    let qh = &b[16..48];
     for c in 0..4 {
         let ql = &b[ql0 + 32 * c..ql0 + 32 * c + 32];
         let (lo, hi) = q[64 * c..64 * c + 64].split_at_mut(32);
         for l in 0..32 {
-            lo[l] = (ql[l] & 0xF) as i8;
-            hi[l] = (ql[l] >> 4) as i8;
-        }
-        if FIVE {
-            let qh = &b[16..48];
-            for l in 0..32 {
-                lo[l] |= (((qh[l] >> (2 * c)) & 1) << 4) as i8;
-                hi[l] |= (((qh[l] >> (2 * c + 1)) & 1) << 4) as i8;
-            }
+            let h = if FIVE { qh[l] >> (2 * c) } else { 0 };
+            lo[l] = ((ql[l] & 0xF) | ((h & 1) << 4)) as i8;
+            hi[l] = ((ql[l] >> 4) | ((h & 2) << 3)) as i8;
         }
     }
 }
