@@ -97,9 +97,7 @@ class Served:
         finally:
             conn.close()
 
-    def turn(
-        self, messages: list[dict[str, str]], max_tokens: int
-    ) -> tuple[float, str, int]:
+    def turn(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, int]:
         """One streamed greedy chat turn.
 
         Args:
@@ -180,9 +178,7 @@ def history(target_words: int) -> list[dict[str, str]]:
     return msgs
 
 
-def conversation(
-    s: Served, turns: int, max_tokens: int
-) -> list[tuple[float, int, str]]:
+def conversation(s: Served, turns: int, max_tokens: int) -> list[tuple[float, int, str]]:
     """Turns 1..`turns` of the chat on `s`.
 
     Args:
@@ -196,9 +192,7 @@ def conversation(
     msgs = history(560)
     out = []
     for t in range(turns):
-        msgs.append(
-            {"role": "user", "content": f"Question {t}: what did the fox see today?"}
-        )
+        msgs.append({"role": "user", "content": f"Question {t}: what did the fox see today?"})
         ttft, reply, n = s.turn(msgs, max_tokens)
         out.append((ttft, n, reply))
         msgs.append({"role": "assistant", "content": reply})
@@ -296,9 +290,7 @@ def complete(addr: str, prompt: str, max_tokens: int) -> tuple[int, str]:
         conn.close()
 
 
-def aggregate(
-    addr: str, streams: int, rounds: int, max_tokens: int
-) -> tuple[float, int, float]:
+def aggregate(addr: str, streams: int, rounds: int, max_tokens: int) -> tuple[float, int, float]:
     """`streams` clients sending `rounds` completions each, back to back.
 
     Args:
@@ -319,9 +311,7 @@ def aggregate(
         try:
             start.wait()
             for r in range(rounds):
-                n, _ = complete(
-                    addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens
-                )
+                n, _ = complete(addr, PROMPTS[(i + r * streams) % len(PROMPTS)], max_tokens)
                 tokens[i] += n
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -412,8 +402,7 @@ def throughput(a: argparse.Namespace) -> None:
         mean_batch = batch_rows / batches if batches else 1.0
         rows.append((n, z, ll, mean_batch, loads))
         each = ", ".join(
-            f"{p[0]:.1f}/{q[0]:.1f}"
-            for p, q in zip(runs["zt"], runs["llama"], strict=True)
+            f"{p[0]:.1f}/{q[0]:.1f}" for p, q in zip(runs["zt"], runs["llama"], strict=True)
         )
         print(
             f"N={n}: zt {z:.1f} tok/s, llama-server {ll:.1f} tok/s (median of {a.repeats}; "
@@ -441,9 +430,7 @@ def main() -> None:
     """Runs the chosen benchmark and prints a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["ttft", "throughput"], default="ttft")
-    ap.add_argument(
-        "--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    ap.add_argument("--model", type=Path, default=MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "ci" / "zt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--turns", type=int, default=5)
@@ -451,9 +438,7 @@ def main() -> None:
     ap.add_argument("--llama-server", type=Path, default=None)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument(
-        "--repeats", type=int, default=3, help="throughput: turns per server (median)"
-    )
+    ap.add_argument("--repeats", type=int, default=3, help="throughput: turns per server (median)")
     ap.add_argument("--ctx", type=int, default=1024)
     a = ap.parse_args()
     if a.mode == "throughput":
@@ -474,13 +459,8 @@ def main() -> None:
         again = Served(a.binary, a.model, [*on_args, "--cache-ram", "0"])
         runs["restart"] = conversation(again, a.turns, a.max_tokens)
         again.close()
-    same = all(
-        [r[2] for r in runs["off"]] == [r[2] for r in runs[k]]
-        for k in ("on", "restart")
-    )
-    print(
-        f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}"
-    )
+    same = all([r[2] for r in runs["off"]] == [r[2] for r in runs[k]] for k in ("on", "restart"))
+    print(f"model {a.model.name}, threads {a.threads}, load average {os.getloadavg()[0]:.2f}")
     print(
         f"{'turn':>4} {'prompt tok':>10} {'off ms':>9} {'on ms':>9} {'restart ms':>11} {'on x':>6}"
     )
