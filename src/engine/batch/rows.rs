@@ -265,53 +265,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::engine::quant::act_blocks;
-
-    /// Every type with an integer kernel.
-    const TYPES: [WeightType; 10] = [
-        WeightType::Q8_0,
-        WeightType::Q4_0,
-        WeightType::Q4_1,
-        WeightType::Q5_0,
-        WeightType::Q5_1,
-        WeightType::Q2K,
-        WeightType::Q3K,
-        WeightType::Q4K,
-        WeightType::Q5K,
-        WeightType::Q6K,
-    ];
-
-    /// Byte offsets of a block's f16 scales.
-    fn scale_fields(t: WeightType) -> &'static [usize] {
-        match t {
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q5_0 => &[0],
-            WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
-            WeightType::Q2K => &[80, 82],
-            WeightType::Q3K => &[108],
-            _ => &[208],
-        }
-    }
-
-    /// `n` pseudo-random rows of `cols` values of `t` with finite scales.
-    fn rows(t: WeightType, cols: usize, n: usize, seed: u32) -> Vec<u8> {
-        let len = t.row_bytes(cols).unwrap() * n;
-        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-        let mut r: Vec<u8> = (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                s as u8
-            })
-            .collect();
-        for b in 0..len / t.block_bytes() {
-            for &f in scale_fields(t) {
-                let at = b * t.block_bytes() + f;
-                let h = half::f16::from_f32((r[at] as f32 - 128.0) / 300.0);
-                r[at..at + 2].copy_from_slice(&h.to_le_bytes());
-            }
-        }
-        r
-    }
+    use crate::engine::quant::test_rows::{random_rows, INT_TYPES as TYPES};
 
     /// Whether the batched kernel gives `int_rows_dot`'s bits on every
     /// type, at row lengths of whole and partial groups of 8 blocks (and
@@ -325,7 +279,7 @@ mod tests {
                     continue;
                 }
                 let (m, rb) = (5, t.row_bytes(cols).unwrap());
-                let w = rows(t, cols, m, cols as u32 + t as u32);
+                let w = random_rows(t, cols, m, cols as u32 + t as u32);
                 for n in 1..=9 {
                     let x: Vec<f32> = (0..n * cols)
                         .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
@@ -358,7 +312,7 @@ mod tests {
         let t = WeightType::Q4_0;
         let cols = 256;
         let rb = t.row_bytes(cols).unwrap();
-        let w = rows(t, cols, 2, 7);
+        let w = random_rows(t, cols, 2, 7);
         let x = vec![0.5f32; 2 * cols];
         let mut a = QAct::default();
         a.quantize(act_blocks(t).unwrap(), &x, cols);

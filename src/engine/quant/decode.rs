@@ -95,9 +95,9 @@ fn dequant_q2k(b: &[u8], out: &mut [f32]) {
     }
 }
 
-fn dequant_q3k(b: &[u8], out: &mut [f32]) {
-    let hm = &b[0..32];
-    let d = f16_at(b, 108);
+/// Q3_K's 16 6-bit sub-block scales (before the −32 bias), unpacked from
+/// their 12 bytes at offset 96.
+pub(crate) fn q3k_scales(b: &[u8]) -> [i8; 16] {
     let word = |i: usize| u32::from_le_bytes([b[96 + i], b[97 + i], b[98 + i], b[99 + i]]);
     let (a0, a1, tmp) = (word(0), word(4), word(8));
     let aux = [
@@ -112,6 +112,13 @@ fn dequant_q3k(b: &[u8], out: &mut [f32]) {
             scales[4 * i + k] = *byte as i8;
         }
     }
+    scales
+}
+
+fn dequant_q3k(b: &[u8], out: &mut [f32]) {
+    let hm = &b[0..32];
+    let d = f16_at(b, 108);
+    let scales = q3k_scales(b);
     let mut m = 1u8;
     let mut y = 0;
     let mut is = 0;

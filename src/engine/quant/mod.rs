@@ -144,7 +144,9 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
 mod act;
 mod decode;
 mod panel;
+#[cfg(test)]
+pub(crate) mod test_rows;
 pub use act::{act_blocks, supports, ActBlocks, QAct, QRow};
-pub(crate) use decode::scale_min_k4;
 pub use decode::{dequant_chunk, dequant_row_scalar};
+pub(crate) use decode::{q3k_scales, scale_min_k4};
 pub use panel::{ActPanel, BLOCK as ACT_BLOCK, LANES};

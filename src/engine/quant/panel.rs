@@ -118,8 +118,9 @@ impl ActPanel {
         }
     }
 
-    /// The int8 value of vector `v`, element `e` (tests and the scalar
-    /// twin's reading of the layout).
+    /// The int8 value of vector `v`, element `e` (the tests' reading of the
+    /// layout).
+    #[cfg(test)]
     pub fn value(&self, v: usize, e: usize) -> i32 {
         let (g, lane) = (v / LANES, v % LANES);
         self.q[g * self.cols * LANES + (e / 4) * 4 * LANES + lane * 4 + e % 4] as i32 - 128

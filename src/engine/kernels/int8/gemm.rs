@@ -252,36 +252,8 @@ pub(in crate::engine::kernels) mod x86 {
 mod tests {
     use super::*;
     use crate::engine::quant::dequant_row_scalar;
+    use crate::engine::quant::test_rows::{random_rows, INT_TYPES as TYPES};
     use proptest::prelude::*;
-
-    fn rows_of(t: WeightType, m: usize, cols: usize, seed: u64) -> Vec<u8> {
-        let rb = t.row_bytes(cols).unwrap_or(0);
-        let mut s = seed | 1;
-        let mut bytes: Vec<u8> = (0..m * rb)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect();
-        // Small finite f16 scales in every block (0.0137, 0.0029).
-        use WeightType::*;
-        let fields: &[usize] = match t {
-            Q8_0 | Q4_0 | Q5_0 => &[0],
-            Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
-            Q2K => &[80, 82],
-            Q3K => &[108],
-            _ => &[208],
-        };
-        for blk in bytes.chunks_exact_mut(t.block_bytes()) {
-            for (k, &at) in fields.iter().enumerate() {
-                let h = if k == 0 { 0x2305u16 } else { 0x19f0 };
-                blk[at..at + 2].copy_from_slice(&h.to_le_bytes());
-            }
-        }
-        bytes
-    }
 
     fn run(f: GemmFn, t: WeightType, rows: &[u8], m: usize, a: &ActPanel) -> Vec<Vec<f32>> {
         let mut out = vec![vec![f32::NAN; m]; a.n];
@@ -289,19 +261,6 @@ mod tests {
         f(t, rows, t.row_bytes(a.cols).unwrap_or(0), a, &mut outs);
         out
     }
-
-    const TYPES: [WeightType; 10] = [
-        WeightType::Q8_0,
-        WeightType::Q4_0,
-        WeightType::Q4_1,
-        WeightType::Q5_0,
-        WeightType::Q5_1,
-        WeightType::Q2K,
-        WeightType::Q3K,
-        WeightType::Q4K,
-        WeightType::Q5K,
-        WeightType::Q6K,
-    ];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
@@ -317,7 +276,7 @@ mod tests {
         ) {
             let t = TYPES[ti];
             let cols = 512;
-            let rows = rows_of(t, m, cols, seed);
+            let rows = random_rows(t, cols, m, seed as u32);
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| (((i as u64 * 2654435761 + seed) % 2001) as f32 - 1000.0) / 300.0)
                 .collect();
@@ -356,7 +315,7 @@ mod tests {
     #[test]
     fn bad_shapes_write_nothing() {
         let t = WeightType::Q4_0;
-        let rows = rows_of(t, 4, 64, 7);
+        let rows = random_rows(t, 64, 4, 7);
         let mut a = ActPanel::default();
         a.quantize(&[0.5; 3 * 64], 3, 64);
         // Two output slices for three vectors.

@@ -2,33 +2,9 @@
 //! f32 dequantization path, on random blocks (ordinary and extreme scales).
 
 use super::*;
+use crate::engine::quant::test_rows::{scale_fields, INT_TYPES as TYPES};
 use crate::engine::quant::{self, act_blocks, QAct};
 use proptest::prelude::*;
-
-/// Byte offsets of a block's f16 scales (d, and dmin/m where the type has one).
-fn scale_fields(t: WeightType) -> &'static [usize] {
-    match t {
-        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q5_0 => &[0],
-        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
-        WeightType::Q2K => &[80, 82],
-        WeightType::Q3K => &[108],
-        _ => &[208],
-    }
-}
-
-/// Every type with an integer kernel.
-const TYPES: [WeightType; 10] = [
-    WeightType::Q8_0,
-    WeightType::Q4_0,
-    WeightType::Q4_1,
-    WeightType::Q5_0,
-    WeightType::Q5_1,
-    WeightType::Q2K,
-    WeightType::Q3K,
-    WeightType::Q4K,
-    WeightType::Q5K,
-    WeightType::Q6K,
-];
 
 fn row(t: WeightType, seed: &[u8], n: usize) -> Vec<u8> {
     let len = t.row_bytes(n).unwrap();

@@ -1,11 +1,11 @@
 //! Weight rows unpacked for the prefill GEMM ([`super::gemm`]): every
 //! quantized type becomes small integers `u` (int8, one per weight), and
-//! per sub-block of 16 or 32 weights a scale and an offset with
+//! per 16 weights a scale and an offset with
 //! `w = scale · u + offset` — the layouts are ggml's (the same as the f32
 //! decoders in `quant::decode`). An unpacked row is read by the GEMM for
 //! every activation vector of a prefill, so it is made once per matmul.
 
-use crate::engine::quant::{scale_min_k4, WeightType, ACT_BLOCK};
+use crate::engine::quant::{q3k_scales, scale_min_k4, WeightType, ACT_BLOCK};
 
 /// Values per entry of [`Unpacked`]'s scales: the activation block.
 pub const SUB: usize = ACT_BLOCK;
@@ -28,8 +28,6 @@ pub fn sub_block(t: WeightType) -> Option<(usize, bool)> {
 #[derive(Debug, Default)]
 pub struct Unpacked {
     pub cols: usize,
-    /// Values per scale entry: [`SUB`].
-    pub sub: usize,
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub offset: Vec<f32>,
@@ -39,7 +37,7 @@ pub struct Unpacked {
 impl Unpacked {
     /// Sub-blocks per row.
     pub fn per_row(&self) -> usize {
-        self.cols / self.sub.max(1)
+        self.cols / SUB
     }
 
     /// Unpacks the `m` rows of `rows` (each `row_bytes`, whole blocks of
@@ -50,7 +48,7 @@ impl Unpacked {
             // SAFETY: AVX2 was detected.
             return unsafe { self.fill_avx2(t, rows, row_bytes, m, cols) };
         }
-        self.fill_any(t, rows, row_bytes, m, cols)
+        self.fill_with(t, rows, row_bytes, m, cols)
     }
 
     /// The same code compiled for AVX2, so the per-type loops vectorize.
@@ -60,11 +58,6 @@ impl Unpacked {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn fill_avx2(&mut self, t: WeightType, rows: &[u8], rb: usize, m: usize, cols: usize) {
-        self.fill_any(t, rows, rb, m, cols)
-    }
-
-    #[inline(always)]
-    fn fill_any(&mut self, t: WeightType, rows: &[u8], rb: usize, m: usize, cols: usize) {
         self.fill_with(t, rows, rb, m, cols)
     }
 
@@ -82,7 +75,6 @@ impl Unpacked {
         let (be, bb) = (t.block_elems(), t.block_bytes());
         let nsb = cols / SUB;
         self.cols = cols;
-        self.sub = SUB;
         self.q.resize(m * cols, 0);
         self.scale.resize(m * nsb, 0.0);
         self.offset.resize(m * nsb, 0.0);
@@ -250,20 +242,10 @@ fn nibbles(b: &[u8], q: &mut [i8]) {
 fn unpack_q3k(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
     let hm = &b[0..32];
     let d = f16_at(b, 108);
-    let word = |i: usize| u32::from_le_bytes([b[96 + i], b[97 + i], b[98 + i], b[99 + i]]);
-    let (a0, a1, tmp) = (word(0), word(4), word(8));
-    let aux = [
-        (a0 & 0x0f0f0f0f) | ((tmp & 0x03030303) << 4),
-        (a1 & 0x0f0f0f0f) | (((tmp >> 2) & 0x03030303) << 4),
-        ((a0 >> 4) & 0x0f0f0f0f) | (((tmp >> 4) & 0x03030303) << 4),
-        ((a1 >> 4) & 0x0f0f0f0f) | (((tmp >> 6) & 0x03030303) << 4),
-    ];
-    for (i, w) in aux.iter().enumerate() {
-        for (k, byte) in w.to_le_bytes().iter().enumerate() {
-            let s = d * ((*byte as i8) as i32 - 32) as f32;
-            sc[4 * i + k] = s;
-            off[4 * i + k] = -4.0 * s;
-        }
+    for (j, &s6) in q3k_scales(b).iter().enumerate() {
+        let s = d * (s6 as i32 - 32) as f32;
+        sc[j] = s;
+        off[j] = -4.0 * s;
     }
     for n in 0..2 {
         let qs = &b[32 + 32 * n..64 + 32 * n];
@@ -282,29 +264,15 @@ fn unpack_q3k(b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::engine::quant::dequant_row_scalar;
+    use crate::engine::quant::test_rows::{random_rows, INT_TYPES};
 
     /// Every type's unpacked `scale · u + offset` equals its f32 decoder.
     #[test]
     fn unpacked_rows_decode_like_the_f32_decoders() {
-        use WeightType::*;
-        for t in [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2K, Q3K, Q4K, Q5K, Q6K] {
+        for t in INT_TYPES {
             let cols = 512;
             let rb = t.row_bytes(cols).unwrap();
-            let mut bytes: Vec<u8> = (0..2 * rb).map(|i| (i * 97 + 13) as u8).collect();
-            // Small finite f16 scales (0.0137 and 0.0029) in every block.
-            let fields: &[usize] = match t {
-                Q8_0 | Q4_0 | Q5_0 => &[0],
-                Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
-                Q2K => &[80, 82],
-                Q3K => &[108],
-                _ => &[208],
-            };
-            for blk in bytes.chunks_exact_mut(t.block_bytes()) {
-                for (k, &at) in fields.iter().enumerate() {
-                    let h = if k == 0 { 0x2305u16 } else { 0x19f0 };
-                    blk[at..at + 2].copy_from_slice(&h.to_le_bytes());
-                }
-            }
+            let bytes = random_rows(t, cols, 2, 97);
             let mut u = Unpacked::default();
             u.fill(t, &bytes, rb, 2, cols);
             for r in 0..2 {
@@ -312,7 +280,7 @@ mod tests {
                 dequant_row_scalar(t, &bytes[r * rb..(r + 1) * rb], &mut want);
                 let nsb = u.per_row();
                 for (e, &want) in want.iter().enumerate() {
-                    let s = r * nsb + e / u.sub;
+                    let s = r * nsb + e / SUB;
                     let got = u.scale[s] * u.q[r * cols + e] as f32 + u.offset[s];
                     let tol = 1e-5 * (want.abs() + u.scale[s].abs() * 64.0 + 1e-3);
                     assert!(
@@ -322,9 +290,7 @@ mod tests {
                     );
                 }
                 for (sb, c) in u.corr[r * nsb..(r + 1) * nsb].iter().enumerate() {
-                    let s: i32 = (0..u.sub)
-                        .map(|i| u.q[r * cols + sb * u.sub + i] as i32)
-                        .sum();
+                    let s: i32 = (0..SUB).map(|i| u.q[r * cols + sb * SUB + i] as i32).sum();
                     assert_eq!(*c, -128 * s);
                 }
             }
