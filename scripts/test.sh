@@ -59,13 +59,20 @@ disk
 # torch (CPU use only) without triton, nvrtc, cusolver and nvtx, which it never
 # loads on import or on the CPU paths we test: ~1.5 GB less disk. The CUDA
 # libraries listed are the ones libtorch_cuda.so links, pinned to torch 2.9.1's
-# requirements. pip's "requires triton" notice is expected.
-"$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    "torch==2.9.1" "nvidia-cuda-runtime-cu12==12.8.90" "nvidia-cuda-cupti-cu12==12.8.90" \
+# requirements. One wheel per pip call: pip downloads every wheel of a call
+# before it unpacks any, so one call for all of them needs ~3 GB more free disk
+# at its peak (a CI run once failed on that with ENOSPC). pip's "requires
+# triton" notice is expected.
+for wheel in "torch==2.9.1" "nvidia-cuda-runtime-cu12==12.8.90" "nvidia-cuda-cupti-cu12==12.8.90" \
     "nvidia-cublas-cu12==12.8.4.1" "nvidia-cudnn-cu12==9.10.2.21" "nvidia-cufft-cu12==11.3.3.83" \
     "nvidia-cufile-cu12==1.13.1.3" "nvidia-curand-cu12==10.3.9.90" \
     "nvidia-cusparse-cu12==12.5.8.93" "nvidia-cusparselt-cu12==0.7.1" \
-    "nvidia-nccl-cu12==2.27.5" "nvidia-nvjitlink-cu12==12.8.93" "nvidia-nvshmem-cu12==3.3.20"
+    "nvidia-nccl-cu12==2.27.5" "nvidia-nvjitlink-cu12==12.8.93" "nvidia-nvshmem-cu12==3.3.20"; do
+    "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$wheel" || {
+        echo "pip could not install $wheel; $(disk)"
+        exit 1
+    }
+done
 "$PYVENV/bin/python" -c 'import torch; torch.ones(1)'
 disk
 (cd python && VIRTUAL_ENV="$PWD/../$PYVENV" "../$PYVENV/bin/maturin" develop --release --locked --quiet)
