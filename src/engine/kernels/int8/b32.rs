@@ -282,9 +282,8 @@ pub(super) mod x86 {
         row: &[u8],
         a: &[QRow; N],
     ) -> [f32; N] {
-        if N == 1 && a[0].d.len().is_multiple_of(8) {
-            // SAFETY: same requirements as this function's; whole groups
-            // of 8 blocks (checked).
+        if N == 1 {
+            // SAFETY: same requirements as this function's.
             return [unsafe { q4_0_by8(row, &a[0]) }; N];
         }
         // SAFETY: same requirements as this function's.
@@ -377,8 +376,152 @@ pub(super) mod x86 {
             }
             g += 8;
         }
+        // The last nb mod 8 blocks one at a time (rows of 576 or 640
+        // values, as SmolLM2's and Gemma 3's, end in 2 or 4 of them).
+        let mut tail = 0f32;
+        for b in g..nb {
+            // SAFETY: block b < nb lies in `row` and its quants in `a`.
+            let dot = unsafe { nibbles_dot(rp.add(20 * b + 4), a.q.as_ptr().add(32 * b)) };
+            let ad = a.d[b];
+            tail += h2f(row, 20 * b) * ad * dot as f32 + h2f(row, 20 * b + 2) * ad * a.s[b] as f32;
+        }
         // SAFETY: AVX2 is enabled for this function.
-        unsafe { hsum(acc) }
+        unsafe { hsum(acc) + tail }
+    }
+
+    /// q5_0 or q5_1 (`K`) · one vector, 8 blocks at a time, as
+    /// [`q4_1_by8`] but with the blocks' sums folded in int32 (16 bits
+    /// would overflow: 8 · 2 · 31 · 127); q5_0's offset of 16 comes off as
+    /// 16 Σa, q5_1's mins apply as m · d_a · Σa.
+    ///
+    /// # Safety
+    /// As [`q4_0_by8`], for blocks of `K` (22 or 24 bytes). (q8_0 keeps
+    /// its one-block VNNI kernel: as fast, its bytes bound by memory.)
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::kernels::int8) unsafe fn i32_by8<const K: u8>(
+        row: &[u8],
+        a: &QRow,
+    ) -> f32 {
+        let bytes = if K == Q5_0 { 22 } else { 24 };
+        let nb = a.d.len();
+        let rp = row.as_ptr();
+        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
+        // at each: the scale's f16, then (q5_1) the min's.
+        let offsets = _mm256_mullo_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(bytes as i32),
+        );
+        let pick = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let mut acc = _mm256_setzero_ps();
+        let mut g = 0;
+        while g + 8 <= nb {
+            // SAFETY: blocks g..g + 8 lie in `row` (the caller checked the
+            // row holds nb blocks; the gather's last 4-byte read ends at
+            // bytes (g + 7) + 4 ≤ bytes (g + 8)); quants 32 g .. 32 (g + 8)
+            // and sums g .. g + 8 lie in `a`.
+            unsafe {
+                let mut m = [_mm256_setzero_si256(); 8];
+                for (k, mk) in m.iter_mut().enumerate() {
+                    let b = g + k;
+                    *mk = block_i32::<K>(rp.add(bytes * b), a.q.as_ptr().add(32 * b));
+                }
+                // Per 128-bit half: blocks 0-3's sums over their first
+                // (low half) or last 16 values; the same for 4-7.
+                let lo =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+                let hi =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[4], m[5]), _mm256_hadd_epi32(m[6], m[7]));
+                let mut sums = _mm256_add_epi32(
+                    _mm256_permute2x128_si256::<0x20>(lo, hi),
+                    _mm256_permute2x128_si256::<0x31>(lo, hi),
+                );
+                let d = _mm256_i32gather_epi32::<1>(rp.add(bytes * g) as *const i32, offsets);
+                let dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(d, pick), 0b00_00_10_00);
+                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+                let ad = _mm256_loadu_ps(a.d.as_ptr().add(g));
+                if K == Q5_0 {
+                    let s = _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                        a.s.as_ptr().add(g) as *const __m128i
+                    ));
+                    sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(s, 4));
+                }
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, ad), _mm256_cvtepi32_ps(sums), acc);
+                if K == Q5_1 {
+                    let s = _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                        a.s.as_ptr().add(g) as *const __m128i
+                    ));
+                    let mw = _mm256_cvtph_ps(_mm_packus_epi32(
+                        _mm256_castsi256_si128(_mm256_srli_epi32(d, 16)),
+                        _mm256_extracti128_si256(_mm256_srli_epi32(d, 16), 1),
+                    ));
+                    acc = _mm256_fmadd_ps(_mm256_mul_ps(mw, ad), _mm256_cvtepi32_ps(s), acc);
+                }
+            }
+            g += 8;
+        }
+        let mut tail = 0f32;
+        for b in g..nb {
+            let at = bytes * b;
+            // SAFETY: block b < nb lies in `row` and its quants in `a`.
+            let dot = unsafe {
+                super::super::x86::hsum_i32(block_i32::<K>(rp.add(at), a.q.as_ptr().add(32 * b)))
+            };
+            let (ad, s) = (a.d[b], a.s[b] as i32);
+            tail += if K == Q5_0 {
+                h2f(row, at) * ad * (dot - 16 * s) as f32
+            } else {
+                h2f(row, at) * ad * dot as f32 + h2f(row, at + 2) * ad * s as f32
+            };
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe { hsum(acc) + tail }
+    }
+
+    /// The 8 int32 partial sums of one block of `K` (q5_0, q5_1) at `p`
+    /// times the 32 activation quants at `x`, the values unsigned as stored.
+    ///
+    /// # Safety
+    /// A whole block at `p`, 32 readable bytes at `x`; AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn block_i32<const K: u8>(p: *const u8, x: *const i8) -> __m256i {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let x = load32(x);
+            let ones = _mm256_set1_epi16(1);
+            let qs = p.add(if K == Q5_0 { 6 } else { 8 });
+            let qh = u32::from_le((qs.sub(4) as *const u32).read_unaligned());
+            let q = _mm_loadu_si128(qs as *const __m128i);
+            let w = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                _mm256_set1_epi8(0xF),
+            );
+            let w = _mm256_or_si256(w, high_bits(qh));
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones)
+        }
+    }
+
+    /// Σ over one block of its 32 nibbles (16 bytes at `q`, low nibbles
+    /// first) times the 32 activation quants at `x`, unsigned as stored.
+    ///
+    /// # Safety
+    /// 16 readable bytes at `q`, 32 at `x`; AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn nibbles_dot(q: *const u8, x: *const i8) -> i32 {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let q = _mm_loadu_si128(q as *const __m128i);
+            let w = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                _mm256_set1_epi8(0xF),
+            );
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, load32(x)), _mm256_set1_epi16(1));
+            super::super::x86::hsum_i32(p)
+        }
     }
 
     /// q4_0 · one vector, 8 blocks at a time: the blocks' 16-bit partial
@@ -437,7 +580,14 @@ pub(super) mod x86 {
             }
             g += 8;
         }
+        // The last nb mod 8 blocks one at a time.
+        let mut tail = 0f32;
+        for b in g..nb {
+            // SAFETY: block b < nb lies in `row` and its quants in `a`.
+            let dot = unsafe { nibbles_dot(rp.add(18 * b + 2), a.q.as_ptr().add(32 * b)) };
+            tail += h2f(row, 18 * b) * a.d[b] * (dot - 8 * a.s[b] as i32) as f32;
+        }
         // SAFETY: AVX2 is enabled for this function.
-        unsafe { hsum(acc) }
+        unsafe { hsum(acc) + tail }
     }
 }

@@ -95,10 +95,10 @@ pub(super) mod x86 {
             Some(match t {
                 WeightType::Q8_0 => b32::q8_0::<N>(row, a),
                 WeightType::Q4_0 => b32::q4_0::<N>(row, a),
-                WeightType::Q4_1 if N == 1 && a[0].d.len().is_multiple_of(8) => {
-                    [b32::q4_1_by8(row, &a[0]); N]
-                }
+                WeightType::Q4_1 if N == 1 => [b32::q4_1_by8(row, &a[0]); N],
                 WeightType::Q4_1 => b32::unsigned32::<{ b32::Q4_1 }, N>(row, a),
+                WeightType::Q5_0 if N == 1 => [b32::i32_by8::<{ b32::Q5_0 }>(row, &a[0]); N],
+                WeightType::Q5_1 if N == 1 => [b32::i32_by8::<{ b32::Q5_1 }>(row, &a[0]); N],
                 WeightType::Q5_0 => b32::unsigned32::<{ b32::Q5_0 }, N>(row, a),
                 WeightType::Q5_1 => b32::unsigned32::<{ b32::Q5_1 }, N>(row, a),
                 WeightType::Q2K => kq::q2k::<N>(row, a),
@@ -125,9 +125,12 @@ pub(super) mod x86 {
         // SAFETY: forwarded from the caller.
         unsafe {
             Some(match t {
-                // One vector over whole groups of 8 blocks: the AVX2
-                // 8-block kernels, which fold 8 blocks before converting.
-                WeightType::Q4_0 | WeightType::Q4_1 if N == 1 && a[0].d.len().is_multiple_of(8) => {
+                // One vector: the AVX2 8-block kernels, which fold 8
+                // blocks before converting (faster than one conversion
+                // per block even with VNNI).
+                WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1
+                    if N == 1 =>
+                {
                     return dots::<N>(t, row, a)
                 }
                 WeightType::Q8_0 => b32::vnni32::<{ b32::Q8_0 }, N>(row, a),
