@@ -3,16 +3,67 @@
 
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = max_of(x);
     let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
+    wide(|| {
+        for v in x.iter_mut() {
+            *v = exp_fast(*v - max);
+        }
+    });
+    for v in x.iter() {
         sum += *v;
     }
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The largest value (−∞ for none; NaNs are skipped).
+pub fn max_of(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    wide(|| {
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l = if v > *l { v } else { *l };
+            }
+        }
+        for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+            *l = if v > *l { v } else { *l };
+        }
+    });
+    lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `ln Σ e^x`, through [`exp_fast`] 16 lanes wide; the lanes are added
+/// into an f64 every 1,024 values, so a vocabulary of 262,144 logits keeps
+/// f64-like accuracy. −∞ for no values or all −∞; NaN if any is NaN.
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    if x.iter().any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
+    let max = max_of(x);
+    if !max.is_finite() {
+        return max;
+    }
+    let mut total = 0f64;
+    wide(|| {
+        for block in x.chunks(1024) {
+            let mut lanes = [0f32; 16];
+            let mut chunks = block.chunks_exact(16);
+            for c in &mut chunks {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l += exp_fast(v - max);
+                }
+            }
+            for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+                *l += exp_fast(v - max);
+            }
+            total += lanes.iter().map(|&l| f64::from(l)).sum::<f64>();
+        }
+    });
+    max + total.ln() as f32
 }
 
 /// RMS norm of each `w.len()`-long row of `x` into `out`, times `w`.
@@ -191,6 +242,29 @@ pub fn scale(x: &mut [f32], s: f32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_sum_exp_matches_f64_on_a_large_vocabulary() {
+        // 262,144 logits (Gemma 3's vocabulary) spread over −30..20.
+        let x: Vec<f32> = (0..262_144u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0) * 50.0 - 30.0)
+            .collect();
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let want = f64::from(max)
+            + x.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).sum::<f64>().ln();
+        let got = super::log_sum_exp(&x);
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+        assert_eq!(super::max_of(&x), max);
+        // Edge cases: none, all −∞, a NaN, one value, a remainder past 16.
+        assert_eq!(super::log_sum_exp(&[]), f32::NEG_INFINITY);
+        assert_eq!(super::log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert!(super::log_sum_exp(&[1.0, f32::NAN]).is_nan());
+        assert!((super::log_sum_exp(&[2.5]) - 2.5).abs() < 1e-6);
+        let v: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
+        let want: f64 = v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+        assert!((f64::from(super::log_sum_exp(&v)) - want).abs() < 1e-5);
+        assert_eq!(super::max_of(&v), 3.6f32.max(v[36]));
+    }
+
     #[test]
     fn fast_exp_and_tanh_match_the_library() {
         let mut worst = (0f32, 0f32);

@@ -87,9 +87,7 @@ impl Default for SamplerConfig {
 
 /// Log-softmax value of `logits[id]`.
 pub fn logprob(logits: &[f32], id: usize) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    (logits[id] - max) - sum.ln() as f32
+    logits[id] - crate::engine::ops::log_sum_exp(logits)
 }
 
 fn argmax(xs: &[f32]) -> usize {
