@@ -4,10 +4,11 @@
 //! are quantized once and every product is an int8 dot, as llama.cpp does;
 //! larger batches of quantized weights take the integer GEMM where the CPU
 //! has AVX-512 VNNI ([`gemm_ok`]); the rest (f32/f16/bf16 weights, q4_1,
-//! q5_1, CPUs without VNNI) is dequantized into f32 tiles. Also the checked
-//! whole-row dequantizer.
+//! q5_1, CPUs without VNNI) is dequantized into f32: the f32 GEMM for 16
+//! vectors or more where the CPU has AVX-512, else 4-row tiles. Also the
+//! checked whole-row dequantizer.
 
-use super::kernels::{self, int8::gemm};
+use super::kernels::{self, f32_gemm, int8::gemm};
 use super::quant::{self, ActBlocks, ActPanel, QAct, WeightType};
 use super::weights::Weight;
 use crate::error::{Error, Result};
@@ -173,6 +174,9 @@ pub(crate) fn matmul(
 /// The f32 path: rows dequantized (4 at a time for a batch) and dotted
 /// with the f32 vectors in tiles, then transposed into `out`.
 fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+    if let Some(gemm) = kernels::get().f32_gemm.filter(|_| n >= F32_GEMM_MIN) {
+        return f32_gemm_matmul(gemm, w, x, n, out, tmp);
+    }
     let bytes = w.bytes();
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
     let t = sized(tmp, rows * n);
@@ -198,6 +202,57 @@ fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f3
             });
     }
     transpose_into(t, rows, n, out);
+}
+
+/// Fewest vectors for the f32 GEMM (one whole panel); fewer take the
+/// 4 × 4 tiles. `zt bench-gen` on the f16 benchmark model, 2 threads:
+/// 16-token prefill 440 tok/s with the GEMM vs 420 with the tiles; 128
+/// tokens 690-780 vs 630-700.
+const F32_GEMM_MIN: usize = 16;
+
+/// Rows per parallel task of the f32 GEMM (dequantized into f32 once).
+const F32_GEMM_ROWS: usize = 32;
+
+/// The f32 GEMM path: the vectors laid out once as panels (in `tmp`'s
+/// storage), each task's rows dequantized once, the kernel writing every
+/// vector's outputs in place.
+fn f32_gemm_matmul(
+    gemm: f32_gemm::GemmFn,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let (cols, rb, t) = (w.cols, w.row_bytes, w.wtype);
+    let mut panel = f32_gemm::Panel {
+        x: std::mem::take(tmp),
+        ..Default::default()
+    };
+    panel.fill(&x[..n * cols], n, cols);
+    let dequant = kernels::get().dequant;
+    let step = t.chunk_elems();
+    let chunk_bytes = t.row_bytes(step.min(cols)).unwrap_or(0).max(1);
+    let bytes = w.bytes();
+    let tasks = column_pieces(out, w.rows, n, F32_GEMM_ROWS);
+    tasks.into_par_iter().enumerate().for_each(|(c, mut outs)| {
+        let (r0, m) = (c * F32_GEMM_ROWS, outs.first().map_or(0, |o| o.len()));
+        ROWS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let rows = sized(&mut buf, m * cols);
+            for (r, dst) in rows.chunks_mut(cols.max(1)).enumerate() {
+                let src = &bytes[(r0 + r) * rb..(r0 + r + 1) * rb];
+                for (o, b) in dst.chunks_mut(step.max(1)).zip(src.chunks(chunk_bytes)) {
+                    dequant(t, b, o);
+                }
+            }
+            gemm(rows, m, &panel, &mut outs);
+        });
+    });
+    *tmp = panel.x;
 }
 
 /// The most vectors a matmul sends to the integer kernels, by activation

@@ -5,14 +5,17 @@
 //! its batch.
 //!
 //! Which kernel keeps the bits, by weight type:
-//! - q4_0 and q4_1 over whole groups of 8 blocks: a single vector takes
-//!   the 8-block kernels (block sums folded 8 at a time, then one FMA per
-//!   8 blocks), which the integer tiles do not reproduce. [`x86::by8`] does
-//!   the same float operations in the same order for up to 4 vectors,
-//!   sharing the unpacking of the weights and the gather of their scales.
-//! - every other type (and q4_0/q4_1 rows that are not whole groups of 8):
-//!   the single-row kernel is the tile kernel's one-vector instance, so the
-//!   tiles ([`Kernels::int_tile`]) give the same bits.
+//! - q4_0 and q4_1: a single vector takes the 8-block kernels (block sums
+//!   folded 8 at a time, then one FMA per 8 blocks; the last nb mod 8
+//!   blocks one at a time), which the integer tiles do not reproduce.
+//!   [`x86::by8`] does the same float operations in the same order for up
+//!   to 4 vectors, sharing the unpacking of the weights and the gather of
+//!   their scales.
+//! - q5_0 and q5_1: also 8-block kernels for a single vector; a batch runs
+//!   them one vector at a time.
+//! - every other type: the single-row kernel is the tile kernel's
+//!   one-vector instance, so the tiles ([`Kernels::int_tile`]) give the
+//!   same bits.
 //!
 //! The tests below check both claims against `int_rows_dot` on every type.
 //!
@@ -36,27 +39,28 @@ pub(super) fn rows_many(
     if outs.is_empty() {
         return;
     }
-    if by8_kernel(t, a) {
-        #[cfg(target_arch = "x86_64")]
-        if x86::by8(t, rows, row_bytes, a, outs) {
-            return;
-        }
-    } else {
+    if !by8_kernel(t) {
         (k.int_tile)(t, rows, row_bytes, a, outs);
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if x86::by8(t, rows, row_bytes, a, outs) {
+        return;
+    }
+    // q5_0 / q5_1 (no batched twin of their 8-block kernel yet), or rows
+    // the batched kernel refused: one vector at a time.
     for (i, out) in outs.iter_mut().enumerate() {
         (k.int_rows_dot)(t, rows, row_bytes, a.row(i), out);
     }
 }
 
-/// Whether the single-row kernel for `t` on vectors like `a`'s is an
-/// 8-block kernel (the CPU has them, the type has one, whole groups of 8).
-fn by8_kernel(t: WeightType, a: &QAct) -> bool {
-    matches!(t, WeightType::Q4_0 | WeightType::Q4_1)
-        && a.rows() > 0
-        && a.row(0).d.len().is_multiple_of(8)
-        && x86_avx2()
+/// Whether the single-row kernel for `t` is an 8-block kernel (the CPU
+/// has them and the type has one), which the tiles do not reproduce.
+fn by8_kernel(t: WeightType) -> bool {
+    matches!(
+        t,
+        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1
+    ) && x86_avx2()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -74,12 +78,12 @@ fn x86_avx2() -> bool {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use crate::engine::kernels::f32::hsum;
-    use crate::engine::quant::{QAct, QRow, WeightType};
+    use crate::engine::quant::{f16_at, QAct, QRow, WeightType};
     use std::arch::x86_64::*;
 
     /// The 8-block kernels for several vectors: `false` (nothing written)
-    /// unless `rows` holds whole rows of whole groups of 8 q4_0 / q4_1
-    /// blocks for every vector and AVX2, FMA and F16C are there.
+    /// unless `rows` holds whole rows of q4_0 / q4_1 blocks for every
+    /// vector and AVX2, FMA and F16C are there.
     pub(super) fn by8(
         t: WeightType,
         rows: &[u8],
@@ -97,7 +101,7 @@ mod x86 {
         let m = outs[0].len();
         let nb = a.cols / 32;
         let fits = super::x86_avx2()
-            && a.cols.is_multiple_of(256)
+            && a.cols.is_multiple_of(32)
             && n <= a.rows()
             && outs.iter().all(|o| o.len() == m)
             && rb == nb * bytes
@@ -113,8 +117,8 @@ mod x86 {
         while k < n {
             let c = (n - k).min(4);
             // SAFETY: AVX2, FMA and F16C detected; every row is `rb` bytes
-            // of `nb` blocks (a multiple of 8) and every vector holds `nb`
-            // blocks (checked above).
+            // of `nb` blocks and every vector holds `nb` blocks (checked
+            // above).
             unsafe {
                 match (q41, c) {
                     (false, 4) => columns::<false, 4>(rows, rb, a, k, outs),
@@ -164,9 +168,9 @@ mod x86 {
     /// once for all `N`.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C available; `row` holds `nb` blocks of the type,
-    /// `nb` a multiple of 8, and every `a[k]` holds `nb` blocks (32 `nb`
-    /// quants, `nb` scales and sums).
+    /// AVX2, FMA and F16C available; `row` holds `nb` blocks of the type
+    /// and every `a[k]` holds `nb` blocks (32 `nb` quants, `nb` scales and
+    /// sums).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dots<const Q41: bool, const N: usize>(row: &[u8], a: &[QRow; N]) -> [f32; N] {
         let bytes = if Q41 { 20 } else { 18 };
@@ -252,12 +256,50 @@ mod x86 {
             }
             g += 8;
         }
+        // The last nb mod 8 blocks one at a time, as the single-vector
+        // kernels do: an exact integer sum per block, then the same f32
+        // expression.
+        let mut tail = [0f32; N];
+        for b in g..nb {
+            let at = bytes * b;
+            let (dw, mw) = (f16_at(row, at), if Q41 { f16_at(row, at + 2) } else { 0.0 });
+            // SAFETY: block b < nb lies in `row` (the caller's contract).
+            let w = unsafe {
+                let q = _mm_loadu_si128(rp.add(at + qs_at) as *const __m128i);
+                _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low)
+            };
+            for k in 0..N {
+                // SAFETY: quants 32 b .. 32 b + 32 lie in `a[k]`.
+                let dot = unsafe {
+                    let x = _mm256_loadu_si256(a[k].q.as_ptr().add(32 * b) as *const __m256i);
+                    hsum_i32(_mm256_madd_epi16(
+                        _mm256_maddubs_epi16(w, x),
+                        _mm256_set1_epi16(1),
+                    ))
+                };
+                let ad = a[k].d[b];
+                tail[k] += if Q41 {
+                    dw * ad * dot as f32 + mw * ad * a[k].s[b] as f32
+                } else {
+                    dw * ad * (dot - 8 * a[k].s[b] as i32) as f32
+                };
+            }
+        }
         let mut out = [0f32; N];
         for k in 0..N {
             // SAFETY: AVX2 and FMA are enabled for this function.
-            out[k] = unsafe { hsum(acc[k]) };
+            out[k] = unsafe { hsum(acc[k]) } + tail[k];
         }
         out
+    }
+
+    /// Sum of the 8 int32 lanes (exact, in any order).
+    #[target_feature(enable = "avx2")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
     }
 }
 
@@ -274,7 +316,7 @@ mod tests {
     fn batched_rows_equal_the_single_row_kernel_bit_for_bit() {
         let dot = kernels::get().int_rows_dot;
         for t in TYPES {
-            for cols in [256, 768, 288] {
+            for cols in [256, 768, 288, 576, 640] {
                 if t.row_bytes(cols).is_none() {
                     continue;
                 }

@@ -7,6 +7,7 @@ pub(crate) mod attn;
 pub(crate) mod dequant;
 pub(crate) mod dot;
 pub(crate) mod f32;
+pub(crate) mod f32_gemm;
 pub(crate) mod int8;
 
 use std::sync::OnceLock;
@@ -29,6 +30,9 @@ pub(crate) struct Kernels {
     /// Many activation vectors against many rows (long prefills), where
     /// the CPU has AVX-512 VNNI; otherwise those take the f32 tiles.
     pub gemm: Option<int8::gemm::GemmFn>,
+    /// Many vectors against many f32 (or dequantized) rows, where the CPU
+    /// has AVX-512; otherwise those take the f32 tiles.
+    pub f32_gemm: Option<f32_gemm::GemmFn>,
     pub dot_f16: attn::DotF16Fn,
     pub axpy_f16: attn::AxpyF16Fn,
     pub attn_scores: attn::ScoresF16Fn,
@@ -49,6 +53,7 @@ impl Kernels {
             int_rows_dot: int8::rows_dot_scalar,
             int_tile: int8::tile::tile_scalar,
             gemm: Some(int8::gemm::gemm_scalar),
+            f32_gemm: Some(f32_gemm::gemm_scalar),
             dot_f16: attn::dot_f16_scalar,
             axpy_f16: attn::axpy_f16_scalar,
             attn_scores: attn::scores_f16_scalar,
@@ -65,6 +70,7 @@ impl Kernels {
         // The scalar GEMM is slower than the f32 tiles: long prefills take
         // the GEMM only where the CPU has VNNI.
         k.gemm = None;
+        k.f32_gemm = None;
         #[cfg(target_arch = "x86_64")]
         {
             let has = |f: &str| match f {
@@ -97,6 +103,7 @@ impl Kernels {
             }
             if has("avx512f") {
                 k.tile4x4 = Some(f32::tile4x4_avx512);
+                k.f32_gemm = Some(f32_gemm::x86::gemm_avx512_safe);
             }
             if avx2 && fma && f16c && has("avx512vnni") && has("avx512vl") {
                 k.name = "avx2+fma+avx512vnni";
