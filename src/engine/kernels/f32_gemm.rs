@@ -34,13 +34,20 @@ impl Panel {
         let groups = n.div_ceil(LANES);
         self.n = n;
         self.cols = cols;
-        self.x.clear();
+        // Every value of the first n vectors is written below, so only the
+        // lanes past them need zeros (no clearing of the whole panel).
         self.x.resize(groups * cols * LANES, 0.0);
         for (v, src) in x.chunks_exact(cols.max(1)).take(n).enumerate() {
             let (g, l) = (v / LANES, v % LANES);
             let base = g * cols * LANES + l;
             for (k, &val) in src.iter().enumerate() {
                 self.x[base + k * LANES] = val;
+            }
+        }
+        if !n.is_multiple_of(LANES) {
+            let last = (groups - 1) * cols * LANES;
+            for line in self.x[last..].chunks_exact_mut(LANES) {
+                line[n % LANES..].fill(0.0);
             }
         }
     }
@@ -262,6 +269,19 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_reused_panel_has_zeros_past_its_vectors() {
+        let mut a = Panel::default();
+        a.fill(&[5.0; 40 * 3], 40, 3);
+        a.fill(&[1.0; 18 * 3], 18, 3);
+        assert_eq!(a.x.len(), 2 * 3 * LANES);
+        for (i, &v) in a.x.iter().enumerate() {
+            let (g, l) = (i / (3 * LANES), i % LANES);
+            let want = if g * LANES + l < 18 { 1.0 } else { 0.0 };
+            assert_eq!(v, want, "value {i}");
         }
     }
 
