@@ -33,16 +33,23 @@ pub fn max_of(x: &[f32]) -> f32 {
     lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// `ln Σ e^x`, through [`exp_fast`] 16 lanes wide; the lanes are added
-/// into an f64 every 1,024 values, so a vocabulary of 262,144 logits keeps
-/// f64-like accuracy. −∞ for no values or all −∞; NaN if any is NaN.
-pub fn log_sum_exp(x: &[f32]) -> f32 {
+/// The parts of a log-softmax over `x`: `(max, ln Σ e^(x − max))`, the sum
+/// through [`exp_fast`] 16 lanes wide with the lanes added into an f64
+/// every 1,024 values (a vocabulary of 262,144 logits keeps f64-like
+/// accuracy). With +∞ values the probability is theirs, shared: `(+∞,
+/// ln count)`. NaN parts if any value is NaN; `(−∞, NaN)` for no values or
+/// all −∞ (no distribution). See [`log_prob`].
+pub fn log_softmax_parts(x: &[f32]) -> (f32, f32) {
     if x.iter().any(|v| v.is_nan()) {
-        return f32::NAN;
+        return (f32::NAN, f32::NAN);
     }
     let max = max_of(x);
-    if !max.is_finite() {
-        return max;
+    if max == f32::INFINITY {
+        let count = x.iter().filter(|&&v| v == f32::INFINITY).count();
+        return (max, (count as f64).ln() as f32);
+    }
+    if max == f32::NEG_INFINITY {
+        return (max, f32::NAN);
     }
     let mut total = 0f64;
     wide(|| {
@@ -60,7 +67,21 @@ pub fn log_sum_exp(x: &[f32]) -> f32 {
             total += lanes.iter().map(|&l| f64::from(l)).sum::<f64>();
         }
     });
-    max + total.ln() as f32
+    (max, total.ln() as f32)
+}
+
+/// The log-probability of logit `l` under [`log_softmax_parts`]:
+/// `(l − max) − ln Σ` (the difference first, so large logits lose no
+/// precision); with +∞ logits, `−ln count` for them and −∞ for the rest.
+pub fn log_prob(l: f32, (max, ln_sum): (f32, f32)) -> f32 {
+    if max == f32::INFINITY {
+        return if l == f32::INFINITY {
+            -ln_sum
+        } else {
+            f32::NEG_INFINITY
+        };
+    }
+    (l - max) - ln_sum
 }
 
 /// RMS norm of each `w.len()`-long row of `x` into `out`, times `w`.
@@ -240,32 +261,47 @@ pub fn scale(x: &mut [f32], s: f32) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn log_sum_exp_matches_f64_on_a_large_vocabulary() {
+    fn log_softmax_matches_f64_on_a_large_vocabulary() {
+        use super::{log_prob, log_softmax_parts as parts, max_of};
         // 262,144 logits (Gemma 3's vocabulary) spread over −30..20.
         let x: Vec<f32> = (0..262_144u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0) * 50.0 - 30.0)
             .collect();
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let want = f64::from(max)
-            + x.iter()
-                .map(|&v| (f64::from(v) - f64::from(max)).exp())
-                .sum::<f64>()
-                .ln();
-        let got = super::log_sum_exp(&x);
-        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
-        assert_eq!(super::max_of(&x), max);
-        // Edge cases: none, all −∞, a NaN, one value, a remainder past 16.
-        assert_eq!(super::log_sum_exp(&[]), f32::NEG_INFINITY);
-        assert_eq!(
-            super::log_sum_exp(&[f32::NEG_INFINITY; 3]),
-            f32::NEG_INFINITY
+        let ln_sum: f64 = x
+            .iter()
+            .map(|&v| (f64::from(v) - f64::from(max)).exp())
+            .sum::<f64>()
+            .ln();
+        let p = parts(&x);
+        assert_eq!(p.0, max);
+        assert!(
+            (f64::from(p.1) - ln_sum).abs() < 1e-5,
+            "{} vs {ln_sum}",
+            p.1
         );
-        assert!(super::log_sum_exp(&[1.0, f32::NAN]).is_nan());
-        assert!((super::log_sum_exp(&[2.5]) - 2.5).abs() < 1e-6);
+        assert_eq!(max_of(&x), max);
+        for i in [0, 1, 77, 262_143] {
+            let want = f64::from(x[i]) - f64::from(max) - ln_sum;
+            assert!((f64::from(log_prob(x[i], p)) - want).abs() < 1e-5);
+        }
+        // Large logits keep their precision: (l − max) is taken first.
+        let big = [65_536.0f32, 65_535.0];
+        let want = -(1.0 + (-1.0f64).exp()).ln();
+        assert!((f64::from(log_prob(big[0], parts(&big))) - want).abs() < 1e-6);
+        // Edge cases: none, all −∞, a NaN, +∞ (shared by two), one value,
+        // a remainder past 16.
+        assert!(parts(&[]).1.is_nan());
+        assert!(log_prob(f32::NEG_INFINITY, parts(&[f32::NEG_INFINITY; 3])).is_nan());
+        assert!(log_prob(1.0, parts(&[1.0, f32::NAN])).is_nan());
+        let inf = [f32::INFINITY, 0.0, f32::INFINITY];
+        assert!((log_prob(f32::INFINITY, parts(&inf)) + 2f32.ln()).abs() < 1e-7);
+        assert_eq!(log_prob(0.0, parts(&inf)), f32::NEG_INFINITY);
+        assert_eq!(log_prob(2.5, parts(&[2.5])), 0.0);
         let v: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
-        let want: f64 = v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
-        assert!((f64::from(super::log_sum_exp(&v)) - want).abs() < 1e-5);
-        assert_eq!(super::max_of(&v), 3.6f32.max(v[36]));
+        let z: f64 = v.iter().map(|&x| f64::from(x).exp()).sum();
+        assert!((f64::from(log_prob(v[5], parts(&v))) - (f64::from(v[5]) - z.ln())).abs() < 1e-5);
+        assert_eq!(max_of(&v), v[36]);
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Default for SamplerConfig {
 
 /// Log-softmax value of `logits[id]`.
 pub fn logprob(logits: &[f32], id: usize) -> f32 {
-    logits[id] - crate::engine::ops::log_sum_exp(logits)
+    use crate::engine::ops::{log_prob, log_softmax_parts};
+    log_prob(logits[id], log_softmax_parts(logits))
 }
 
 fn argmax(xs: &[f32]) -> usize {

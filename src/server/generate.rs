@@ -102,9 +102,8 @@ fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     if k == 0 || logits.is_empty() {
         return Vec::new();
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let lse = max + sum.ln() as f32;
+    // The same log-softmax as each token's own logprob.
+    let parts = crate::engine::ops::log_softmax_parts(logits);
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     for (i, &l) in logits.iter().enumerate() {
         if best.len() < k || l > best[best.len() - 1].1 {
@@ -113,7 +112,9 @@ fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
             best.truncate(k);
         }
     }
-    best.into_iter().map(|(i, l)| (i, l - lse)).collect()
+    best.into_iter()
+        .map(|(i, l)| (i, crate::engine::ops::log_prob(l, parts)))
+        .collect()
 }
 
 /// Appends `prompt` to the engine's context and generates through the

@@ -29,11 +29,15 @@ pub struct Panel {
 
 impl Panel {
     /// Lays out the `n` vectors of `x` (each `cols` long, one after the
-    /// other). `x` must hold at least `n · cols` values.
+    /// other); vectors `x` does not hold whole are zeros.
     pub fn fill(&mut self, x: &[f32], n: usize, cols: usize) {
         let groups = n.div_ceil(LANES);
         self.n = n;
         self.cols = cols;
+        if x.len() / cols.max(1) < n {
+            // Missing vectors: no stale values from an earlier fill.
+            self.x.clear();
+        }
         // Every value of the first n vectors is written below, so only the
         // lanes past them need zeros (no clearing of the whole panel).
         self.x.resize(groups * cols * LANES, 0.0);

@@ -103,7 +103,9 @@ pub(super) mod x86 {
                     // SAFETY: block b < nb lies in `row`; its 32 activation quants
                     // lie in every `a[k].q` (checked by the caller).
                     unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(rp.add(b * bytes + 512) as *const i8);
+                        // A hint only: the address may lie past the row, so it is
+                        // formed without `add`'s in-bounds requirement.
+                        _mm_prefetch::<_MM_HINT_T0>(rp.wrapping_add(b * bytes + 512) as *const i8);
                         if Q4 {
                             // Nibbles unsigned into `maddubs`; the offset of 8
                             // comes off as 8 Σa.
@@ -184,7 +186,8 @@ pub(super) mod x86 {
                     // activation quants and its sum lie in every `a[k]` (checked
                     // by the caller).
                     unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(rp.add(at + 512) as *const i8);
+                        // A hint only: the address may lie past the row.
+                        _mm_prefetch::<_MM_HINT_T0>(rp.wrapping_add(at + 512) as *const i8);
                         let nib = _mm_loadu_si128(q.as_ptr().add(qs_at) as *const __m128i);
                         let mut w =
                             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(nib, 4), nib), low);

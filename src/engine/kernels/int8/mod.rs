@@ -75,8 +75,14 @@ pub(super) mod x86 {
             | WeightType::Q5_1 => 32,
             _ => 256,
         };
+        // Sums: one per block of 32 (read 8 at a time by the 8-block
+        // kernels), or one per 16 values of a super-block.
         a.d.len() * per_scale == elems
-            && (per_scale == 32 || a.s.len() * 16 == elems)
+            && if per_scale == 32 {
+                a.s.len() == a.d.len()
+            } else {
+                a.s.len() * 16 == elems
+            }
             && t.row_bytes(elems).is_some_and(|b| b <= row.len())
     }
 

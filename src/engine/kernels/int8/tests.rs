@@ -347,3 +347,35 @@ fn tile_with_mismatched_shapes_falls_back_to_the_twin() {
         );
     }
 }
+
+/// Activation rows whose sums do not match their blocks are refused by the
+/// SIMD kernels' check (the 8-block kernels read 8 sums at a time).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn rows_with_missing_sums_do_not_fit() {
+    let (d, q) = ([1.0f32; 8], [0i8; 256]);
+    let row = [0u8; 8 * 34];
+    for t in [
+        WeightType::Q8_0,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+    ] {
+        let full = [0i16; 8];
+        let ok = QRow {
+            d: &d,
+            q: &q,
+            s: &full,
+        };
+        assert!(super::x86::fits(t, &row, &ok), "{t:?}");
+        for s in [&full[..0], &full[..7]] {
+            let short = QRow { d: &d, q: &q, s };
+            assert!(
+                !super::x86::fits(t, &row, &short),
+                "{t:?} with {} sums",
+                s.len()
+            );
+        }
+    }
+}
