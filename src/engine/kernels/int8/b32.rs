@@ -317,6 +317,50 @@ pub(super) mod x86 {
         }
     }
 
+    /// The first 4 bytes of the 8 blocks of `bytes` each from block `g`
+    /// (a block's scale f16, then a min's or its next 2 bytes), one per
+    /// 32-bit lane.
+    ///
+    /// # Safety
+    /// Blocks `g..g + 8` lie in the memory at `rp` (the last read ends at
+    /// bytes (g + 7) + 4 ≤ bytes (g + 8)); AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn heads8(rp: *const u8, bytes: usize, g: usize) -> __m256i {
+        let step = bytes as i32;
+        let offsets = _mm256_mullo_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(step),
+        );
+        // SAFETY: forwarded from the caller.
+        unsafe { _mm256_i32gather_epi32::<1>(rp.add(bytes * g) as *const i32, offsets) }
+    }
+
+    /// The f16 in the low 16 bits of each 32-bit lane, as 8 f32.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    fn low_f16s(d: __m256i) -> __m256 {
+        // Picks the low 16 bits of each lane into the low 8 bytes of each
+        // 128-bit half, then the two halves' 8 bytes together.
+        let pick = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let d = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(d, pick), 0b00_00_10_00);
+        _mm256_cvtph_ps(_mm256_castsi256_si128(d))
+    }
+
+    /// The f16 in the high 16 bits of each 32-bit lane, as 8 f32.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    fn high_f16s(d: __m256i) -> __m256 {
+        let h = _mm256_srli_epi32(d, 16);
+        _mm256_cvtph_ps(_mm_packus_epi32(
+            _mm256_castsi256_si128(h),
+            _mm256_extracti128_si256(h, 1),
+        ))
+    }
+
     /// q4_1 · one vector, 8 blocks at a time, as [`q4_0_by8`] without
     /// the offset; one gather reads each block's scale and min (its first
     /// 4 bytes), and the mins apply as m · d_a · Σa in one more FMA.
@@ -328,15 +372,6 @@ pub(super) mod x86 {
         let nb = a.d.len();
         let rp = row.as_ptr();
         let low = _mm256_set1_epi8(0xF);
-        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
-        // at each: the scale's f16, then the min's.
-        let offsets = _mm256_setr_epi32(0, 20, 40, 60, 80, 100, 120, 140);
-        // Picks the low 16 bits of each 32-bit lane into the low 8 bytes
-        // of each 128-bit half.
-        let pick = _mm256_setr_epi8(
-            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
-            -1, -1, -1, -1, -1, -1, -1,
-        );
         let mut acc = _mm256_setzero_ps();
         let mut g = 0;
         while g + 8 <= nb {
@@ -364,13 +399,8 @@ pub(super) mod x86 {
                 );
                 let s =
                     _mm256_cvtepi16_epi32(_mm_loadu_si128(a.s.as_ptr().add(g) as *const __m128i));
-                let d = _mm256_i32gather_epi32::<1>(rp.add(20 * g) as *const i32, offsets);
-                let dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(d, pick), 0b00_00_10_00);
-                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
-                let mw = _mm256_cvtph_ps(_mm_packus_epi32(
-                    _mm256_castsi256_si128(_mm256_srli_epi32(d, 16)),
-                    _mm256_extracti128_si256(_mm256_srli_epi32(d, 16), 1),
-                ));
+                let d = heads8(rp, 20, g);
+                let (dw, mw) = (low_f16s(d), high_f16s(d));
                 let ad = _mm256_loadu_ps(a.d.as_ptr().add(g));
                 let scale = _mm256_mul_ps(dw, ad);
                 acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
@@ -408,16 +438,6 @@ pub(super) mod x86 {
         let bytes = if K == Q5_0 { 22 } else { 24 };
         let nb = a.d.len();
         let rp = row.as_ptr();
-        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
-        // at each: the scale's f16, then (q5_1) the min's.
-        let offsets = _mm256_mullo_epi32(
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            _mm256_set1_epi32(bytes as i32),
-        );
-        let pick = _mm256_setr_epi8(
-            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
-            -1, -1, -1, -1, -1, -1, -1,
-        );
         let mut acc = _mm256_setzero_ps();
         let mut g = 0;
         while g + 8 <= nb {
@@ -441,9 +461,8 @@ pub(super) mod x86 {
                     _mm256_permute2x128_si256::<0x20>(lo, hi),
                     _mm256_permute2x128_si256::<0x31>(lo, hi),
                 );
-                let d = _mm256_i32gather_epi32::<1>(rp.add(bytes * g) as *const i32, offsets);
-                let dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(d, pick), 0b00_00_10_00);
-                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+                let d = heads8(rp, bytes, g);
+                let dw = low_f16s(d);
                 let ad = _mm256_loadu_ps(a.d.as_ptr().add(g));
                 if K == Q5_0 {
                     let s = _mm256_cvtepi16_epi32(_mm_loadu_si128(
@@ -456,10 +475,7 @@ pub(super) mod x86 {
                     let s = _mm256_cvtepi16_epi32(_mm_loadu_si128(
                         a.s.as_ptr().add(g) as *const __m128i
                     ));
-                    let mw = _mm256_cvtph_ps(_mm_packus_epi32(
-                        _mm256_castsi256_si128(_mm256_srli_epi32(d, 16)),
-                        _mm256_extracti128_si256(_mm256_srli_epi32(d, 16), 1),
-                    ));
+                    let mw = high_f16s(d);
                     acc = _mm256_fmadd_ps(_mm256_mul_ps(mw, ad), _mm256_cvtepi32_ps(s), acc);
                 }
             }
@@ -537,15 +553,6 @@ pub(super) mod x86 {
         let nb = a.d.len();
         let rp = row.as_ptr();
         let low = _mm256_set1_epi8(0xF);
-        // Byte offsets of the 8 blocks' scales; the gather reads 4 bytes
-        // at each, of which the low 2 are the f16.
-        let offsets = _mm256_setr_epi32(0, 18, 36, 54, 72, 90, 108, 126);
-        // Picks the low 16 bits of each 32-bit lane into the low 8 bytes
-        // of each 128-bit half.
-        let pick = _mm256_setr_epi8(
-            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
-            -1, -1, -1, -1, -1, -1, -1,
-        );
         let mut acc = _mm256_setzero_ps();
         let mut g = 0;
         while g + 8 <= nb {
@@ -574,10 +581,7 @@ pub(super) mod x86 {
                 let s =
                     _mm256_cvtepi16_epi32(_mm_loadu_si128(a.s.as_ptr().add(g) as *const __m128i));
                 let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(s, 3));
-                let d = _mm256_i32gather_epi32::<1>(rp.add(18 * g) as *const i32, offsets);
-                let d = _mm256_shuffle_epi8(d, pick);
-                let d = _mm256_permute4x64_epi64(d, 0b00_00_10_00);
-                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(d));
+                let dw = low_f16s(heads8(rp, 18, g));
                 let scale = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d.as_ptr().add(g)));
                 acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
             }
