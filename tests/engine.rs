@@ -364,6 +364,39 @@ fn prefill_matches_token_by_token_decoding() {
     }
 }
 
+/// A prompt prefilled whole gives the same last logits, bit for bit, as its
+/// first 8 or 16 tokens prefilled and then the rest (at least 5): what the
+/// server's prefix cache relies on (it restores a cached prefix, cut to a
+/// multiple of 4, and prefills the rest). Every weight type, so both GEMMs
+/// (int8 and f32) and the tiles are covered; a 22-token prompt takes the
+/// GEMMs where the CPU has them and its 6-token rest must take the same
+/// kernels (a trial found greedy text changing with the cache when the f32
+/// GEMM started at 16 vectors).
+#[test]
+fn a_prompt_split_at_a_cached_prefix_gives_the_same_logits() {
+    for path in ggufs() {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let (model, _) = model_of(&stem);
+        let tokens: Vec<u32> = ref_tokens(model).iter().copied().cycle().take(22).collect();
+        let mut whole = Engine::open(&path, opts()).unwrap();
+        whole.eval(&tokens).unwrap();
+        for cut in [8, 16] {
+            let mut split = Engine::open(&path, opts()).unwrap();
+            split.eval(&tokens[..cut]).unwrap();
+            split.eval(&tokens[cut..]).unwrap();
+            let same = whole
+                .last_logits()
+                .iter()
+                .zip(split.last_logits())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{stem}: prefix of {cut} then the rest differs from a whole prefill"
+            );
+        }
+    }
+}
+
 /// Copies a model into a .zt, letting `edit` drop or change objects and
 /// `attrs` change the metadata.
 fn rewrite(

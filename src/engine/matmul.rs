@@ -4,7 +4,7 @@
 //! are quantized once and every product is an int8 dot, as llama.cpp does;
 //! larger batches of quantized weights take the integer GEMM where the CPU
 //! has AVX-512 VNNI ([`gemm_ok`]); the rest (f32/f16/bf16 weights, q4_1,
-//! q5_1, CPUs without VNNI) is dequantized into f32: the f32 GEMM for 16
+//! q5_1, CPUs without VNNI) is dequantized into f32: the f32 GEMM for 5
 //! vectors or more where the CPU has AVX-512, else 4-row tiles. Also the
 //! checked whole-row dequantizer.
 
@@ -171,7 +171,8 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-/// The f32 path: rows dequantized (4 at a time for a batch) and dotted
+/// The f32 path: the f32 GEMM where the CPU has it (from [`F32_GEMM_MIN`]
+/// vectors), else rows dequantized (4 at a time for a batch) and dotted
 /// with the f32 vectors in tiles, then transposed into `out`.
 fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
     if let Some(gemm) = kernels::get().f32_gemm.filter(|_| n >= F32_GEMM_MIN) {
@@ -204,11 +205,14 @@ fn f32_matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32], tmp: &mut Vec<f3
     transpose_into(t, rows, n, out);
 }
 
-/// Fewest vectors for the f32 GEMM (one whole panel); fewer take the
-/// 4 × 4 tiles. `zt bench-gen` on the f16 benchmark model, 2 threads:
-/// 16-token prefill 440 tok/s with the GEMM vs 420 with the tiles; 128
-/// tokens 690-780 vs 630-700.
-const F32_GEMM_MIN: usize = 16;
+/// Fewest vectors for the f32 GEMM: every batch past the integer kernels'
+/// (as the integer GEMM's [`GEMM_MIN`]). Each vector's result is then the
+/// same whatever the batch, which the server's prefix cache relies on (a
+/// prompt prefilled whole equals its cached prefix plus the rest, at least
+/// 5 tokens). `zt bench-gen` on the f16 benchmark model, 2 threads: 128
+/// tokens 690-780 tok/s with the GEMM vs 630-700 with the 4 × 4 tiles,
+/// 16 tokens 440 vs 420.
+const F32_GEMM_MIN: usize = GEMM_MIN;
 
 /// Rows per parallel task of the f32 GEMM (dequantized into f32 once).
 const F32_GEMM_ROWS: usize = 32;

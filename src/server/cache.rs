@@ -14,8 +14,10 @@
 //! Exactness (greedy output with the cache equals without): a position's KV
 //! rows depend on how the engine batched it. One token (decode) and batches
 //! of up to [`INT_BATCH`] tokens compute with 8-bit activations, longer
-//! prefills with f32 tiles that group [`TILE`] positions from the start of
-//! the prefill (a partial last group takes other kernels). So only rows
+//! prefills with the GEMMs (a position's result independent of its batch)
+//! or, on CPUs without them, f32 tiles that group [`TILE`] positions from
+//! the start of the prefill (a partial last group takes other kernels);
+//! `tests/engine.rs` checks a split prefill against a whole one. So only rows
 //! written by a prompt prefill are cached (not generated tokens), a reused
 //! prefix is cut to a multiple of [`TILE`] (its positions sat in whole
 //! groups, as in a prefill from position 0), and at least `INT_BATCH + 1`
