@@ -126,14 +126,27 @@ fn seeds_stops_and_logprobs() {
         let l = l.as_f64().unwrap();
         assert!(l <= 0.0);
         let top = lp["top_logprobs"][i].as_object().unwrap();
-        assert!(!top.is_empty() && top.len() <= 3);
-        let best = top
-            .values()
-            .map(|x| x.as_f64().unwrap())
-            .fold(f64::MIN, f64::max);
+        assert!(!top.is_empty() && top.len() <= 4);
+        // Best first, in the JSON text itself.
+        let values: Vec<f64> = top.values().map(|x| x.as_f64().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
         assert!(
-            (best - l).abs() < 1e-4,
-            "greedy picks the top token: {best} vs {l}"
+            (values[0] - l).abs() < 1e-4,
+            "greedy picks the top token: {} vs {l}",
+            values[0]
+        );
+    }
+    // `logprobs: 0`: just the sampled token, as OpenAI's legacy API.
+    let mut r = completion("hello world", 3);
+    r["logprobs"] = json!(0);
+    let v = s.post("/v1/completions", &r).json();
+    let lp = &v["choices"][0]["logprobs"];
+    for (i, tok) in lp["tokens"].as_array().unwrap().iter().enumerate() {
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert_eq!(top.len(), 1, "{top:?}");
+        assert_eq!(
+            top.get(tok.as_str().unwrap()),
+            Some(&lp["token_logprobs"][i])
         );
     }
     let mut r = completion("hello", 5);

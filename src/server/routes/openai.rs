@@ -100,12 +100,16 @@ impl Format {
                     "tokens": tokens.iter().map(|t| &t.text).collect::<Vec<_>>(),
                     "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
                     "top_logprobs": tokens.iter().map(|t| {
-                        // Texts can repeat (several ids decode alike): the
-                        // list is best first, so keep the first of each.
+                        // Best first (the map keeps insertion order). Texts
+                        // can repeat (several ids decode alike): keep the
+                        // first of each. As OpenAI's legacy API, the
+                        // sampled token is always there: up to k + 1
+                        // entries, and `logprobs: 0` gives just it.
                         let mut m = serde_json::Map::new();
                         for (s, l) in &t.top {
                             m.entry(s.clone()).or_insert(json!(l));
                         }
+                        m.entry(t.text.clone()).or_insert(json!(t.logprob));
                         m
                     }).collect::<Vec<_>>(),
                     "text_offset": offsets,
