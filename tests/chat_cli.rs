@@ -93,3 +93,74 @@ fn bench_gen_refuses_zero_counts() {
         );
     }
 }
+
+/// `zt bench-gen --profile`: one profiled prefill and decode, every
+/// matmul op counted once per layer per forward pass, the ops' times
+/// within the wall time.
+#[test]
+fn bench_gen_profile_accounts_for_every_op() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["bench-gen", "-t", "1", "--runs", "1"])
+        .args(["--prompt-tokens", "8", "--gen-tokens", "4", "--profile"])
+        .output()
+        .expect("run zt");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: u64 = text
+        .split_whitespace()
+        .skip_while(|w| *w != "model:")
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .expect("model line with the layer count");
+    for (what, tokens, passes) in [("prefill", 8, 1), ("decode", 4, 4)] {
+        let head = format!("profile of one {what} of {tokens} tokens: ");
+        let section = text.split(&head).nth(1).expect("profile section");
+        let wall: f64 = section
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .expect("wall ms");
+        let mut sum = 0.0;
+        let mut seen = Vec::new();
+        for line in section.lines().skip(2) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.is_empty() || cols[0] == "profile" {
+                break;
+            }
+            let n = cols.len();
+            let ms: f64 = cols[n - 4].parse().expect("ms");
+            let name = cols[..n - 4].join(" ");
+            if name != "other" {
+                sum += ms;
+            }
+            if ["attn_qkv", "ffn_down", "attn_output", "ffn_gate+up"].contains(&name.as_str()) {
+                assert_eq!(cols[n - 1], (layers * passes).to_string(), "{line}");
+            }
+            seen.push(name);
+        }
+        for op in [
+            "attn_qkv",
+            "rope+kv+attention",
+            "ffn_down",
+            "output (norm+lm head)",
+        ] {
+            assert!(seen.iter().any(|s| s == op), "{what}: no {op} in {seen:?}");
+        }
+        assert_eq!(seen.iter().any(|s| s == "sampling"), what == "decode");
+        assert!(
+            sum <= wall * 1.01 + 0.05,
+            "{what}: ops {sum} ms > wall {wall} ms"
+        );
+    }
+    // The grammar benchmark is not profiled: said, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["bench-gen", "--grammar", "g.gbnf", "--profile"])
+        .output()
+        .expect("run zt");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile"));
+}

@@ -21,6 +21,7 @@ pub(crate) mod kernels;
 pub mod kv;
 mod matmul;
 pub mod ops;
+pub mod profile;
 pub mod quant;
 pub mod sampler;
 pub mod snapshot;
@@ -511,6 +512,19 @@ impl Engine {
         Ok(logits)
     }
 
+    /// Switches the per-op profile on or off (see [`profile`]); either way
+    /// its totals start again. Off by default.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.scratch.prof.set(on);
+    }
+
+    /// The time per op of this engine's own forward passes and sampling
+    /// since [`Engine::set_profiling`] (batched decode steps run through the
+    /// batcher and are not counted).
+    pub fn profile(&self) -> Vec<profile::OpTime> {
+        self.scratch.prof.totals()
+    }
+
     /// Appends `tokens` to the context computing only the last position's
     /// logits (left in `last_logits`): a prompt's prefill, without the LM
     /// head for every position.
@@ -676,6 +690,7 @@ impl Engine {
             g.end(StopReason::Length);
             return Ok(None);
         }
+        let t_sample = self.scratch.prof.start();
         let id = match &mut self.grammar {
             None => sampler::sample(
                 &params.sampler,
@@ -708,6 +723,7 @@ impl Engine {
             }
         };
         let logprob = sampler::logprob(&self.last_logits, id as usize);
+        self.scratch.prof.stop(profile::Op::Sample, t_sample);
         let position = self.tokens.len();
         let is_special = self.tokenizer.is_control(id);
         if self.eog.contains(&id) {

@@ -5,8 +5,9 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use ztensor::engine::chat::ChatFormat;
+use ztensor::engine::profile::OpTime;
 use ztensor::engine::{Engine, EngineOptions, GenerateParams, GrammarSpec, KvType, SamplerConfig};
 use ztensor::{Error, Reader, Result};
 
@@ -221,6 +222,7 @@ pub fn bench(
     gen_tokens: usize,
     runs: usize,
     batches: &[usize],
+    profile: bool,
 ) -> Result<()> {
     if let Some(&n) = batches.iter().find(|&&n| n > 256) {
         return Err(Error::Usage(format!("--batch {n}: at most 256 sequences")));
@@ -249,27 +251,33 @@ pub fn bench(
         e.n_threads(),
         e.kv_type().name()
     );
-    let (mut pre, mut dec) = (Vec::new(), Vec::new());
-    for _ in 0..runs.max(1) {
+    let greedy = GenerateParams {
+        max_tokens: gen_tokens,
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            ..SamplerConfig::default()
+        },
+        ..GenerateParams::default()
+    };
+    // One measured prefill then decode: (prefill secs, decode secs, tokens).
+    let once = |e: &mut Engine| -> Result<(f64, f64, usize)> {
         e.reset();
         let t = Instant::now();
         e.prefill(&prompt)?;
-        pre.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let greedy = GenerateParams {
-            max_tokens: gen_tokens,
-            sampler: SamplerConfig {
-                temperature: 0.0,
-                ..SamplerConfig::default()
-            },
-            ..GenerateParams::default()
-        };
+        let prefill = t.elapsed().as_secs_f64();
         let mut g = e.start("", &greedy)?;
         let t = Instant::now();
         let mut n = 0usize;
         while e.next_token(&mut g, &greedy)?.is_some() {
             n += 1;
         }
-        dec.push(n as f64 / t.elapsed().as_secs_f64());
+        Ok((prefill, t.elapsed().as_secs_f64(), n))
+    };
+    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let (p, d, n) = once(&mut e)?;
+        pre.push(prompt.len() as f64 / p);
+        dec.push(n as f64 / d);
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
@@ -285,6 +293,24 @@ pub fn bench(
         med(&mut dec),
         dec.len()
     );
+    if profile {
+        // Prefill, then decode, each profiled on its own.
+        e.reset();
+        e.set_profiling(true);
+        let t = Instant::now();
+        e.prefill(&prompt)?;
+        let wall = t.elapsed();
+        print_profile("prefill", prompt.len(), wall, &e.profile());
+        e.set_profiling(true);
+        let mut g = e.start("", &greedy)?;
+        let t = Instant::now();
+        let mut n = 0usize;
+        while e.next_token(&mut g, &greedy)?.is_some() {
+            n += 1;
+        }
+        print_profile("decode", n, t.elapsed(), &e.profile());
+        e.set_profiling(false);
+    }
     for &n in batches.iter().filter(|&&n| n > 1) {
         let mut agg = Vec::new();
         for _ in 0..runs.max(1) {
@@ -297,6 +323,38 @@ pub fn bench(
         );
     }
     Ok(())
+}
+
+/// Prints a per-op profile of `tokens` tokens that took `wall`, the
+/// costliest op first; "other" is the wall time outside every timed op
+/// (thread start and sync between ops, detokenizing, bookkeeping).
+fn print_profile(what: &str, tokens: usize, wall: Duration, ops: &[OpTime]) {
+    let wall_ms = wall.as_secs_f64() * 1e3;
+    println!("profile of one {what} of {tokens} tokens: {wall_ms:.1} ms");
+    println!(
+        "  {:<24} {:>9} {:>7} {:>11} {:>7}",
+        "op", "ms", "share", "us/token", "calls"
+    );
+    let mut rows: Vec<(&str, f64, u64)> = ops
+        .iter()
+        .filter(|o| o.calls > 0)
+        .map(|o| (o.op.name(), o.time.as_secs_f64() * 1e3, o.calls))
+        .collect();
+    let timed: f64 = rows.iter().map(|r| r.1).sum();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows.push(("other", (wall_ms - timed).max(0.0), 0));
+    for (name, ms, calls) in rows {
+        println!(
+            "  {name:<24} {ms:>9.2} {:>6.1}% {:>11.1} {:>7}",
+            100.0 * ms / wall_ms.max(f64::MIN_POSITIVE),
+            1e3 * ms / tokens.max(1) as f64,
+            if calls > 0 {
+                calls.to_string()
+            } else {
+                "-".into()
+            }
+        );
+    }
 }
 
 /// Aggregate tokens/s of `n` forks of `e` (each prefilled with `prompt`

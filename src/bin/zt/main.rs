@@ -149,6 +149,11 @@ enum Command {
         /// passes), comma-separated: aggregate tokens/s of each.
         #[arg(long, value_delimiter = ',', value_parser = at_least_one())]
         batch: Vec<usize>,
+        /// After the measured runs, run one prefill and one decode with the
+        /// per-op profile on and print where their time went (ms, share,
+        /// µs per token, by op).
+        #[arg(long)]
+        profile: bool,
         /// Also decode under this GBNF grammar: each run then decodes the
         /// text prompt freely and under the grammar, both with the default
         /// sampler (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05) and
@@ -239,8 +244,12 @@ fn main() -> ExitCode {
             batch,
             grammar,
             prompt,
+            profile,
         } => match grammar {
-            None => gen::bench(&engine, prompt_tokens, gen_tokens, runs, &batch),
+            None => gen::bench(&engine, prompt_tokens, gen_tokens, runs, &batch, profile),
+            Some(_) if profile => Err(ztensor::Error::Usage(
+                "--profile profiles the plain prefill and decode; leave out --grammar".into(),
+            )),
             Some(g) => gen::bench_grammar(&engine, &g, &prompt, gen_tokens, runs),
         },
         Command::Bench { dir, mib, runs } => bench::run(&dir, mib, runs),

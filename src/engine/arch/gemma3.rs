@@ -156,23 +156,35 @@ impl Gemma3 {
         let n = tokens.len();
         let mm = Mul::of(seqs);
         let (d, qd, kvd, hd, eps) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.rms_eps);
-        embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
-        ops::scale(&mut s.x, (d as f32).sqrt());
+        timed!(s, Embed, {
+            embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
+            ops::scale(&mut s.x, (d as f32).sqrt());
+        });
         for (li, l) in self.layers.iter().enumerate() {
-            ops::rms_norm(&s.x, &l.attn_norm, eps, sized(&mut s.xn, n * d));
-            mm.group(
-                &mut [
-                    (&l.wq, sized(&mut s.q, n * qd)),
-                    (&l.wk, sized(&mut s.k, n * kvd)),
-                    (&l.wv, sized(&mut s.v, n * kvd)),
-                ],
-                &s.xn,
-                n,
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm(&s.x, &l.attn_norm, eps, sized(&mut s.xn, n * d))
+            );
+            timed!(
+                s,
+                Qkv,
+                mm.group(
+                    &mut [
+                        (&l.wq, sized(&mut s.q, n * qd)),
+                        (&l.wk, sized(&mut s.k, n * kvd)),
+                        (&l.wv, sized(&mut s.v, n * kvd)),
+                    ],
+                    &s.xn,
+                    n,
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::rms_norm_inplace(&mut s.q, &l.q_norm, eps);
-            ops::rms_norm_inplace(&mut s.k, &l.k_norm, eps);
+            timed!(s, Norm, {
+                ops::rms_norm_inplace(&mut s.q, &l.q_norm, eps);
+                ops::rms_norm_inplace(&mut s.k, &l.k_norm, eps);
+            });
             let inv_freq = if l.local {
                 &self.inv_freq_local
             } else {
@@ -186,45 +198,75 @@ impl Gemma3 {
                 window: l.local.then_some(self.window),
                 softcap: self.attn_softcap,
             };
-            attend_seqs(seqs, li, &spec, inv_freq, RopeStyle::Neox, s);
-            mm.one(
-                &l.wo,
-                &s.att,
-                n,
-                sized(&mut s.xn, n * d),
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(
+                s,
+                Attention,
+                attend_seqs(seqs, li, &spec, inv_freq, RopeStyle::Neox, s)
+            );
+            timed!(
+                s,
+                AttnOutput,
+                mm.one(
+                    &l.wo,
+                    &s.att,
+                    n,
+                    sized(&mut s.xn, n * d),
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::rms_norm_inplace(&mut s.xn, &l.post_attn_norm, eps);
-            ops::add(&mut s.x, &s.xn);
-            ops::rms_norm(&s.x, &l.ffn_norm, eps, sized(&mut s.xn, n * d));
-            mm.group(
-                &mut [
-                    (&l.gate, sized(&mut s.gate, n * c.n_ff)),
-                    (&l.up, sized(&mut s.up, n * c.n_ff)),
-                ],
-                &s.xn,
-                n,
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm_inplace(&mut s.xn, &l.post_attn_norm, eps)
+            );
+            timed!(s, Residual, ops::add(&mut s.x, &s.xn));
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm(&s.x, &l.ffn_norm, eps, sized(&mut s.xn, n * d))
+            );
+            timed!(
+                s,
+                FfnGateUp,
+                mm.group(
+                    &mut [
+                        (&l.gate, sized(&mut s.gate, n * c.n_ff)),
+                        (&l.up, sized(&mut s.up, n * c.n_ff)),
+                    ],
+                    &s.xn,
+                    n,
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::gelu_tanh_mul(&mut s.gate, &s.up);
-            mm.one(
-                &l.down,
-                &s.gate,
-                n,
-                sized(&mut s.xn, n * d),
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(s, FfnAct, ops::gelu_tanh_mul(&mut s.gate, &s.up));
+            timed!(
+                s,
+                FfnDown,
+                mm.one(
+                    &l.down,
+                    &s.gate,
+                    n,
+                    sized(&mut s.xn, n * d),
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::rms_norm_inplace(&mut s.xn, &l.post_ffw_norm, eps);
-            ops::add(&mut s.x, &s.xn);
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm_inplace(&mut s.xn, &l.post_ffw_norm, eps)
+            );
+            timed!(s, Residual, ops::add(&mut s.x, &s.xn));
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
-        head(s, &self.output_norm, eps, lm_head, n, all, logits, mm)?;
-        if let Some(cap) = self.final_softcap {
-            ops::softcap(logits, cap);
-        }
+        timed!(s, Output, {
+            head(s, &self.output_norm, eps, lm_head, n, all, logits, mm)?;
+            if let Some(cap) = self.final_softcap {
+                ops::softcap(logits, cap);
+            }
+        });
         Ok(())
     }
 }

@@ -101,7 +101,11 @@ impl Llama {
         let n = tokens.len();
         let mm = Mul::of(seqs);
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
-        embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
+        timed!(
+            s,
+            Embed,
+            embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))
+        )?;
         let spec = AttnSpec {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
@@ -111,54 +115,88 @@ impl Llama {
             softcap: None,
         };
         for (li, l) in self.layers.iter().enumerate() {
-            ops::rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-            mm.group(
-                &mut [
-                    (&l.wq, sized(&mut s.q, n * qd)),
-                    (&l.wk, sized(&mut s.k, n * kvd)),
-                    (&l.wv, sized(&mut s.v, n * kvd)),
-                ],
-                &s.xn,
-                n,
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d))
+            );
+            timed!(
+                s,
+                Qkv,
+                mm.group(
+                    &mut [
+                        (&l.wq, sized(&mut s.q, n * qd)),
+                        (&l.wk, sized(&mut s.k, n * kvd)),
+                        (&l.wv, sized(&mut s.v, n * kvd)),
+                    ],
+                    &s.xn,
+                    n,
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::add_bias(&mut s.q, l.bq.as_ref());
-            ops::add_bias(&mut s.k, l.bk.as_ref());
-            ops::add_bias(&mut s.v, l.bv.as_ref());
-            attend_seqs(seqs, li, &spec, &self.rope_inv_freq, self.rope_style, s);
-            mm.one(
-                &l.wo,
-                &s.att,
-                n,
-                sized(&mut s.xn, n * d),
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(s, Residual, {
+                ops::add_bias(&mut s.q, l.bq.as_ref());
+                ops::add_bias(&mut s.k, l.bk.as_ref());
+                ops::add_bias(&mut s.v, l.bv.as_ref());
+            });
+            timed!(
+                s,
+                Attention,
+                attend_seqs(seqs, li, &spec, &self.rope_inv_freq, self.rope_style, s)
+            );
+            timed!(
+                s,
+                AttnOutput,
+                mm.one(
+                    &l.wo,
+                    &s.att,
+                    n,
+                    sized(&mut s.xn, n * d),
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::add(&mut s.x, &s.xn);
-            ops::rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d));
-            mm.group(
-                &mut [
-                    (&l.gate, sized(&mut s.gate, n * c.n_ff)),
-                    (&l.up, sized(&mut s.up, n * c.n_ff)),
-                ],
-                &s.xn,
-                n,
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(s, Residual, ops::add(&mut s.x, &s.xn));
+            timed!(
+                s,
+                Norm,
+                ops::rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d))
+            );
+            timed!(
+                s,
+                FfnGateUp,
+                mm.group(
+                    &mut [
+                        (&l.gate, sized(&mut s.gate, n * c.n_ff)),
+                        (&l.up, sized(&mut s.up, n * c.n_ff)),
+                    ],
+                    &s.xn,
+                    n,
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::silu_mul(&mut s.gate, &s.up);
-            mm.one(
-                &l.down,
-                &s.gate,
-                n,
-                sized(&mut s.xn, n * d),
-                &mut s.tmp,
-                &mut s.qa,
+            timed!(s, FfnAct, ops::silu_mul(&mut s.gate, &s.up));
+            timed!(
+                s,
+                FfnDown,
+                mm.one(
+                    &l.down,
+                    &s.gate,
+                    n,
+                    sized(&mut s.xn, n * d),
+                    &mut s.tmp,
+                    &mut s.qa,
+                )
             )?;
-            ops::add(&mut s.x, &s.xn);
+            timed!(s, Residual, ops::add(&mut s.x, &s.xn));
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
-        head(s, &self.output_norm, c.rms_eps, lm_head, n, all, logits, mm)
+        timed!(
+            s,
+            Output,
+            head(s, &self.output_norm, c.rms_eps, lm_head, n, all, logits, mm)
+        )
     }
 }

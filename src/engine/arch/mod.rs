@@ -6,6 +6,17 @@
 //! Data flows one way: an architecture calls `ops`, `attention` and
 //! `matmul`, which call the kernels and read the KV cache.
 
+/// Runs `$e` as op `$op` of the scratch's profiler (see `engine::profile`):
+/// `timed!(s, Qkv, mm.group(..))?`.
+macro_rules! timed {
+    ($s:expr, $op:ident, $e:expr) => {{
+        let t = $s.prof.start();
+        let r = $e;
+        $s.prof.stop($crate::engine::profile::Op::$op, t);
+        r
+    }};
+}
+
 pub(crate) mod gemma3;
 pub(crate) mod llama;
 
@@ -218,6 +229,8 @@ pub(crate) struct Scratch {
     pub up: Vec<f32>,
     pub tmp: Vec<f32>,
     pub qa: QAct,
+    /// Time per op, when switched on (`Engine::set_profiling`).
+    pub prof: super::profile::Profiler,
 }
 
 /// One sequence's rows in a forward pass: `n` consecutive rows of the
