@@ -118,6 +118,35 @@ fn rows_fit(len: usize, stride: usize, n: usize, width: usize) -> bool {
 mod x86_attn {
     use std::arch::x86_64::*;
 
+    /// One position's `scale · (K_p · q)` on the pair of accumulators
+    /// (even and odd 8-value chunks) every score uses, so that the 4-wide
+    /// pass below gives each position the same bits.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C available; `r` points at `hd` halfs, `qp` at `hd`
+    /// floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair(r: *const half::f16, qp: *const f32, hd: usize) -> (__m256, __m256) {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: values i..i + 8 (or + 16) lie in the row and in q.
+        unsafe {
+            while i + 16 <= hd {
+                let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
+                let h1 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i + 8) as *const __m128i));
+                a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
+                a1 = _mm256_fmadd_ps(h1, _mm256_loadu_ps(qp.add(i + 8)), a1);
+                i += 16;
+            }
+            if i < hd {
+                let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
+                a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
+            }
+        }
+        (a0, a1)
+    }
+
     /// # Safety
     /// AVX2, FMA and F16C available; `rows` holds `scores.len()` rows of
     /// `q.len()` (a multiple of 8) at `stride`.
@@ -131,25 +160,63 @@ mod x86_attn {
     ) {
         let hd = q.len();
         let (rp, qp) = (rows.as_ptr(), q.as_ptr());
-        for (p, o) in out.iter_mut().enumerate() {
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let vscale = _mm_set1_ps(scale);
+        let mut p = 0;
+        // Four positions per pass: their chains interleave, q's chunks are
+        // loaded once for the four, and one 4×4 transpose does the four
+        // horizontal sums in `hsum`'s order ((x0+x4)+(x2+x6)) + ((x1+x5)+
+        // (x3+x7)), so every score has the bits of the one-at-a-time loop.
+        while p + 4 <= out.len() {
+            let (mut a, mut b) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
             let mut i = 0;
-            // SAFETY: row p's values i..i + 8 (or + 16) lie in `rows`, q's in `q`.
+            // SAFETY: rows p..p + 4, values i..i + 16 (or + 8) lie in
+            // `rows`; q's in `q`.
             unsafe {
                 let r = rp.add(p * stride);
                 while i + 16 <= hd {
-                    let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
-                    let h1 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i + 8) as *const __m128i));
-                    a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
-                    a1 = _mm256_fmadd_ps(h1, _mm256_loadu_ps(qp.add(i + 8)), a1);
+                    let (q0, q1) = (_mm256_loadu_ps(qp.add(i)), _mm256_loadu_ps(qp.add(i + 8)));
+                    for j in 0..4 {
+                        let rj = r.add(j * stride + i);
+                        let h0 = _mm256_cvtph_ps(_mm_loadu_si128(rj as *const __m128i));
+                        let h1 = _mm256_cvtph_ps(_mm_loadu_si128(rj.add(8) as *const __m128i));
+                        a[j] = _mm256_fmadd_ps(h0, q0, a[j]);
+                        b[j] = _mm256_fmadd_ps(h1, q1, b[j]);
+                    }
                     i += 16;
                 }
                 if i < hd {
-                    let h0 = _mm256_cvtph_ps(_mm_loadu_si128(r.add(i) as *const __m128i));
-                    a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(qp.add(i)), a0);
+                    let q0 = _mm256_loadu_ps(qp.add(i));
+                    for (j, aj) in a.iter_mut().enumerate() {
+                        let rj = r.add(j * stride + i);
+                        let h0 = _mm256_cvtph_ps(_mm_loadu_si128(rj as *const __m128i));
+                        *aj = _mm256_fmadd_ps(h0, q0, *aj);
+                    }
                 }
-                *o = scale * super::super::f32::hsum(_mm256_add_ps(a0, a1));
             }
+            let u: [__m128; 4] = std::array::from_fn(|j| {
+                let v = _mm256_add_ps(a[j], b[j]);
+                _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v))
+            });
+            // Transpose: t_k holds lane k of u_0..u_3.
+            let l01 = _mm_unpacklo_ps(u[0], u[1]);
+            let h01 = _mm_unpackhi_ps(u[0], u[1]);
+            let l23 = _mm_unpacklo_ps(u[2], u[3]);
+            let h23 = _mm_unpackhi_ps(u[2], u[3]);
+            let t0 = _mm_movelh_ps(l01, l23);
+            let t1 = _mm_movehl_ps(l23, l01);
+            let t2 = _mm_movelh_ps(h01, h23);
+            let t3 = _mm_movehl_ps(h23, h01);
+            let sums = _mm_add_ps(_mm_add_ps(t0, t2), _mm_add_ps(t1, t3));
+            // SAFETY: out[p..p + 4] lies in `out`.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr().add(p), _mm_mul_ps(vscale, sums)) };
+            p += 4;
+        }
+        while p < out.len() {
+            // SAFETY: row p lies in `rows`.
+            let (a0, a1) = unsafe { pair(rp.add(p * stride), qp, hd) };
+            // SAFETY: AVX2 is enabled for this function.
+            out[p] = scale * unsafe { super::super::f32::hsum(_mm256_add_ps(a0, a1)) };
+            p += 1;
         }
     }
 
@@ -216,7 +283,7 @@ mod attn_tests {
 
     proptest! {
         #[test]
-        fn attention_twins_match_scalar(v in proptest::collection::vec(-3f32..3.0, 7 * 100), hd in 1usize..6, n in 1usize..7) {
+        fn attention_twins_match_scalar(v in proptest::collection::vec(-3f32..3.0, 10 * 100), hd in 1usize..6, n in 1usize..10) {
             let hd = hd * 8 + if hd == 5 { 3 } else { 0 };
             let stride = 100;
             let rows: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
@@ -229,6 +296,13 @@ mod attn_tests {
             scores_f16_scalar(&rows, stride, q, 0.5, &mut b);
             for (x, y) in a.iter().zip(&b) {
                 prop_assert!((x - y).abs() <= 1e-3 * (1.0 + y.abs()));
+            }
+            // A score does not depend on its neighbours (positions go 4
+            // at a time, the rest one by one): the same bits alone.
+            for (p, x) in a.iter().enumerate() {
+                let mut one = [0f32];
+                scores(&rows[p * stride..], stride, q, 0.5, &mut one);
+                prop_assert_eq!(x.to_bits(), one[0].to_bits());
             }
             let (mut a, mut b) = (vec![1f32; hd], vec![2f32; hd]);
             mix(&rows, stride, &w, &mut a);
