@@ -137,9 +137,18 @@ fn states_are_listed_dumped_loaded_and_deleted() {
     assert_eq!(*e.state("b").unwrap(), *st);
     let names: Vec<&str> = e.states().map(|(n, _)| n).collect();
     assert_eq!(names, ["a", "b"]);
+    // Immutable: a taken name is refused by every way of storing.
+    assert!(matches!(e.save_state("b"), Err(Error::Usage(m)) if m.contains("taken")));
+    let again = e.load_state("a", &Reader::open(&path).unwrap());
+    assert!(matches!(again, Err(Error::Usage(m)) if m.contains("taken")));
+    for bad in ["", "../a", "a.zt", "a/b"] {
+        assert!(matches!(e.save_state(bad), Err(Error::Usage(_))), "{bad:?}");
+    }
+    assert_eq!(*e.state("b").unwrap(), *st);
     e.delete_state("a").unwrap();
     assert!(matches!(e.state("a"), Err(Error::NotFound { .. })));
     assert!(e.delete_state("a").is_err());
+    e.save_state("a").unwrap();
 }
 
 #[test]

@@ -379,6 +379,10 @@ impl NativeEngine {
             (None, None) => None,
         };
         self.exclusive(py, true, |c| {
+            // Refused before anything runs: a taken or invalid name.
+            if let Some(name) = &new_state {
+                c.engine.check_new_state(name)?;
+            }
             if let Some(name) = &from_state {
                 c.engine.use_state(name)?;
             }

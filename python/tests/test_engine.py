@@ -196,6 +196,46 @@ class TestSurface:
         with pytest.raises(ValueError):
             Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", kv_dtype="int8")
 
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"max_tokens": -1}, "max_tokens = -1"),
+            ({"temperature": -1.0}, "temperature = -1"),
+            ({"temperature": float("nan")}, "temperature = NaN"),
+            ({"top_p": 0.0}, "top_p = 0"),
+            ({"min_p": 1.5}, "min_p = 1.5"),
+            ({"repeat_penalty": 0.0}, "repeat_penalty = 0"),
+            ({"stop": [""]}, "empty stop string"),
+        ],
+    )
+    def test_bad_generation_settings_are_value_errors(
+        self, kwargs: dict[str, object], match: str
+    ) -> None:
+        e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=64, n_threads=1)
+        args: dict[str, object] = {"max_tokens": 2, **kwargs}
+        with pytest.raises(ztensor.ZTensorValueError, match=match):
+            e.generate("hello", **args)  # type: ignore[arg-type]
+        assert e.tokens == []
+
+    def test_named_states_are_immutable_and_names_checked(self) -> None:
+        e = Engine(FIXTURES / "gguf" / "llama-tiny-f32.gguf", n_ctx=64, n_threads=1, seed=1)
+        first = e.generate("hello world", max_tokens=3, temperature=0, new_state="s")
+        assert first.metadata["state_saved"] == "true"
+        kept = e.get_state("s").tokens_count
+        with pytest.raises(ztensor.ZTensorValueError, match="taken"):
+            e.generate("different prompt", max_tokens=5, temperature=0, new_state="s")
+        with pytest.raises(ztensor.ZTensorValueError, match="taken"):
+            e.save_state("s")
+        assert e.get_state("s").tokens_count == kept
+        for bad in ["../../etc/passwd", "", "a.b", "x" * 129]:
+            with pytest.raises(ztensor.ZTensorValueError, match="names are 1-128"):
+                e.save_state(bad)
+            with pytest.raises(ztensor.ZTensorValueError, match="names are 1-128"):
+                e.generate("x", max_tokens=1, new_state=bad)
+        assert [s.name for s in e.list_states()] == ["s"]
+        e.delete_state("s")
+        e.save_state("s")
+
 
 TINY = Path(__file__).resolve().parents[2] / "src" / "bin" / "zt" / "assets" / "llama-tiny-q8_0.zt"
 

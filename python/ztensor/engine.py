@@ -375,10 +375,14 @@ class Engine:
         """Stores the context as an immutable state.
 
         Args:
-            name: The state's name.
+            name: The state's name: 1-128 of `A-Z a-z 0-9 _ -`, not taken.
 
         Returns:
             The stored state's `StateInfo`.
+
+        Raises:
+            ZTensorValueError: The name is taken (states are immutable:
+                `delete_state` first) or not a valid name.
         """
         self._native.save_state(name)
         return self.get_state(name)
@@ -659,9 +663,16 @@ class Engine:
         Raises:
             ZTensorValueError: A run with this `exec_id` is still going.
             ZTensorValueError: Both `grammar` and `json_schema` are given.
+            ZTensorValueError: A bad setting: `max_tokens` < 0, `temperature`
+                < 0 or not finite, `top_p` outside (0, 1], `min_p` outside
+                [0, 1], `repeat_penalty` <= 0, an empty stop string, or a
+                `new_state` name that is taken or not 1-128 of
+                `A-Z a-z 0-9 _ -` (raised when the run starts).
         """
         if grammar is not None and json_schema is not None:
             raise ZTensorValueError("give grammar or json_schema, not both")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ZTensorValueError(f"max_tokens = {max_tokens!r}: must be an int >= 0")
         if exec_id is None:
             exec_id = uuid.uuid4().hex
         start = {

@@ -26,6 +26,7 @@ pub mod quant;
 pub mod sampler;
 pub mod snapshot;
 mod snapshot_grammar;
+mod states;
 pub mod tokenizer;
 pub mod weights;
 
@@ -40,6 +41,7 @@ pub use matmul::dequant_row;
 pub use quant::WeightType;
 pub use sampler::{Rng, SamplerConfig};
 pub use snapshot::{SnapshotInfo, State};
+pub use states::{valid_state_name, MAX_STATE_NAME};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,6 +180,20 @@ pub struct GenerateParams {
     /// mid-way through constrained output goes on constrained); `None` with
     /// a prompt, or [`Engine::clear_grammar`] first, generates freely.
     pub grammar: Option<GrammarSpec>,
+}
+
+impl GenerateParams {
+    /// Checks the sampler settings ([`SamplerConfig::validate`]) and that
+    /// no stop string is empty (it would match before any text).
+    pub fn validate(&self) -> Result<()> {
+        self.sampler.validate()?;
+        if self.stop.iter().any(String::is_empty) {
+            return Err(Error::Usage(
+                "stop: an empty stop string would end every generation at once".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for GenerateParams {
@@ -365,50 +381,6 @@ impl Engine {
         self.sampler = state.sampler.clone();
         self.grammar = grammar;
         Ok(())
-    }
-
-    /// Stores the current context under `name` (replacing one of that name).
-    pub fn save_state(&mut self, name: &str) -> Result<Arc<State>> {
-        let st = Arc::new(self.capture()?);
-        self.states.insert(name.to_string(), st.clone());
-        Ok(st)
-    }
-
-    /// Adds a state made elsewhere (read from a file, another engine).
-    pub fn put_state(&mut self, name: &str, state: Arc<State>) -> Result<()> {
-        snapshot::check_state(self, &state)?;
-        self.states.insert(name.to_string(), state);
-        Ok(())
-    }
-
-    pub fn state(&self, name: &str) -> Result<Arc<State>> {
-        self.states
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: "state",
-                name: name.to_string(),
-            })
-    }
-
-    pub fn states(&self) -> impl Iterator<Item = (&str, &Arc<State>)> {
-        self.states.iter().map(|(k, v)| (k.as_str(), v))
-    }
-
-    pub fn delete_state(&mut self, name: &str) -> Result<()> {
-        self.states
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| Error::NotFound {
-                kind: "state",
-                name: name.to_string(),
-            })
-    }
-
-    /// Continues from a stored state (the current context is replaced).
-    pub fn use_state(&mut self, name: &str) -> Result<()> {
-        let st = self.state(name)?;
-        self.restore_state(&st)
     }
 
     /// A new, independent engine continuing from state `name` (or from the
@@ -622,6 +594,7 @@ impl Engine {
         params: &GenerateParams,
         cancel: CancelHandle,
     ) -> Result<Generation> {
+        params.validate()?;
         if let Some(seed) = params.seed {
             self.rng = Rng::seed(seed);
         }
@@ -793,20 +766,6 @@ impl Engine {
             is_eos: false,
             stop_reason,
         }))
-    }
-
-    /// Stores the context as state `name` when `g` ran to its natural end
-    /// (EOS, a stop string, the length limit) and returns true; an
-    /// unfinished, interrupted or failed generation stores nothing (an
-    /// older state of that name stays).
-    pub fn commit_state(&mut self, g: &Generation, name: &str) -> Result<bool> {
-        match g.stop_reason {
-            Some(r) if r.is_success() => {
-                self.save_state(name)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
     }
 
     /// Runs a whole generation, calling `on_token` for each token (return

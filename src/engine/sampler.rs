@@ -70,6 +70,38 @@ pub struct SamplerConfig {
     pub penalty_last_n: usize,
 }
 
+impl SamplerConfig {
+    /// Checks every setting: temperature finite and ≥ 0, top_p in (0, 1],
+    /// min_p in [0, 1], repeat_penalty finite and > 0, frequency and
+    /// presence penalties finite. A bad one is a usage error naming it.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let bad = |field: &str, v: f32, rule: &str| {
+            Err(crate::error::Error::Usage(format!(
+                "{field} = {v}: must be {rule}"
+            )))
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", self.temperature, "finite and >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "in [0, 1]");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", self.repeat_penalty, "finite and > 0");
+        }
+        if !self.frequency_penalty.is_finite() {
+            return bad("frequency_penalty", self.frequency_penalty, "finite");
+        }
+        if !self.presence_penalty.is_finite() {
+            return bad("presence_penalty", self.presence_penalty, "finite");
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
