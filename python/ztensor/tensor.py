@@ -50,9 +50,13 @@ class DType:
             name: The type's name.
 
         Raises:
-            ValueError: No element type has that name (also a
-                `ZTensorValueError`).
+            ValueError: `name` is not a string, or no element type has that
+                name (also a `ZTensorValueError`).
         """
+        if not isinstance(name, str):
+            raise ZTensorValueError(
+                f"DType name must be a string such as 'float32', not {type(name).__name__}"
+            )
         t = _dtypes.BY_LONG.get(name) or _dtypes.BY_CORE.get(name)
         if t is None and name in ("bool_", "float8_e8m0"):
             t = _dtypes.BY_CORE["bool" if name == "bool_" else "f8_e8m0"]
@@ -450,16 +454,26 @@ class Tensor:
 
     __slots__ = ("_meta", "_data")
 
-    def __init__(self, meta: TensorMeta, data: bytes) -> None:
+    def __init__(self, meta: TensorMeta, data: bytes | bytearray | memoryview) -> None:
         """Wraps bytes that already match `meta` (use the constructors).
 
         Args:
             meta: Shape, type and name.
-            data: Exactly `meta.size_bytes` bytes.
+            data: Exactly `meta.size_bytes` bytes (bytes, bytearray or
+                memoryview; copied).
 
         Raises:
-            ValueError: The byte count does not match (also a `ZTensorValueError`).
+            ValueError: `meta` is not a `TensorMeta`, `data` is not bytes, or
+                the byte count does not match (also a `ZTensorValueError`).
         """
+        if not isinstance(meta, TensorMeta):
+            raise ZTensorValueError(f"meta must be a ztensor.TensorMeta, not {type(meta).__name__}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ZTensorValueError(
+                f"data must be bytes, bytearray or memoryview, not {type(data).__name__}"
+            )
+        if isinstance(data, memoryview):
+            data = data.tobytes()
         if len(data) != meta.size_bytes:
             raise ZTensorValueError(
                 f"data has {len(data)} bytes; shape {meta.shape} of {meta.dtype.name} "
