@@ -219,7 +219,8 @@ class Client:
 
     @property
     def timeout_ms(self) -> int:
-        """The timeout of each call in milliseconds."""
+        """The timeout in milliseconds: a unary call's deadline, a stream's
+        longest silence."""
         return self._timeout_ms
 
     @property
