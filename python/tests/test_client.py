@@ -296,11 +296,11 @@ class TestErrors:
             assert ticks[0] > 1000
 
     def test_timeout_on_a_long_generation(self, server: Served) -> None:
+        # Whether the server's deadline or the client's read notices first,
+        # the caller sees a TimeoutError.
         with client(server, timeout_ms=1) as c:
-            with pytest.raises((TimeoutError, RpcError)) as e:
+            with pytest.raises(TimeoutError):
                 c.generate("once upon a time", temperature=0)
-        if isinstance(e.value, RpcError):
-            assert e.value.code == "deadline_exceeded"
         with client(server) as c:
             assert c.generate("hi", max_tokens=2).completion_tokens == 2
 

@@ -205,6 +205,28 @@ class TestStreamTimeout:
             release.set()
 
 
+class TestUnaryDeadline:
+    """The server's `deadline_exceeded` is the client's own timeout."""
+
+    def test_deadline_exceeded_is_a_timeout_error(self, fake: FakeServer) -> None:
+        fake.routes["Generate"] = unary(
+            {"code": "deadline_exceeded", "message": "the 700-ms deadline passed"}, status=504
+        )
+        with Client(fake.base, timeout_ms=700) as c:
+            with pytest.raises(TimeoutError, match="within 700 ms") as e:
+                c.generate("x")
+        cause = e.value.__cause__
+        assert isinstance(cause, RpcError) and cause.code == "deadline_exceeded"
+        assert fake.seen[0][1]["connect-timeout-ms"] == "700"
+
+    def test_other_server_errors_stay_rpc_errors(self, fake: FakeServer) -> None:
+        fake.routes["Generate"] = unary({"code": "unavailable", "message": "busy"}, status=503)
+        with Client(fake.base, timeout_ms=700) as c:
+            with pytest.raises(RpcError, match="unavailable: busy") as e:
+                c.generate("x")
+        assert e.value.http_status == 503
+
+
 class TestMalformedAnswers:
     """A bad answer is an `RpcError` (code `internal`) naming what is wrong."""
 

@@ -401,7 +401,9 @@ class Client:
             ValueError: Bad service/method names, a body that is not bytes,
                 or the client is closed.
             ConnectionError: The server cannot be reached or hung up.
-            TimeoutError: No answer within `timeout_ms`.
+            TimeoutError: No answer within `timeout_ms` (also when the
+                server answers that this deadline passed: the `RpcError`
+                `deadline_exceeded` is its `__cause__`).
             RpcError: The server answered with an error (a RuntimeError).
         """
         url = self._url(service, method)
@@ -422,7 +424,15 @@ class Client:
         status = response.status_code
         data = self._decode(raw, response.headers.get("content-encoding", ""), status)
         if status != 200:
-            raise self._error(status, data)
+            error = self._error(status, data)
+            if error.code == "deadline_exceeded":
+                # The deadline is our own timeout_ms (Connect-Timeout-Ms): the
+                # server noticing it first is the same timeout as our read
+                # noticing it first, so both are a TimeoutError.
+                raise TimeoutError(
+                    f"no answer from {url} within {self._timeout_ms} ms ({error.message})"
+                ) from error
+            raise error
         return data
 
     def call_json(self, service: str, method: str, obj: Any) -> dict[str, Any]:
