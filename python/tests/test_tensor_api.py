@@ -327,7 +327,14 @@ class TestTensor:
         # A memoryview counts bytes, not its items.
         view = memoryview(np.array([0xFF01], "<u2").tobytes()).cast("H")
         assert Tensor(TensorMeta([2], "int8", name="t"), view) == want
-        assert Tensor(meta, b"\x01\xff").to_numpy().tolist() == [1, -1]
+        t = Tensor(meta, b"\x01\xff")
+        assert t.to_numpy().tolist() == [1, -1]
+        meta.name = "renamed"  # the tensor keeps its own metadata
+        assert t.name == "t" and meta.name == "renamed"
+        with pytest.raises(ztensor.ZTensorValueError, match="name must be a string or None"):
+            meta.name = [1]  # type: ignore[assignment]
+        with pytest.raises(ztensor.ZTensorValueError, match="is not a NumPy dtype"):
+            DType.from_numpy([1])
 
     def test_meta_and_equality(self) -> None:
         t = Tensor.from_numpy(np.ones((2, 2), np.float16), name="w")

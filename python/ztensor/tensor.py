@@ -266,10 +266,13 @@ class DType:
             The type.
 
         Raises:
-            ValueError: The dtype has no element type (also a
-                `ZTensorValueError`).
+            ValueError: `np.dtype()` does not accept `dtype`, or the dtype has
+                no element type (also a `ZTensorValueError`).
         """
-        d = np.dtype(dtype)
+        try:
+            d = np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise ZTensorValueError(f"dtype {dtype!r:.80} is not a NumPy dtype: {e}") from None
         t = _dtypes.from_numpy(d.newbyteorder("<") if d.byteorder == ">" else d)
         return cls(t.long)
 
@@ -399,12 +402,21 @@ class TensorMeta:
             is unknown (also a `ZTensorValueError`).
     """
 
-    __slots__ = ("_shape", "_dtype", "name")
+    __slots__ = ("_shape", "_dtype", "_name")
 
     def __init__(self, shape: Iterable[int], dtype: DType | str, name: str | None = None) -> None:
         self._shape = _check_shape(shape)
         self._dtype = _check_dtype(dtype)
-        self.name: str | None = _check_name(name)
+        self._name: str | None = _check_name(name)
+
+    @property
+    def name(self) -> str | None:
+        """The tensor's name, or None (settable; a string or None)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = _check_name(value)
 
     @property
     def shape(self) -> list[int]:
@@ -479,7 +491,8 @@ class Tensor:
                 f"data has {len(data)} bytes; shape {meta.shape} of {meta.dtype.name} "
                 f"needs {meta.size_bytes}"
             )
-        self._meta = meta
+        # Our own copy: renaming the caller's `meta` later must not rename us.
+        self._meta = TensorMeta(meta.shape, meta.dtype, meta.name)
         self._data = bytes(data)
 
     @classmethod
