@@ -104,6 +104,28 @@ class TestGguf:
         assert ours == [(n, t, s, b) for n, t, s, _, b in reference_tensors(path)]
         assert back.read_bytes() == path.read_bytes()
 
+    @pytest.mark.parametrize("kind", ["q4_0", "q4_k_m"])
+    def test_dense_reads_of_quantized_blocks_say_what_reads_them(self, kind: str) -> None:
+        path = FIXTURES / "gguf" / f"llama-k-{kind}.gguf"
+        name = "blk.0.attn_q.weight"
+        block = {"q4_k_m": "q4_k"}.get(kind, kind)
+        with ztensor.Reader(path) as r:
+            meta = r.metadata(name)
+            assert meta.layout == f"gguf.{block}/1"
+            want = rf"{name!r} holds GGUF {block} quantized blocks.*ztensor\.engine\.dequantize"
+            with pytest.raises(ztensor.UnsupportedError, match=f"{want}") as e:
+                r.tensor(name)
+            assert "Reader.tensor reads dense tensors" in str(e.value)
+            assert "sparse" not in str(e.value)
+            with pytest.raises(ztensor.UnsupportedError, match=want):
+                r.read_tensor(name)
+            # The advice works: the blocks decode to the gguf package's values.
+            ours = ztensor.engine.dequantize(r, name)
+        ref = next(t for t in gguf.GGUFReader(path).tensors if t.name == name)
+        theirs = gguf.quants.dequantize(ref.data, ref.tensor_type)
+        assert ours.shape == tuple(meta.shape) == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
     def test_gguf_writer_files_with_quantized_types(self, tmp_path: Path) -> None:
         """Files written by `gguf.GGUFWriter`, incl. quantized blocks it makes."""
         from gguf.quants import quantize

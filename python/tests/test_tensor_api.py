@@ -241,6 +241,10 @@ class TestDTypes:
     def test_unknown_names_are_refused(self) -> None:
         with pytest.raises(ValueError, match="not an element type"):
             DType("float33")
+        # Not a string: a ValueError naming the argument, not `unhashable`.
+        for bad in ([1], None, 5, {"float32"}):
+            with pytest.raises(ztensor.ZTensorValueError, match="DType name must be a string"):
+                DType(bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="unsupported NumPy dtype"):
             DType.from_numpy(np.dtype("U4"))
 
@@ -308,6 +312,30 @@ class TestTensor:
             Tensor.from_numpy(np.array(["a"]))
         assert issubclass(ztensor.ZTensorValueError, ValueError)
 
+    def test_constructor_checks_meta_and_data(self) -> None:
+        meta = TensorMeta([2], "int8", name="t")
+        with pytest.raises(ztensor.ZTensorValueError, match="data must be bytes.*not str"):
+            Tensor(meta, "ab")  # type: ignore[arg-type]
+        with pytest.raises(ztensor.ZTensorValueError, match="data must be bytes.*not list"):
+            Tensor(meta, [1, 2])  # type: ignore[arg-type]
+        with pytest.raises(ztensor.ZTensorValueError, match="meta must be a ztensor.TensorMeta"):
+            Tensor([2], b"ab")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="data has 3 bytes.*needs 2"):
+            Tensor(meta, b"abc")
+        want = Tensor.from_bytes(b"\x01\xff", [2], "int8", name="t")
+        assert Tensor(meta, bytearray(b"\x01\xff")) == want
+        # A memoryview counts bytes, not its items.
+        view = memoryview(np.array([0xFF01], "<u2").tobytes()).cast("H")
+        assert Tensor(TensorMeta([2], "int8", name="t"), view) == want
+        t = Tensor(meta, b"\x01\xff")
+        assert t.to_numpy().tolist() == [1, -1]
+        meta.name = "renamed"  # the tensor keeps its own metadata
+        assert t.name == "t" and meta.name == "renamed"
+        with pytest.raises(ztensor.ZTensorValueError, match="name must be a string or None"):
+            meta.name = [1]  # type: ignore[assignment]
+        with pytest.raises(ztensor.ZTensorValueError, match="is not a NumPy dtype"):
+            DType.from_numpy([1])
+
     def test_meta_and_equality(self) -> None:
         t = Tensor.from_numpy(np.ones((2, 2), np.float16), name="w")
         assert t.meta == TensorMeta([2, 2], "float16", name="w")
@@ -339,7 +367,10 @@ class TestTensor:
         with ztensor.Reader(path) as r:
             with pytest.raises(ztensor.ZTensorKeyError):
                 r.tensor("missing")
-            with pytest.raises(ValueError, match="sparse_coo"):
+            with pytest.raises(
+                ztensor.ZTensorValueError,
+                match=r"'coo' is a sparse tensor \(sparse_coo\).*read_tensor",
+            ):
                 r.tensor("coo")
 
     def test_writer_refuses_unnamed_or_doubly_named_tensors(self, tmp_path: Path) -> None:

@@ -25,6 +25,40 @@ _LAYOUTS = {
 _MAIN_PART = {"dense": "data", "sparse_csr": "values", "sparse_coo": "values"}
 
 
+# GGUF block types `ztensor.engine.dequantize` decodes (the engine's own).
+_DEQUANTIZABLE = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
+
+
+_READ_TENSOR = "read_tensor reads dense and sparse tensors"
+
+
+def _not_dense(meta: TensorMetadata, reader: str) -> str:
+    """Why a read cannot decode a tensor of this layout, and what can.
+
+    Args:
+        meta: The tensor.
+        reader: What the refused read reads (`'Reader.tensor reads dense
+            tensors'`).
+
+    Returns:
+        The message.
+    """
+    layout = meta.layout
+    if layout.startswith("gguf.") and layout.endswith("/1"):
+        block = layout[len("gguf.") : -len("/1")]
+        advice = (
+            f"ztensor.engine.dequantize(reader, {meta.name!r}) decodes them to float32"
+            if block in _DEQUANTIZABLE
+            else f"ztensor has no decoder for {block} blocks (it decodes "
+            f"{', '.join(sorted(_DEQUANTIZABLE))})"
+        )
+        return (
+            f"{meta.name!r} holds GGUF {block} quantized blocks (layout {layout!r}), which "
+            f"have no element type; {reader}: {advice}"
+        )
+    return f"{meta.name!r} has layout {layout!r}; {reader}"
+
+
 class TensorMetadata:
     """Metadata about one tensor of a file.
 
@@ -313,7 +347,9 @@ class Reader:
             ZTensorKeyError: No tensor has that name.
             ChecksumError: With `copy`, the tensor's digest does not match.
             ZTensorValueError: `to` is neither `'numpy'` nor `'torch'`.
-            UnsupportedError: The element type or layout cannot be decoded.
+            UnsupportedError: The element type or layout cannot be decoded
+                (quantized GGUF blocks: `ztensor.engine.dequantize` decodes
+                them to float32).
             FormatError: The stored data breaks a rule of its layout.
         """
         meta = self.metadata(name)
@@ -340,17 +376,21 @@ class Reader:
 
         Raises:
             ZTensorKeyError: No tensor has that name.
-            ZTensorValueError: The tensor is sparse.
-            UnsupportedError: The element type has no `DType` (e.g. packed
-                or quantized blocks).
+            ZTensorValueError: The tensor is sparse (`read_tensor` reads it).
+            UnsupportedError: The tensor holds quantized blocks (a GGUF
+                `gguf.<type>/1` layout: `ztensor.engine.dequantize` decodes
+                them to float32) or another layout or element type that has
+                no `DType`.
             FormatError: The stored data breaks a rule of its layout.
         """
         meta = self.metadata(name)
-        if meta.layout != "dense":
+        if meta.layout in ("sparse_csr", "sparse_coo"):
             raise ZTensorValueError(
-                f"{name!r} is {meta.layout}; Reader.tensor reads dense tensors "
-                "(use read_tensor for sparse ones)"
+                f"{name!r} is a sparse tensor ({meta.layout}); Reader.tensor reads dense "
+                "tensors: read it with read_tensor (a scipy or torch sparse tensor)"
             )
+        if meta.layout != "dense":
+            raise UnsupportedError(_not_dense(meta, "Reader.tensor reads dense tensors"))
         raw = self._storage_array(meta, copy=True)
         t = self._typed(meta)
         return Tensor.from_bytes(raw.tobytes(), list(meta.shape), DType(t.long), name=name)
@@ -398,7 +438,7 @@ class Reader:
     def _storage_array(self, meta: TensorMetadata, copy: bool) -> np.ndarray:
         """A dense tensor as its storage dtype (uint16 for bf16, uint8 for bool)."""
         if meta.layout != "dense":
-            raise UnsupportedError(f"{meta.name!r} has layout {meta.layout!r}")
+            raise UnsupportedError(_not_dense(meta, _READ_TENSOR))
         t = self._typed(meta)
         data = self._native_reader().dense(meta.name, copy)
         arr = (
@@ -414,7 +454,7 @@ class Reader:
         metas = [self.metadata(n) for n in names]
         for meta in metas:
             if meta.layout != "dense":
-                raise UnsupportedError(f"{meta.name!r} has layout {meta.layout!r}")
+                raise UnsupportedError(_not_dense(meta, _READ_TENSOR))
             self._typed(meta)
         raw = self._native_reader().dense_many(names, threads)
         out: dict[str, np.ndarray] = {}
@@ -424,6 +464,8 @@ class Reader:
         return out
 
     def _dense(self, meta: TensorMetadata, copy: bool) -> np.ndarray:
+        if meta.layout != "dense":
+            raise UnsupportedError(_not_dense(meta, _READ_TENSOR))
         t = self._typed(meta)
         return _as_user_dtype(self._storage_array(meta, copy), t)
 

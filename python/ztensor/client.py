@@ -8,9 +8,11 @@ native zstd code) release the GIL, so other Python threads run while a
 call waits on the network.
 
 Errors are standard exceptions: `ConnectionError` (server unreachable or
-the connection broke), `TimeoutError` (no answer within `timeout_ms`),
-`RuntimeError` (the server answered with an error: an `RpcError` carrying
-its Connect code) and `ValueError` (bad input on the client's side).
+the connection broke), `TimeoutError` (no answer within `timeout_ms`; for a
+stream, no bytes for `timeout_ms`), `RuntimeError` (the server answered with
+an error, or with an answer that is not the method's message: an `RpcError`
+carrying its Connect code) and `ValueError` (bad input on the client's side,
+including a call on a closed client).
 
 Example:
     >>> from ztensor.client import Client
@@ -21,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -105,6 +108,52 @@ class Execution:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _answer(method: str) -> Iterator[None]:
+    """Turns a server answer that lacks a field or has one of the wrong kind
+    into an `RpcError` (code `internal`) naming the method, instead of the
+    `KeyError`/`TypeError`/`ValueError` its parsing would raise."""
+    try:
+        yield
+    except KeyError as e:
+        raise RpcError("internal", f"the {method} answer has no field {e}", 200) from None
+    except (TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise RpcError("internal", f"the {method} answer is malformed: {e}", 200) from None
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not a string")
+    return v
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{v!r} is not an integer")
+    return v
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise ValueError(f"{v!r} is not a list")
+    return v
+
+
+def _token(t: Any) -> Token:
+    """One token of a stream message."""
+    lp = t["logprob"]
+    # JSON has no -inf: the server writes a non-finite logprob as null.
+    logprob = float("-inf") if lp is None else lp
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+        raise ValueError(f"logprob {lp!r} is not a number")
+    return Token(
+        id=_count(t["id"]),
+        position=_count(t["position"]),
+        text=_text(t["text"]),
+        logprob=float(logprob),
+    )
+
+
 def _check_base_url(base_url: str) -> str:
     if not isinstance(base_url, str):
         raise ValueError(f"base_url must be a string, not {type(base_url).__name__}")
@@ -131,8 +180,11 @@ class Client:
 
     Args:
         base_url: The server's URL, e.g. `http://127.0.0.1:8080`.
-        timeout_ms: Longest wait for an answer (connect, each read, and the
-            server-side deadline sent as `Connect-Timeout-Ms`).
+        timeout_ms: Longest wait (connect, and each read of the answer). A
+            unary call also sends it as its server-side deadline
+            (`Connect-Timeout-Ms`); a stream does not: it runs as long as
+            the server keeps sending, and times out only when the server
+            goes quiet for `timeout_ms`.
         enable_compression: zstd request bodies and zstd answers.
         max_response_bytes: Largest answer accepted (after decompression).
 
@@ -156,6 +208,7 @@ class Client:
         self._max_response = int(max_response_bytes)
         self._headers: dict[str, str] = {}
         self._http = httpx.Client(timeout=self._timeout_ms / 1000, trust_env=False)
+        self._closed = False
 
     # -- properties and headers ------------------------------------------
 
@@ -166,7 +219,8 @@ class Client:
 
     @property
     def timeout_ms(self) -> int:
-        """The timeout of each call in milliseconds."""
+        """The timeout in milliseconds: a unary call's deadline, a stream's
+        longest silence."""
         return self._timeout_ms
 
     @property
@@ -255,7 +309,11 @@ class Client:
     def _request_headers(self, streaming: bool) -> dict[str, str]:
         h = dict(self._headers)
         h["Connect-Protocol-Version"] = "1"
-        h["Connect-Timeout-Ms"] = str(self._timeout_ms)
+        if not streaming:
+            # A stream's timeout is an inactivity bound kept by the reads
+            # (httpx's read timeout); a whole-call deadline would cut off a
+            # stream that is still producing.
+            h["Connect-Timeout-Ms"] = str(self._timeout_ms)
         enc = "zstd" if self._compression else "identity"
         if streaming:
             h["Content-Type"] = "application/connect+json"
@@ -301,15 +359,23 @@ class Client:
         try:
             err = json.loads(body)
             code, message = str(err["code"]), str(err.get("message", ""))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             code = {401: "unauthenticated", 404: "unimplemented", 503: "unavailable"}.get(
                 status, "unknown"
             )
             message = body[:200].decode("utf-8", "replace")
         return RpcError(code, message, status)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(
+                f"this Client of {self._base_url} is closed (close() or its with-block ended); "
+                "make a new Client"
+            )
+
     def _send(self, url: str, body: bytes, streaming: bool) -> Any:
         """Opens the request; transport failures become builtin errors."""
+        self._check_open()
         request = self._http.build_request(
             "POST", url, content=body, headers=self._request_headers(streaming)
         )
@@ -332,9 +398,12 @@ class Client:
             The answer's message (JSON bytes, decompressed).
 
         Raises:
-            ValueError: Bad service/method names or a body that is not bytes.
+            ValueError: Bad service/method names, a body that is not bytes,
+                or the client is closed.
             ConnectionError: The server cannot be reached or hung up.
-            TimeoutError: No answer within `timeout_ms`.
+            TimeoutError: No answer within `timeout_ms` (also when the
+                server answers that this deadline passed: the `RpcError`
+                `deadline_exceeded` is its `__cause__`).
             RpcError: The server answered with an error (a RuntimeError).
         """
         url = self._url(service, method)
@@ -355,7 +424,15 @@ class Client:
         status = response.status_code
         data = self._decode(raw, response.headers.get("content-encoding", ""), status)
         if status != 200:
-            raise self._error(status, data)
+            error = self._error(status, data)
+            if error.code == "deadline_exceeded":
+                # The deadline is our own timeout_ms (Connect-Timeout-Ms): the
+                # server noticing it first is the same timeout as our read
+                # noticing it first, so both are a TimeoutError.
+                raise TimeoutError(
+                    f"no answer from {url} within {self._timeout_ms} ms ({error.message})"
+                ) from error
+            raise error
         return data
 
     def call_json(self, service: str, method: str, obj: Any) -> dict[str, Any]:
@@ -370,7 +447,8 @@ class Client:
             The answer, parsed.
 
         Raises:
-            ValueError: `obj` cannot be serialized, or bad names.
+            ValueError: `obj` cannot be serialized, bad names, or the client
+                is closed.
             ConnectionError: The server cannot be reached or hung up.
             TimeoutError: No answer within `timeout_ms`.
             RpcError: The server answered with an error, or not with a
@@ -383,7 +461,7 @@ class Client:
         data = self.call(service, method, body)
         try:
             answer = json.loads(data)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise RpcError("internal", f"the answer is not JSON: {e}", 200) from None
         if not isinstance(answer, dict):
             raise RpcError("internal", "the answer is not a JSON object", 200)
@@ -434,8 +512,10 @@ class Client:
             The generation.
 
         Raises:
-            ValueError: Neither or both of prompt and messages.
-            RpcError: The server refused the request (e.g. `invalid_argument`).
+            ValueError: Neither or both of prompt and messages, or the client
+                is closed.
+            RpcError: The server refused the request (e.g. `invalid_argument`),
+                or its answer is not a Generate answer (`internal`).
             ConnectionError: The server cannot be reached.
             TimeoutError: No answer within `timeout_ms`.
         """
@@ -451,15 +531,16 @@ class Client:
             grammar=grammar,
         )
         a = self.call_json(SERVICE, "Generate", req)
-        usage = a.get("usage") or {}
-        return Generation(
-            text=str(a.get("text", "")),
-            finish_reason=str(a.get("finish_reason")),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            id=str(a.get("id", "")),
-            logprobs=a.get("logprobs"),
-        )
+        with _answer("Generate"):
+            usage = a.get("usage") or {}
+            return Generation(
+                text=_text(a["text"]),
+                finish_reason=_text(a["finish_reason"]),
+                prompt_tokens=_count(usage.get("prompt_tokens", 0)),
+                completion_tokens=_count(usage.get("completion_tokens", 0)),
+                id=str(a.get("id", "")),
+                logprobs=a.get("logprobs"),
+            )
 
     def stream(
         self,
@@ -501,10 +582,13 @@ class Client:
             logprob, position); the request is sent when iteration starts.
 
         Raises:
-            ValueError: Neither or both of prompt and messages (at once).
-            RpcError: The server refused or failed the run.
+            ValueError: Neither or both of prompt and messages, or the client
+                is closed (at once).
+            RpcError: The server refused or failed the run, or sent a
+                message that is not a stream message (`internal`).
             ConnectionError: The server cannot be reached or hung up.
-            TimeoutError: The server went quiet for `timeout_ms`.
+            TimeoutError: The server went quiet for `timeout_ms` (a stream
+                has no overall deadline: it runs while tokens keep coming).
         """
         req = self._request(
             prompt,
@@ -526,6 +610,7 @@ class Client:
         if self._compression:
             message, flags = zstd_compress(message), _COMPRESSED
         body = bytes([flags]) + len(message).to_bytes(4, "big") + message
+        self._check_open()
         return self._stream(url, body)
 
     def _stream(self, url: str, body: bytes) -> Iterator[TokenBatch]:
@@ -570,32 +655,27 @@ class Client:
             del buf[: 5 + size]
             if flags & _COMPRESSED:
                 data = self._decode(data, "zstd", 200)
-            msg = json.loads(data)
-            if flags & _END_STREAM:
-                if msg.get("error"):
-                    err = msg["error"]
-                    raise RpcError(str(err.get("code")), str(err.get("message", "")), 200)
-                usage = summary.get("usage") or {}
-                final = TokenBatch(is_final=True)
-                final.set_metadata("finish_reason", str(summary.get("finish_reason")))
-                for k in ("prompt_tokens", "completion_tokens"):
-                    final.set_metadata(k, str(usage.get(k, 0)))
-                yield final
+            with _answer("GenerateStream"):
+                msg = json.loads(data)
+                if not isinstance(msg, dict):
+                    raise ValueError("a stream message is not a JSON object")
+                if flags & _END_STREAM:
+                    if msg.get("error"):
+                        err = dict(msg["error"])
+                        raise RpcError(str(err.get("code")), str(err.get("message", "")), 200)
+                    usage = dict(summary.get("usage") or {})
+                    batch = TokenBatch(is_final=True)
+                    batch.set_metadata("finish_reason", _text(summary["finish_reason"]))
+                    for k in ("prompt_tokens", "completion_tokens"):
+                        batch.set_metadata(k, str(_count(usage.get(k, 0))))
+                elif "tokens" not in msg:
+                    summary = msg
+                    continue
+                else:
+                    batch = TokenBatch.from_tokens([_token(t) for t in _list(msg["tokens"])])
+            yield batch
+            if batch.is_final:
                 return
-            if "tokens" not in msg:
-                summary = msg
-                continue
-            yield TokenBatch.from_tokens(
-                [
-                    Token(
-                        id=int(t["id"]),
-                        position=int(t["position"]),
-                        text=str(t["text"]),
-                        logprob=float(t["logprob"]),
-                    )
-                    for t in msg["tokens"]
-                ]
-            )
 
     def execute(
         self,
@@ -637,8 +717,10 @@ class Client:
             failed or was interrupted.
 
         Raises:
-            ValueError: Neither or both of prompt and messages.
-            RpcError: Refused before running (unknown state, existing name...).
+            ValueError: Neither or both of prompt and messages, or the client
+                is closed.
+            RpcError: Refused before running (unknown state, existing name...),
+                or an answer that is not an Execute answer (`internal`).
             ConnectionError: The server cannot be reached.
             TimeoutError: No answer within `timeout_ms`.
         """
@@ -657,14 +739,23 @@ class Client:
             grammar=grammar,
         )
         a = self.call_json(SERVICE, "Execute", req)
-        return Execution(
-            exec_id=str(a.get("exec_id")),
-            output=str(a.get("output", "")),
-            state_name=a.get("state_name"),
-            error=a.get("error"),
-            finish_reason=a.get("finish_reason"),
-            usage=dict(a.get("usage") or {}),
-        )
+        with _answer("Execute"):
+            state = a.get("state_name")
+            error = a.get("error")
+            finish = a.get("finish_reason")
+            return Execution(
+                exec_id=_text(a["exec_id"]),
+                output=_text(a.get("output", "")),
+                state_name=None if state is None else _text(state),
+                error=None if error is None else dict(error),
+                finish_reason=None if finish is None else _text(finish),
+                # Token counts; entries that are not counts (none today) are left out.
+                usage={
+                    str(k): v
+                    for k, v in dict(a.get("usage") or {}).items()
+                    if isinstance(v, int) and not isinstance(v, bool)
+                },
+            )
 
     def states(self) -> list[str]:
         """The names of the server's states.
@@ -673,11 +764,15 @@ class Client:
             State names.
 
         Raises:
-            RpcError: The server refused the call.
+            RpcError: The server refused the call, or its answer has no list
+                of names `states` (`internal`).
             ConnectionError: The server cannot be reached.
             TimeoutError: No answer within `timeout_ms`.
+            ValueError: The client is closed.
         """
-        return [str(s) for s in self.call_json(SERVICE, "ListStates", {})["states"]]
+        a = self.call_json(SERVICE, "ListStates", {})
+        with _answer("ListStates"):
+            return [_text(s) for s in _list(a["states"])]
 
     def get_state(self, name: str) -> dict[str, Any]:
         """One state's details.
@@ -714,9 +809,15 @@ class Client:
             True if it was running.
 
         Raises:
-            RpcError: A malformed id (`invalid_argument`).
+            RpcError: A malformed id (`invalid_argument`), or an answer
+                without a boolean `interrupted` (`internal`).
         """
-        return bool(self.call_json(SERVICE, "Interrupt", {"exec_id": exec_id})["interrupted"])
+        a = self.call_json(SERVICE, "Interrupt", {"exec_id": exec_id})
+        with _answer("Interrupt"):
+            interrupted = a["interrupted"]
+            if not isinstance(interrupted, bool):
+                raise ValueError(f"'interrupted' = {interrupted!r} is not a boolean")
+            return interrupted
 
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
         """The model's token ids of a text.
@@ -727,9 +828,14 @@ class Client:
 
         Returns:
             Token ids.
+
+        Raises:
+            RpcError: The server refused the call, or its answer has no list
+                of ids `tokens` (`internal`).
         """
         a = self.call_json(SERVICE, "Tokenize", {"content": text, "add_special": add_special})
-        return [int(t) for t in a["tokens"]]
+        with _answer("Tokenize"):
+            return [_count(t) for t in _list(a["tokens"])]
 
     def detokenize(self, ids: list[int]) -> str:
         """The text of token ids.
@@ -741,12 +847,22 @@ class Client:
             The text.
 
         Raises:
-            RpcError: An id outside the vocabulary (`invalid_argument`).
+            ValueError: `ids` is not a list of ids.
+            RpcError: An id outside the vocabulary (`invalid_argument`), or
+                an answer without a string `content` (`internal`).
         """
-        return str(self.call_json(SERVICE, "Detokenize", {"tokens": list(ids)})["content"])
+        try:
+            tokens = list(ids)
+        except TypeError:
+            raise ValueError(f"ids must be a list of token ids, not {type(ids).__name__}") from None
+        a = self.call_json(SERVICE, "Detokenize", {"tokens": tokens})
+        with _answer("Detokenize"):
+            return _text(a["content"])
 
     def close(self) -> None:
-        """Closes the connection pool."""
+        """Closes the connection pool; later calls raise `ValueError`
+        (closing twice is fine)."""
+        self._closed = True
         self._http.close()
 
     def __enter__(self) -> Client:

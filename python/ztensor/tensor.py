@@ -50,9 +50,13 @@ class DType:
             name: The type's name.
 
         Raises:
-            ValueError: No element type has that name (also a
-                `ZTensorValueError`).
+            ValueError: `name` is not a string, or no element type has that
+                name (also a `ZTensorValueError`).
         """
+        if not isinstance(name, str):
+            raise ZTensorValueError(
+                f"DType name must be a string such as 'float32', not {type(name).__name__}"
+            )
         t = _dtypes.BY_LONG.get(name) or _dtypes.BY_CORE.get(name)
         if t is None and name in ("bool_", "float8_e8m0"):
             t = _dtypes.BY_CORE["bool" if name == "bool_" else "f8_e8m0"]
@@ -262,10 +266,13 @@ class DType:
             The type.
 
         Raises:
-            ValueError: The dtype has no element type (also a
-                `ZTensorValueError`).
+            ValueError: `np.dtype()` does not accept `dtype`, or the dtype has
+                no element type (also a `ZTensorValueError`).
         """
-        d = np.dtype(dtype)
+        try:
+            d = np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise ZTensorValueError(f"dtype {dtype!r:.80} is not a NumPy dtype: {e}") from None
         t = _dtypes.from_numpy(d.newbyteorder("<") if d.byteorder == ">" else d)
         return cls(t.long)
 
@@ -395,12 +402,21 @@ class TensorMeta:
             is unknown (also a `ZTensorValueError`).
     """
 
-    __slots__ = ("_shape", "_dtype", "name")
+    __slots__ = ("_shape", "_dtype", "_name")
 
     def __init__(self, shape: Iterable[int], dtype: DType | str, name: str | None = None) -> None:
         self._shape = _check_shape(shape)
         self._dtype = _check_dtype(dtype)
-        self.name: str | None = _check_name(name)
+        self._name: str | None = _check_name(name)
+
+    @property
+    def name(self) -> str | None:
+        """The tensor's name, or None (settable; a string or None)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = _check_name(value)
 
     @property
     def shape(self) -> list[int]:
@@ -450,22 +466,33 @@ class Tensor:
 
     __slots__ = ("_meta", "_data")
 
-    def __init__(self, meta: TensorMeta, data: bytes) -> None:
+    def __init__(self, meta: TensorMeta, data: bytes | bytearray | memoryview) -> None:
         """Wraps bytes that already match `meta` (use the constructors).
 
         Args:
             meta: Shape, type and name.
-            data: Exactly `meta.size_bytes` bytes.
+            data: Exactly `meta.size_bytes` bytes (bytes, bytearray or
+                memoryview; copied).
 
         Raises:
-            ValueError: The byte count does not match (also a `ZTensorValueError`).
+            ValueError: `meta` is not a `TensorMeta`, `data` is not bytes, or
+                the byte count does not match (also a `ZTensorValueError`).
         """
+        if not isinstance(meta, TensorMeta):
+            raise ZTensorValueError(f"meta must be a ztensor.TensorMeta, not {type(meta).__name__}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ZTensorValueError(
+                f"data must be bytes, bytearray or memoryview, not {type(data).__name__}"
+            )
+        if isinstance(data, memoryview):
+            data = data.tobytes()
         if len(data) != meta.size_bytes:
             raise ZTensorValueError(
                 f"data has {len(data)} bytes; shape {meta.shape} of {meta.dtype.name} "
                 f"needs {meta.size_bytes}"
             )
-        self._meta = meta
+        # Our own copy: renaming the caller's `meta` later must not rename us.
+        self._meta = TensorMeta(meta.shape, meta.dtype, meta.name)
         self._data = bytes(data)
 
     @classmethod
