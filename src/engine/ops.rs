@@ -1,6 +1,8 @@
 //! The element-wise and per-row operations of a transformer layer: norms,
 //! softmax, rotary embeddings, biases and gated activations.
 
+use rayon::prelude::*;
+
 /// In-place softmax (library `exp`: attention rows are short, and their
 /// weights feed every later activation's 8-bit rounding).
 pub fn softmax(x: &mut [f32]) {
@@ -87,24 +89,40 @@ pub fn log_prob(l: f32, (max, ln_sum): (f32, f32)) -> f32 {
 /// RMS norm of each `w.len()`-long row of `x` into `out`, times `w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
-    for (xi, oi) in x.chunks(d).zip(out.chunks_mut(d)) {
+    if d == 0 {
+        return;
+    }
+    let row = |(xi, oi): (&[f32], &mut [f32])| {
         let ms = xi.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / d as f64;
         let s = 1.0 / ((ms as f32) + eps).sqrt();
         for ((o, v), g) in oi.iter_mut().zip(xi).zip(w) {
             *o = v * s * g;
         }
+    };
+    if x.len() >= PAR_MIN {
+        x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(row);
+    } else {
+        x.chunks(d).zip(out.chunks_mut(d)).for_each(row);
     }
 }
 
 /// RMS norm of each `w.len()`-long row of `x` in place (per-head norms).
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     let d = w.len();
-    for xi in x.chunks_mut(d) {
+    if d == 0 {
+        return;
+    }
+    let row = |xi: &mut [f32]| {
         let ms = xi.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / d as f64;
         let s = 1.0 / ((ms as f32) + eps).sqrt();
         for (v, g) in xi.iter_mut().zip(w) {
             *v = *v * s * g;
         }
+    };
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(d).for_each(row);
+    } else {
+        x.chunks_mut(d).for_each(row);
     }
 }
 
@@ -121,8 +139,29 @@ pub fn add_bias(x: &mut [f32], b: Option<&Vec<f32>>) {
 
 /// `x += y`.
 pub fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
+    par_pairs(x, y, |x, y| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    });
+}
+
+/// Element count from which the per-row and element-wise ops split over
+/// the thread pool they are called in (a prefill's rows); below it (a
+/// decode step's row) they stay on the calling thread. Either way every
+/// value is computed by the same code: results do not depend on the split.
+const PAR_MIN: usize = 1 << 15;
+
+/// Runs `f` over matching pieces of `x` and `y`, in parallel from
+/// [`PAR_MIN`] values.
+fn par_pairs(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    const PIECE: usize = 1 << 13;
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(PIECE)
+            .zip(y.par_chunks(PIECE))
+            .for_each(|(x, y)| f(x, y));
+    } else {
+        f(x, y);
     }
 }
 
@@ -225,22 +264,26 @@ fn wide(body: impl FnOnce()) {
 
 /// `g = silu(g) · u` (SwiGLU).
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
-    wide(|| {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + exp_fast(-*g)) * u;
-        }
+    par_pairs(g, u, |g, u| {
+        wide(|| {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + exp_fast(-*g)) * u;
+            }
+        })
     })
 }
 
 /// `g = gelu(g) · u` with the tanh approximation (GeGLU).
 pub fn gelu_tanh_mul(g: &mut [f32], u: &[f32]) {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    wide(|| {
-        for (g, u) in g.iter_mut().zip(u) {
-            let x = *g;
-            let t = tanh_fast(SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x));
-            *g = 0.5 * x * (1.0 + t) * u;
-        }
+    par_pairs(g, u, |g, u| {
+        wide(|| {
+            for (g, u) in g.iter_mut().zip(u) {
+                let x = *g;
+                let t = tanh_fast(SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x));
+                *g = 0.5 * x * (1.0 + t) * u;
+            }
+        })
     })
 }
 
@@ -356,5 +399,49 @@ mod tests {
         for (a, b) in g.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn the_parallel_split_gives_the_same_bits() {
+        use super::*;
+        let n = PAR_MIN + 8 * 123 + 5;
+        let g0: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 97.0)
+            .collect();
+        let u: Vec<f32> = (0..n)
+            .map(|i| ((i * 53 % 997) as f32 - 498.0) / 89.0)
+            .collect();
+        type Op = fn(&mut [f32], &[f32]);
+        for op in [silu_mul as Op, gelu_tanh_mul, add] {
+            let mut whole = g0.clone();
+            op(&mut whole, &u);
+            // Small pieces stay on this thread.
+            let mut pieces = g0.clone();
+            for (g, u) in pieces.chunks_mut(100).zip(u.chunks(100)) {
+                op(g, u);
+            }
+            assert!(whole
+                .iter()
+                .zip(&pieces)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        let d = 8 * 123 + 5;
+        let w: Vec<f32> = u[..d].to_vec();
+        let mut whole = vec![0f32; n];
+        rms_norm(&g0, &w, 1e-6, &mut whole);
+        let mut rows = vec![0f32; n];
+        for (x, o) in g0.chunks(d).zip(rows.chunks_mut(d)) {
+            rms_norm(x, &w, 1e-6, o);
+        }
+        assert!(whole
+            .iter()
+            .zip(&rows)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut inplace = g0.clone();
+        rms_norm_inplace(&mut inplace, &w, 1e-6);
+        assert!(inplace
+            .iter()
+            .zip(&rows)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
