@@ -486,3 +486,48 @@ fn token_mask_eos_fail_closed_and_split_utf8() {
     );
     assert!(TokenMask::new(g, &vocab, &[99]).is_err());
 }
+
+/// A large enum compiles to a trie: thousands of values (a new-user trial
+/// hit the recogniser's live-stack limit at ~1,000) are each accepted and
+/// nothing else is, values that are prefixes of others included.
+#[test]
+fn json_schema_large_enums_stay_within_the_stack_limit() {
+    let mut words: Vec<serde_json::Value> = Vec::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..3000 {
+        let w: String = (0..6)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        words.push(json!(w));
+    }
+    words.extend((0..1100).map(|i| json!(format!("v{i}"))));
+    words.extend([
+        json!(1),
+        json!(12),
+        json!(123),
+        json!("é"),
+        json!("éa"),
+        json!(null),
+    ]);
+    let g = schema_grammar(json!({"enum": words}));
+    for w in &words {
+        let text = w.to_string();
+        assert!(matches(&g, text.as_bytes()), "{text}");
+    }
+    for bad in [
+        r#""v1100""#,
+        r#""v""#,
+        "1234",
+        "2",
+        r#""ée""#,
+        r#""""#,
+        "nul",
+    ] {
+        assert!(!matches(&g, bad.as_bytes()), "{bad}");
+    }
+}

@@ -143,6 +143,57 @@ fn escape_ptr(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// GBNF for "one of `texts`" as a trie: alternatives that share a prefix
+/// share its literal, so the recogniser follows one branch per distinct
+/// next character instead of one per text (an enum of thousands of values
+/// would otherwise need thousands of live stacks at its first character).
+/// Past [`TRIE_DEPTH`] nested branchings the rest is a flat alternation.
+fn choice(mut texts: Vec<Vec<char>>) -> String {
+    texts.sort_unstable();
+    texts.dedup();
+    trie(&texts, 0)
+}
+
+/// Nested branchings [`choice`] builds before it lists the rest flat.
+const TRIE_DEPTH: usize = 32;
+
+/// `texts`: sorted, distinct.
+fn trie(texts: &[Vec<char>], depth: usize) -> String {
+    let text = |t: &[char]| literal(&t.iter().collect::<String>());
+    let optional = texts.first().is_some_and(Vec::is_empty);
+    let rest = &texts[usize::from(optional)..];
+    let mut alts = Vec::new();
+    if depth >= TRIE_DEPTH {
+        alts.extend(rest.iter().map(|t| text(t)));
+    } else {
+        let mut i = 0;
+        while i < rest.len() {
+            // The run of texts starting with rest[i]'s first character and
+            // their longest common prefix.
+            let first = rest[i][0];
+            let end = i + rest[i..].iter().take_while(|t| t[0] == first).count();
+            let group = &rest[i..end];
+            let mut common = group[0].len();
+            for t in &group[1..] {
+                common = common.min(t.iter().zip(&group[0]).take_while(|(a, b)| a == b).count());
+            }
+            let prefix = text(&group[0][..common]);
+            if group.len() == 1 {
+                alts.push(prefix);
+            } else {
+                let tails: Vec<Vec<char>> = group.iter().map(|t| t[common..].to_vec()).collect();
+                alts.push(format!("{prefix} {}", trie(&tails, depth + 1)));
+            }
+            i = end;
+        }
+    }
+    match (optional, alts.len()) {
+        (true, _) => format!("({})?", alts.join(" | ")),
+        (false, 1) => alts.remove(0),
+        (false, _) => format!("({})", alts.join(" | ")),
+    }
+}
+
 /// GBNF string literal for arbitrary text.
 fn literal(text: &str) -> String {
     let mut s = String::from("\"");
@@ -276,9 +327,12 @@ impl<'a> Conv<'a> {
                 return unsupported("enum", &format!("{ptr}/enum"), "must be a non-empty array");
             };
             self.check_type_of(obj.get("type"), vals, ptr)?;
-            let alts: Vec<String> = vals.iter().map(|v| literal(&v.to_string())).collect();
+            let texts: Vec<Vec<char>> = vals
+                .iter()
+                .map(|v| v.to_string().chars().collect())
+                .collect();
             self.lib("space");
-            return Ok(self.define(name, format!("({}) space", alts.join(" | "))));
+            return Ok(self.define(name, format!("({}) space", choice(texts))));
         }
         for kw in ["anyOf", "oneOf"] {
             if let Some(list) = obj.get(kw) {
