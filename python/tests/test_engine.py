@@ -177,6 +177,21 @@ class TestSurface:
         batch.set_metadata("model", "tiny")
         assert batch.get_metadata("model") == "tiny" and not batch.is_empty()
 
+    def test_token_and_batch_refuse_junk(self) -> None:
+        with pytest.raises(TypeError, match="Token.id must be an int"):
+            Token(id="a")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="Token.position = -1"):
+            Token(id=1, position=-1)
+        with pytest.raises(ValueError, match="NaN"):
+            Token(id=1, logprob=float("nan"))
+        with pytest.raises(TypeError, match="Token.text"):
+            Token(id=1, text=b"x")  # type: ignore[arg-type]
+        assert Token(id=1, logprob=float("-inf")).prob() == 0.0
+        with pytest.raises(TypeError, match=r"tokens\[0\] is a int"):
+            TokenBatch.from_tokens([1])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="takes a Token"):
+            TokenBatch().add("x")  # type: ignore[arg-type]
+
     def test_token_types_are_top_level_as_in_seed_002(self) -> None:
         assert ztensor.Token is Token and ztensor.TokenBatch is TokenBatch
         token = ztensor.Token.with_text(42, "hello", 0, logprob=-0.5)

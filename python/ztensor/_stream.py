@@ -29,6 +29,32 @@ class Token:
     eos: bool = False
     stop_reason: str | None = None
 
+    def __post_init__(self) -> None:
+        """Checks the fields' types and ranges.
+
+        Raises:
+            TypeError: A field of the wrong type (named).
+            ValueError: A negative `id` or `position`, or a NaN `logprob`.
+        """
+        for name in ("id", "position"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Token.{name} must be an int, not {type(v).__name__}")
+            if v < 0:
+                raise ValueError(f"Token.{name} = {v}: must be >= 0")
+        if not isinstance(self.text, str):
+            raise TypeError(f"Token.text must be a str, not {type(self.text).__name__}")
+        if isinstance(self.logprob, bool) or not isinstance(self.logprob, (int, float)):
+            raise TypeError(f"Token.logprob must be a float, not {type(self.logprob).__name__}")
+        if math.isnan(self.logprob):
+            raise ValueError("Token.logprob is NaN")
+        self.logprob = float(self.logprob)
+        for name in ("is_special", "eos"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Token.{name} must be a bool")
+        if self.stop_reason is not None and not isinstance(self.stop_reason, str):
+            raise TypeError("Token.stop_reason must be a str or None")
+
     @classmethod
     def with_text(cls, id: int, text: str, position: int, logprob: float = 0.0) -> Token:
         """A token from its id, text and position.
@@ -106,15 +132,27 @@ class TokenBatch:
 
         Returns:
             The batch.
+
+        Raises:
+            TypeError: An item is not a `Token`.
         """
-        return cls(sequence_id=sequence_id, tokens=list(tokens))
+        tokens = list(tokens)
+        for i, t in enumerate(tokens):
+            if not isinstance(t, Token):
+                raise TypeError(f"tokens[{i}] is a {type(t).__name__}, not a Token")
+        return cls(sequence_id=sequence_id, tokens=tokens)
 
     def add(self, token: Token) -> None:
         """Appends a token.
 
         Args:
             token: The token to append.
+
+        Raises:
+            TypeError: `token` is not a `Token`.
         """
+        if not isinstance(token, Token):
+            raise TypeError(f"add() takes a Token, not a {type(token).__name__}")
         self.tokens.append(token)
 
     def __len__(self) -> int:
