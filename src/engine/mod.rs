@@ -16,6 +16,7 @@ mod batch;
 mod batcher;
 pub mod chat;
 mod constrained;
+mod generation;
 pub mod grammar;
 pub(crate) mod kernels;
 pub mod kv;
@@ -35,6 +36,8 @@ use crate::reader::Reader;
 pub use arch::{Config, Model};
 pub use batcher::{BatchStats, Batcher, GATHER};
 pub use constrained::{GrammarSpec, SavedGrammar};
+use generation::stop_prefix_len;
+pub use generation::{CancelHandle, GenerateParams, Generation, StopReason, Token};
 pub use kernels::kernel_name;
 pub use kv::{KvCache, KvRows, KvType};
 pub use matmul::dequant_row;
@@ -44,7 +47,6 @@ pub use snapshot::{SnapshotInfo, State};
 pub use states::{valid_state_name, MAX_STATE_NAME};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 pub use tokenizer::Tokenizer;
 
@@ -74,139 +76,10 @@ impl Default for EngineOptions {
     }
 }
 
-/// One generated token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Token {
-    pub id: u32,
-    /// The text this token completes (UTF-8 split across tokens appears
-    /// with the token that finishes the character).
-    pub text: String,
-    /// Position in the context.
-    pub position: usize,
-    /// Log-probability under the model (softmax of the raw logits).
-    pub logprob: f32,
-    pub is_special: bool,
-    /// The model's end-of-sequence token: yielded as the last token of a
-    /// generation that ends there, with empty text, and not added to the
-    /// context.
-    pub is_eos: bool,
-    /// Set on the last token of a generation that ends at a token (EOS, a
-    /// stop string, `max_tokens` or a full context); an interrupted
-    /// generation ends between tokens, see [`Generation::stop_reason`].
-    pub stop_reason: Option<StopReason>,
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StopReason {
-    /// The model produced its end-of-sequence token.
-    Eos,
-    /// The text reached one of the stop strings (it is cut before it).
-    Stop,
-    /// `max_tokens` were produced or the context is full.
-    Length,
-    /// Cancelled through a [`CancelHandle`] (or stopped by the caller).
-    Interrupted,
-    /// The grammar of the generation allowed no token (EOS included): the
-    /// output ends here rather than continue unconstrained.
-    Grammar,
-}
-
-impl StopReason {
-    /// `"eos"`, `"stop"`, `"length"`, `"interrupted"` or `"grammar"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StopReason::Eos => "eos",
-            StopReason::Stop => "stop",
-            StopReason::Length => "length",
-            StopReason::Interrupted => "interrupted",
-            StopReason::Grammar => "grammar",
-        }
-    }
-
-    /// True when the generation ran to its natural end (everything but
-    /// [`StopReason::Interrupted`] and [`StopReason::Grammar`]): only then
-    /// is a new state stored.
-    pub fn is_success(self) -> bool {
-        !matches!(self, StopReason::Interrupted | StopReason::Grammar)
-    }
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Stops a [`Generation`] from another thread: the generation ends before
-/// its next token with [`StopReason::Interrupted`].
-#[derive(Debug, Clone, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
-
-impl CancelHandle {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// A handle over an existing flag (say a server's per-request flag),
-    /// so that setting the flag stops the generation, prefill included.
-    pub fn from_flag(flag: Arc<AtomicBool>) -> CancelHandle {
-        CancelHandle(flag)
-    }
-}
-
 /// The most prompt tokens run in one forward pass. A longer prompt is
 /// prefilled in chunks of this size (as llama.cpp's `n_batch`), which
 /// bounds the scratch memory and lets a cancel stop a long prefill.
 pub const PREFILL_CHUNK: usize = 512;
-
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct GenerateParams {
-    pub max_tokens: usize,
-    pub sampler: SamplerConfig,
-    pub stop: Vec<String>,
-    /// Reseed the RNG first (otherwise the live RNG continues).
-    pub seed: Option<u64>,
-    /// Constrain the output to this grammar (GBNF or a JSON Schema). A
-    /// generation with a prompt starts the grammar afresh; one with an
-    /// empty prompt under the same grammar as the live one (say after a
-    /// restore) continues where it stood. `None` with an empty prompt also
-    /// continues under the live grammar, if there is one (a snapshot taken
-    /// mid-way through constrained output goes on constrained); `None` with
-    /// a prompt, or [`Engine::clear_grammar`] first, generates freely.
-    pub grammar: Option<GrammarSpec>,
-}
-
-impl GenerateParams {
-    /// Checks the sampler settings ([`SamplerConfig::validate`]) and that
-    /// no stop string is empty (it would match before any text).
-    pub fn validate(&self) -> Result<()> {
-        self.sampler.validate()?;
-        if self.stop.iter().any(String::is_empty) {
-            return Err(Error::Usage(
-                "stop: an empty stop string would end every generation at once".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for GenerateParams {
-    fn default() -> Self {
-        GenerateParams {
-            max_tokens: 128,
-            sampler: SamplerConfig::default(),
-            stop: Vec::new(),
-            seed: None,
-            grammar: None,
-        }
-    }
-}
 
 /// A model with its context: tokens, KV cache, last logits and RNG.
 ///
@@ -799,77 +672,10 @@ impl Engine {
     }
 }
 
-/// The length of the longest proper prefix of `stop` that `tail` ends
-/// with (0 if none).
-fn stop_prefix_len(tail: &str, stop: &str) -> usize {
-    (1..stop.len().min(tail.len() + 1))
-        .rev()
-        .find(|&k| stop.is_char_boundary(k) && tail.ends_with(&stop[..k]))
-        .unwrap_or(0)
-}
-
 /// `path` made absolute and resolved (symlinks followed) when it exists,
 /// else made absolute against the working directory, else as given.
 pub(crate) fn resolve_path(path: &Path) -> PathBuf {
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// The state of one generation (see [`Engine::start`]).
-#[derive(Debug, Default)]
-pub struct Generation {
-    /// Text generated so far.
-    pub text: String,
-    /// Tokens produced so far (an EOS token included).
-    pub produced: usize,
-    /// Bytes of `text` given out with tokens (a tail that may begin a stop
-    /// string is held back until it is known not to).
-    yielded: usize,
-    done: bool,
-    stop_reason: Option<StopReason>,
-    cancel: CancelHandle,
-    stream: tokenizer::Utf8Stream,
-    bytes: Vec<u8>,
-    /// Its place at the engine's batcher while it decodes.
-    seat: Option<batcher::Seat>,
-}
-
-impl Generation {
-    /// Ends the generation for `reason` (the first reason sticks) and
-    /// returns the text still held back by the UTF-8 stream, which is also
-    /// appended to `text`.
-    pub fn end(&mut self, reason: StopReason) -> String {
-        if self.done {
-            return String::new();
-        }
-        self.done = true;
-        // The other sequences need not wait for this one any more.
-        self.seat = None;
-        self.stop_reason = Some(reason);
-        let rest = self.stream.finish();
-        self.text.push_str(&rest);
-        rest
-    }
-
-    /// The text not given out yet.
-    fn take_rest(&mut self) -> String {
-        let start = self.yielded.min(self.text.len());
-        self.yielded = self.text.len();
-        self.text[start..].to_string()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Why the generation ended (`None` while it runs).
-    pub fn stop_reason(&self) -> Option<StopReason> {
-        self.stop_reason
-    }
-
-    /// A handle that stops this generation from another thread.
-    pub fn cancel_handle(&self) -> CancelHandle {
-        self.cancel.clone()
-    }
 }
