@@ -340,6 +340,36 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
 
+    /// A reservation made before a reset cannot commit (a run that
+    /// finishes after `POST /reset` leaves nothing), one made after can.
+    #[test]
+    fn a_reset_refuses_older_reservations() {
+        let model = std::env::var_os("ZT_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+            .join("gguf/llama-tiny-q8_0.gguf");
+        let dir = std::env::temp_dir().join(format!("zt-states-reset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::open(&model, crate::engine::EngineOptions::default()).unwrap();
+        let store = Arc::new(StateStore::open(Some(&dir), engine.fork(None).unwrap()).unwrap());
+        let before = store.reserve("before").unwrap();
+        let kept = store.reserve("kept").unwrap();
+        kept.commit(&engine, engine.capture().unwrap()).unwrap();
+        assert_eq!(store.reset().unwrap(), 1);
+        assert!(before.is_stale());
+        let e = before
+            .commit(&engine, engine.capture().unwrap())
+            .unwrap_err();
+        assert_eq!(e.message, RESET_DURING_RUN);
+        assert_eq!(store.list().unwrap(), vec![INITIAL]);
+        assert!(!dir.join("before.zt").exists() && !dir.join("kept.zt").exists());
+        let after = store.reserve("after").unwrap();
+        assert!(!after.is_stale());
+        after.commit(&engine, engine.capture().unwrap()).unwrap();
+        assert!(dir.join("after.zt").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn only_state_temp_files_are_stale() {
         assert!(is_stale_temp(".a.zt.tmp-12-0"));

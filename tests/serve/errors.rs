@@ -213,6 +213,10 @@ fn body_errors_name_the_field() {
     let a = s.request("POST", "/execute", Some(deep.as_bytes()), &[]);
     let p = error(&a, 400);
     assert!(p.as_str().unwrap().starts_with("prompt[0][0]"), "{p}");
+    // A repeated field is refused (as serde's structs do), and named.
+    let dup = br#"{"exec_id": "e", "state_name": "initial", "prompt": "hi", "max_tokens": 1, "max_tokens": 2}"#;
+    let a = s.request("POST", "/execute", Some(dup), &[]);
+    assert_eq!(error(&a, 400), "max_tokens");
     // Malformed JSON: the field it broke in, if any.
     let a = s.request("POST", "/execute", Some(b"{\"exec_id\": "), &[]);
     assert_eq!(error(&a, 400), "exec_id");

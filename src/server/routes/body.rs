@@ -3,12 +3,13 @@
 //! a `Content-Encoding` these routes do not decode.
 //!
 //! A body is parsed in two steps, both tracking where they are with
-//! `serde_path_to_error`: to a JSON value (syntax, depth), then to the
-//! request's type. A field that breaks a type rule is a 400 whose `param`
-//! is its path (`max_tokens`, `messages[1].content`). The sampling fields
-//! every generation route shares are read from the same object by
-//! [`FromJson::read_parts`] rather than with `#[serde(flatten)]`, through
-//! which no path can be tracked.
+//! `serde_path_to_error`: to a JSON value (syntax, depth, a repeated key),
+//! then to the request's type. A field that breaks a rule of either step
+//! is a 400 whose `param` is its path (`max_tokens`,
+//! `messages[1].content`). The sampling fields every generation route
+//! shares are read from the same object by [`FromJson::read_parts`]
+//! rather than with `#[serde(flatten)]`, through which no path can be
+//! tracked.
 
 use crate::server::error::{ApiError, ApiResult};
 use axum::body::Bytes;
@@ -69,8 +70,9 @@ fn located(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let at = path_text(e.path());
     let inner = e.into_inner();
     let msg = inner.to_string();
-    let missing = msg
-        .strip_prefix("missing field `")
+    let missing = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
         .and_then(|m| m.split('`').next())
         .map(|f| {
             if at.is_empty() {
@@ -93,10 +95,75 @@ pub fn from_value<T: FromJson>(whole: &Value) -> ApiResult<T> {
     Ok(t)
 }
 
+/// A JSON value whose objects have no repeated key (a struct refuses a
+/// repeated field; read through a value, the last one would win).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let shown: String = key.chars().take(MAX_KEY).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate field `{shown}`"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// A request of type `T` from JSON text.
 pub fn parse<T: FromJson>(bytes: &[u8]) -> ApiResult<T> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let whole: Value = serde_path_to_error::deserialize(&mut de).map_err(located)?;
+    let Strict(whole) = serde_path_to_error::deserialize(&mut de).map_err(located)?;
     de.end()
         .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
     from_value(&whole)
@@ -222,6 +289,14 @@ mod tests {
         );
         let p = param(&deep).unwrap();
         assert!(p.starts_with("x[0][0]") && p.ends_with("..."), "{p}");
+        assert_eq!(
+            param(r#"{"id": "a", "list": [{"max_tokens": 1, "max_tokens": 2}]}"#).as_deref(),
+            Some("list[0].max_tokens")
+        );
+        assert_eq!(
+            param(r#"{"id": "a", "max_tokens": 1, "max_tokens": 2}"#).as_deref(),
+            Some("max_tokens")
+        );
         // Syntax errors have no field.
         assert_eq!(param("{"), None);
         assert_eq!(param(r#"{"id": "a"} x"#), None);
