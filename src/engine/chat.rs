@@ -224,12 +224,24 @@ impl ChatFormat {
     }
 
     /// The tokens of one more user turn of a running conversation whose
-    /// context is `context` (empty: a new conversation, BOS first when the
-    /// model adds one): the end of the previous assistant turn when the
-    /// context does not already end with it (a turn that ended at EOS or
-    /// at a stop string left it out), then the user's message and the
-    /// opening of the assistant's turn.
+    /// context is `context` (see [`ChatFormat::continuation`]).
     pub fn next_turn(self, tok: &Tokenizer, context: &[u32], user: &str) -> Vec<u32> {
+        self.continuation(tok, context, &[("user".to_string(), user.to_string())])
+    }
+
+    /// The tokens of more messages of a running conversation whose context
+    /// is `context` (empty: a new conversation, BOS first when the model
+    /// adds one), so that the context then reads as the format renders the
+    /// whole conversation: the end of the previous turn when the context
+    /// does not already end with it (a turn that ended at EOS, at a stop
+    /// string or at the length limit left it out) and the separator after
+    /// it, then the messages and the opening of the assistant's turn.
+    pub fn continuation(
+        self,
+        tok: &Tokenizer,
+        context: &[u32],
+        msgs: &[(String, String)],
+    ) -> Vec<u32> {
         let mut pieces: Vec<Piece> = Vec::new();
         if !context.is_empty() {
             let mut close = String::new();
@@ -241,7 +253,7 @@ impl ChatFormat {
             close.push_str(self.separator());
             pieces.push((close, true));
         }
-        pieces.extend(self.pieces(&[("user".to_string(), user.to_string())]));
+        pieces.extend(self.pieces(msgs));
         encode(tok, &pieces, context.is_empty())
     }
 }

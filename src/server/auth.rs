@@ -1,6 +1,8 @@
 //! Token authentication: `Authorization: Bearer KEY`, `X-API-Key: KEY` or
-//! a `token=KEY` query parameter, on every route but `/health`. Keys are
-//! compared as BLAKE3 digests in constant time, against every key.
+//! a `token=KEY` query parameter, on every route but `/health`. Every
+//! credential a request presents must be a key: none, or any wrong one,
+//! is 401 (the answer does not depend on their order). Keys are compared
+//! as BLAKE3 digests in constant time, against every key.
 
 use super::error::ApiError;
 use super::App;
@@ -42,24 +44,46 @@ impl Keys {
     }
 }
 
-/// The key a request presents, if any.
-fn presented(req: &Request) -> Option<String> {
+/// Every credential a request presents: each `Authorization` header
+/// (`Bearer KEY`; another scheme or an unreadable value presents a key
+/// that never matches), each `X-API-Key` header and each `token` query
+/// parameter (a malformed one never matches), in no particular order.
+fn presented(req: &Request) -> Vec<Option<String>> {
     let h = req.headers();
-    if let Some(v) = h.get(axum::http::header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, rest) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string());
+    let mut out = Vec::new();
+    for v in h.get_all(axum::http::header::AUTHORIZATION) {
+        out.push(v.to_str().ok().and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_string())
+        }));
     }
-    if let Some(v) = h.get("x-api-key") {
-        return v.to_str().ok().map(|s| s.trim().to_string());
+    for v in h.get_all("x-api-key") {
+        out.push(v.to_str().ok().map(|s| s.trim().to_string()));
     }
-    let query = req.uri().query()?;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == "token").then(|| percent_decode(v)).flatten()
-    })
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "token" {
+            out.push(percent_decode(v));
+        }
+    }
+    out
+}
+
+/// The rule: at least one credential, and every credential presented is
+/// a key (one wrong credential refuses the request, whatever its place).
+/// Each is compared in constant time, and all of them are compared.
+fn all_accepted(keys: &Keys, presented: &[Option<String>]) -> bool {
+    let mut ok = subtle::Choice::from(u8::from(!presented.is_empty()));
+    for p in presented {
+        let good = match p {
+            Some(k) => keys.accepts(k),
+            None => false,
+        };
+        ok &= subtle::Choice::from(u8::from(good));
+    }
+    ok.into()
 }
 
 /// `%XX` and `+` decoding of a query value (`None` when malformed).
@@ -97,9 +121,10 @@ pub async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) 
     if app.keys.is_empty() || is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    match presented(&req) {
-        Some(k) if app.keys.accepts(&k) => next.run(req).await,
-        _ => ApiError::unauthorized().into_response(),
+    if all_accepted(&app.keys, &presented(&req)) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
     }
 }
 
@@ -116,6 +141,19 @@ mod tests {
         assert!(!keys.accepts("s3cret "));
         assert!(!keys.accepts(""));
         assert!(Keys::new(&[]).is_empty());
+    }
+
+    #[test]
+    fn every_presented_credential_must_be_a_key() {
+        let keys = Keys::new(&["s3cret".to_string()]);
+        let good = || Some("s3cret".to_string());
+        let bad = || Some("wrong".to_string());
+        assert!(all_accepted(&keys, &[good()]));
+        assert!(all_accepted(&keys, &[good(), good()]));
+        assert!(!all_accepted(&keys, &[]));
+        assert!(!all_accepted(&keys, &[good(), bad()]));
+        assert!(!all_accepted(&keys, &[bad(), good()]));
+        assert!(!all_accepted(&keys, &[good(), None]));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct GrammarFields {
     pub json_schema: Option<Value>,
 }
 
+impl crate::server::routes::FromJson for GrammarFields {}
+
 /// The spec `response_format` asks for (`None`: plain text).
 fn response_format(v: &Value) -> ApiResult<Option<GrammarSpec>> {
     let bad = |m: String| ApiError::bad("response_format", m);
@@ -156,7 +158,7 @@ mod tests {
             json!({"type": "json_schema", "json_schema": {"schema": 3}}),
         ] {
             let e = response_format(&bad).unwrap_err();
-            assert_eq!(e.param, Some("response_format"), "{bad}");
+            assert_eq!(e.param.as_deref(), Some("response_format"), "{bad}");
         }
     }
 

@@ -1,6 +1,9 @@
-//! Errors as OpenAI-style JSON bodies: `{"error": {message, type, code, param}}`.
+//! Errors as OpenAI-style JSON bodies: `{"error": {message, type, code, param}}`,
+//! also for the refusals axum makes itself ([`json_errors`]).
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -10,7 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
-    pub param: Option<&'static str>,
+    /// The field at fault: a name or a path such as `messages[1].content`.
+    pub param: Option<String>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u32>,
 }
@@ -27,9 +31,9 @@ impl ApiError {
     }
 
     /// 400: a field of the request breaks a rule.
-    pub fn bad(param: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad(param: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError {
-            param: Some(param),
+            param: Some(param.into()),
             ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
         }
     }
@@ -112,3 +116,63 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// Bytes of a non-JSON error body read to rewrite it.
+const MAX_FOREIGN_ERROR: usize = 64 << 10;
+
+/// OpenAI's error type for a status.
+fn kind_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        503 => "unavailable_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// Middleware for every route but the Connect ones (which have their own
+/// error shape): an error answer that is not JSON (a wrong method's empty
+/// 405, a text rejection of axum's) becomes an OpenAI-style error with
+/// the same status and headers.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with(super::routes::connect::PREFIX) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, MAX_FOREIGN_ERROR)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // axum adds the `Allow` header after this layer.
+        format!("method {method} is not allowed on {path} (the Allow header lists those that are)")
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, kind_of(status), message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::ACCEPT_ENCODING] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}

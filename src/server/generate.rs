@@ -14,8 +14,14 @@ pub struct Sampling {
     pub max_tokens: usize,
     pub temperature: f32,
     pub top_p: f32,
-    /// `None`: a fresh random seed.
+    /// `Some`: reseed the RNG. `None`: a fresh random seed, unless
+    /// `continue_rng` is set.
     pub seed: Option<u64>,
+    /// With no `seed`, keep the engine's live RNG (a restored state's, so a
+    /// continuation samples as the uninterrupted run would): the engine's
+    /// rule for `seed: None`. Set by `/execute`; the routes that start on a
+    /// fresh context draw a fresh seed instead.
+    pub continue_rng: bool,
     pub stop: Vec<String>,
     /// Token ids that end the generation (a chat format's end marker); the
     /// token stays in the context, its text is not returned.
@@ -85,6 +91,23 @@ pub struct Outcome {
     pub decode_secs: f64,
 }
 
+impl Outcome {
+    /// A run cancelled before it started (interrupted in the queue).
+    pub fn cancelled(prompt_tokens: usize) -> Outcome {
+        Outcome {
+            text: String::new(),
+            tokens: Vec::new(),
+            finish: Finish::Cancelled,
+            stop: None,
+            prompt_tokens,
+            cached_tokens: 0,
+            completion_tokens: 0,
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+        }
+    }
+}
+
 /// A seed nobody chose.
 pub fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -140,21 +163,14 @@ pub fn run(
         },
         stop: s.stop.clone(),
         grammar: s.grammar.clone(),
-        seed: Some(s.seed.unwrap_or_else(random_seed)),
-    };
-    let cancelled = |finish| Outcome {
-        text: String::new(),
-        tokens: Vec::new(),
-        finish,
-        stop: None,
-        prompt_tokens: prompt.len(),
-        cached_tokens: 0,
-        completion_tokens: 0,
-        prefill_secs: 0.0,
-        decode_secs: 0.0,
+        seed: match s.seed {
+            Some(seed) => Some(seed),
+            None if s.continue_rng => None,
+            None => Some(random_seed()),
+        },
     };
     if cancel.load(Ordering::Relaxed) {
-        return Ok(cancelled(Finish::Cancelled));
+        return Ok(Outcome::cancelled(prompt.len()));
     }
     let t0 = Instant::now();
     // The request's flag (set by `/interrupt` or a vanished client) is the
@@ -166,6 +182,9 @@ pub fn run(
     let t1 = Instant::now();
     let mut all: Vec<TokenInfo> = Vec::new();
     let mut pending: Vec<TokenInfo> = Vec::new();
+    // Bytes of `g.text` given to `emit` (the pieces are its prefix).
+    let mut emitted = 0usize;
+    let mut gone = false;
     loop {
         let top = match s.logprobs {
             Some(k) if k > 0 => top_logprobs(engine.last_logits(), k),
@@ -198,11 +217,13 @@ pub fn run(
             g.end(StopReason::Stop);
         }
         if !t.text.is_empty() || (t.stop_reason.is_some() && !pending.is_empty()) {
+            emitted += t.text.len();
             let piece = Piece {
                 text: t.text,
                 tokens: std::mem::take(&mut pending),
             };
             if !emit(piece) {
+                gone = true;
                 g.end(StopReason::Interrupted);
                 break;
             }
@@ -218,12 +239,17 @@ pub fn run(
         _ => Finish::Stop,
     };
     if finish == Finish::Cancelled {
-        return Ok(Outcome {
-            completion_tokens: g.produced,
-            prefill_secs,
-            stop: g.stop_reason(),
-            ..cancelled(finish)
-        });
+        // An interrupted run keeps the text it made: what was held back
+        // (a possible start of a stop string, an unfinished character) is
+        // given out now, so the pieces add up to the output.
+        let tail = g.text.get(emitted..).unwrap_or("");
+        let unsent = !tail.is_empty() || !pending.is_empty();
+        if unsent && !gone {
+            emit(Piece {
+                text: tail.to_string(),
+                tokens: std::mem::take(&mut pending),
+            });
+        }
     }
     Ok(Outcome {
         text: std::mem::take(&mut g.text),

@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiResult};
 use crate::engine::{snapshot, Engine, State};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const INITIAL: &str = "initial";
@@ -67,6 +68,9 @@ pub struct StateStore {
     reserved: Mutex<HashSet<String>>,
     /// Reads and checks snapshot files (a fork of the loaded engine).
     checker: Mutex<Engine>,
+    /// How many times the store was reset; changed only under the
+    /// `entries` lock. A reservation made before a reset cannot commit.
+    epoch: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> ApiResult<std::sync::MutexGuard<'_, T>> {
@@ -133,6 +137,7 @@ impl StateStore {
             entries: Mutex::new(entries),
             reserved: Mutex::new(HashSet::new()),
             checker: Mutex::new(checker),
+            epoch: AtomicU64::new(0),
         })
     }
 
@@ -216,6 +221,7 @@ impl StateStore {
         Ok(Reservation {
             store: self.clone(),
             name: name.to_string(),
+            epoch: self.epoch.load(Ordering::SeqCst),
         })
     }
 
@@ -241,11 +247,24 @@ impl StateStore {
         Ok(())
     }
 
-    /// Back to the single empty `initial` state.
+    /// Back to the single empty `initial` state. Names reserved before
+    /// the reset can no longer be committed ([`Reservation::commit`]), so
+    /// a run still going when it happens leaves nothing behind.
     pub fn reset(&self) -> ApiResult<usize> {
-        let names: Vec<String> = self.list()?.into_iter().filter(|n| n != INITIAL).collect();
+        let mut entries = lock(&self.entries)?;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let names: Vec<String> = entries.keys().filter(|n| *n != INITIAL).cloned().collect();
         for n in &names {
-            self.delete(n)?;
+            if let Some(p) = self.path(n) {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ApiError::internal(format!("removing {}: {e}", p.display())))
+                    }
+                }
+            }
+            entries.remove(n);
         }
         Ok(names.len())
     }
@@ -255,18 +274,48 @@ impl StateStore {
 pub struct Reservation {
     store: Arc<StateStore>,
     name: String,
+    /// The store's reset count when the name was reserved.
+    epoch: u64,
 }
 
+/// The evalue of a run that a `POST /reset` overtook.
+pub const RESET_DURING_RUN: &str =
+    "POST /reset ran while the execution was running; nothing was stored";
+
 impl Reservation {
+    /// Whether the store was reset since the name was reserved.
+    pub fn is_stale(&self) -> bool {
+        self.store.epoch.load(Ordering::SeqCst) != self.epoch
+    }
+
     /// Stores `state` under the reserved name: the file first (atomic),
-    /// then the listing. `engine` describes the model in the file.
+    /// then the listing. `engine` describes the model in the file. A
+    /// reservation older than the store's last reset is refused (409), its
+    /// file removed if it was written meanwhile.
     pub fn commit(self, engine: &Engine, state: State) -> ApiResult<()> {
-        if let Some(path) = self.store.path(&self.name) {
+        let stale = || {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "invalid_request_error",
+                RESET_DURING_RUN,
+            )
+        };
+        if self.is_stale() {
+            return Err(stale());
+        }
+        let path = self.store.path(&self.name);
+        if let Some(path) = &path {
             engine
-                .write_state(&state, &path, false)
+                .write_state(&state, path, false)
                 .map_err(ApiError::from)?;
         }
         let mut entries = lock(&self.store.entries)?;
+        if self.is_stale() {
+            if let Some(path) = &path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(stale());
+        }
         entries.insert(
             self.name.clone(),
             Entry {
@@ -290,6 +339,36 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reservation made before a reset cannot commit (a run that
+    /// finishes after `POST /reset` leaves nothing), one made after can.
+    #[test]
+    fn a_reset_refuses_older_reservations() {
+        let model = std::env::var_os("ZT_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+            .join("gguf/llama-tiny-q8_0.gguf");
+        let dir = std::env::temp_dir().join(format!("zt-states-reset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::open(&model, crate::engine::EngineOptions::default()).unwrap();
+        let store = Arc::new(StateStore::open(Some(&dir), engine.fork(None).unwrap()).unwrap());
+        let before = store.reserve("before").unwrap();
+        let kept = store.reserve("kept").unwrap();
+        kept.commit(&engine, engine.capture().unwrap()).unwrap();
+        assert_eq!(store.reset().unwrap(), 1);
+        assert!(before.is_stale());
+        let e = before
+            .commit(&engine, engine.capture().unwrap())
+            .unwrap_err();
+        assert_eq!(e.message, RESET_DURING_RUN);
+        assert_eq!(store.list().unwrap(), vec![INITIAL]);
+        assert!(!dir.join("before.zt").exists() && !dir.join("kept.zt").exists());
+        let after = store.reserve("after").unwrap();
+        assert!(!after.is_stale());
+        after.commit(&engine, engine.capture().unwrap()).unwrap();
+        assert!(dir.join("after.zt").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn only_state_temp_files_are_stale() {

@@ -68,7 +68,11 @@ impl Server {
     /// Starts `zt serve MODEL --bind 127.0.0.1:0 --api-key KEY ARGS` and
     /// waits until `/health` is 200.
     pub fn start(model: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zt"))
+        // `ZT_SERVE_BIN` runs the tests against another build (an older
+        // one, to see a new test fail before its fix).
+        let bin = std::env::var_os("ZT_SERVE_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zt")), PathBuf::from);
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg(model)
             .args(["--bind", "127.0.0.1:0", "--api-key", KEY, "--threads", "1"])

@@ -8,6 +8,8 @@ mod cache;
 #[path = "../common/mod.rs"]
 mod common;
 mod connect;
+mod errors;
+mod execute;
 mod grammar;
 mod harness;
 mod load;

@@ -20,10 +20,9 @@
 
 use super::misc::{self, DetokenizeRequest, TokenizeRequest};
 use super::openai::{self, chat_tokens, message_pairs, ChatRequest, CompletionRequest};
-use super::sampling::add_chat_stops;
-use super::states::{self as state_routes, ExecuteRequest, InterruptRequest};
-use super::{blocking, submit, usage, JsonBody, SamplingFields};
-use crate::server::chat::Message;
+use super::sampling::{add_chat_stops, StreamRequest};
+use super::states::{self as state_routes, ExecuteRequest, InterruptRequest, StateName};
+use super::{blocking, submit, usage, FromJson, JsonBody};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Piece};
 use crate::server::{sse, App};
@@ -32,7 +31,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -368,11 +366,14 @@ fn deadline(h: &HeaderMap) -> ConnectResult<Option<Duration>> {
     Ok(v.parse::<u64>().ok().map(Duration::from_millis))
 }
 
-/// A request message; an empty body is the empty message.
-fn message<T: DeserializeOwned>(body: &[u8]) -> ConnectResult<T> {
+/// A request message (a bad field named as on the OpenAI routes); an
+/// empty body is the empty message.
+fn message<T: FromJson>(body: &[u8]) -> ConnectResult<T> {
     let body = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body)
-        .map_err(|e| ConnectError::new("invalid_argument", format!("request message: {e}")))
+    super::body::parse(body).map_err(|e| {
+        let m = e.message.replacen("request body", "request message", 1);
+        ConnectError::new("invalid_argument", m)
+    })
 }
 
 /// The JSON body of a handler's answer.
@@ -394,6 +395,7 @@ fn json_of<T: serde::Serialize>(r: ApiResult<axum::Json<T>>) -> ConnectResult<Va
 struct NameRequest {
     name: String,
 }
+impl FromJson for NameRequest {}
 
 /// `Generate`: an OpenAI completion (`prompt`) or chat completion
 /// (`messages`) request, never streamed → `{id, text, finish_reason,
@@ -444,11 +446,11 @@ async fn dispatch(app: Arc<App>, method: &str, body: &[u8]) -> ConnectResult<Val
         "ListStates" => json_of(state_routes::list(State(app)).await),
         "GetState" => {
             let req: NameRequest = message(body)?;
-            json_of(state_routes::get(State(app), Path(req.name)).await)
+            json_of(state_routes::get(State(app), StateName(req.name)).await)
         }
         "DeleteState" => {
             let req: NameRequest = message(body)?;
-            json_of(state_routes::delete(State(app), Path(req.name)).await)
+            json_of(state_routes::delete(State(app), StateName(req.name)).await)
         }
         "Interrupt" => {
             let req: InterruptRequest = message(body)?;
@@ -543,21 +545,6 @@ impl Drop for AbortOnDrop {
             h.abort();
         }
     }
-}
-
-/// `GenerateStream`'s request: a prompt or chat messages and OpenAI's
-/// sampling fields.
-#[derive(Debug, serde::Deserialize)]
-struct StreamRequest {
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    messages: Option<Vec<Message>>,
-    /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and
-    /// `response_format`, `grammar` or `json_schema`, as on the OpenAI
-    /// routes.
-    #[serde(flatten)]
-    sampling: SamplingFields,
 }
 
 /// Envelope flags of Connect streaming.

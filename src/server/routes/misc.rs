@@ -1,6 +1,6 @@
 //! `/health`, `/metrics`, `/v1/models`, `/tokenize`, `/detokenize`.
 
-use super::{blocking, JsonBody};
+use super::{blocking, FromJson, JsonBody};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::App;
 use axum::extract::State;
@@ -65,6 +65,8 @@ pub struct TokenizeRequest {
     with_pieces: bool,
 }
 
+impl FromJson for TokenizeRequest {}
+
 fn yes() -> bool {
     true
 }
@@ -109,6 +111,8 @@ pub async fn tokenize(
 pub struct DetokenizeRequest {
     tokens: Vec<u64>,
 }
+
+impl FromJson for DetokenizeRequest {}
 
 /// `/detokenize`: `{tokens}` → `{content}`; ids outside the vocabulary: 400.
 pub async fn detokenize(

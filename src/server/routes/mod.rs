@@ -1,26 +1,26 @@
 //! The HTTP routes and what they share: a JSON body extractor with
-//! OpenAI-style errors (400, 413), tokenizing off the async threads, the
+//! OpenAI-style errors (400 naming the field, 413; [`body`]), tokenizing off the async threads, the
 //! context budget, the sampling fields ([`sampling`]) and running work on
 //! a sequence.
 
+pub mod body;
 pub mod connect;
 pub mod misc;
 pub mod openai;
 pub mod sampling;
 pub mod states;
 
+pub use body::{FromJson, JsonBody};
 pub use sampling::SamplingFields;
 
 use super::error::{ApiError, ApiResult};
 use super::scheduler::CancelOnDrop;
 use super::{App, Loaded};
 use crate::engine::Engine;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -47,38 +47,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/interrupt", post(states::interrupt))
         .route("/ztensor.v1.Engine/{method}", post(connect::call))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn(body::plain_bodies_only))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             super::auth::require_key,
         ))
         .layer(axum::middleware::from_fn(connect::rewrite_errors))
+        .layer(axum::middleware::from_fn(super::error::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
-}
-
-/// A JSON request body; too large: 413, unreadable or not matching the
-/// request's fields: 400 naming what is wrong.
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "the request body is larger than the server accepts",
-                )
-            } else {
-                ApiError::invalid(format!("reading the request body: {}", e.body_text()))
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("request body: {e}")))
-    }
 }
 
 /// Runs `f` off the async threads (tokenizing long texts is CPU work).

@@ -1,9 +1,10 @@
 //! `POST /v1/completions` and `POST /v1/chat/completions`, non-streaming
 //! JSON or `stream: true` Server-Sent Events ending in `data: [DONE]`.
 
+use super::body::from_value;
 use super::misc::check_ids;
 use super::sampling::add_chat_stops;
-use super::{blocking, now, request_id, submit, usage, wait, JsonBody, SamplingFields};
+use super::{blocking, now, request_id, submit, usage, wait, FromJson, JsonBody, SamplingFields};
 use crate::engine::Engine;
 use crate::server::cache::PrefixCache;
 use crate::server::chat::{ChatFormat, Message};
@@ -22,8 +23,8 @@ use std::sync::Arc;
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Common {
     /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and the
-    /// grammar fields.
-    #[serde(flatten)]
+    /// grammar fields, read from the same object.
+    #[serde(skip)]
     pub sampling: SamplingFields,
     /// OpenAI's newer name for `max_tokens`; wins when both are given.
     #[serde(default)]
@@ -51,10 +52,18 @@ pub enum PromptInput {
     Texts(Vec<String>),
 }
 
+impl FromJson for Common {
+    fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
+        self.sampling = from_value(whole)?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct CompletionRequest {
     pub prompt: PromptInput,
-    #[serde(flatten)]
+    /// Read from the same object.
+    #[serde(skip)]
     pub common: Common,
     #[serde(default)]
     pub logprobs: Option<u64>,
@@ -63,12 +72,27 @@ pub struct CompletionRequest {
 #[derive(Debug, serde::Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
-    #[serde(flatten)]
+    /// Read from the same object.
+    #[serde(skip)]
     pub common: Common,
     #[serde(default)]
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u64>,
+}
+
+impl FromJson for CompletionRequest {
+    fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
+        self.common = from_value(whole)?;
+        Ok(())
+    }
+}
+
+impl FromJson for ChatRequest {
+    fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
+        self.common = from_value(whole)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

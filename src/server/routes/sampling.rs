@@ -1,6 +1,7 @@
 //! The sampling fields every generation route takes (OpenAI's names), and
 //! their validation into the [`Sampling`] a run uses.
 
+use super::body::{from_value, FromJson};
 use super::budget;
 use crate::server::constraint::{self, GrammarFields};
 use crate::server::error::{ApiError, ApiResult};
@@ -22,9 +23,17 @@ pub struct SamplingFields {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stop: Option<StopInput>,
-    /// `response_format`, `grammar` or `json_schema`.
-    #[serde(flatten)]
+    /// `response_format`, `grammar` or `json_schema` (read by
+    /// [`FromJson::read_parts`] from the same object).
+    #[serde(skip)]
     pub grammar: GrammarFields,
+}
+
+impl FromJson for SamplingFields {
+    fn read_parts(&mut self, whole: &serde_json::Value) -> ApiResult<()> {
+        self.grammar = from_value(whole)?;
+        Ok(())
+    }
 }
 
 impl SamplingFields {
@@ -48,6 +57,7 @@ impl SamplingFields {
             temperature,
             top_p,
             seed: self.seed,
+            continue_rng: false,
             stop,
             stop_ids: Vec::new(),
             logprobs,
@@ -113,4 +123,26 @@ pub fn check_sampling(temperature: Option<f32>, top_p: Option<f32>) -> ApiResult
         ));
     }
     Ok((t, p))
+}
+
+/// Connect's `GenerateStream` request: a prompt or chat messages and the
+/// sampling fields (`max_tokens`, `temperature`, `top_p`, `seed`, `stop`
+/// and `response_format`, `grammar` or `json_schema`), as on the OpenAI
+/// routes.
+#[derive(Debug, serde::Deserialize)]
+pub struct StreamRequest {
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub messages: Option<Vec<crate::server::chat::Message>>,
+    /// Read from the same object.
+    #[serde(skip)]
+    pub sampling: SamplingFields,
+}
+
+impl FromJson for StreamRequest {
+    fn read_parts(&mut self, whole: &serde_json::Value) -> ApiResult<()> {
+        self.sampling = from_value(whole)?;
+        Ok(())
+    }
 }

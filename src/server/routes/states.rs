@@ -7,16 +7,18 @@
 //! interrupted (seed 001's shape); a request refused before running
 //! (bad field, unknown state, existing new name) gets an HTTP error.
 
-use super::openai::{chat_tokens, message_pairs};
+use super::body::from_value;
+use super::openai::message_pairs;
 use super::sampling::add_chat_stops;
-use super::{blocking, submit, usage, JsonBody, SamplingFields};
+use super::{blocking, submit, usage, FromJson, JsonBody, SamplingFields};
 use crate::server::chat::Message;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::generate::{self, Finish, Outcome, Piece, Sampling};
 use crate::server::scheduler::CancelOnDrop;
-use crate::server::states::{check_name, Reservation};
+use crate::server::states::{check_name, Reservation, RESET_DURING_RUN};
 use crate::server::{sse, App, Loaded};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -35,11 +37,18 @@ pub struct ExecuteRequest {
     #[serde(default)]
     pub messages: Option<Vec<Message>>,
     /// `max_tokens`, `temperature`, `top_p`, `seed`, `stop` and the
-    /// grammar fields.
-    #[serde(flatten)]
+    /// grammar fields, read from the same object.
+    #[serde(skip)]
     pub sampling: SamplingFields,
     #[serde(default)]
     pub stream: Option<bool>,
+}
+
+impl FromJson for ExecuteRequest {
+    fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
+        self.sampling = from_value(whole)?;
+        Ok(())
+    }
 }
 
 /// Execution ids: 1-128 of `A-Z a-z 0-9 _ - . :`.
@@ -123,6 +132,16 @@ fn execute_on(
     } = job;
     let (state_name, new_name, prompt, s) =
         (state_name.as_str(), new_name.as_str(), &prompt, &sampling);
+    if cancel.load(Ordering::Relaxed) {
+        // Interrupted (or overtaken by a reset) while it waited.
+        let why = if reservation.is_stale() {
+            RESET_DURING_RUN
+        } else {
+            "the execution was interrupted before it started; nothing was stored"
+        };
+        let out = Outcome::cancelled(prompt.len());
+        return (Some(out), None, Some(fault("Interrupted", why)));
+    }
     let state = match loaded.states.get(state_name) {
         Ok(s) => s,
         Err(err) => return (None, None, Some(fault("StateNotFound", err.message))),
@@ -149,18 +168,23 @@ fn execute_on(
         );
     }
     if !success {
-        return (
-            Some(out),
-            None,
-            Some(fault("Interrupted", "the execution was interrupted")),
-        );
+        let why = if reservation.is_stale() {
+            RESET_DURING_RUN
+        } else {
+            "the execution was interrupted; nothing was stored"
+        };
+        return (Some(out), None, Some(fault("Interrupted", why)));
     }
+    let stale = reservation.is_stale();
     let stored = e
         .capture()
         .map_err(ApiError::from)
         .and_then(|st| reservation.commit(e, st));
     match stored {
         Ok(()) => (Some(out), Some(new_name.to_string()), None),
+        Err(err) if stale || err.message == RESET_DURING_RUN => {
+            (Some(out), None, Some(fault("StateReset", err.message)))
+        }
         Err(err) => (Some(out), None, Some(fault("StateWriteError", err.message))),
     }
 }
@@ -195,7 +219,18 @@ pub async fn execute(
             .await?;
             (ids, false)
         }
-        (None, Some(msgs)) => (chat_tokens(&loaded, message_pairs(msgs)?, bos).await?, true),
+        (None, Some(msgs)) => {
+            // Rendered as the chat format renders the whole conversation:
+            // the state's last turn closed first if it is not.
+            let pairs = message_pairs(msgs)?;
+            let (l, name) = (loaded.clone(), req.state_name.clone());
+            let ids = blocking(move || {
+                let context = l.states.get(&name)?;
+                Ok::<_, ApiError>(l.chat.continuation(&l.tokenizer, &context.tokens, &pairs))
+            })
+            .await??;
+            (ids, true)
+        }
         _ => return Err(ApiError::invalid("give either prompt or messages")),
     };
     let mut sampling = req
@@ -205,9 +240,17 @@ pub async fn execute(
     if chat {
         add_chat_stops(&mut sampling, &loaded);
     }
-    let reservation = loaded.states.reserve(&new_name)?;
+    // Seed 001's continuation: with no seed the restored state's RNG goes
+    // on, so `a` (seed s, n tokens) then `a -> b` (no seed, m tokens)
+    // samples what one run of n + m tokens from seed s does.
+    sampling.continue_rng = true;
+    let prompt_len = prompt.len();
     let cancel = Arc::new(AtomicBool::new(false));
-    {
+    // Reserved and registered under the executions lock, which `reset`
+    // holds while it interrupts the running executions and resets the
+    // store: an execution is either interrupted by a reset or starts after
+    // it, never slips between.
+    let reservation = {
         let mut running = loaded
             .executions
             .lock()
@@ -219,8 +262,10 @@ pub async fn execute(
                 format!("execution {:?} is already running", req.exec_id),
             ));
         }
+        let reservation = loaded.states.reserve(&new_name)?;
         running.insert(req.exec_id.clone(), cancel.clone());
-    }
+        reservation
+    };
     let registered = Registered {
         loaded: loaded.clone(),
         id: req.exec_id.clone(),
@@ -252,11 +297,11 @@ pub async fn execute(
             // Skipped in the queue: interrupted before it started.
             Err(_) if cancel.load(Ordering::Relaxed) => Ok(Json(result(
                 &exec_id,
-                None,
+                Some(&Outcome::cancelled(prompt_len)),
                 None,
                 Some(fault(
                     "Interrupted",
-                    "the execution was interrupted before it started",
+                    "the execution was interrupted before it started; nothing was stored",
                 )),
             ))
             .into_response()),
@@ -299,7 +344,25 @@ pub async fn list(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
 /// Tokens of the text tail in `GET /states/{name}`.
 const TAIL_TOKENS: usize = 64;
 
-pub async fn get(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+/// The `{name}` of `/states/{name}`; one that is not UTF-8 once decoded
+/// is a 400 naming `name` (axum's own rejection is plain text).
+pub struct StateName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StateName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(StateName(name)),
+            Err(e) => Err(ApiError::bad("name", e.body_text())),
+        }
+    }
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    StateName(name): StateName,
+) -> ApiResult<Json<Value>> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let loaded = app.ready()?;
     check_name("name", &name)?;
@@ -321,7 +384,7 @@ pub async fn get(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
 
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    StateName(name): StateName,
 ) -> ApiResult<Json<Value>> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let loaded = app.ready()?;
@@ -332,18 +395,35 @@ pub async fn delete(
     Ok(Json(json!({"deleted": name})))
 }
 
+/// Interrupts every running or queued execution (they store nothing:
+/// their reservations predate the reset) and deletes every state but
+/// `initial`.
 pub async fn reset(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let loaded = app.ready()?;
     let l = loaded.clone();
-    let n = blocking(move || l.states.reset()).await??;
-    Ok(Json(json!({"status": "ok", "deleted": n})))
+    let (deleted, interrupted) = blocking(move || {
+        let running = l
+            .executions
+            .lock()
+            .map_err(|_| ApiError::internal("executions lock poisoned"))?;
+        for flag in running.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        Ok::<_, ApiError>((l.states.reset()?, running.len()))
+    })
+    .await??;
+    Ok(Json(
+        json!({"status": "ok", "deleted": deleted, "interrupted": interrupted}),
+    ))
 }
 
 #[derive(Debug, serde::Deserialize)]
 pub struct InterruptRequest {
     pub exec_id: String,
 }
+
+impl FromJson for InterruptRequest {}
 
 pub async fn interrupt(
     State(app): State<Arc<App>>,
