@@ -15,18 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const INITIAL: &str = "initial";
-/// Longest state name.
-pub const MAX_NAME: usize = 128;
+/// Longest state name (the engine's rule).
+pub const MAX_NAME: usize = crate::engine::MAX_STATE_NAME;
 
 /// Whether `name` is a valid state name: 1-128 of `A-Z a-z 0-9 _ -`
-/// (no dots or slashes, so it can never leave the state directory).
+/// (no dots or slashes, so it can never leave the state directory), the
+/// engine's rule for its named states ([`crate::engine::valid_state_name`]).
 pub fn check_name(field: &'static str, name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if crate::engine::valid_state_name(name) {
         Ok(())
     } else {
         let shown: String = name.chars().take(MAX_NAME + 1).collect();
