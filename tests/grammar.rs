@@ -531,3 +531,22 @@ fn json_schema_large_enums_stay_within_the_stack_limit() {
         assert!(!matches(&g, bad.as_bytes()), "{bad}");
     }
 }
+
+/// The top-level value ends the output: no trailing blanks (a model would
+/// otherwise pad constrained output with whitespace up to `max_tokens`),
+/// while whitespace inside stays allowed.
+#[test]
+fn json_schema_output_ends_with_the_value() {
+    let g = schema_grammar(json!({
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}},
+        "required": ["a", "b"]
+    }));
+    assert!(matches(&g, br#"{"a":1,"b":"x"}"#));
+    assert!(matches(&g, b"{ \"a\": 1,\n  \"b\": \"y\" }"));
+    for bad in [&b"{\"a\":1,\"b\":\"x\"} "[..], b"{\"a\":1,\"b\":\"x\"}\n\t"] {
+        assert!(!matches(&g, bad), "{}", String::from_utf8_lossy(bad));
+    }
+    let e = schema_grammar(json!({"enum": [1, 2]}));
+    assert!(matches(&e, b"2") && !matches(&e, b"2 "));
+}

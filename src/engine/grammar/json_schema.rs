@@ -113,6 +113,11 @@ pub fn json_schema_to_gbnf(schema: &Value) -> Result<String> {
         depth: 0,
     };
     let body = c.visit(schema, "root", "")?;
+    // No whitespace after the top-level value: once it is complete the
+    // only choice left is the end (EOS), instead of a model padding the
+    // output with blanks up to `max_tokens` (values referenced through a
+    // rule keep the rule's trailing space).
+    let body = body.strip_suffix(" space").unwrap_or(&body);
     let mut out = format!("root ::= {body}\n");
     for (name, body) in &c.rules {
         out.push_str(&format!("{name} ::= {body}\n"));
