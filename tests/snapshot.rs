@@ -454,3 +454,29 @@ fn generations_report_their_stop_reason_and_commit_states_only_on_success() {
     assert_eq!(g.text, full[..full.find(&stop).unwrap()]);
     assert_eq!(streamed, g.text);
 }
+
+/// A state whose sampler a run would refuse is refused at restore (a
+/// trial restored `temperature = -1` and every later run failed).
+#[test]
+fn a_state_with_bad_sampler_settings_is_refused() {
+    let (mut e, _) = first_part(KvType::F16);
+    let good = e.capture().unwrap();
+    let before = e.tokens().to_vec();
+    let bad_settings: [fn(&mut ztensor::engine::SamplerConfig); 4] = [
+        |s| s.temperature = -1.0,
+        |s| s.top_p = 0.0,
+        |s| s.min_p = 2.0,
+        |s| s.repeat_penalty = 0.0,
+    ];
+    for set in bad_settings {
+        let mut st = good.clone();
+        set(&mut st.sampler);
+        let r = e.restore_state(&st);
+        assert!(
+            matches!(&r, Err(Error::Snapshot { .. }) if r.as_ref().unwrap_err().to_string().contains("sampler")),
+            "{r:?}"
+        );
+        assert_eq!(e.tokens(), before);
+    }
+    e.restore_state(&good).unwrap();
+}

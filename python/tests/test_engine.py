@@ -215,6 +215,9 @@ class TestSurface:
         ("kwargs", "match"),
         [
             ({"max_tokens": -1}, "max_tokens = -1"),
+            ({"top_k": -1}, "top_k = -1"),
+            ({"penalty_last_n": 2**40}, "penalty_last_n = 1099511627776"),
+            ({"seed": -1}, "seed = -1"),
             ({"temperature": -1.0}, "temperature = -1"),
             ({"temperature": float("nan")}, "temperature = NaN"),
             ({"top_p": 0.0}, "top_p = 0"),

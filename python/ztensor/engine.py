@@ -663,7 +663,8 @@ class Engine:
         Raises:
             ZTensorValueError: A run with this `exec_id` is still going.
             ZTensorValueError: Both `grammar` and `json_schema` are given.
-            ZTensorValueError: A bad setting: `max_tokens` < 0, `temperature`
+            ZTensorValueError: A bad setting: `max_tokens`, `top_k`,
+                `penalty_last_n` or `seed` not an int in range, `temperature`
                 < 0 or not finite, `top_p` outside (0, 1], `min_p` outside
                 [0, 1], `repeat_penalty` <= 0, an empty stop string, or a
                 `new_state` name that is taken or not 1-128 of
@@ -671,8 +672,16 @@ class Engine:
         """
         if grammar is not None and json_schema is not None:
             raise ZTensorValueError("give grammar or json_schema, not both")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise ZTensorValueError(f"max_tokens = {max_tokens!r}: must be an int >= 0")
+        for name, value, limit in (
+            ("max_tokens", max_tokens, 2**32),
+            ("top_k", top_k, 2**32),
+            ("penalty_last_n", penalty_last_n, 2**32),
+            ("seed", seed, 2**64),
+        ):
+            if value is None and name != "max_tokens":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+                raise ZTensorValueError(f"{name} = {value!r}: must be an int in [0, {limit})")
         if exec_id is None:
             exec_id = uuid.uuid4().hex
         start = {

@@ -520,6 +520,11 @@ pub fn check_state(engine: &Engine, state: &State) -> Result<()> {
     if state.last_logits.is_empty() != state.tokens.is_empty() {
         return Err(malformed("logits are present exactly when tokens are"));
     }
+    // The sampler a later run inherits must be one a run would accept.
+    state
+        .sampler
+        .validate()
+        .map_err(|e| malformed(format!("sampler: {e}")))?;
     Ok(())
 }
 

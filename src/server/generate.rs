@@ -14,6 +14,14 @@ pub struct Sampling {
     pub max_tokens: usize,
     pub temperature: f32,
     pub top_p: f32,
+    /// 0: off.
+    pub top_k: usize,
+    /// 0: off.
+    pub min_p: f32,
+    /// 1: off.
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
     /// `Some`: reseed the RNG. `None`: a fresh random seed, unless
     /// `continue_rng` is set.
     pub seed: Option<u64>,
@@ -157,8 +165,11 @@ pub fn run(
         sampler: SamplerConfig {
             temperature: s.temperature,
             top_p: s.top_p,
-            top_k: 0,
-            min_p: 0.0,
+            top_k: s.top_k,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            frequency_penalty: s.frequency_penalty,
+            presence_penalty: s.presence_penalty,
             ..SamplerConfig::default()
         },
         stop: s.stop.clone(),

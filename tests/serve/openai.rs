@@ -136,6 +136,12 @@ fn seeds_stops_and_logprobs() {
             values[0]
         );
     }
+    // Offsets count characters, as OpenAI's string positions do.
+    let mut at = 0;
+    for (i, t) in lp["tokens"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(lp["text_offset"][i], json!(at));
+        at += t.as_str().unwrap().chars().count();
+    }
     // `logprobs: 0`: just the sampled token, as OpenAI's legacy API.
     let mut r = completion("hello world", 3);
     r["logprobs"] = json!(0);
@@ -397,5 +403,54 @@ fn metrics_are_prometheus_text() {
     assert_eq!(value("zt_requests_deferred"), 0.0);
     for l in text.lines().filter(|l| l.starts_with("# TYPE")) {
         assert!(l.ends_with(" counter") || l.ends_with(" gauge"), "{l}");
+    }
+}
+
+/// OpenAI's penalties and llama-server's extra samplers reach the sampler
+/// (a trial found them accepted and ignored) and are range-checked.
+#[test]
+fn penalties_and_extra_samplers_are_applied_and_checked() {
+    let s = Server::start(&fixture("llama-tiny-q8_0.gguf"), &[]);
+    let text = |extra: serde_json::Value| {
+        let mut r = json!({"prompt": "the quick brown fox", "max_tokens": 24, "temperature": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        let a = s.post("/v1/completions", &r);
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let plain = text(json!({}));
+    assert_eq!(
+        text(json!({"frequency_penalty": 0, "presence_penalty": 0})),
+        plain
+    );
+    for extra in [
+        json!({"frequency_penalty": 2.0}),
+        json!({"presence_penalty": 2.0}),
+        json!({"repeat_penalty": 5.0}),
+    ] {
+        assert_ne!(text(extra.clone()), plain, "{extra} changed nothing");
+    }
+    // top_k 1 and min_p 1 keep only the best token: greedy at any temperature.
+    for extra in [json!({"top_k": 1}), json!({"min_p": 1.0})] {
+        let mut r = extra.clone();
+        r["temperature"] = json!(1.5);
+        r["seed"] = json!(3);
+        assert_eq!(text(r), plain, "{extra}");
+    }
+    for (field, v) in [
+        ("frequency_penalty", json!(2.5)),
+        ("presence_penalty", json!(-3)),
+        ("min_p", json!(1.5)),
+        ("repeat_penalty", json!(0)),
+        ("top_k", json!(-1)),
+        ("frequency_penalty", json!("x")),
+    ] {
+        let mut r = completion("hi", 2);
+        r[field] = v.clone();
+        let a = s.post("/v1/completions", &r);
+        assert_eq!(a.status, 400, "{field} = {v}: {}", a.text());
+        assert_eq!(a.json()["error"]["param"], field, "{v}");
     }
 }

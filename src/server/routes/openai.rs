@@ -117,8 +117,9 @@ impl Format {
             Kind::Completion => {
                 let mut offsets = Vec::with_capacity(tokens.len());
                 for t in tokens {
+                    // In characters, as OpenAI counts string positions.
                     offsets.push(self.offset);
-                    self.offset += t.text.len();
+                    self.offset += t.text.chars().count();
                 }
                 json!({
                     "tokens": tokens.iter().map(|t| &t.text).collect::<Vec<_>>(),

@@ -23,6 +23,20 @@ pub struct SamplingFields {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stop: Option<StopInput>,
+    /// OpenAI's penalties, in [-2, 2] (over the last 64 tokens, as
+    /// llama-server applies them).
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// llama-server's extra samplers: top-k (0: off), min-p in [0, 1] (0:
+    /// off) and the repeat penalty (> 0; 1: off).
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    #[serde(default)]
+    pub repeat_penalty: Option<f32>,
     /// `response_format`, `grammar` or `json_schema` (read by
     /// [`FromJson::read_parts`] from the same object).
     #[serde(skip)]
@@ -50,12 +64,39 @@ impl SamplingFields {
         logprobs: Option<usize>,
     ) -> ApiResult<Sampling> {
         let (temperature, top_p) = check_sampling(self.temperature, self.top_p)?;
+        let ranged = |field: &'static str, v: Option<f32>, lo: f32, hi: f32, default: f32| {
+            let v = v.unwrap_or(default);
+            if v >= lo && v <= hi {
+                Ok(v)
+            } else {
+                Err(ApiError::bad(
+                    field,
+                    format!("{field} = {v} is outside [{lo}, {hi}]"),
+                ))
+            }
+        };
+        let frequency_penalty =
+            ranged("frequency_penalty", self.frequency_penalty, -2.0, 2.0, 0.0)?;
+        let presence_penalty = ranged("presence_penalty", self.presence_penalty, -2.0, 2.0, 0.0)?;
+        let min_p = ranged("min_p", self.min_p, 0.0, 1.0, 0.0)?;
+        let repeat_penalty = self.repeat_penalty.unwrap_or(1.0);
+        if !(repeat_penalty.is_finite() && repeat_penalty > 0.0) {
+            return Err(ApiError::bad(
+                "repeat_penalty",
+                format!("repeat_penalty = {repeat_penalty} must be finite and > 0"),
+            ));
+        }
         let max_tokens = budget(n_ctx, used, prompt_len, self.max_tokens)?;
         let stop = check_stops(self.stop)?;
         Ok(Sampling {
             max_tokens,
             temperature,
             top_p,
+            top_k: self.top_k.unwrap_or(0) as usize,
+            min_p,
+            repeat_penalty,
+            frequency_penalty,
+            presence_penalty,
             seed: self.seed,
             continue_rng: false,
             stop,
