@@ -18,7 +18,8 @@
 //! states have the same layout as every other architecture ([`KV_LAYOUT`]).
 
 use super::{
-    attend_seqs, bad_key, embed, float, head, need_uint, sized, uint, Config, Scratch, Seq,
+    attend_seqs, bad_key, embed, feed_forward, float, head, need_uint, project_out, project_qkv,
+    sized, uint, Config, Scratch, Seq,
 };
 use crate::cbor::Value;
 use crate::engine::attention::AttnSpec;
@@ -155,7 +156,7 @@ impl Gemma3 {
     ) -> Result<()> {
         let n = tokens.len();
         let mm = Mul::of(seqs);
-        let (d, qd, kvd, hd, eps) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.rms_eps);
+        let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
         timed!(s, Embed, {
             embed(&self.tok_embd, tokens, sized(&mut s.x, n * d))?;
             ops::scale(&mut s.x, (d as f32).sqrt());
@@ -166,21 +167,7 @@ impl Gemma3 {
                 Norm,
                 ops::rms_norm(&s.x, &l.attn_norm, eps, sized(&mut s.xn, n * d))
             );
-            timed!(
-                s,
-                Qkv,
-                mm.group(
-                    &mut [
-                        (&l.wq, sized(&mut s.q, n * qd)),
-                        (&l.wk, sized(&mut s.k, n * kvd)),
-                        (&l.wv, sized(&mut s.v, n * kvd)),
-                    ],
-                    &s.xn,
-                    n,
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            project_qkv(mm, s, n, [&l.wq, &l.wk, &l.wv])?;
             timed!(s, Norm, {
                 ops::rms_norm_inplace(&mut s.q, &l.q_norm, eps);
                 ops::rms_norm_inplace(&mut s.k, &l.k_norm, eps);
@@ -203,18 +190,7 @@ impl Gemma3 {
                 Attention,
                 attend_seqs(seqs, li, &spec, inv_freq, RopeStyle::Neox, s)
             );
-            timed!(
-                s,
-                AttnOutput,
-                mm.one(
-                    &l.wo,
-                    &s.att,
-                    n,
-                    sized(&mut s.xn, n * d),
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            project_out(mm, s, n, &l.wo)?;
             timed!(
                 s,
                 Norm,
@@ -226,33 +202,7 @@ impl Gemma3 {
                 Norm,
                 ops::rms_norm(&s.x, &l.ffn_norm, eps, sized(&mut s.xn, n * d))
             );
-            timed!(
-                s,
-                FfnGateUp,
-                mm.group(
-                    &mut [
-                        (&l.gate, sized(&mut s.gate, n * c.n_ff)),
-                        (&l.up, sized(&mut s.up, n * c.n_ff)),
-                    ],
-                    &s.xn,
-                    n,
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
-            timed!(s, FfnAct, ops::gelu_tanh_mul(&mut s.gate, &s.up));
-            timed!(
-                s,
-                FfnDown,
-                mm.one(
-                    &l.down,
-                    &s.gate,
-                    n,
-                    sized(&mut s.xn, n * d),
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            feed_forward(mm, s, n, [&l.gate, &l.up, &l.down], ops::gelu_tanh_mul)?;
             timed!(
                 s,
                 Norm,

@@ -5,7 +5,9 @@
 //! `output.weight` is absent). A batch of tokens (prefill) goes through
 //! every matmul together, so each weight row is dequantized once per batch.
 
-use super::{attend_seqs, embed, head, sized, Config, Scratch, Seq};
+use super::{
+    attend_seqs, embed, feed_forward, head, project_out, project_qkv, sized, Config, Scratch, Seq,
+};
 use crate::cbor::Value;
 use crate::engine::attention::AttnSpec;
 use crate::engine::batch::Mul;
@@ -100,7 +102,7 @@ impl Llama {
     ) -> Result<()> {
         let n = tokens.len();
         let mm = Mul::of(seqs);
-        let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
+        let (d, hd) = (c.n_embd, c.head_dim);
         timed!(
             s,
             Embed,
@@ -120,21 +122,7 @@ impl Llama {
                 Norm,
                 ops::rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d))
             );
-            timed!(
-                s,
-                Qkv,
-                mm.group(
-                    &mut [
-                        (&l.wq, sized(&mut s.q, n * qd)),
-                        (&l.wk, sized(&mut s.k, n * kvd)),
-                        (&l.wv, sized(&mut s.v, n * kvd)),
-                    ],
-                    &s.xn,
-                    n,
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            project_qkv(mm, s, n, [&l.wq, &l.wk, &l.wv])?;
             timed!(s, Residual, {
                 ops::add_bias(&mut s.q, l.bq.as_ref());
                 ops::add_bias(&mut s.k, l.bk.as_ref());
@@ -145,51 +133,14 @@ impl Llama {
                 Attention,
                 attend_seqs(seqs, li, &spec, &self.rope_inv_freq, self.rope_style, s)
             );
-            timed!(
-                s,
-                AttnOutput,
-                mm.one(
-                    &l.wo,
-                    &s.att,
-                    n,
-                    sized(&mut s.xn, n * d),
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            project_out(mm, s, n, &l.wo)?;
             timed!(s, Residual, ops::add(&mut s.x, &s.xn));
             timed!(
                 s,
                 Norm,
                 ops::rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d))
             );
-            timed!(
-                s,
-                FfnGateUp,
-                mm.group(
-                    &mut [
-                        (&l.gate, sized(&mut s.gate, n * c.n_ff)),
-                        (&l.up, sized(&mut s.up, n * c.n_ff)),
-                    ],
-                    &s.xn,
-                    n,
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
-            timed!(s, FfnAct, ops::silu_mul(&mut s.gate, &s.up));
-            timed!(
-                s,
-                FfnDown,
-                mm.one(
-                    &l.down,
-                    &s.gate,
-                    n,
-                    sized(&mut s.xn, n * d),
-                    &mut s.tmp,
-                    &mut s.qa,
-                )
-            )?;
+            feed_forward(mm, s, n, [&l.gate, &l.up, &l.down], ops::silu_mul)?;
             timed!(s, Residual, ops::add(&mut s.x, &s.xn));
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);

@@ -308,6 +308,86 @@ pub(crate) fn embed(w: &Weight, tokens: &[u32], x: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// The Q, K and V projections of the `n` rows of `s.xn` into `s.q`, `s.k`
+/// and `s.v` (one grouped matmul), timed as [`Op::Qkv`](super::profile::Op).
+pub(crate) fn project_qkv(
+    mm: Mul,
+    s: &mut Scratch,
+    n: usize,
+    [wq, wk, wv]: [&Weight; 3],
+) -> Result<()> {
+    timed!(
+        s,
+        Qkv,
+        mm.group(
+            &mut [
+                (wq, sized(&mut s.q, n * wq.rows)),
+                (wk, sized(&mut s.k, n * wk.rows)),
+                (wv, sized(&mut s.v, n * wv.rows)),
+            ],
+            &s.xn,
+            n,
+            &mut s.tmp,
+            &mut s.qa,
+        )
+    )
+}
+
+/// The attention output projection of `s.att` into `s.xn`.
+pub(crate) fn project_out(mm: Mul, s: &mut Scratch, n: usize, wo: &Weight) -> Result<()> {
+    timed!(
+        s,
+        AttnOutput,
+        mm.one(
+            wo,
+            &s.att,
+            n,
+            sized(&mut s.xn, n * wo.rows),
+            &mut s.tmp,
+            &mut s.qa,
+        )
+    )
+}
+
+/// The gated feed-forward of the rows of `s.xn` back into `s.xn`: gate and
+/// up projections (one grouped matmul), `act(gate, up)` (SwiGLU, GeGLU),
+/// down projection.
+pub(crate) fn feed_forward(
+    mm: Mul,
+    s: &mut Scratch,
+    n: usize,
+    [gate, up, down]: [&Weight; 3],
+    act: fn(&mut [f32], &[f32]),
+) -> Result<()> {
+    timed!(
+        s,
+        FfnGateUp,
+        mm.group(
+            &mut [
+                (gate, sized(&mut s.gate, n * gate.rows)),
+                (up, sized(&mut s.up, n * up.rows)),
+            ],
+            &s.xn,
+            n,
+            &mut s.tmp,
+            &mut s.qa,
+        )
+    )?;
+    timed!(s, FfnAct, act(&mut s.gate, &s.up));
+    timed!(
+        s,
+        FfnDown,
+        mm.one(
+            down,
+            &s.gate,
+            n,
+            sized(&mut s.xn, n * down.rows),
+            &mut s.tmp,
+            &mut s.qa,
+        )
+    )
+}
+
 /// Final norm and LM head over the last (or every) row of `s.x`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn head(
