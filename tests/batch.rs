@@ -151,6 +151,97 @@ fn smollm2_q4_1_batched_logits_equal_each_sequence_alone() {
     assert!(worst == 0.0, "smollm2: max |Δ| {worst}");
 }
 
+/// A batched step of decode rows and prompts of 2..=9 tokens (short ones
+/// take the integer tiles, long ones share one GEMM) against each
+/// sequence alone, then two batched decode steps on the caches it left;
+/// returns the worst |Δ|.
+fn mixed_equals_alone(path: &std::path::Path, kv_type: KvType) -> f32 {
+    let base = open(path, kv_type);
+    let n_vocab = base.config().n_vocab as u32;
+    let v = n_vocab as usize;
+    let ids =
+        |k: u32, n: u32| -> Vec<u32> { (0..n).map(|i| (i * 37 + k * 11) % n_vocab).collect() };
+    // Sequences 0 and 3 decode after a prompt of their own; the others
+    // prefill in the batch.
+    let inputs: Vec<Vec<u32>> = vec![
+        ids(1, 1),
+        ids(2, 7),
+        ids(3, 2),
+        ids(4, 1),
+        ids(5, 9),
+        ids(6, 5),
+    ];
+    let mut seqs: Vec<Engine> = (0..inputs.len())
+        .map(|_| base.fork(None).unwrap())
+        .collect();
+    seqs[0].eval(&ids(7, 3)).unwrap();
+    seqs[3].eval(&ids(8, 6)).unwrap();
+    let mut alone: Vec<Engine> = seqs.iter().map(|e| e.fork(None).unwrap()).collect();
+    let want: Vec<Vec<f32>> = alone
+        .iter_mut()
+        .zip(&inputs)
+        .map(|(e, t)| {
+            e.prefill(t).unwrap();
+            e.last_logits().to_vec()
+        })
+        .collect();
+    let mut refs: Vec<&mut Engine> = seqs.iter_mut().collect();
+    let slices: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+    let got = Engine::extend_batch(&mut refs, &slices).unwrap();
+    assert_eq!(got.len(), inputs.len() * v);
+    let mut worst = 0f32;
+    for (i, w) in want.iter().enumerate() {
+        worst = worst.max(max_diff(&got[i * v..(i + 1) * v], w));
+        assert_eq!(seqs[i].tokens(), alone[i].tokens());
+        assert_eq!(seqs[i].last_logits(), &got[i * v..(i + 1) * v]);
+    }
+    let mut next: Vec<u32> = want.iter().map(|l| argmax(l)).collect();
+    for _ in 0..2 {
+        let want: Vec<Vec<f32>> = alone
+            .iter_mut()
+            .zip(&next)
+            .map(|(e, &t)| e.eval(&[t]).unwrap())
+            .collect();
+        let mut refs: Vec<&mut Engine> = seqs.iter_mut().collect();
+        let got = Engine::eval_batch(&mut refs, &next).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            worst = worst.max(max_diff(&got[i * v..(i + 1) * v], w));
+        }
+        next = want.iter().map(|l| argmax(l)).collect();
+    }
+    worst
+}
+
+#[test]
+fn prompts_batched_with_decode_rows_equal_each_sequence_alone() {
+    // f32 / f16 weights: the decode rows and heads sum in another order
+    // (as in `batched_logits_equal_each_sequence_alone`), and the f16
+    // fixture's logits are larger; the integer path is bit for bit.
+    for (name, kv, bound) in [
+        ("llama-tiny-f32.gguf", KvType::F32, 1e-4),
+        ("llama-k-f16.gguf", KvType::F16, 5e-4),
+        ("llama-k-q8_0.gguf", KvType::F16, 0.0),
+        ("llama-k-q4_0.gguf", KvType::F16, 0.0),
+        ("llama-k-q4_k_m.gguf", KvType::F32, 0.0),
+        ("qwen2-tiny-q8_0.gguf", KvType::F16, 0.0),
+    ] {
+        let worst = mixed_equals_alone(&fixture(name), kv);
+        println!("{name}: prompts batched vs alone max |Δ| {worst:.3e}");
+        assert!(worst <= bound, "{name}: max |Δ| {worst} > {bound}");
+    }
+    for path in [gemma3(), cached("SmolLM2-135M-Instruct.Q4_1.gguf")]
+        .into_iter()
+        .flatten()
+    {
+        let worst = mixed_equals_alone(&path, KvType::F16);
+        println!(
+            "{}: prompts batched vs alone max |Δ| {worst:.3e}",
+            path.display()
+        );
+        assert!(worst == 0.0, "{}: max |Δ| {worst}", path.display());
+    }
+}
+
 #[test]
 fn bad_batches_are_errors_that_change_nothing() {
     let base = open(&fixture("llama-tiny-f32.gguf"), KvType::F32);
@@ -181,6 +272,12 @@ fn bad_batches_are_errors_that_change_nothing() {
     let mut e = base.fork(None).unwrap();
     assert!(e.attach_batcher(Some(Batcher::new(&other))).is_err());
     assert!(Engine::eval_batch(&mut [], &[]).unwrap().is_empty());
+    // A prompt that does not fit, or an empty one, fails the batch.
+    let err = Engine::extend_batch(&mut [&mut a, &mut b], &[&[5], &ids]).unwrap_err();
+    assert!(err.to_string().contains("context full"), "{err}");
+    let err = Engine::extend_batch(&mut [&mut a, &mut b], &[&[5], &[]]).unwrap_err();
+    assert!(err.to_string().contains("no tokens"), "{err}");
+    assert_eq!((a.tokens(), b.tokens()), (&[1, 2, 3][..], &[4][..]));
 }
 
 fn greedy(max_tokens: usize) -> GenerateParams {
@@ -256,7 +353,12 @@ fn threads_sharing_a_batcher_generate_what_they_generate_alone() {
         let stats = batcher.stats();
         println!("{name}: {stats:?}");
         assert_eq!(
-            stats.rows, steps,
+            stats.prefills, 4,
+            "{name}: every prompt went through the batcher"
+        );
+        assert_eq!(
+            stats.rows,
+            steps + stats.prefills,
             "{name}: every step went through the batcher"
         );
         assert_eq!(stats.max_rows, 4, "{name}: all four decoded together");

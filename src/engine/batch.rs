@@ -19,7 +19,7 @@
 
 use super::arch::{Model, Scratch, Seq};
 use super::kv::KvCache;
-use super::matmul::{matmul, matmul_group};
+use super::matmul::{matmul, matmul_group, vectors_independent_from};
 use super::quant::{self, QAct};
 use super::weights::Weight;
 use super::Engine;
@@ -33,30 +33,74 @@ mod rows;
 /// single-row path.
 const ROWS_PER_TASK: usize = 16;
 
-/// How a forward multiplies its rows by a weight.
+/// How a forward multiplies its rows by a weight: the rows split into
+/// segments, each computed as its own sequence would compute it alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mul {
+    segs: Vec<Seg>,
+}
+
+/// Consecutive rows multiplied one way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mul {
-    /// Consecutive tokens of one sequence (a prefill, a one-token step):
-    /// `matmul` over all rows.
-    Tokens,
-    /// One row for each of several sequences: each row computed as that
-    /// sequence's own one-token step would compute it.
-    Decode,
+struct Seg {
+    rows: usize,
+    /// One row for each of several sequences (each row computed as that
+    /// sequence's own one-token step would compute it); else consecutive
+    /// tokens of one sequence (a prefill, a one-token step), `matmul` over
+    /// the segment's rows.
+    decode: bool,
 }
 
 impl Mul {
-    /// [`Mul::Decode`] for several one-row sequences, else [`Mul::Tokens`].
+    /// The plan of a forward over `seqs`, so that every row gets the bits
+    /// it gets when its sequence runs alone: one sequence is one segment of
+    /// its tokens. Of several (a batched step), each run of one-row
+    /// sequences is a decode segment; a run of prompts that each take the
+    /// GEMM alone is one segment where the GEMM computes every vector in
+    /// its own lane ([`vectors_independent_from`]), so their
+    /// weights are read once; any other prompt is a segment of its own.
     pub(crate) fn of(seqs: &[Seq<'_>]) -> Mul {
-        if seqs.len() > 1 && seqs.iter().all(|q| q.n == 1) {
-            Mul::Decode
-        } else {
-            Mul::Tokens
+        if let [one] = seqs {
+            return Mul::tokens(one.n);
+        }
+        let mut segs: Vec<Seg> = Vec::new();
+        let mut shared_prompts = false;
+        for q in seqs {
+            let decode = q.n == 1;
+            let shares = !decode && vectors_independent_from(q.n);
+            match segs.last_mut() {
+                Some(last) if decode && last.decode => last.rows += 1,
+                Some(last) if shares && shared_prompts => last.rows += q.n,
+                _ => segs.push(Seg { rows: q.n, decode }),
+            }
+            shared_prompts = shares;
+        }
+        Mul { segs }
+    }
+
+    /// `n` consecutive tokens of one sequence.
+    pub(crate) fn tokens(n: usize) -> Mul {
+        Mul {
+            segs: vec![Seg {
+                rows: n,
+                decode: false,
+            }],
+        }
+    }
+
+    /// `n` rows, one for each of `n` sequences.
+    pub(crate) fn decode(n: usize) -> Mul {
+        Mul {
+            segs: vec![Seg {
+                rows: n,
+                decode: n > 1,
+            }],
         }
     }
 
     /// `out[i] = W · x[i]` for the `n` rows of `x`.
     pub(crate) fn one(
-        self,
+        &self,
         w: &Weight,
         x: &[f32],
         n: usize,
@@ -67,47 +111,86 @@ impl Mul {
         self.group(&mut [(w, out)], x, n, tmp, qa)
     }
 
-    /// Up to three matrices over the same input (Q/K/V, gate/up). Batched
-    /// decoding on the integer path quantizes the rows once and runs every
-    /// matrix in one parallel pass (one wake-up of the pool).
+    /// Up to three matrices over the same input (Q/K/V, gate/up), segment
+    /// by segment. Batched decoding on the integer path quantizes the rows
+    /// once and runs every matrix in one parallel pass (one wake-up of the
+    /// pool).
     pub(crate) fn group(
-        self,
+        &self,
         jobs: &mut [(&Weight, &mut [f32])],
         x: &[f32],
         n: usize,
         tmp: &mut Vec<f32>,
         qa: &mut QAct,
     ) -> Result<()> {
-        if self == Mul::Tokens || n == 1 {
-            return matmul_group(jobs, x, n, tmp, qa);
+        let total: usize = self.segs.iter().map(|g| g.rows).sum();
+        if total != n {
+            return Err(Error::usage(format!(
+                "a matmul of {n} rows under a plan of {total}"
+            )));
         }
-        let Some(first) = jobs.first().map(|(w, _)| *w) else {
+        let [seg] = self.segs.as_slice() else {
+            let Some(cols) = jobs.first().map(|(w, _)| w.cols) else {
+                return Ok(());
+            };
+            let mut r0 = 0;
+            for seg in &self.segs {
+                let r = r0..r0 + seg.rows;
+                r0 += seg.rows;
+                let mut sub: Vec<(&Weight, &mut [f32])> = jobs
+                    .iter_mut()
+                    .map(|(w, out)| {
+                        let w: &Weight = w;
+                        (w, &mut out[r.start * w.rows..r.end * w.rows])
+                    })
+                    .collect();
+                let xs = &x[r.start * cols..r.end * cols];
+                group_rows(seg.decode, &mut sub, xs, seg.rows, tmp, qa)?;
+            }
             return Ok(());
         };
-        let blocks = quant::act_blocks(first.wtype);
-        let shared = jobs.iter().all(|(w, _)| {
-            quant::act_blocks(w.wtype) == blocks
-                && w.cols == first.cols
-                && quant::supports(w.wtype, w.cols)
-        });
-        match blocks {
-            Some(b) if shared => {
-                qa.quantize(b, &x[..n * first.cols], first.cols);
-                int_rows(jobs, qa, n);
-            }
-            _ if jobs.len() > 1 => {
-                for (w, out) in jobs.iter_mut() {
-                    self.group(&mut [(w, out)], x, n, tmp, qa)?;
-                }
-            }
-            _ => {
-                for (w, out) in jobs.iter_mut() {
-                    matmul(w, x, n, out, tmp, qa)?;
-                }
+        group_rows(seg.decode, jobs, x, n, tmp, qa)
+    }
+}
+
+/// One segment's product: [`Mul::group`] for rows all multiplied one way.
+fn group_rows(
+    decode: bool,
+    jobs: &mut [(&Weight, &mut [f32])],
+    x: &[f32],
+    n: usize,
+    tmp: &mut Vec<f32>,
+    qa: &mut QAct,
+) -> Result<()> {
+    if !decode || n == 1 {
+        return matmul_group(jobs, x, n, tmp, qa);
+    }
+    let Some(first) = jobs.first().map(|(w, _)| *w) else {
+        return Ok(());
+    };
+    let blocks = quant::act_blocks(first.wtype);
+    let shared = jobs.iter().all(|(w, _)| {
+        quant::act_blocks(w.wtype) == blocks
+            && w.cols == first.cols
+            && quant::supports(w.wtype, w.cols)
+    });
+    match blocks {
+        Some(b) if shared => {
+            qa.quantize(b, &x[..n * first.cols], first.cols);
+            int_rows(jobs, qa, n);
+        }
+        _ if jobs.len() > 1 => {
+            for (w, out) in jobs.iter_mut() {
+                group_rows(decode, &mut [(w, out)], x, n, tmp, qa)?;
             }
         }
-        Ok(())
+        _ => {
+            for (w, out) in jobs.iter_mut() {
+                matmul(w, x, n, out, tmp, qa)?;
+            }
+        }
     }
+    Ok(())
 }
 
 /// `out[k][r] = W_r · a_k` for every job's weight and the `n` quantized
@@ -143,18 +226,20 @@ fn int_rows(jobs: &mut [(&Weight, &mut [f32])], qa: &QAct, n: usize) {
     });
 }
 
-/// One sequence's next token in a batched step.
+/// One sequence's new tokens in a batched step: its next token (a decode
+/// row) or a prompt (a prefill).
 #[derive(Debug)]
-pub(crate) struct DecodeRow<'a> {
+pub(crate) struct BatchRow<'a> {
     pub cache: &'a mut KvCache,
-    pub token: u32,
-    /// Where the token goes: the number of tokens already in the context.
+    pub tokens: &'a [u32],
+    /// Where the tokens go: the number of tokens already in the context.
     pub pos: usize,
 }
 
 impl Model {
-    /// An error unless `token` at `pos` can run on `cache` with this model.
-    pub(crate) fn check_decode_row(&self, cache: &KvCache, token: u32, pos: usize) -> Result<()> {
+    /// An error unless `tokens` at `pos..` can run on `cache` with this
+    /// model.
+    pub(crate) fn check_row(&self, cache: &KvCache, tokens: &[u32], pos: usize) -> Result<()> {
         let c = &self.config;
         if cache.n_layer != c.n_layer || cache.kv_dim != c.kv_dim() {
             return Err(Error::usage(format!(
@@ -165,27 +250,36 @@ impl Model {
                 c.kv_dim()
             )));
         }
-        if pos >= cache.n_ctx {
+        if tokens.is_empty() {
+            return Err(Error::usage("a batched sequence has no tokens to run"));
+        }
+        if pos
+            .checked_add(tokens.len())
+            .is_none_or(|end| end > cache.n_ctx)
+        {
             return Err(Error::usage(format!(
-                "context full: position {pos} is past n_ctx {}",
+                "context full: {pos} + {} tokens exceed n_ctx {}",
+                tokens.len(),
                 cache.n_ctx
             )));
         }
-        if token as usize >= c.n_vocab {
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(Error::usage(format!(
-                "token id {token} is outside the vocabulary of {}",
+                "token id {t} is outside the vocabulary of {}",
                 c.n_vocab
             )));
         }
         Ok(())
     }
 
-    /// Runs each row's token at its position in its cache, all in one
+    /// Runs each row's tokens at its position in its cache, all in one
     /// pass; `logits` gets `rows.len() × n_vocab` values, row `i` the
-    /// logits after row `i`'s token.
-    pub(crate) fn decode_batch(
+    /// logits after row `i`'s last token. Each row gets the bits it gets
+    /// running alone where `Mul` says so (prefills always; decode rows on
+    /// the integer path).
+    pub(crate) fn forward_batch(
         &self,
-        rows: &mut [DecodeRow<'_>],
+        rows: &mut [BatchRow<'_>],
         s: &mut Scratch,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
@@ -194,18 +288,18 @@ impl Model {
             return Ok(());
         }
         for r in rows.iter() {
-            self.check_decode_row(r.cache, r.token, r.pos)?;
+            self.check_row(r.cache, r.tokens, r.pos)?;
         }
-        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let tokens: Vec<u32> = rows.iter().flat_map(|r| r.tokens.iter().copied()).collect();
         let mut seqs: Vec<Seq<'_>> = rows
             .iter_mut()
             .map(|r| Seq {
                 cache: &mut *r.cache,
                 pos0: r.pos,
-                n: 1,
+                n: r.tokens.len(),
             })
             .collect();
-        self.forward_seqs(&mut seqs, s, &tokens, true, logits)
+        self.forward_seqs(&mut seqs, s, &tokens, false, logits)
     }
 }
 
@@ -213,16 +307,36 @@ impl Engine {
     /// Appends `tokens[i]` to the context of `engines[i]`, all in one
     /// batched forward pass, and returns the logits after each
     /// (`engines.len() × n_vocab`, row `i` also left as that engine's
-    /// [`Engine::last_logits`]). The engines must share one loaded model
-    /// (forks of one engine); each keeps its own context. Row `i` is what
-    /// `engines[i].eval(&[tokens[i]])` gives, computed with the weights
-    /// read once for all rows. On an error no engine changes.
+    /// [`Engine::last_logits`]). Row `i` is what
+    /// `engines[i].eval(&[tokens[i]])` gives (see [`Engine::extend_batch`]).
     pub fn eval_batch(engines: &mut [&mut Engine], tokens: &[u32]) -> Result<Vec<f32>> {
         if engines.len() != tokens.len() {
             return Err(Error::usage(format!(
                 "{} engines but {} tokens",
                 engines.len(),
                 tokens.len()
+            )));
+        }
+        let inputs: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
+        Engine::extend_batch(engines, &inputs)
+    }
+
+    /// Appends `inputs[i]` (one token or a whole prompt, not empty) to the
+    /// context of `engines[i]`, all in one batched forward pass, and
+    /// returns the logits after each one's last token (`engines.len() ×
+    /// n_vocab`, row `i` also left as that engine's
+    /// [`Engine::last_logits`]). The engines must share one loaded model
+    /// (forks of one engine); each keeps its own context. A prompt gets
+    /// the bits `engines[i].prefill(inputs[i])` gives; one-token rows are
+    /// computed with the weights read once for all of them (the bits of
+    /// `eval` on the integer path; f32 arithmetic in another order for
+    /// f32/f16 weights). On an error no engine changes.
+    pub fn extend_batch(engines: &mut [&mut Engine], inputs: &[&[u32]]) -> Result<Vec<f32>> {
+        if engines.len() != inputs.len() {
+            return Err(Error::usage(format!(
+                "{} engines but {} inputs",
+                engines.len(),
+                inputs.len()
             )));
         }
         let Some(first) = engines.first() else {
@@ -237,22 +351,22 @@ impl Engine {
         let mut scratch = std::mem::take(&mut engines[0].scratch);
         let mut logits = Vec::new();
         let result = {
-            let mut rows: Vec<DecodeRow<'_>> = engines
+            let mut rows: Vec<BatchRow<'_>> = engines
                 .iter_mut()
-                .zip(tokens)
-                .map(|(e, &token)| DecodeRow {
+                .zip(inputs)
+                .map(|(e, &tokens)| BatchRow {
                     pos: e.tokens.len(),
                     cache: &mut e.cache,
-                    token,
+                    tokens,
                 })
                 .collect();
-            pool.install(|| model.decode_batch(&mut rows, &mut scratch, &mut logits))
+            pool.install(|| model.forward_batch(&mut rows, &mut scratch, &mut logits))
         };
         engines[0].scratch = scratch;
         result?;
         let v = model.config.n_vocab;
-        for (i, (e, &t)) in engines.iter_mut().zip(tokens).enumerate() {
-            e.tokens.push(t);
+        for (i, (e, t)) in engines.iter_mut().zip(inputs).enumerate() {
+            e.tokens.extend_from_slice(t);
             e.last_logits.clear();
             e.last_logits.extend_from_slice(&logits[i * v..(i + 1) * v]);
         }

@@ -1,17 +1,21 @@
-//! Gathers the one-token decode steps of sequences running on different
-//! threads (a server's `--parallel N` workers, each with its own fork)
-//! into batched forward passes (see `batch`).
+//! Gathers the steps of sequences running on different threads (a
+//! server's `--parallel N` workers, each with its own fork) — one-token
+//! decode steps and prompt prefills alike — into batched forward passes
+//! (see `batch`), as llama-server's slots do: prompts arriving together
+//! share one pass over the weights, and a new prompt joins the running
+//! decode steps instead of competing with them for the thread pool.
 //!
 //! A generation started on an engine with a [`Batcher`] attached holds a
-//! [`Seat`] while it decodes. Each step hands the sequence's KV cache
-//! (moved out of the engine, not shared), token and position to the
+//! [`Seat`] from its prefill to its end. Each step hands the sequence's KV
+//! cache (moved out of the engine, not shared), tokens and position to the
 //! batcher and waits. The step that completes the set — every seated
 //! sequence waiting — or that has waited long enough for the others runs
 //! one batched forward over everything submitted, then hands every cache
 //! and its logits back. Long enough is as long as a batched pass takes
 //! (recent average; waiting longer for a straggler costs more than giving
 //! it a pass of its own), at most [`GATHER`]. Steps submitted while a batch runs form the next
-//! batch. Prefill never goes through the batcher.
+//! batch. Every row gets the bits it gets running alone where `batch::Mul`
+//! says so: always for a prefill, on the integer path for a decode row.
 //!
 //! A generation that ends (EOS, stop, length, cancel, grammar) gives its
 //! seat up at once, so the others stop waiting for it; a panic in the
@@ -19,8 +23,9 @@
 //! caches are returned) and leaves the batcher working.
 
 use super::arch::{Model, Scratch};
-use super::batch::DecodeRow;
+use super::batch::BatchRow;
 use super::kv::KvCache;
+use super::matmul::vectors_independent_from;
 use super::Engine;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -55,8 +60,11 @@ impl std::fmt::Debug for Batcher {
 pub struct BatchStats {
     /// Batched forward passes.
     pub steps: u64,
-    /// Sequence steps they ran (`rows / steps` is the mean batch size).
+    /// Sequence steps they ran, decode rows and prompt chunks (`rows /
+    /// steps` is the mean batch size).
     pub rows: u64,
+    /// Of `rows`, the prompt chunks (prefills) of more than one token.
+    pub prefills: u64,
     /// The largest batch.
     pub max_rows: usize,
 }
@@ -94,10 +102,17 @@ struct State {
 
 impl State {
     /// How long a queued step may wait for the other seated sequences.
+    /// A prompt never waits longer than [`GATHER`]: a seated sequence may
+    /// be busy elsewhere between its prefill and its first decode step.
     fn patience(&self, sh: &Shared) -> Duration {
-        match (sh.adaptive, self.pass_time) {
+        let p = match (sh.adaptive, self.pass_time) {
             (true, Some(t)) => t.min(sh.gather),
             _ => sh.gather,
+        };
+        if self.queue.iter().any(|j| j.prefill) {
+            p.min(GATHER)
+        } else {
+            p
         }
     }
 }
@@ -106,7 +121,9 @@ impl State {
 struct Job {
     ticket: u64,
     cache: KvCache,
-    token: u32,
+    /// One token (a decode step) or a prompt chunk (a prefill).
+    tokens: Vec<u32>,
+    prefill: bool,
     pos: usize,
     logits: Vec<f32>,
     result: Result<()>,
@@ -185,13 +202,14 @@ impl Drop for Seat {
 }
 
 impl Seat {
-    /// Runs `token` at `pos` of `cache` in the next batch, leaving the
-    /// logits after it in `logits`. `cache` is moved to the batch and back;
-    /// it is back when this returns, error or not.
+    /// Runs `tokens` (a decode step's one token, or a prompt chunk:
+    /// `prefill`) at `pos..` of `cache` in the next batch, leaving the
+    /// logits after the last in `logits`. `cache` is moved to the batch and
+    /// back; it is back when this returns, error or not.
     pub(crate) fn step(
         &self,
         cache: &mut KvCache,
-        token: u32,
+        (tokens, prefill): (&[u32], bool),
         pos: usize,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
@@ -202,7 +220,8 @@ impl Seat {
         s.queue.push(Job {
             ticket,
             cache: std::mem::take(cache),
-            token,
+            tokens: tokens.to_vec(),
+            prefill,
             pos,
             logits: std::mem::take(logits),
             result: Ok(()),
@@ -256,6 +275,7 @@ fn lead<'a>(sh: &'a Shared, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, Stat
     s.running = false;
     s.stats.steps += 1;
     s.stats.rows += jobs.len() as u64;
+    s.stats.prefills += jobs.iter().filter(|j| j.prefill).count() as u64;
     s.stats.max_rows = s.stats.max_rows.max(jobs.len());
     for j in jobs {
         s.done.insert(j.ticket, j);
@@ -274,20 +294,28 @@ fn lead<'a>(sh: &'a Shared, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, Stat
 /// steps in it.
 fn run(sh: &Shared, jobs: &mut [Job], scratch: &mut Scratch, logits: &mut Vec<f32>) {
     for j in jobs.iter_mut() {
-        j.result = sh.model.check_decode_row(&j.cache, j.token, j.pos);
+        j.result = sh.model.check_row(&j.cache, &j.tokens, j.pos);
     }
+    // One-token rows first, then the prompts that each take the GEMM: one
+    // run of the first is one segment of the batched pass, and so is one
+    // run of the second (see `batch::Mul`).
+    jobs.sort_by_key(|j| match j.tokens.len() {
+        1 => 0,
+        n if vectors_independent_from(n) => 2,
+        _ => 1,
+    });
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut rows: Vec<DecodeRow<'_>> = jobs
+        let mut rows: Vec<BatchRow<'_>> = jobs
             .iter_mut()
             .filter(|j| j.result.is_ok())
-            .map(|j| DecodeRow {
+            .map(|j| BatchRow {
                 cache: &mut j.cache,
-                token: j.token,
+                tokens: &j.tokens,
                 pos: j.pos,
             })
             .collect();
         sh.pool
-            .install(|| sh.model.decode_batch(&mut rows, scratch, logits))
+            .install(|| sh.model.forward_batch(&mut rows, scratch, logits))
     }));
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -327,15 +355,28 @@ impl Engine {
         self.batcher.as_ref().map(Batcher::seat)
     }
 
-    /// Appends one generated token: through the batcher when the
-    /// generation holds a seat, else alone.
-    pub(super) fn step_token(&mut self, seat: Option<&Seat>, id: u32) -> Result<()> {
+    /// Appends `tokens` (a generated token, or a prompt chunk: `prefill`):
+    /// through the batcher when the generation holds a seat, else alone.
+    pub(super) fn step_tokens(
+        &mut self,
+        seat: Option<&Seat>,
+        tokens: &[u32],
+        prefill: bool,
+    ) -> Result<()> {
         let Some(seat) = seat else {
-            return self.run(&[id]);
+            return self.run(tokens);
         };
+        if tokens.is_empty() {
+            return Ok(());
+        }
         let pos = self.tokens.len();
-        seat.step(&mut self.cache, id, pos, &mut self.last_logits)?;
-        self.tokens.push(id);
+        seat.step(
+            &mut self.cache,
+            (tokens, prefill),
+            pos,
+            &mut self.last_logits,
+        )?;
+        self.tokens.extend_from_slice(tokens);
         Ok(())
     }
 }

@@ -282,6 +282,15 @@ fn int_batch_max(blocks: ActBlocks) -> usize {
 /// above the integer tiles' limit, so a batch takes exactly one of them.
 const GEMM_MIN: usize = 5;
 
+/// Whether prompts of at least `n` tokens each can share one matmul, each
+/// vector getting the bits it gets alone: on CPUs with both GEMMs, every
+/// batch from [`GEMM_MIN`] vectors takes one of them (by weight type, not
+/// size), and both compute each vector in its own lane (`batch::Mul`
+/// concatenates prefills on this).
+pub(crate) fn vectors_independent_from(n: usize) -> bool {
+    n >= GEMM_MIN && kernels::get().gemm.is_some() && kernels::get().f32_gemm.is_some()
+}
+
 /// Rows per parallel task of the GEMM (unpacked together, then run
 /// against every group of vectors).
 const GEMM_ROWS: usize = 32;

@@ -472,6 +472,9 @@ impl Engine {
             self.rng = Rng::seed(seed);
         }
         self.sampler = params.sampler.clone();
+        // The seat is held from the prefill on: the prompt's chunks join
+        // the batched steps of the other sequences.
+        let seat = self.take_seat();
         for chunk in ids.chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
                 return Ok(Generation {
@@ -479,7 +482,7 @@ impl Engine {
                     ..Generation::default()
                 });
             }
-            self.run(chunk)?;
+            self.step_tokens(seat.as_ref(), chunk, true)?;
         }
         if self.last_logits.is_empty() {
             return Err(Error::usage(
@@ -508,7 +511,7 @@ impl Engine {
         }
         Ok(Generation {
             cancel,
-            seat: self.take_seat(),
+            seat,
             ..Generation::default()
         })
     }
@@ -594,7 +597,7 @@ impl Engine {
                 .map_err(|e| Error::usage(format!("grammar: {e}")))?;
         }
         let piece = g.stream.push(&g.bytes);
-        self.step_token(g.seat.as_ref(), id)?;
+        self.step_tokens(g.seat.as_ref(), &[id], false)?;
         g.produced += 1;
         g.text.push_str(&piece);
         let mut stop_reason = None;

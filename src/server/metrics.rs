@@ -158,14 +158,20 @@ impl Metrics {
         put(
             "decode_batches_total",
             "counter",
-            "Batched decode passes (one pass steps every sequence in it).",
+            "Batched passes (one pass steps every sequence in it: a decode row or a prompt chunk).",
             batch.steps.to_string(),
         );
         put(
             "decode_batch_rows_total",
             "counter",
-            "Sequence steps run in batched decode passes.",
+            "Sequence steps run in batched passes (decode rows and prompt chunks).",
             batch.rows.to_string(),
+        );
+        put(
+            "batched_prefills_total",
+            "counter",
+            "Prompt chunks prefilled in batched passes (counted in decode_batch_rows_total too).",
+            batch.prefills.to_string(),
         );
         put(
             "decode_batch_rows_max",

@@ -167,7 +167,7 @@ impl Gemma3 {
                 Norm,
                 ops::rms_norm(&s.x, &l.attn_norm, eps, sized(&mut s.xn, n * d))
             );
-            project_qkv(mm, s, n, [&l.wq, &l.wk, &l.wv])?;
+            project_qkv(&mm, s, n, [&l.wq, &l.wk, &l.wv])?;
             timed!(s, Norm, {
                 ops::rms_norm_inplace(&mut s.q, &l.q_norm, eps);
                 ops::rms_norm_inplace(&mut s.k, &l.k_norm, eps);
@@ -190,7 +190,7 @@ impl Gemma3 {
                 Attention,
                 attend_seqs(seqs, li, &spec, inv_freq, RopeStyle::Neox, s)
             );
-            project_out(mm, s, n, &l.wo)?;
+            project_out(&mm, s, n, &l.wo)?;
             timed!(
                 s,
                 Norm,
@@ -202,7 +202,7 @@ impl Gemma3 {
                 Norm,
                 ops::rms_norm(&s.x, &l.ffn_norm, eps, sized(&mut s.xn, n * d))
             );
-            feed_forward(mm, s, n, [&l.gate, &l.up, &l.down], ops::gelu_tanh_mul)?;
+            feed_forward(&mm, s, n, [&l.gate, &l.up, &l.down], ops::gelu_tanh_mul)?;
             timed!(
                 s,
                 Norm,
@@ -212,7 +212,7 @@ impl Gemma3 {
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
         timed!(s, Output, {
-            head(s, &self.output_norm, eps, lm_head, n, all, logits, mm)?;
+            head(s, (&self.output_norm, eps), lm_head, seqs, all, logits)?;
             if let Some(cap) = self.final_softcap {
                 ops::softcap(logits, cap);
             }

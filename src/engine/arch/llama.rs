@@ -122,7 +122,7 @@ impl Llama {
                 Norm,
                 ops::rms_norm(&s.x, &l.attn_norm, c.rms_eps, sized(&mut s.xn, n * d))
             );
-            project_qkv(mm, s, n, [&l.wq, &l.wk, &l.wv])?;
+            project_qkv(&mm, s, n, [&l.wq, &l.wk, &l.wv])?;
             timed!(s, Residual, {
                 ops::add_bias(&mut s.q, l.bq.as_ref());
                 ops::add_bias(&mut s.k, l.bk.as_ref());
@@ -133,21 +133,28 @@ impl Llama {
                 Attention,
                 attend_seqs(seqs, li, &spec, &self.rope_inv_freq, self.rope_style, s)
             );
-            project_out(mm, s, n, &l.wo)?;
+            project_out(&mm, s, n, &l.wo)?;
             timed!(s, Residual, ops::add(&mut s.x, &s.xn));
             timed!(
                 s,
                 Norm,
                 ops::rms_norm(&s.x, &l.ffn_norm, c.rms_eps, sized(&mut s.xn, n * d))
             );
-            feed_forward(mm, s, n, [&l.gate, &l.up, &l.down], ops::silu_mul)?;
+            feed_forward(&mm, s, n, [&l.gate, &l.up, &l.down], ops::silu_mul)?;
             timed!(s, Residual, ops::add(&mut s.x, &s.xn));
         }
         let lm_head = self.output.as_ref().unwrap_or(&self.tok_embd);
         timed!(
             s,
             Output,
-            head(s, &self.output_norm, c.rms_eps, lm_head, n, all, logits, mm)
+            head(
+                s,
+                (&self.output_norm, c.rms_eps),
+                lm_head,
+                seqs,
+                all,
+                logits
+            )
         )
     }
 }

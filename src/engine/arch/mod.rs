@@ -260,9 +260,6 @@ pub(crate) fn attend_seqs(
     let kvd = spec.n_head_kv * hd;
     let rows: usize = seqs.iter().map(|q| q.n).sum();
     sized(&mut s.att, rows * qd);
-    // A batched decoding step: every (sequence, head) in one parallel
-    // pass, after each sequence's RoPE and KV store.
-    let one_each = seqs.len() > 1 && seqs.iter().all(|q| q.n == 1);
     let mut r0 = 0;
     for sq in seqs.iter_mut() {
         let r = r0..r0 + sq.n;
@@ -273,22 +270,47 @@ pub(crate) fn attend_seqs(
         ops::rope(k, spec.n_head_kv, hd, inv_freq, style, sq.pos0);
         sq.cache
             .store(layer, sq.pos0, k, &s.v[r.start * kvd..r.end * kvd]);
-        if !one_each {
-            let out = &mut s.att[r.start * qd..r.end * qd];
-            attend(sq.cache, layer, spec, q, sq.pos0, &mut s.scores, out);
-        }
     }
-    if one_each {
-        let caches: Vec<&KvCache> = seqs.iter().map(|q| &*q.cache).collect();
-        let pos: Vec<usize> = seqs.iter().map(|q| q.pos0).collect();
-        attend_one_each(
-            &caches,
+    // Each run of one-row sequences of a batched step attends in one
+    // parallel pass over every (sequence, head); a sequence of several rows
+    // (a prefill), or one alone, attends by itself.
+    let mut r0 = 0;
+    let mut i = 0;
+    while i < seqs.len() {
+        let run = if seqs.len() > 1 {
+            seqs[i..].iter().take_while(|q| q.n == 1).count()
+        } else {
+            0
+        };
+        if run >= 2 {
+            let caches: Vec<&KvCache> = seqs[i..i + run].iter().map(|q| &*q.cache).collect();
+            let pos: Vec<usize> = seqs[i..i + run].iter().map(|q| q.pos0).collect();
+            attend_one_each(
+                &caches,
+                layer,
+                spec,
+                &s.q[r0 * qd..(r0 + run) * qd],
+                &pos,
+                &mut s.scores,
+                &mut s.att[r0 * qd..(r0 + run) * qd],
+            );
+            r0 += run;
+            i += run;
+            continue;
+        }
+        let sq = &seqs[i];
+        let r = r0..r0 + sq.n;
+        r0 += sq.n;
+        i += 1;
+        let out = &mut s.att[r.start * qd..r.end * qd];
+        attend(
+            sq.cache,
             layer,
             spec,
-            &s.q[..rows * qd],
-            &pos,
+            &s.q[r.start * qd..r.end * qd],
+            sq.pos0,
             &mut s.scores,
-            &mut s.att,
+            out,
         );
     }
 }
@@ -311,7 +333,7 @@ pub(crate) fn embed(w: &Weight, tokens: &[u32], x: &mut [f32]) -> Result<()> {
 /// The Q, K and V projections of the `n` rows of `s.xn` into `s.q`, `s.k`
 /// and `s.v` (one grouped matmul), timed as [`Op::Qkv`](super::profile::Op).
 pub(crate) fn project_qkv(
-    mm: Mul,
+    mm: &Mul,
     s: &mut Scratch,
     n: usize,
     [wq, wk, wv]: [&Weight; 3],
@@ -334,7 +356,7 @@ pub(crate) fn project_qkv(
 }
 
 /// The attention output projection of `s.att` into `s.xn`.
-pub(crate) fn project_out(mm: Mul, s: &mut Scratch, n: usize, wo: &Weight) -> Result<()> {
+pub(crate) fn project_out(mm: &Mul, s: &mut Scratch, n: usize, wo: &Weight) -> Result<()> {
     timed!(
         s,
         AttnOutput,
@@ -353,7 +375,7 @@ pub(crate) fn project_out(mm: Mul, s: &mut Scratch, n: usize, wo: &Weight) -> Re
 /// up projections (one grouped matmul), `act(gate, up)` (SwiGLU, GeGLU),
 /// down projection.
 pub(crate) fn feed_forward(
-    mm: Mul,
+    mm: &Mul,
     s: &mut Scratch,
     n: usize,
     [gate, up, down]: [&Weight; 3],
@@ -388,27 +410,32 @@ pub(crate) fn feed_forward(
     )
 }
 
-/// Final norm and LM head over the last (or every) row of `s.x`.
-#[allow(clippy::too_many_arguments)]
+/// Final norm and LM head over every row of `s.x` (`all`), or over the
+/// last row of each sequence: one row of logits per sequence, each
+/// computed as its sequence alone computes it.
 pub(crate) fn head(
     s: &mut Scratch,
-    norm: &[f32],
-    eps: f32,
+    (norm, eps): (&[f32], f32),
     lm_head: &Weight,
-    n: usize,
+    seqs: &[Seq<'_>],
     all: bool,
     logits: &mut Vec<f32>,
-    mm: Mul,
 ) -> Result<()> {
     let d = norm.len();
-    let first = if all { 0 } else { n - 1 };
-    let rows = n - first;
-    ops::rms_norm(
-        &s.x[first * d..n * d],
-        norm,
-        eps,
-        sized(&mut s.xn, rows * d),
-    );
+    let n: usize = seqs.iter().map(|q| q.n).sum();
+    let (rows, mm) = if all {
+        ops::rms_norm(&s.x[..n * d], norm, eps, sized(&mut s.xn, n * d));
+        (n, Mul::of(seqs))
+    } else {
+        let xn = sized(&mut s.xn, seqs.len() * d);
+        let mut end = 0;
+        for (i, q) in seqs.iter().enumerate() {
+            end += q.n;
+            let last = &s.x[(end - 1) * d..end * d];
+            ops::rms_norm(last, norm, eps, &mut xn[i * d..(i + 1) * d]);
+        }
+        (seqs.len(), Mul::decode(seqs.len()))
+    };
     logits.resize(rows * lm_head.rows, 0.0);
     mm.one(lm_head, &s.xn, rows, logits, &mut s.tmp, &mut s.qa)
 }
