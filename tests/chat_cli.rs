@@ -55,6 +55,30 @@ fn resumed_conversation_equals_the_uninterrupted_one() {
 }
 
 #[test]
+fn bad_sampling_flags_are_refused_before_any_turn() {
+    // No stdin is given: a refusal that waited for a turn would hang or
+    // succeed with no output.
+    for (flag, value, field) in [
+        ("--temp", "-1", "temperature"),
+        ("--temp", "NaN", "temperature"),
+        ("--top-p", "0", "top_p"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_zt"))
+            .args(["chat", flag, value, "-t", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run zt");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(field), "{flag} {value}: {stderr}");
+        assert!(
+            !stderr.contains("chat ("),
+            "{flag} {value}: the chat started: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn resume_refuses_a_file_that_is_not_a_snapshot() {
     let dir = tmp_dir("bad");
     std::fs::write(dir.as_path().join("bad.zt"), b"not a snapshot").expect("write");

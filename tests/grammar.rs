@@ -550,3 +550,33 @@ fn json_schema_output_ends_with_the_value() {
     let e = schema_grammar(json!({"enum": [1, 2]}));
     assert!(matches(&e, b"2") && !matches(&e, b"2 "));
 }
+
+/// `const`/`enum` integers beyond 64 bits reach the schema reader as f64
+/// (another number than the schema's): refused by pointer, while those
+/// that fit (u64 and i64 extremes) compile exactly.
+#[test]
+fn json_schema_integers_beyond_64_bits_are_refused() {
+    for (text, pointer) in [
+        (r#"{"const": 123456789012345678901234567890}"#, "#/const"),
+        (r#"{"enum": [1, -98765432109876543210987]}"#, "#/enum/1"),
+        (
+            r#"{"const": {"a": [1, 99999999999999999999]}}"#,
+            "#/const/a/1",
+        ),
+    ] {
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        match json_schema_to_gbnf(&schema) {
+            Err(GrammarError::UnsupportedSchema {
+                pointer: p, detail, ..
+            }) => {
+                assert_eq!(p, pointer, "{text}");
+                assert!(detail.contains("beyond 64 bits"), "{detail}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    let g = schema_grammar(json!({"enum": [u64::MAX, i64::MIN, 1.5]}));
+    for ok in ["18446744073709551615", "-9223372036854775808", "1.5"] {
+        assert!(matches(&g, ok.as_bytes()), "{ok}");
+    }
+}

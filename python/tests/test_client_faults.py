@@ -352,3 +352,12 @@ class TestClosedClient:
             pass
         with pytest.raises(ValueError, match="closed"):
             d.states()
+
+    def test_a_stream_iterated_after_close(self, fake: FakeServer) -> None:
+        # The request is sent when iteration starts: after close() that is
+        # the same caller error as any other call, not a ConnectionError.
+        c = Client(fake.base)
+        it = c.stream("x")
+        c.close()
+        with pytest.raises(ValueError, match="Client of .* is closed"):
+            next(iter(it))

@@ -583,7 +583,8 @@ class Client:
 
         Raises:
             ValueError: Neither or both of prompt and messages, or the client
-                is closed (at once).
+                is closed (at once, when iteration starts, or when it is
+                closed during the stream).
             RpcError: The server refused or failed the run, or sent a
                 message that is not a stream message (`internal`).
             ConnectionError: The server cannot be reached or hung up.
@@ -615,6 +616,9 @@ class Client:
 
     def _stream(self, url: str, body: bytes) -> Iterator[TokenBatch]:
         """Sends a stream request once iterated; closes it when done."""
+        # Iteration may start (or go on) after close(): that is the
+        # caller's error, as for every other call on a closed client.
+        self._check_open()
         response = self._send(url, body, streaming=True)
         try:
             if response.status_code != 200:
@@ -625,6 +629,7 @@ class Client:
         except httpx.TimeoutException as e:
             raise TimeoutError(f"the stream from {url} stopped for {self._timeout_ms} ms") from e
         except httpx.TransportError as e:
+            self._check_open()
             raise ConnectionError(f"the stream from {url} broke: {e}") from e
         finally:
             response.close()

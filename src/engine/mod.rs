@@ -473,8 +473,9 @@ impl Engine {
         }
         self.sampler = params.sampler.clone();
         // The seat is held from the prefill on: the prompt's chunks join
-        // the batched steps of the other sequences.
-        let seat = self.take_seat();
+        // the batched steps of the other sequences. It is given up while a
+        // grammar's mask is built (the others must not wait for that).
+        let mut seat = self.take_seat();
         for chunk in ids.chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
                 return Ok(Generation {
@@ -488,6 +489,9 @@ impl Engine {
             return Err(Error::usage(
                 "nothing to continue: the context is empty and the prompt gave no tokens",
             ));
+        }
+        if params.grammar.is_some() {
+            seat = None;
         }
         match &params.grammar {
             // A continuation (no new prompt) keeps the live grammar: output
@@ -511,7 +515,7 @@ impl Engine {
         }
         Ok(Generation {
             cancel,
-            seat,
+            seat: seat.or_else(|| self.take_seat()),
             ..Generation::default()
         })
     }

@@ -27,18 +27,28 @@ pub struct Part {
 }
 
 impl Content {
-    /// The text of the content; non-text parts are refused.
-    pub fn text(&self) -> Result<String, String> {
+    /// The text of the content; a non-text part, or a text part without
+    /// text, is refused as (its path under the content, the reason).
+    pub fn text(&self) -> Result<String, (String, String)> {
         match self {
             Content::Text(t) => Ok(t.clone()),
             Content::Parts(parts) => {
                 let mut out = String::new();
-                for p in parts {
+                for (j, p) in parts.iter().enumerate() {
                     match (p.kind.as_str(), &p.text) {
                         ("text", Some(t)) => out.push_str(t),
+                        ("text", None) => {
+                            return Err((
+                                format!("[{j}].text"),
+                                "a text part needs its text".to_string(),
+                            ))
+                        }
                         (kind, _) => {
-                            return Err(format!(
-                                "content part of type {kind:?} is not supported (text only)"
+                            return Err((
+                                format!("[{j}].type"),
+                                format!(
+                                    "content part of type {kind:?} is not supported (text only)"
+                                ),
                             ))
                         }
                     }

@@ -154,6 +154,45 @@ fn unary_methods_answer_like_the_other_routes() {
     );
     ok(&s, "DeleteState", &json!({"name": "a"}));
     rpc(&s, "GetState", &json!({"name": "a"})).assert_error(404, "not_found");
+
+    // Field names in lowerCamelCase (protobuf's JSON mapping) are the same
+    // fields; a JSON schema's own property names are left alone.
+    let e = ok(
+        &s,
+        "Execute",
+        &json!({"execId": "c2", "stateName": "initial", "newStateName": "b",
+                "prompt": "hello", "maxTokens": 3, "temperature": 0}),
+    );
+    assert_eq!(
+        (&e["state_name"], &e["usage"]["completion_tokens"]),
+        (&json!("b"), &json!(3))
+    );
+    let g = ok(
+        &s,
+        "Generate",
+        &json!({"prompt": prompt, "maxTokens": 16, "topP": 1.0, "temperature": 0}),
+    );
+    assert_eq!(g["text"], want.as_str());
+    let g = ok(
+        &s,
+        "Generate",
+        &json!({"prompt": "x", "maxTokens": 40, "temperature": 0,
+                "responseFormat": {"type": "json_schema", "jsonSchema": {"name": "t", "schema":
+                    {"type": "object", "properties": {"fooBar": {"const": 1}},
+                     "required": ["fooBar"], "additionalProperties": false}}}}),
+    );
+    let out: Value = serde_json::from_str(g["text"].as_str().unwrap()).unwrap();
+    assert_eq!(out, json!({"fooBar": 1}));
+    let both = rpc(
+        &s,
+        "Generate",
+        &json!({"prompt": "x", "maxTokens": 2, "max_tokens": 2}),
+    );
+    let msg = both.assert_error(400, "invalid_argument");
+    assert!(
+        msg.contains("maxTokens") && msg.contains("max_tokens"),
+        "{msg}"
+    );
 }
 
 #[test]

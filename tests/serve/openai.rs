@@ -252,7 +252,30 @@ fn chat_uses_the_template_and_keeps_typed_markers_as_text() {
         &json!({"messages": [{"role": "wizard", "content": "x"}]}),
     );
     assert_eq!(bad.status, 400);
-    assert_eq!(bad.json()["error"]["param"], "messages");
+    assert_eq!(bad.json()["error"]["param"], "messages[0].role");
+    // `param` is the path of the field that broke the rule.
+    let user = json!({"role": "user", "content": "x"});
+    for (message, param) in [
+        (
+            json!({"role": "wizard", "content": "x"}),
+            "messages[1].role",
+        ),
+        (
+            json!({"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}),
+            "messages[1].content[1].type",
+        ),
+        (
+            json!({"role": "user", "content": [{"type": "text"}]}),
+            "messages[1].content[0].text",
+        ),
+    ] {
+        let bad = s.post(
+            "/v1/chat/completions",
+            &json!({"messages": [user, message]}),
+        );
+        assert_eq!(bad.status, 400, "{message}");
+        assert_eq!(bad.json()["error"]["param"], param, "{message}");
+    }
     let empty = s.post("/v1/chat/completions", &json!({"messages": []}));
     assert_eq!(empty.status, 400);
 }

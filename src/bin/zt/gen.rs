@@ -73,7 +73,7 @@ impl SampleArgs {
             }
             (None, None) => None,
         };
-        Ok(GenerateParams {
+        let params = GenerateParams {
             max_tokens: self.max_tokens,
             sampler: SamplerConfig {
                 temperature: self.temp,
@@ -86,7 +86,10 @@ impl SampleArgs {
             stop: self.stop.clone(),
             seed: Some(self.seed),
             grammar,
-        })
+        };
+        // Checked before any model is opened or line read.
+        params.validate()?;
+        Ok(params)
     }
 }
 
@@ -163,6 +166,9 @@ pub struct ChatStateArgs {
 
 /// `zt chat`: one line from stdin per user turn; the context carries over.
 pub fn chat(args: &EngineArgs, sample: &SampleArgs, state: &ChatStateArgs) -> Result<()> {
+    // Bad sampling flags are refused before the model loads, not at the
+    // first turn.
+    sample.params()?;
     let mut e = match &state.resume {
         Some(path) => {
             let reader = ztensor::engine::snapshot::open(path)?;

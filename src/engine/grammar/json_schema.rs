@@ -132,6 +132,33 @@ struct Conv<'a> {
     depth: usize,
 }
 
+/// An error for an integer in a `const`/`enum` value that JSON parsing
+/// could keep only as an f64 (beyond 64 bits): the output would be
+/// another number than the schema's.
+fn exact_numbers(v: &Value, keyword: &str, pointer: &str) -> Result<()> {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 && x.abs() >= 9.223_372_036_854_776e18 {
+                return unsupported(
+                    keyword,
+                    pointer,
+                    format!("{n} is an integer beyond 64 bits, which the schema reader cannot keep exactly"),
+                );
+            }
+            Ok(())
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| exact_numbers(x, keyword, &format!("{pointer}/{i}"))),
+        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            exact_numbers(x, keyword, &format!("{pointer}/{}", escape_ptr(k)))
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn unsupported<T>(keyword: &str, pointer: &str, detail: impl Into<String>) -> Result<T> {
     Err(GrammarError::UnsupportedSchema {
         keyword: keyword.to_string(),
@@ -321,6 +348,7 @@ impl<'a> Conv<'a> {
         }
         if let Some(c) = obj.get("const") {
             only(&["const", "type"])?;
+            exact_numbers(c, "const", &format!("{ptr}/const"))?;
             self.check_type_of(obj.get("type"), std::slice::from_ref(c), ptr)?;
             let body = format!("{} space", literal(&c.to_string()));
             self.lib("space");
@@ -331,6 +359,9 @@ impl<'a> Conv<'a> {
             let Some(vals) = e.as_array().filter(|a| !a.is_empty()) else {
                 return unsupported("enum", &format!("{ptr}/enum"), "must be a non-empty array");
             };
+            for (i, v) in vals.iter().enumerate() {
+                exact_numbers(v, "enum", &format!("{ptr}/enum/{i}"))?;
+            }
             self.check_type_of(obj.get("type"), vals, ptr)?;
             let texts: Vec<Vec<char>> = vals
                 .iter()

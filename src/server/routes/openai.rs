@@ -313,7 +313,7 @@ pub fn message_pairs(messages: &[Message]) -> ApiResult<Vec<(String, String)>> {
                 "system" | "developer" | "user" | "assistant"
             ) {
                 return Err(ApiError::bad(
-                    "messages",
+                    format!("messages[{i}].role"),
                     format!(
                         "messages[{i}].role = {:?}: expected system, developer, user or assistant",
                         m.role
@@ -325,10 +325,10 @@ pub fn message_pairs(messages: &[Message]) -> ApiResult<Vec<(String, String)>> {
             } else {
                 m.role.as_str()
             };
-            let text = m
-                .content
-                .text()
-                .map_err(|e| ApiError::bad("messages", format!("messages[{i}].content: {e}")))?;
+            let text = m.content.text().map_err(|(at, e)| {
+                let param = format!("messages[{i}].content{at}");
+                ApiError::bad(param.clone(), format!("{param}: {e}"))
+            })?;
             Ok((role.to_string(), text))
         })
         .collect()

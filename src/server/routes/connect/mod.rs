@@ -19,13 +19,11 @@
 //!   these paths) are rewritten as Connect errors.
 
 use super::misc::{self, DetokenizeRequest, TokenizeRequest};
-use super::openai::{self, chat_tokens, message_pairs, ChatRequest, CompletionRequest};
-use super::sampling::{add_chat_stops, StreamRequest};
+use super::openai::{self, ChatRequest, CompletionRequest};
 use super::states::{self as state_routes, ExecuteRequest, InterruptRequest, StateName};
-use super::{blocking, submit, usage, FromJson, JsonBody};
+use super::{FromJson, JsonBody};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::generate::{self, Finish, Piece};
-use crate::server::{sse, App};
+use crate::server::App;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -33,7 +31,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -367,13 +364,62 @@ fn deadline(h: &HeaderMap) -> ConnectResult<Option<Duration>> {
 }
 
 /// A request message (a bad field named as on the OpenAI routes); an
-/// empty body is the empty message.
+/// empty body is the empty message. Field names may be written as in the
+/// schema (`max_tokens`) or in lowerCamelCase (`maxTokens`), as protobuf's
+/// JSON mapping has parsers accept (see [`snake_case_fields`]).
 fn message<T: FromJson>(body: &[u8]) -> ConnectResult<T> {
     let body = if body.is_empty() { b"{}" } else { body };
-    super::body::parse(body).map_err(|e| {
+    let invalid = |e: ApiError| {
         let m = e.message.replacen("request body", "request message", 1);
         ConnectError::new("invalid_argument", m)
-    })
+    };
+    let mut v: Value = super::body::parse(body).map_err(invalid)?;
+    snake_case_fields(&mut v)?;
+    super::body::from_value(&v).map_err(invalid)
+}
+
+/// Renames the lowerCamelCase field names of a request message (its top
+/// level and its `response_format`) to the schema's snake_case. Values
+/// below them (a JSON schema's properties, message texts) are the
+/// caller's data and stay as they are. Both spellings of one field are
+/// an error.
+fn snake_case_fields(v: &mut Value) -> ConnectResult<()> {
+    fn rename(obj: &mut serde_json::Map<String, Value>) -> ConnectResult<()> {
+        let camel: Vec<String> = obj
+            .keys()
+            .filter(|k| k.bytes().any(|b| b.is_ascii_uppercase()))
+            .cloned()
+            .collect();
+        for key in camel {
+            let mut snake = String::with_capacity(key.len() + 4);
+            for c in key.chars() {
+                if c.is_ascii_uppercase() {
+                    snake.push('_');
+                    snake.push(c.to_ascii_lowercase());
+                } else {
+                    snake.push(c);
+                }
+            }
+            if obj.contains_key(&snake) {
+                return Err(ConnectError::new(
+                    "invalid_argument",
+                    format!("request message: both {key:?} and {snake:?} are given"),
+                ));
+            }
+            if let Some(x) = obj.remove(&key) {
+                obj.insert(snake, x);
+            }
+        }
+        Ok(())
+    }
+    let Value::Object(top) = v else {
+        return Ok(());
+    };
+    rename(top)?;
+    if let Some(Value::Object(rf)) = top.get_mut("response_format") {
+        rename(rf)?;
+    }
+    Ok(())
 }
 
 /// The JSON body of a handler's answer.
@@ -536,24 +582,13 @@ async fn call_inner(app: Arc<App>, method: &str, req: Request) -> ConnectResult<
     Ok(r)
 }
 
-/// Stops a deadline timer when dropped (its call ended first).
-struct AbortOnDrop(Option<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
-    }
-}
-
 /// Envelope flags of Connect streaming.
-const FLAG_COMPRESSED: u8 = 1;
-const FLAG_END: u8 = 2;
+pub(super) const FLAG_COMPRESSED: u8 = 1;
+pub(super) const FLAG_END: u8 = 2;
 
 /// One enveloped message: flags, big-endian length, JSON (zstd when
 /// `zstd`).
-fn envelope(flags: u8, value: &Value, zstd: bool) -> Bytes {
+pub(super) fn envelope(flags: u8, value: &Value, zstd: bool) -> Bytes {
     let raw = value.to_string().into_bytes();
     let (flags, data) = match zstd.then(|| zstd::bulk::compress(&raw, LEVEL)) {
         Some(Ok(packed)) => (flags | FLAG_COMPRESSED, packed),
@@ -566,166 +601,8 @@ fn envelope(flags: u8, value: &Value, zstd: bool) -> Bytes {
     Bytes::from(out)
 }
 
-fn piece_message(p: &Piece, position: &mut usize) -> Value {
-    let n = p.tokens.len();
-    let tokens: Vec<Value> = p
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let at = *position;
-            *position += 1;
-            // The released text goes with the last token that released it.
-            let text = if i + 1 == n { p.text.as_str() } else { "" };
-            json!({"id": t.id, "text": text, "logprob": t.logprob, "position": at})
-        })
-        .collect();
-    json!({"text": p.text, "tokens": tokens})
-}
-
-/// The end message of a call whose `Connect-Timeout-Ms` passed.
-fn deadline_end(d: Duration) -> Bytes {
-    let e = ConnectError::new(
-        "deadline_exceeded",
-        format!("the {}-ms deadline passed", d.as_millis()),
-    );
-    envelope(
-        FLAG_END,
-        &json!({"error": {"code": e.code, "message": e.message}}),
-        false,
-    )
-}
-
-/// Where a `GenerateStream` job is, for its deadline timer.
-const QUEUED: u8 = 0;
-const RUNNING: u8 = 1;
-const EXPIRED: u8 = 2;
-
-/// `GenerateStream`: tokens as they are released, on a fresh context.
-/// With a deadline (`due`: when, and the `Connect-Timeout-Ms` given) the
-/// generation is cancelled when it passes and the stream ends with a
-/// `deadline_exceeded` error after the tokens already sent (also when the
-/// call was still waiting for a sequence).
-async fn generate_stream(
-    app: Arc<App>,
-    body: &[u8],
-    zstd: bool,
-    due: Option<(tokio::time::Instant, Duration)>,
-) -> ConnectResult<Response> {
-    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let req: StreamRequest = message(body)?;
-    let loaded = app.ready()?;
-    let (prompt, chat) = match (req.prompt, req.messages) {
-        (Some(text), None) => {
-            let tok = loaded.tokenizer.clone();
-            let ids = blocking(move || {
-                let mut ids = tok.encode(&text, false, true);
-                if tok.add_bos {
-                    ids.splice(0..0, tok.bos);
-                }
-                ids
-            })
-            .await?;
-            (ids, false)
-        }
-        (None, Some(msgs)) => (
-            chat_tokens(&loaded, message_pairs(&msgs)?, true).await?,
-            true,
-        ),
-        _ => {
-            return Err(ConnectError::new(
-                "invalid_argument",
-                "give either prompt or messages",
-            ))
-        }
-    };
-    let mut sampling = req
-        .sampling
-        .into_sampling(loaded.n_ctx, 0, prompt.len(), Some(0))
-        .await?;
-    if chat {
-        add_chat_stops(&mut sampling, &loaded);
-    }
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    let metrics = app.metrics.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let phase = Arc::new(AtomicU8::new(QUEUED));
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let timer = due.map(|(at, d)| {
-        let (phase, timed_out, cancel) = (phase.clone(), timed_out.clone(), cancel.clone());
-        // Weak: the timer must not keep the stream open.
-        let weak = tx.downgrade();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            timed_out.store(true, Ordering::SeqCst);
-            let never_ran = phase
-                .compare_exchange(QUEUED, EXPIRED, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-            cancel.store(true, Ordering::SeqCst);
-            if never_ran {
-                // The queued job will be skipped: the answer is ours.
-                if let Some(tx) = weak.upgrade() {
-                    let _ = tx.send(deadline_end(d)).await;
-                }
-            }
-        })
-    });
-    let stop_timer = timer.as_ref().map(|t| t.abort_handle());
-    let stop_on_refusal = stop_timer.clone();
-    let deadline = due.map(|(_, d)| d);
-    let submitted = submit(&app, &loaded, cancel.clone(), move |e| {
-        let _stop = AbortOnDrop(stop_timer);
-        let started = phase
-            .compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if !started || tx.is_closed() {
-            return;
-        }
-        e.reset();
-        let mut position = prompt.len();
-        let mut emit = |p: Piece| {
-            let m = piece_message(&p, &mut position);
-            tx.blocking_send(envelope(0, &m, zstd)).is_ok()
-        };
-        let end = match generate::run(e, &prompt, &sampling, &flag, &mut emit) {
-            Ok(o) => {
-                metrics.record_run(&o);
-                if o.finish == Finish::Cancelled {
-                    if let Some(d) = deadline.filter(|_| timed_out.load(Ordering::SeqCst)) {
-                        let _ = tx.blocking_send(deadline_end(d));
-                    }
-                    return;
-                }
-                let summary = json!({
-                    "finish_reason": o.finish.reason(),
-                    "usage": usage(o.prompt_tokens, o.completion_tokens),
-                });
-                let _ = tx.blocking_send(envelope(0, &summary, zstd));
-                json!({})
-            }
-            Err(err) => {
-                let c = ConnectError::from(ApiError::from(err));
-                json!({"error": {"code": c.code, "message": c.message}})
-            }
-        };
-        let _ = tx.blocking_send(envelope(FLAG_END, &end, false));
-    });
-    if let Err(e) = submitted {
-        drop(AbortOnDrop(stop_on_refusal));
-        return Err(ConnectError::from(e));
-    }
-    let mut r = sse::response(rx, cancel);
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/connect+json"),
-    );
-    if zstd {
-        h.insert("connect-content-encoding", HeaderValue::from_static("zstd"));
-    }
-    Ok(r)
-}
+mod stream;
+use stream::generate_stream;
 
 #[cfg(test)]
 mod tests {
