@@ -64,7 +64,7 @@ fn bad_sampling_flags_are_refused_before_any_turn() {
         ("--top-p", "0", "top_p"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_zt"))
-            .args(["chat", flag, value, "-t", "1"])
+            .args(["chat", &format!("{flag}={value}"), "-t", "1"])
             .stdin(Stdio::null())
             .output()
             .expect("run zt");
