@@ -136,12 +136,34 @@ fn seeds_stops_and_logprobs() {
             values[0]
         );
     }
-    // Offsets count characters, as OpenAI's string positions do.
-    let mut at = 0;
-    for (i, t) in lp["tokens"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(lp["text_offset"][i], json!(at));
-        at += t.as_str().unwrap().chars().count();
+    // Offsets count characters, as OpenAI's string positions do: a whole
+    // token moves the next one on by its length (a byte token's text is a
+    // lone U+FFFD: see below).
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(lp["text_offset"][0], json!(0));
+    for (i, t) in tokens.iter().enumerate() {
+        let (at, t) = (lp["text_offset"][i].as_u64().unwrap(), t.as_str().unwrap());
+        assert!(at as usize <= text.chars().count());
+        if i + 1 < tokens.len() && !t.contains('\u{FFFD}') {
+            let next = lp["text_offset"][i + 1].as_u64().unwrap();
+            assert_eq!(next, at + t.chars().count() as u64, "{t:?}");
+        }
     }
+    // Byte tokens of multi-byte characters (forced by a grammar): a token
+    // starts where its character does in `text`.
+    let mut r = completion("hello", 9);
+    r["logprobs"] = json!(1);
+    r["grammar"] = json!("root ::= \"aé€b\"");
+    let v = s.post("/v1/completions", &r).json();
+    let c = &v["choices"][0];
+    assert_eq!(c["text"], "aé€b");
+    let n = c["logprobs"]["tokens"].as_array().unwrap().len();
+    let offsets: Vec<u64> = (0..n)
+        .map(|i| c["logprobs"]["text_offset"][i].as_u64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert_eq!((offsets[0], offsets[n - 1]), (0, 3), "{offsets:?}");
     // `logprobs: 0`: just the sampled token, as OpenAI's legacy API.
     let mut r = completion("hello world", 3);
     r["logprobs"] = json!(0);
