@@ -38,6 +38,15 @@ impl ApiError {
         }
     }
 
+    /// The same error naming `to` where it named `from` (a chat request's
+    /// prompt is its `messages`).
+    pub fn param_renamed(mut self, from: &str, to: &str) -> ApiError {
+        if self.param.as_deref() == Some(from) {
+            self.param = Some(to.to_string());
+        }
+        self
+    }
+
     /// 400 with no particular field.
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)

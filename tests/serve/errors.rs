@@ -199,11 +199,64 @@ fn body_errors_name_the_field() {
         ),
         ("/interrupt", json!({"exec_id": 7}), "exec_id"),
         ("/tokenize", json!({"content": ["x"]}), "content"),
+        // A misspelled field is refused on every route (ignoring
+        // `max_token` would drop the length limit); any unknown field on
+        // our own routes.
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "max_token": 2}),
+            "max_token",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "maxTokens": 2}),
+            "maxTokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "temprature": 0}),
+            "temprature",
+        ),
+        ("/execute", exec(json!({"max_token": 2})), "max_token"),
+        ("/execute", exec(json!({"user": "u"})), "user"),
+        (
+            "/interrupt",
+            json!({"exec_id": "e", "force": true}),
+            "force",
+        ),
+        // A prompt too long for the context is the chat route's `messages`.
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi ".repeat(3000)}]}),
+            "messages",
+        ),
     ];
     for (path, body, param) in cases {
         let a = s.post(path, &body);
         assert_eq!(error(&a, 400), param, "{path} {body}");
     }
+    // Unknown OpenAI fields that are not misspellings are ignored, as
+    // llama-server does (clients send `user`, `store`, `metadata`).
+    let a = s.post(
+        "/v1/completions",
+        &json!({"prompt": "hi", "max_tokens": 2, "user": "u", "store": false, "metadata": {}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let m = error(
+        &s.post("/v1/completions", &json!({"prompt": "hi", "max_token": 2})),
+        400,
+    );
+    assert_eq!(m, "max_token");
+    let msg = s
+        .post("/v1/completions", &json!({"prompt": "hi", "max_token": 2}))
+        .json();
+    assert!(
+        msg["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `max_tokens`"),
+        "{msg}"
+    );
     // Too deep: the path to where it got too deep, cut short.
     let deep = format!(
         r#"{{"exec_id": "e", "state_name": "initial", "prompt": {}1{}}}"#,
@@ -222,6 +275,19 @@ fn body_errors_name_the_field() {
     assert_eq!(error(&a, 400), "exec_id");
     let a = s.request("POST", "/execute", Some(b"nope"), &[]);
     assert_eq!(error(&a, 400), Value::Null);
+    // Connect refuses unknown fields (also after the camelCase renaming).
+    for bad in [json!({"maxToken": 2}), json!({"user": "u"})] {
+        let a = s.post("/ztensor.v1.Engine/Execute", &exec(bad.clone()));
+        assert_eq!(a.status, 400, "{bad}");
+        assert!(
+            a.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field"),
+            "{}",
+            a.text()
+        );
+    }
     // Connect names the field in its message.
     let a = s.post(
         "/ztensor.v1.Engine/Execute",

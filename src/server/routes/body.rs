@@ -22,10 +22,22 @@ use serde_json::Value;
 
 /// A request type read from a JSON object.
 pub trait FromJson: DeserializeOwned {
+    /// Whether a field the request does not take is refused (our own
+    /// APIs), rather than ignored unless it looks like a misspelling (the
+    /// OpenAI and llama-server routes; see `fields`).
+    const STRICT: bool = false;
+
     /// Reads the parts of the request that share the object's top level
     /// (a struct of fields several requests take), from the whole object.
     fn read_parts(&mut self, _whole: &Value) -> ApiResult<()> {
         Ok(())
+    }
+
+    /// The top-level fields the request takes, its parts' included
+    /// (`None`: any). A type with parts adds theirs with
+    /// [`super::fields::with_part`].
+    fn known_fields() -> Option<Vec<&'static str>> {
+        super::fields::struct_fields::<Self>()
     }
 }
 
@@ -166,6 +178,7 @@ pub fn parse<T: FromJson>(bytes: &[u8]) -> ApiResult<T> {
     let Strict(whole) = serde_path_to_error::deserialize(&mut de).map_err(located)?;
     de.end()
         .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    super::fields::check::<T>(&whole, T::STRICT)?;
     from_value(&whole)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod connect;
+pub mod fields;
 pub mod misc;
 pub mod openai;
 pub mod sampling;

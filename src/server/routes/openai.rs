@@ -2,6 +2,7 @@
 //! JSON or `stream: true` Server-Sent Events ending in `data: [DONE]`.
 
 use super::body::from_value;
+use super::fields::with_part;
 use super::misc::check_ids;
 use super::sampling::add_chat_stops;
 use super::{blocking, now, request_id, submit, usage, wait, FromJson, JsonBody, SamplingFields};
@@ -57,6 +58,9 @@ impl FromJson for Common {
         self.sampling = from_value(whole)?;
         Ok(())
     }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        with_part::<Self, SamplingFields>()
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -86,12 +90,18 @@ impl FromJson for CompletionRequest {
         self.common = from_value(whole)?;
         Ok(())
     }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        with_part::<Self, Common>()
+    }
 }
 
 impl FromJson for ChatRequest {
     fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
         self.common = from_value(whole)?;
         Ok(())
+    }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        with_part::<Self, Common>()
     }
 }
 
@@ -287,9 +297,15 @@ impl Plan {
         }
         let mut fields = common.sampling;
         fields.max_tokens = common.max_completion_tokens.or(fields.max_tokens);
+        let prompt_field = if kind == Kind::Chat {
+            "messages"
+        } else {
+            "prompt"
+        };
         let mut sampling = fields
             .into_sampling(loaded.n_ctx, 0, prompt.len(), logprobs)
-            .await?;
+            .await
+            .map_err(|e| e.param_renamed("prompt", prompt_field))?;
         if kind == Kind::Chat {
             add_chat_stops(&mut sampling, loaded);
         }

@@ -48,6 +48,9 @@ impl FromJson for SamplingFields {
         self.grammar = from_value(whole)?;
         Ok(())
     }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        super::fields::with_part::<Self, GrammarFields>()
+    }
 }
 
 impl SamplingFields {
@@ -185,5 +188,8 @@ impl FromJson for StreamRequest {
     fn read_parts(&mut self, whole: &serde_json::Value) -> ApiResult<()> {
         self.sampling = from_value(whole)?;
         Ok(())
+    }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        super::fields::with_part::<Self, SamplingFields>()
     }
 }

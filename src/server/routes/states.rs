@@ -45,9 +45,13 @@ pub struct ExecuteRequest {
 }
 
 impl FromJson for ExecuteRequest {
+    const STRICT: bool = true;
     fn read_parts(&mut self, whole: &Value) -> ApiResult<()> {
         self.sampling = from_value(whole)?;
         Ok(())
+    }
+    fn known_fields() -> Option<Vec<&'static str>> {
+        super::fields::with_part::<Self, SamplingFields>()
     }
 }
 
@@ -236,7 +240,8 @@ pub async fn execute(
     let mut sampling = req
         .sampling
         .into_sampling(loaded.n_ctx, info.tokens_count, prompt.len(), None)
-        .await?;
+        .await
+        .map_err(|e| e.param_renamed("prompt", if chat { "messages" } else { "prompt" }))?;
     if chat {
         add_chat_stops(&mut sampling, &loaded);
     }
@@ -423,7 +428,9 @@ pub struct InterruptRequest {
     pub exec_id: String,
 }
 
-impl FromJson for InterruptRequest {}
+impl FromJson for InterruptRequest {
+    const STRICT: bool = true;
+}
 
 pub async fn interrupt(
     State(app): State<Arc<App>>,

@@ -375,6 +375,7 @@ fn message<T: FromJson>(body: &[u8]) -> ConnectResult<T> {
     };
     let mut v: Value = super::body::parse(body).map_err(invalid)?;
     snake_case_fields(&mut v)?;
+    super::fields::check::<T>(&v, true).map_err(invalid)?;
     super::body::from_value(&v).map_err(invalid)
 }
 

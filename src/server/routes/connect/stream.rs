@@ -104,7 +104,8 @@ pub(super) async fn generate_stream(
     let mut sampling = req
         .sampling
         .into_sampling(loaded.n_ctx, 0, prompt.len(), Some(0))
-        .await?;
+        .await
+        .map_err(|e| e.param_renamed("prompt", if chat { "messages" } else { "prompt" }))?;
     if chat {
         add_chat_stops(&mut sampling, &loaded);
     }
