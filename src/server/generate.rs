@@ -193,6 +193,8 @@ pub fn run(
     let t1 = Instant::now();
     let mut all: Vec<TokenInfo> = Vec::new();
     let mut pending: Vec<TokenInfo> = Vec::new();
+    // Where each token of `all` starts in the output, in characters.
+    let (mut starts, mut chars, mut partial) = (Vec::new(), 0usize, Vec::new());
     // Bytes of `g.text` given to `emit` (the pieces are its prefix).
     let mut emitted = 0usize;
     let mut gone = false;
@@ -221,11 +223,26 @@ pub fn run(
                     .map(|(id, lp)| (tok.decode(&[id], false), lp))
                     .collect(),
             };
+            let (at, done) = token_offsets(&mut partial, &[&info.bytes]);
+            starts.push(chars + at[0]);
+            chars += done;
             pending.push(info.clone());
             all.push(info);
         }
         if marker {
             g.end(StopReason::Stop);
+        } else if t.stop_reason == Some(StopReason::Stop) {
+            // A stop string cut the output: the tokens that begin past
+            // the cut made only the stop string, which is not returned
+            // (nor are their log-probabilities, as OpenAI's).
+            let cut = g.text.chars().count();
+            let keep = starts
+                .partition_point(|&b| b < cut)
+                .max(all.len() - pending.len());
+            let drop = all.len() - keep;
+            all.truncate(keep);
+            starts.truncate(keep);
+            pending.truncate(pending.len() - drop);
         }
         if !t.text.is_empty() || (t.stop_reason.is_some() && !pending.is_empty()) {
             emitted += t.text.len();
@@ -273,6 +290,83 @@ pub fn run(
         prefill_secs,
         decode_secs: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// Where each token starts in the text, in characters, given the bytes
+/// of each (`tokens`) and those of a character begun before them
+/// (`partial`, refilled with one they begin and do not end). A token
+/// holding the middle or end of a character starts where the character
+/// does; an invalid byte is the one U+FFFD it decodes to, so a token after
+/// it starts after it. Returns the offsets relative to the text before
+/// them, and the characters the tokens complete.
+pub fn token_offsets(partial: &mut Vec<u8>, tokens: &[&[u8]]) -> (Vec<usize>, usize) {
+    let mut buf = std::mem::take(partial);
+    let mut starts = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        starts.push(buf.len());
+        buf.extend_from_slice(t);
+    }
+    // Byte ends of the characters, in order; what is left is unfinished.
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        match std::str::from_utf8(&buf[at..]) {
+            Ok(rest) => {
+                ends.extend(rest.char_indices().map(|(i, c)| at + i + c.len_utf8()));
+                at = buf.len();
+            }
+            Err(e) => {
+                let ok = std::str::from_utf8(&buf[at..at + e.valid_up_to()]).unwrap_or("");
+                ends.extend(ok.char_indices().map(|(i, c)| at + i + c.len_utf8()));
+                at += e.valid_up_to();
+                match e.error_len() {
+                    Some(bad) => {
+                        at += bad;
+                        ends.push(at);
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    let offsets = starts
+        .iter()
+        .map(|&b| ends.partition_point(|&end| end <= b))
+        .collect();
+    *partial = buf.split_off(at);
+    (offsets, ends.len())
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::token_offsets;
+
+    #[test]
+    fn tokens_start_where_their_character_does() {
+        let mut p = Vec::new();
+        // "aé€b😀" with "é" over two tokens, "€" over three, "😀" over two.
+        let toks: [&[u8]; 8] = [
+            b"a",
+            &[0xC3],
+            &[0xA9],
+            &[0xE2, 0x82],
+            &[0xAC, b'b'],
+            &[0xF0, 0x9F],
+            &[0x98],
+            &[0x80],
+        ];
+        let (offsets, done) = token_offsets(&mut p, &toks);
+        assert_eq!(offsets, [0, 1, 1, 2, 2, 4, 4, 4]);
+        assert_eq!((done, p.len()), (5, 0));
+        // A character left unfinished waits for the next call.
+        let (offsets, done) = token_offsets(&mut p, &[b"x", &[0xE2]]);
+        assert_eq!((offsets, done, p.clone()), (vec![0, 1], 1, vec![0xE2]));
+        let (offsets, done) = token_offsets(&mut p, &[&[0x82, 0xAC]]);
+        assert_eq!((offsets, done, p.len()), (vec![0], 1, 0));
+        // An invalid byte is one U+FFFD: the token after it starts after it.
+        let (offsets, done) = token_offsets(&mut p, &[&[0xC3], b"e", &[0xFF], b"x"]);
+        assert_eq!((offsets, done), (vec![0, 1, 2, 3], 4));
+    }
 }
 
 #[cfg(test)]

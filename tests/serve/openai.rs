@@ -108,6 +108,38 @@ fn seeds_stops_and_logprobs() {
     let v = s.post("/v1/completions", &r).json();
     assert_eq!(v["choices"][0]["text"], &full[..cut]);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // Log-probabilities cover the returned text, not the stop string:
+    // no token starts past the cut (streamed or not).
+    let mut lr = r.clone();
+    lr["logprobs"] = json!(1);
+    for stream in [false, true] {
+        lr["stream"] = json!(stream);
+        let a = s.post("/v1/completions", &lr);
+        let chunks = if stream {
+            sse_events(&a.body)
+        } else {
+            vec![a.json()]
+        };
+        let offsets: Vec<u64> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["logprobs"]["text_offset"].as_array())
+            .flatten()
+            .map(|o| o.as_u64().unwrap())
+            .collect();
+        let tokens: usize = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["logprobs"]["tokens"].as_array())
+            .map(Vec::len)
+            .sum();
+        assert_eq!(offsets.len(), tokens);
+        let cut_chars = full[..cut].chars().count() as u64;
+        assert!(
+            offsets.iter().all(|&o| o < cut_chars.max(1)),
+            "stream {stream}: {offsets:?} / {cut_chars}"
+        );
+        let (_, ids) = engine_greedy(&model, "hello world", 30);
+        assert!(tokens < ids.len(), "stream {stream}: {tokens} tokens");
+    }
     r["stream"] = json!(true);
     let ev = sse_events(&s.post("/v1/completions", &r).body);
     let streamed: String = ev

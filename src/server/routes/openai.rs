@@ -124,51 +124,6 @@ struct Format {
     partial: Vec<u8>,
 }
 
-/// Where each token starts in the text, in characters, given the bytes
-/// of each (`tokens`) and those of a character begun before them
-/// (`partial`, refilled with one they begin and do not end). A token
-/// holding the middle or end of a character starts where the character
-/// does; an invalid byte is the one U+FFFD it decodes to, so a token after
-/// it starts after it. Returns the offsets relative to the text before
-/// them, and the characters the tokens complete.
-fn token_offsets(partial: &mut Vec<u8>, tokens: &[&[u8]]) -> (Vec<usize>, usize) {
-    let mut buf = std::mem::take(partial);
-    let mut starts = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        starts.push(buf.len());
-        buf.extend_from_slice(t);
-    }
-    // Byte ends of the characters, in order; what is left is unfinished.
-    let mut ends = Vec::new();
-    let mut at = 0;
-    while at < buf.len() {
-        match std::str::from_utf8(&buf[at..]) {
-            Ok(rest) => {
-                ends.extend(rest.char_indices().map(|(i, c)| at + i + c.len_utf8()));
-                at = buf.len();
-            }
-            Err(e) => {
-                let ok = std::str::from_utf8(&buf[at..at + e.valid_up_to()]).unwrap_or("");
-                ends.extend(ok.char_indices().map(|(i, c)| at + i + c.len_utf8()));
-                at += e.valid_up_to();
-                match e.error_len() {
-                    Some(bad) => {
-                        at += bad;
-                        ends.push(at);
-                    }
-                    None => break,
-                }
-            }
-        }
-    }
-    let offsets = starts
-        .iter()
-        .map(|&b| ends.partition_point(|&end| end <= b))
-        .collect();
-    *partial = buf.split_off(at);
-    (offsets, ends.len())
-}
-
 impl Format {
     fn logprobs(&mut self, tokens: &[TokenInfo]) -> Value {
         match self.kind {
@@ -176,7 +131,7 @@ impl Format {
                 // Where each token's text starts in `text`, in characters
                 // as OpenAI counts string positions.
                 let bytes: Vec<&[u8]> = tokens.iter().map(|t| t.bytes.as_slice()).collect();
-                let (rel, done) = token_offsets(&mut self.partial, &bytes);
+                let (rel, done) = generate::token_offsets(&mut self.partial, &bytes);
                 let offsets: Vec<usize> = rel.iter().map(|o| self.offset + o).collect();
                 self.offset += done;
                 json!({
@@ -537,36 +492,4 @@ async fn run(app: Arc<App>, loaded: Arc<Loaded>, plan: Plan) -> ApiResult<Respon
         }
     })?;
     Ok(sse::response(rx, cancel))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_offsets;
-
-    #[test]
-    fn tokens_start_where_their_character_does() {
-        let mut p = Vec::new();
-        // "aé€b😀" with "é" over two tokens, "€" over three, "😀" over two.
-        let toks: [&[u8]; 8] = [
-            b"a",
-            &[0xC3],
-            &[0xA9],
-            &[0xE2, 0x82],
-            &[0xAC, b'b'],
-            &[0xF0, 0x9F],
-            &[0x98],
-            &[0x80],
-        ];
-        let (offsets, done) = token_offsets(&mut p, &toks);
-        assert_eq!(offsets, [0, 1, 1, 2, 2, 4, 4, 4]);
-        assert_eq!((done, p.len()), (5, 0));
-        // A character left unfinished waits for the next call.
-        let (offsets, done) = token_offsets(&mut p, &[b"x", &[0xE2]]);
-        assert_eq!((offsets, done, p.clone()), (vec![0, 1], 1, vec![0xE2]));
-        let (offsets, done) = token_offsets(&mut p, &[&[0x82, 0xAC]]);
-        assert_eq!((offsets, done, p.len()), (vec![0], 1, 0));
-        // An invalid byte is one U+FFFD: the token after it starts after it.
-        let (offsets, done) = token_offsets(&mut p, &[&[0xC3], b"e", &[0xFF], b"x"]);
-        assert_eq!((offsets, done), (vec![0, 1, 2, 3], 4));
-    }
 }
