@@ -549,6 +549,15 @@ fn json_schema_output_ends_with_the_value() {
     }
     let e = schema_grammar(json!({"enum": [1, 2]}));
     assert!(matches(&e, b"2") && !matches(&e, b"2 "));
+    // A top-level `$ref` (here recursive) or a bare type ends there too.
+    let r = schema_grammar(json!({
+        "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+        "$ref": "#/$defs/node"
+    }));
+    assert!(matches(&r, br#"{"next": {"next": {} }}"#));
+    assert!(!matches(&r, b"{} ") && !matches(&r, b"{}\n"));
+    let b = schema_grammar(json!({"type": "boolean"}));
+    assert!(matches(&b, b"true") && !matches(&b, b"true "));
 }
 
 /// `const`/`enum` integers beyond 64 bits reach the schema reader as f64
@@ -570,7 +579,7 @@ fn json_schema_integers_beyond_64_bits_are_refused() {
                 pointer: p, detail, ..
             }) => {
                 assert_eq!(p, pointer, "{text}");
-                assert!(detail.contains("beyond 64 bits"), "{detail}");
+                assert!(detail.contains("beyond the 64-bit integers"), "{detail}");
             }
             other => panic!("{text}: {other:?}"),
         }

@@ -112,11 +112,19 @@ pub fn json_schema_to_gbnf(schema: &Value) -> Result<String> {
         refs: HashMap::new(),
         depth: 0,
     };
-    let body = c.visit(schema, "root", "")?;
+    let mut body = c.visit(schema, "root", "")?;
+    // A top-level `$ref` is its rule's body (so the next step applies).
+    for _ in 0..MAX_DEPTH {
+        match c.rules.get(&body) {
+            Some(inner) => body = inner.clone(),
+            None => break,
+        }
+    }
     // No whitespace after the top-level value: once it is complete the
     // only choice left is the end (EOS), instead of a model padding the
     // output with blanks up to `max_tokens` (values referenced through a
-    // rule keep the rule's trailing space).
+    // rule, as the branches of a top-level `anyOf` or type list, keep the
+    // rule's trailing space).
     let body = body.strip_suffix(" space").unwrap_or(&body);
     let mut out = format!("root ::= {body}\n");
     for (name, body) in &c.rules {
@@ -143,7 +151,7 @@ fn exact_numbers(v: &Value, keyword: &str, pointer: &str) -> Result<()> {
                 return unsupported(
                     keyword,
                     pointer,
-                    format!("{n} is an integer beyond 64 bits, which the schema reader cannot keep exactly"),
+                    format!("{n} is beyond the 64-bit integers the schema reader keeps exactly (an integer that large is rounded to f64)"),
                 );
             }
             Ok(())
