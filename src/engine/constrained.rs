@@ -35,8 +35,9 @@ impl GrammarSpec {
     pub fn to_gbnf(&self) -> Result<String> {
         match self {
             GrammarSpec::Gbnf(s) => Ok(s.clone()),
-            GrammarSpec::JsonSchema(v) => super::grammar::json_schema_to_gbnf(v)
-                .map_err(|e| Error::usage(format!("json schema: {e}"))),
+            GrammarSpec::JsonSchema(v) => {
+                super::grammar::json_schema_to_gbnf(v).map_err(|e| Error::usage(e.to_string()))
+            }
         }
     }
 }

@@ -12,7 +12,10 @@ pub struct Message {
 
 /// OpenAI content: a string or a list of parts (only text parts here).
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string or a list of text parts ({\"type\": \"text\", \"text\": ...}); tool calls and other content are not supported"
+)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),

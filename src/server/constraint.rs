@@ -14,7 +14,7 @@
 //! `"grammar"` and stores no state, as for any run that did not succeed.
 
 use super::error::{ApiError, ApiResult};
-use crate::engine::grammar::Grammar;
+use crate::engine::grammar::{json_schema_to_gbnf, Grammar};
 use crate::engine::GrammarSpec;
 use serde_json::Value;
 
@@ -129,7 +129,10 @@ pub async fn from_request(f: GrammarFields) -> ApiResult<Option<GrammarSpec>> {
 
 /// Compiles `spec`, returning why it cannot be used.
 pub fn check(spec: &GrammarSpec) -> Result<(), String> {
-    let source = spec.to_gbnf().map_err(|e| e.to_string())?;
+    let source = match spec {
+        GrammarSpec::Gbnf(s) => s.clone(),
+        GrammarSpec::JsonSchema(v) => json_schema_to_gbnf(v).map_err(|e| e.to_string())?,
+    };
     Grammar::parse(&source).map_err(|e| e.to_string())?;
     Ok(())
 }

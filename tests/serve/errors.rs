@@ -235,6 +235,18 @@ fn body_errors_name_the_field() {
         let a = s.post(path, &body);
         assert_eq!(error(&a, 400), param, "{path} {body}");
     }
+    // Untagged shapes are explained, not named after serde's enums.
+    for (path, body) in [
+        ("/v1/completions", json!({"prompt": [[1, 2], [3]]})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": 5}]}),
+        ),
+    ] {
+        let v = s.post(path, &body).json();
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(!m.contains("untagged") && m.contains("a string"), "{m}");
+    }
     // Unknown OpenAI fields that are not misspellings are ignored, as
     // llama-server does (clients send `user`, `store`, `metadata`).
     let a = s.post(

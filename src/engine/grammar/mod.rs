@@ -141,10 +141,12 @@ impl fmt::Display for GrammarError {
                 keyword,
                 pointer,
                 detail,
-            } => write!(
-                f,
-                "unsupported JSON Schema keyword '{keyword}' at '{pointer}': {detail}"
-            ),
+            } if keyword.is_empty() => write!(f, "JSON Schema at '{pointer}': {detail}"),
+            UnsupportedSchema {
+                keyword,
+                pointer,
+                detail,
+            } => write!(f, "JSON Schema '{keyword}' at '{pointer}': {detail}"),
             Rejected { offset } => write!(f, "grammar rejects the byte at offset {offset}"),
             TooManyStacks { limit } => {
                 write!(f, "grammar recogniser needs more than {limit} live stacks")

@@ -46,7 +46,10 @@ pub struct StreamOptions {
 
 /// A completions prompt: text, token ids, or a list of one text.
 #[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string, a list of token ids, or a list of one string"
+)]
 pub enum PromptInput {
     Text(String),
     Tokens(Vec<u64>),
