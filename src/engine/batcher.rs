@@ -63,7 +63,7 @@ pub struct BatchStats {
     /// Sequence steps they ran, decode rows and prompt chunks (`rows /
     /// steps` is the mean batch size).
     pub rows: u64,
-    /// Of `rows`, the prompt chunks (prefills) of more than one token.
+    /// Of `rows`, the prompt chunks (prefills).
     pub prefills: u64,
     /// The largest batch.
     pub max_rows: usize,

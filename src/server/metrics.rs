@@ -68,7 +68,7 @@ impl Metrics {
         put(
             "requests_total",
             "counter",
-            "Requests received.",
+            "Requests received (every route but /metrics and /health).",
             get(&self.requests).to_string(),
         );
         put(

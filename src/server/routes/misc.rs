@@ -19,8 +19,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `GET /metrics` (its scrapes are not counted in `zt_requests_total`).
 pub async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
-    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let (queued, running, parallel, batch) = match app.loaded.get() {
         Some(l) => (
             l.scheduler.queued.load(Ordering::Relaxed),
@@ -136,7 +136,7 @@ pub fn check_ids(ids: &[u64], n_vocab: usize, field: &'static str) -> ApiResult<
                 Ok(id as u32)
             } else {
                 Err(ApiError::bad(
-                    field,
+                    format!("{field}[{i}]"),
                     format!("{field}[{i}] = {id} is outside the vocabulary of {n_vocab} tokens"),
                 ))
             }

@@ -306,7 +306,8 @@ pub async fn execute(
                 None,
                 Some(fault(
                     "Interrupted",
-                    "the execution was interrupted before it started; nothing was stored",
+                    "the execution was interrupted (POST /interrupt or /reset) while it waited \
+                     for a sequence, before it started; nothing was stored",
                 )),
             ))
             .into_response()),
