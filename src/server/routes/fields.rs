@@ -80,7 +80,7 @@ fn within(a: &str, b: &str, max: usize) -> bool {
 }
 
 /// `key` in snake_case (`maxTokens` → `max_tokens`).
-fn snake(key: &str) -> String {
+pub fn snake(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 4);
     for c in key.chars() {
         if c.is_ascii_uppercase() {

@@ -392,15 +392,7 @@ fn snake_case_fields(v: &mut Value) -> ConnectResult<()> {
             .cloned()
             .collect();
         for key in camel {
-            let mut snake = String::with_capacity(key.len() + 4);
-            for c in key.chars() {
-                if c.is_ascii_uppercase() {
-                    snake.push('_');
-                    snake.push(c.to_ascii_lowercase());
-                } else {
-                    snake.push(c);
-                }
-            }
+            let snake = super::fields::snake(&key);
             if obj.contains_key(&snake) {
                 return Err(ConnectError::new(
                     "invalid_argument",
